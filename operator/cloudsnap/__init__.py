@@ -1,0 +1,1 @@
+"""cloudsnap: a Kubernetes operator for Huawei Cloud EVS disk snapshots."""

@@ -1,0 +1,1 @@
+"""A faithful local EVS for tests and the sandbox; the operator never imports it."""
