@@ -1,0 +1,119 @@
+"""Prometheus metrics and the health endpoints, served together on the metrics port.
+
+Everything lives on one dedicated registry so the exposition holds only what this operator means
+to publish (plus the process collector, for memory and CPU), and so nothing a library registers on
+the global registry leaks into it. Kubernetes probes the same port: /healthz answers while the
+event loop runs, /readyz only once the operator says its watches are established.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.exposition import choose_encoder
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+# A snapshot can take minutes to become available; the default buckets stop at 10 s.
+_TIME_TO_READY_BUCKETS = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+# Limiter waits are usually zero or a fraction of a second; a long tail means a class is saturated.
+_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+RECONCILE_TOTAL = Counter(
+    "cloudsnap_reconciles_total",
+    "Reconciliations of CloudSnapshot resources, by outcome.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+RECONCILE_SECONDS = Histogram(
+    "cloudsnap_reconcile_duration_seconds",
+    "Time spent in one reconciliation of a CloudSnapshot, by outcome.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+EVS_REQUESTS_TOTAL = Counter(
+    "cloudsnap_evs_requests_total",
+    "HTTP requests sent to the EVS API, by operation and HTTP status code (or timeout / "
+    "connection_error).",
+    ["operation", "code"],
+    registry=REGISTRY,
+)
+EVS_REQUEST_SECONDS = Histogram(
+    "cloudsnap_evs_request_duration_seconds",
+    "Latency of HTTP requests to the EVS API, by operation.",
+    ["operation"],
+    registry=REGISTRY,
+)
+SNAPSHOTS = Gauge(
+    "cloudsnap_snapshots",
+    "CloudSnapshot resources known to the operator, by EVS phase.",
+    ["phase"],
+    registry=REGISTRY,
+)
+RATE_LIMIT_WAIT_SECONDS = Histogram(
+    "cloudsnap_rate_limiter_wait_seconds",
+    "Time a call to EVS waited for the per-class rate limiter, by CloudSnapshotClass.",
+    ["cls"],
+    buckets=_WAIT_BUCKETS,
+    registry=REGISTRY,
+)
+TIME_TO_READY_SECONDS = Histogram(
+    "cloudsnap_snapshot_time_to_ready_seconds",
+    "Time from a CloudSnapshot's creation to its Ready condition turning True.",
+    buckets=_TIME_TO_READY_BUCKETS,
+    registry=REGISTRY,
+)
+
+
+def observe_evs_request(operation: str, code: str, seconds: float) -> None:
+    """Record one EVS request; its signature fits ``EVSClient(observer=...)`` as is."""
+    EVS_REQUESTS_TOTAL.labels(operation=operation, code=code).inc()
+    EVS_REQUEST_SECONDS.labels(operation=operation).observe(seconds)
+
+
+def _app(is_ready: Callable[[], bool]) -> web.Application:
+    async def metrics(request: web.Request) -> web.Response:
+        # Honour the scraper's Accept header (OpenMetrics or the classic text format).
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encoder(REGISTRY), headers={"Content-Type": content_type})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(request: web.Request) -> web.Response:
+        if is_ready():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="not ready\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def serve(host: str, port: int, is_ready: Callable[[], bool]) -> web.AppRunner:
+    """Start the metrics and probe server; the caller owns the runner and calls ``cleanup()``.
+
+    ``port`` 0 binds a free port; the bound address is then in ``runner.addresses``. Access logs
+    are off: kubelet probes every few seconds would drown the operator's own log lines.
+    """
+    runner = web.AppRunner(_app(is_ready), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
