@@ -1,0 +1,280 @@
+"""Async client for the EVS snapshot API (one instance per endpoint and credentials).
+
+It makes exactly one HTTP request per call and never retries by itself: whether a create may be
+repeated is for the caller to decide (EVS has no idempotency token), so a failure is reported as an
+:class:`~cloudsnap.evs.errors.EVSError` with a ``retryable`` verdict instead. Nothing else escapes a
+call, whatever the server or the network does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from cloudsnap.evs.auth import HoldsSecrets
+from cloudsnap.evs.errors import (
+    EVSAPIError,
+    EVSConnectionError,
+    EVSResponseError,
+    EVSTimeoutError,
+    is_retryable,
+    parse_error,
+)
+from cloudsnap.evs.models import CreateSnapshotRequest, ListSnapshotsQuery, Snapshot, SnapshotPage
+
+log = logging.getLogger(__name__)
+
+Observer = Callable[[str, str, float], None]
+"""Called once per HTTP request with (operation, outcome, seconds); outcome is the status code as
+text, ``timeout`` or ``connection_error``."""
+
+# Enough parallel requests for one account's rate limit; idle connections are kept for polling.
+DEFAULT_LIMITS = httpx.Limits(max_connections=32, max_keepalive_connections=16, keepalive_expiry=30)
+_REDACTED = "***"
+
+
+class Unset(enum.Enum):
+    """Marks an update argument that was not given (``None`` is a value: it clears a field)."""
+
+    UNSET = "UNSET"
+
+
+UNSET: Final = Unset.UNSET
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+class _SnapshotAnswer(BaseModel):
+    snapshot: Snapshot
+
+
+class _SnapshotList(BaseModel):
+    count: int
+    snapshots: list[Snapshot]
+
+
+class _RolledBack(BaseModel):
+    volume_id: str
+
+
+class _RollbackAnswer(BaseModel):
+    rollback: _RolledBack
+
+
+def _segment(value: str) -> str:
+    """One path segment, encoded so that no id can reach another path (``/``, ``?``, ``..``)."""
+    if not value:
+        raise ValueError("an EVS id must not be empty")
+    encoded = quote(value, safe="")
+    return encoded.replace(".", "%2E") if set(value) == {"."} else encoded
+
+
+def _tls(verify: bool | str) -> bool | ssl.SSLContext:
+    """``verify`` as httpx wants it: a string is a CA bundle, as PEM text or as a file path."""
+    if isinstance(verify, bool):
+        return verify
+    if "-----BEGIN" in verify:
+        return ssl.create_default_context(cadata=verify)
+    return ssl.create_default_context(cafile=verify)
+
+
+class EVSClient:
+    """The six snapshot operations of EVS v2 for one project, over one pooled HTTP client."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        auth: httpx.Auth,
+        project_id: str,
+        *,
+        timeout: float = 30.0,
+        verify: bool | str = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        url = httpx.URL(endpoint)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"EVS endpoint must be an http(s) URL, got {endpoint!r}")
+        self.endpoint = str(url).rstrip("/")
+        self.project_id = project_id
+        self._base = f"{self.endpoint}/v2/{_segment(project_id)}/cloudsnapshots"
+        self._timeout = timeout
+        self._observer = observer
+        self._auth = auth
+        self._secrets = auth.secret_values() if isinstance(auth, HoldsSecrets) else ()
+        self._http = httpx.AsyncClient(
+            auth=auth,
+            timeout=timeout,
+            verify=_tls(verify),
+            transport=transport,
+            limits=DEFAULT_LIMITS,
+            headers={"Accept": "application/json", "User-Agent": "cloudsnap"},
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"EVSClient(endpoint={self.endpoint!r}, project_id={self.project_id!r}, "
+            f"auth={self._auth!r})"
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        await self._http.aclose()
+
+    async def create_snapshot(self, req: CreateSnapshotRequest) -> Snapshot:
+        """Start a snapshot (it comes back ``creating``). Not idempotent: a retry may make two."""
+        response = await self._call("create", "POST", self._base, json=req.body())
+        return self._parse("create", _SnapshotAnswer, response).snapshot
+
+    async def show_snapshot(self, snapshot_id: str) -> Snapshot:
+        """One snapshot; a missing one raises EVSAPIError with code ``EVS.5404``."""
+        response = await self._call("show", "GET", self._item(snapshot_id))
+        return self._parse("show", _SnapshotAnswer, response).snapshot
+
+    async def list_snapshots(self, query: ListSnapshotsQuery | None = None) -> SnapshotPage:
+        """One page; ``next_offset`` is where the next page starts, ``None`` after the last one."""
+        query = query or ListSnapshotsQuery()
+        response = await self._call("list", "GET", f"{self._base}/detail", params=query.params())
+        listing = self._parse("list", _SnapshotList, response)
+        end = (query.offset or 0) + len(listing.snapshots)
+        more = bool(listing.snapshots) and end < listing.count
+        return SnapshotPage(
+            count=listing.count, snapshots=listing.snapshots, next_offset=end if more else None
+        )
+
+    async def iter_snapshots(
+        self, query: ListSnapshotsQuery | None = None
+    ) -> AsyncIterator[Snapshot]:
+        """Every match across pages, each once even when creations shift the offsets meanwhile."""
+        query = query or ListSnapshotsQuery()
+        seen: set[str] = set()
+        while True:
+            page = await self.list_snapshots(query)
+            for snapshot in page.snapshots:
+                if snapshot.id not in seen:
+                    seen.add(snapshot.id)
+                    yield snapshot
+            if page.next_offset is None:
+                return
+            query = query.model_copy(update={"offset": page.next_offset})
+
+    async def update_snapshot(
+        self,
+        snapshot_id: str,
+        *,
+        name: str | Unset = UNSET,
+        description: str | Unset | None = UNSET,
+    ) -> Snapshot:
+        """Rename or re-describe; only the arguments given are sent; ``description=None`` clears."""
+        fields: dict[str, str | None] = {}
+        if not isinstance(name, Unset):
+            fields["name"] = name
+        if not isinstance(description, Unset):
+            fields["description"] = description
+        response = await self._call(
+            "update", "PUT", self._item(snapshot_id), json={"snapshot": fields}
+        )
+        return self._parse("update", _SnapshotAnswer, response).snapshot
+
+    async def delete_snapshot(self, snapshot_id: str) -> None:
+        """Start the deletion; the snapshot passes through ``deleting`` until show answers 404."""
+        await self._call("delete", "DELETE", self._item(snapshot_id))
+
+    async def rollback_snapshot(
+        self, snapshot_id: str, volume_id: str, name: str | None = None
+    ) -> str:
+        """Roll the snapshot's data back onto ``volume_id``; returns the disk EVS names."""
+        rollback = {"volume_id": volume_id} | ({"name": name} if name is not None else {})
+        response = await self._call(
+            "rollback", "POST", f"{self._item(snapshot_id)}/rollback", json={"rollback": rollback}
+        )
+        return self._parse("rollback", _RollbackAnswer, response).rollback.volume_id
+
+    def _item(self, snapshot_id: str) -> str:
+        return f"{self._base}/{_segment(snapshot_id)}"
+
+    def _redact(self, text: str) -> str:
+        """Remove our own secrets from text a server or the network produced (it may echo them)."""
+        for secret in self._secrets:
+            text = text.replace(secret, _REDACTED)
+        return text
+
+    async def _call(
+        self,
+        operation: str,
+        method: str,
+        url: str,
+        *,
+        params: tuple[tuple[str, str], ...] | None = None,
+        json: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        """Send one request; any failure becomes the EVSError that describes it."""
+        outcome = "connection_error"
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._http.request(method, url, params=params, json=json)
+            outcome = str(response.status_code)
+        except (TimeoutError, httpx.TimeoutException):
+            outcome = "timeout"
+            raise EVSTimeoutError(
+                f"no answer to {operation} within {self._timeout:g}s", retryable=True
+            ) from None
+        except httpx.DecodingError as exc:
+            raise EVSResponseError(
+                self._redact(f"undecodable {operation} answer: {exc}"), retryable=True
+            ) from None
+        except httpx.HTTPError as exc:
+            raise EVSConnectionError(
+                self._redact(f"{operation} failed: {type(exc).__name__}: {exc}"), retryable=True
+            ) from None
+        finally:
+            elapsed = time.perf_counter() - started
+            log.debug("EVS %s -> %s in %.3fs", operation, outcome, elapsed)
+            if self._observer is not None:
+                self._observer(operation, outcome, elapsed)
+        if response.is_success:
+            return response
+        code, message, body_request_id = parse_error(response.status_code, response.content)
+        raise EVSAPIError(
+            self._redact(message),
+            status_code=response.status_code,
+            code=self._redact(code) if code else None,
+            request_id=response.headers.get("X-Request-Id") or body_request_id,
+            retryable=is_retryable(response.status_code, code),
+        )
+
+    def _parse(self, operation: str, model: type[_Model], response: httpx.Response) -> _Model:
+        """Read a success answer; one that does not match the API is an EVSResponseError."""
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            first = exc.errors(include_input=False, include_url=False)[0]
+            where = ".".join(str(part) for part in first["loc"]) or "body"
+            raise EVSResponseError(
+                self._redact(f"unreadable {operation} answer: {where}: {first['msg']}"),
+                status_code=response.status_code,
+                request_id=response.headers.get("X-Request-Id"),
+                retryable=True,
+            ) from None
