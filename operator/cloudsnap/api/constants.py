@@ -1,0 +1,45 @@
+"""Names of the custom resources and the fixed strings of the public API (DESIGN.md §1).
+
+Kept apart from the models so the handlers, the CRD generator and the tests all spell a group, a
+plural or a reserved prefix the same way.
+"""
+
+from typing import Final
+
+GROUP: Final = "evs.cloudsnap.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+CATEGORY: Final = "cloudsnap"
+
+SNAPSHOT_KIND: Final = "CloudSnapshot"
+SNAPSHOT_PLURAL: Final = "cloudsnapshots"
+SNAPSHOT_SINGULAR: Final = "cloudsnapshot"
+SNAPSHOT_SHORT_NAME: Final = "csnap"
+
+CLASS_KIND: Final = "CloudSnapshotClass"
+CLASS_PLURAL: Final = "cloudsnapshotclasses"
+CLASS_SINGULAR: Final = "cloudsnapshotclass"
+CLASS_SHORT_NAME: Final = "csnapclass"
+
+DEFAULT_CLASS_ANNOTATION: Final = f"{GROUP}/is-default-class"
+"""A class annotated with this key set to "true" serves resources that name no class."""
+
+DEFAULT_DELETION_POLICY: Final = "Delete"
+"""The policy when neither the resource nor its class chooses one."""
+
+EVS_TEXT_MAX_BYTES: Final = 255
+"""EVS limit on a snapshot's name and description, counted in UTF-8 bytes."""
+
+RESERVED_NAME_PREFIX: Final = "autobk_snapshot_"
+"""EVS gives names with this prefix to snapshots made by backups; users must not imitate them."""
+
+RESERVED_METADATA_PREFIX: Final = "__system__"
+"""EVS keeps metadata keys with this prefix (e.g. __system__encrypted) for itself."""
+
+IDENTITY_METADATA_PREFIX: Final = "cloudsnap.io/"
+"""Metadata keys with this prefix tie an EVS snapshot to its resource; only the operator sets
+them, so users may not."""
+
+OWNER_UID_METADATA_KEY: Final = f"{IDENTITY_METADATA_PREFIX}owner-uid"
+OWNER_NAMESPACE_METADATA_KEY: Final = f"{IDENTITY_METADATA_PREFIX}namespace"
+OWNER_NAME_METADATA_KEY: Final = f"{IDENTITY_METADATA_PREFIX}name"

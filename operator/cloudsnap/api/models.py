@@ -1,0 +1,365 @@
+"""Pydantic models of the CloudSnapshot and CloudSnapshotClass resources (DESIGN.md §1).
+
+They are the single source of the public API: the operator parses raw Kubernetes bodies with them
+(`CloudSnapshotSpec.model_validate(body["spec"])`) and writes status with
+`model_dump(mode="json", by_alias=True, exclude_none=True)`, and `cloudsnap.api.crdgen` turns them
+into the CRD schemas. So every attribute docstring below is also what `kubectl explain` shows, and
+the CEL rules attached with `json_schema_extra` are what the API server enforces at admission.
+Python names are snake_case; the Kubernetes (camelCase) names are the aliases.
+"""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    Base64Bytes,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+from cloudsnap.api.constants import (
+    API_VERSION,
+    CLASS_KIND,
+    DEFAULT_CLASS_ANNOTATION,
+    DEFAULT_DELETION_POLICY,
+    EVS_TEXT_MAX_BYTES,
+    IDENTITY_METADATA_PREFIX,
+    RESERVED_METADATA_PREFIX,
+    RESERVED_NAME_PREFIX,
+    SNAPSHOT_KIND,
+)
+
+UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+OPTIONAL_UUID_PATTERN = f"^({UUID_PATTERN[1:-1]})?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+CONDITION_REASON_PATTERN = "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+METADATA_MAX_ENTRIES = 50
+METADATA_KEY_MAX_LENGTH = 255
+METADATA_VALUE_MAX_LENGTH = 255
+MAX_CONDITIONS = 16
+
+JsonDict = dict[str, Any]
+DeletionPolicy = Literal["Delete", "Retain"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
+    """One `x-kubernetes-validations` entry; `field_path` points the error at a child field."""
+    entry: JsonDict = {"rule": rule, "message": message}
+    if field_path is not None:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def _fixed_at_creation(field: str, zero: str) -> JsonDict:
+    """A transition rule refusing any change of `field`, counting an absent field as `zero`.
+
+    A rule on the field itself would only run when both the old and the new object carry it, so
+    removing the field (or adding it later) would slip through; on the parent it sees both cases.
+    """
+    return cel(
+        f"(has(self.{field}) ? self.{field} : {zero}) =="
+        f" (has(oldSelf.{field}) ? oldSelf.{field} : {zero})",
+        f"{field} is immutable: it cannot be added, changed or removed after creation",
+        field_path=f".{field}",
+    )
+
+
+def validations(*rules: JsonDict) -> JsonDict:
+    """The `json_schema_extra` that attaches CEL rules to a field or a model."""
+    return {"x-kubernetes-validations": list(rules)}
+
+
+def _as_utc(value: datetime) -> datetime:
+    """EVS times carry no zone but are UTC; Kubernetes needs RFC 3339 with a zone."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UTCDateTime = Annotated[datetime, AfterValidator(_as_utc)]
+MetadataValue = Annotated[str, StringConstraints(max_length=METADATA_VALUE_MAX_LENGTH)]
+
+
+class _Model(BaseModel):
+    """Shared configuration: attribute docstrings become schema descriptions, aliases optional."""
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+        use_attribute_docstrings=True,
+        serialize_by_alias=True,
+    )
+
+
+class ObjectMeta(_Model):
+    """The part of Kubernetes object metadata the operator reads."""
+
+    name: str = ""
+    """Name of the object, unique in its namespace (or in the cluster for cluster-scoped kinds)."""
+    namespace: str | None = None
+    """Namespace of the object; None for cluster-scoped objects."""
+    uid: str | None = None
+    """Identity of this incarnation of the object; tags the EVS snapshot it owns."""
+    generation: int | None = None
+    """Sequence number of the desired state (spec), mirrored as status.observedGeneration."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """Annotations of the object."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Labels of the object."""
+
+
+class CloudSnapshotSpec(_Model):
+    """Desired state of a CloudSnapshot: which EVS disk to snapshot (or which snapshot to adopt)
+    and the snapshot's name, description and metadata."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "has(self.volumeID) || (has(self.snapshotID) && self.snapshotID != '')",
+                "one of spec.volumeID or spec.snapshotID is required",
+            ),
+            _fixed_at_creation("volumeID", "''"),
+            _fixed_at_creation("snapshotID", "''"),
+            _fixed_at_creation("force", "false"),
+            _fixed_at_creation("metadata", "{}"),
+            _fixed_at_creation("className", "''"),
+        )
+    )
+
+    volume_id: str | None = Field(None, alias="volumeID", pattern=UUID_PATTERN)
+    """ID (UUID) of the EVS disk to snapshot, the EVS volume_id. Required unless snapshotID is set;
+    immutable."""
+    name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=EVS_TEXT_MAX_BYTES,
+        json_schema_extra=validations(
+            cel(
+                f"size(bytes(self)) <= {EVS_TEXT_MAX_BYTES}",
+                f"name must be at most {EVS_TEXT_MAX_BYTES} bytes in UTF-8",
+            ),
+            cel(
+                f"!self.startsWith('{RESERVED_NAME_PREFIX}')",
+                f"name must not start with {RESERVED_NAME_PREFIX} (reserved for EVS backups)",
+            ),
+        ),
+    )
+    """Name of the EVS snapshot, at most 255 bytes in UTF-8, not starting with autobk_snapshot_.
+    Defaults to "<namespace>-<name>" of this resource, shortened to fit. Updatable."""
+    description: str | None = Field(
+        None,
+        max_length=EVS_TEXT_MAX_BYTES,
+        json_schema_extra=validations(
+            cel(
+                f"size(bytes(self)) <= {EVS_TEXT_MAX_BYTES}",
+                f"description must be at most {EVS_TEXT_MAX_BYTES} bytes in UTF-8",
+            ),
+        ),
+    )
+    """Description of the EVS snapshot, at most 255 bytes in UTF-8; may be omitted or null.
+    Updatable."""
+    force: bool = False
+    """Snapshot the disk even while it is attached to a server (in-use). Without it EVS refuses an
+    in-use disk. Immutable."""
+    metadata: dict[str, MetadataValue] = Field(
+        default_factory=dict,
+        max_length=METADATA_MAX_ENTRIES,
+        json_schema_extra=validations(
+            cel(
+                f"self.all(k, size(k) >= 1 && size(k) <= {METADATA_KEY_MAX_LENGTH})",
+                f"metadata keys must be 1 to {METADATA_KEY_MAX_LENGTH} characters long",
+            ),
+            cel(
+                f"self.all(k, !k.startsWith('{RESERVED_METADATA_PREFIX}'))",
+                f"metadata keys must not start with {RESERVED_METADATA_PREFIX} (reserved by EVS)",
+            ),
+            cel(
+                f"self.all(k, !k.startsWith('{IDENTITY_METADATA_PREFIX}'))",
+                f"metadata keys must not start with {IDENTITY_METADATA_PREFIX}"
+                " (set by the operator to tie the snapshot to this resource)",
+            ),
+        ),
+    )
+    """Metadata (string to string) stored on the EVS snapshot. At most 50 entries, keys and values
+    at most 255 characters; keys must not start with __system__ (EVS) or cloudsnap.io/ (the
+    operator). Immutable."""
+    class_name: str | None = Field(
+        None, alias="className", min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN
+    )
+    """Name of the CloudSnapshotClass (cloud account, project and region) to use; when omitted,
+    the class annotated evs.cloudsnap.io/is-default-class="true". Immutable."""
+    deletion_policy: DeletionPolicy | None = Field(None, alias="deletionPolicy")
+    """What happens to the EVS snapshot when this resource is deleted: Delete removes it, Retain
+    keeps it. Defaults to the class's deletionPolicy."""
+    snapshot_id: str | None = Field(None, alias="snapshotID", pattern=OPTIONAL_UUID_PATTERN)
+    """ID (UUID) of an existing EVS snapshot to adopt instead of creating one; empty means none.
+    Immutable."""
+
+    @field_validator("snapshot_id")
+    @classmethod
+    def _empty_means_none(cls, value: str | None) -> str | None:
+        """The documented `snapshotID: ""` means "create one", so the operator sees None."""
+        return value or None
+
+
+class Condition(_Model):
+    """One aspect of the resource's state, in the shape of Kubernetes' metav1.Condition."""
+
+    type: str = Field(max_length=316)
+    """Type of the condition: Ready (the EVS snapshot is available) or Synced (the last
+    reconciliation succeeded)."""
+    status: ConditionStatus
+    """Status of the condition: True, False or Unknown."""
+    reason: str = Field(min_length=1, max_length=1024, pattern=CONDITION_REASON_PATTERN)
+    """Machine-readable CamelCase reason for the last transition, e.g. Available, Creating,
+    NotFound, ReconcileError."""
+    message: str = Field(max_length=32768)
+    """Human-readable details of the transition, e.g. the EVS error code and message."""
+    last_transition_time: UTCDateTime = Field(alias="lastTransitionTime")
+    """When the condition last changed its status."""
+    observed_generation: int | None = Field(None, alias="observedGeneration", ge=0)
+    """metadata.generation of the spec this condition was computed from."""
+
+
+class StatusError(_Model):
+    """The error that currently keeps the resource from its desired state."""
+
+    code: str = Field(max_length=64)
+    """EVS error code (e.g. EVS.5404, APIG.0308) or a local one (ClassNotFound, SecretNotFound,
+    InvalidCredentials)."""
+    message: str = Field(max_length=32768)
+    """Human-readable error message."""
+    retryable: bool
+    """Whether the operator retries by itself; false means it waits for a change of the spec."""
+    time: UTCDateTime
+    """When the error was last seen."""
+
+
+class CloudSnapshotStatus(_Model):
+    """Observed state of a CloudSnapshot, mirrored from the EVS snapshot."""
+
+    snapshot_id: str | None = Field(None, alias="snapshotID", max_length=64)
+    """ID of the EVS snapshot this resource owns, written as soon as EVS has accepted the create."""
+    phase: str | None = Field(None, max_length=64)
+    """Status of the EVS snapshot, verbatim (creating, available, error, deleting, ...); empty
+    before the snapshot exists."""
+    size: int | None = Field(None, ge=0)
+    """Size of the snapshot in GB (the size of the source disk)."""
+    created_at: UTCDateTime | None = Field(None, alias="createdAt")
+    """When EVS created the snapshot."""
+    updated_at: UTCDateTime | None = Field(None, alias="updatedAt")
+    """When EVS last updated the snapshot."""
+    observed_generation: int | None = Field(None, alias="observedGeneration", ge=0)
+    """metadata.generation of the spec the operator last reconciled."""
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=MAX_CONDITIONS,
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    )
+    """Current state as conditions Ready and Synced; `kubectl wait --for=condition=Ready` waits
+    on them."""
+    error: StatusError | None = None
+    """The current error, if any; cleared when reconciliation succeeds."""
+
+
+class CloudSnapshot(_Model):
+    """A declarative Huawei Cloud EVS disk snapshot: the operator creates (or adopts) the EVS
+    snapshot, mirrors its state into status and deletes or retains it when the resource goes."""
+
+    api_version: str = Field(API_VERSION, alias="apiVersion")
+    """Versioned schema of this representation of the object."""
+    kind: str = SNAPSHOT_KIND
+    """Kind of the object."""
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    """Standard object metadata."""
+    spec: CloudSnapshotSpec
+    """Desired state: the disk to snapshot and the snapshot's attributes."""
+    status: CloudSnapshotStatus = Field(default_factory=CloudSnapshotStatus)
+    """Observed state of the EVS snapshot."""
+
+
+class SecretReference(_Model):
+    """A Secret in the operator's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    """Name of the Secret. It holds accessKey and secretKey (AK/SK) and optionally securityToken
+    (temporary credentials)."""
+
+
+class RateLimit(_Model):
+    """Client-side limit on the EVS calls made with one class, shared by all its snapshots."""
+
+    requests_per_second: int = Field(10, alias="requestsPerSecond", ge=1, le=1000)
+    """Sustained EVS requests per second."""
+    burst: int = Field(20, ge=1, le=1000)
+    """Requests that may be made at once after a quiet period."""
+
+
+class CloudSnapshotClassSpec(_Model):
+    """Where and as whom snapshots are made: one cloud account, project and region."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!(has(self.caBundle) && self.insecureSkipTLSVerify)",
+                "caBundle and insecureSkipTLSVerify=true cannot be used together",
+                field_path=".insecureSkipTLSVerify",
+            ),
+        )
+    )
+
+    region: str = Field(min_length=1, max_length=64, pattern="^[a-z0-9]+(-[a-z0-9]+)*$")
+    """Huawei Cloud region, e.g. cn-north-4."""
+    project_id: str = Field(
+        alias="projectID", min_length=1, max_length=64, pattern="^[0-9A-Za-z_-]+$"
+    )
+    """Huawei Cloud project ID in that region (the {project_id} of the EVS API paths)."""
+    endpoint: str | None = Field(None, max_length=2048, pattern=r"^https?://[^\s/]+(/\S*)?$")
+    """EVS endpoint URL; defaults to https://evs.<region>.myhuaweicloud.com."""
+    credentials_secret_ref: SecretReference = Field(alias="credentialsSecretRef")
+    """Secret, in the operator's namespace, with the credentials."""
+    deletion_policy: DeletionPolicy = Field(DEFAULT_DELETION_POLICY, alias="deletionPolicy")
+    """Default deletion policy of snapshots made with this class: Delete or Retain."""
+    ca_bundle: Base64Bytes | None = Field(None, alias="caBundle")
+    """PEM-encoded CA certificates, base64-encoded, to verify the endpoint's TLS certificate
+    instead of the system roots."""
+    insecure_skip_tls_verify: bool = Field(False, alias="insecureSkipTLSVerify")
+    """Skip verifying the endpoint's TLS certificate (testing only)."""
+    rate_limit: RateLimit = Field(RateLimit(), alias="rateLimit")
+    """Limit on the EVS calls made with this class."""
+
+    def evs_endpoint(self) -> str:
+        """The explicit endpoint (e.g. a simulator), else the region's public one."""
+        return self.endpoint or f"https://evs.{self.region}.myhuaweicloud.com"
+
+
+class CloudSnapshotClass(_Model):
+    """Where and as whom CloudSnapshots are made: a cloud account, project and region, with the
+    Secret holding its credentials. Cluster-scoped."""
+
+    api_version: str = Field(API_VERSION, alias="apiVersion")
+    """Versioned schema of this representation of the object."""
+    kind: str = CLASS_KIND
+    """Kind of the object."""
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    """Standard object metadata."""
+    spec: CloudSnapshotClassSpec
+    """The account, project, region and credentials."""
+
+    def is_default(self) -> bool:
+        """Whether this class serves resources that name no class (the annotation is "true")."""
+        return self.metadata.annotations.get(DEFAULT_CLASS_ANNOTATION) == "true"
+
+
+def effective_deletion_policy(
+    spec: CloudSnapshotSpec, class_spec: CloudSnapshotClassSpec | None
+) -> DeletionPolicy:
+    """The resource's own policy, else its class's; Delete when the class is gone."""
+    if spec.deletion_policy is not None:
+        return spec.deletion_policy
+    return class_spec.deletion_policy if class_spec is not None else DEFAULT_DELETION_POLICY
