@@ -1,0 +1,174 @@
+"""The generated CRDs: committed copies current, schemas structural and fully described."""
+
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from cloudsnap.api import CloudSnapshotSpec
+from cloudsnap.api.crdgen import (
+    HEADER,
+    SchemaError,
+    class_crd,
+    render_crds,
+    snapshot_crd,
+    structural_schema,
+    write_crds,
+)
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+CRDS_DIR = REPO / "crds"
+# What a structural schema may hold (apiextensions v1 JSONSchemaProps, minus what we never use).
+ALLOWED_KEYS = {
+    "type",
+    "description",
+    "properties",
+    "required",
+    "items",
+    "additionalProperties",
+    "default",
+    "enum",
+    "format",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "maxItems",
+    "maxProperties",
+    "x-kubernetes-validations",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+}
+
+
+def _schema(crd: dict[str, Any]) -> dict[str, Any]:
+    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def _nodes(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every schema node with its dotted path."""
+    yield path, node
+    for name, child in node.get("properties", {}).items():
+        yield from _nodes(child, f"{path}.{name}")
+    if "items" in node:
+        yield from _nodes(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _nodes(node["additionalProperties"], f"{path}{{}}")
+
+
+BOTH = pytest.mark.parametrize("crd", [snapshot_crd(), class_crd()], ids=["snapshot", "class"])
+
+
+def test_committed_crds_are_current() -> None:
+    """Fails when the models changed and `make crds` was not run (or crds/ was hand-edited)."""
+    expected = render_crds()
+    committed = {path.name: path.read_text(encoding="utf-8") for path in CRDS_DIR.glob("*.yaml")}
+    assert committed.keys() == expected.keys(), "crds/ holds other files than the models make"
+    for name, text in expected.items():
+        assert committed[name] == text, f"crds/{name} is stale: run `make crds`"
+
+
+def test_write_crds_writes_what_render_returns(tmp_path: pathlib.Path) -> None:
+    paths = write_crds(tmp_path / "out")
+    rendered = render_crds()
+    assert sorted(path.name for path in paths) == sorted(rendered)
+    for path in paths:
+        assert path.read_text(encoding="utf-8") == rendered[path.name]
+        assert path.read_text(encoding="utf-8").startswith(HEADER)
+
+
+def test_rendering_is_deterministic() -> None:
+    assert render_crds() == render_crds()
+
+
+def test_files_parse_as_one_crd_each() -> None:
+    for text in render_crds().values():
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        assert len(documents) == 1
+        assert documents[0]["kind"] == "CustomResourceDefinition"
+
+
+@BOTH
+def test_every_property_is_described(crd: dict[str, Any]) -> None:
+    """`kubectl explain` shows these; map values ({}) are no property and have none."""
+    undescribed = [
+        path
+        for path, node in _nodes(_schema(crd))
+        if not node.get("description") and not path.endswith("{}")
+    ]
+    assert undescribed == []
+
+
+@BOTH
+def test_schema_is_structural(crd: dict[str, Any]) -> None:
+    for path, node in _nodes(_schema(crd)):
+        assert node.get("type") in {"object", "array", "string", "integer", "boolean"}, path
+        assert set(node) <= ALLOWED_KEYS, f"{path}: {set(node) - ALLOWED_KEYS}"
+        assert not ("properties" in node and "additionalProperties" in node), path
+        if node["type"] == "array":
+            assert "items" in node, path
+        for required in node.get("required", []):
+            assert required in node["properties"], f"{path}.{required}"
+
+
+def test_uuid_fields_have_patterns_and_strings_are_bounded() -> None:
+    spec = _schema(snapshot_crd())["properties"]["spec"]["properties"]
+    assert "[0-9a-fA-F]{8}-" in spec["volumeID"]["pattern"]
+    assert "[0-9a-fA-F]{8}-" in spec["snapshotID"]["pattern"]
+    for path, node in _nodes(_schema(snapshot_crd())["properties"]["spec"], "spec"):
+        if node["type"] == "string" and "enum" not in node:
+            assert "maxLength" in node or "pattern" in node, path
+    assert spec["metadata"]["maxProperties"] == 50
+    assert spec["deletionPolicy"]["enum"] == ["Delete", "Retain"]
+
+
+def test_snapshot_crd_names_columns_and_subresources() -> None:
+    crd = snapshot_crd()
+    assert crd["spec"]["scope"] == "Namespaced"
+    assert crd["spec"]["names"]["shortNames"] == ["csnap"]
+    assert crd["spec"]["names"]["categories"] == ["cloudsnap"]
+    version = crd["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    columns = {column["name"].upper(): column for column in version["additionalPrinterColumns"]}
+    assert list(columns) == ["READY", "PHASE", "SNAPSHOT-ID", "SIZE", "AGE", "VOLUME"]
+    assert columns["READY"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
+    assert columns["VOLUME"]["priority"] == 1
+    assert all("priority" not in column for name, column in columns.items() if name != "VOLUME")
+
+
+def test_class_crd_is_cluster_scoped_with_defaults() -> None:
+    crd = class_crd()
+    assert crd["spec"]["scope"] == "Cluster"
+    assert crd["spec"]["names"]["shortNames"] == ["csnapclass"]
+    assert crd["spec"]["names"]["categories"] == ["cloudsnap"]
+    spec = _schema(crd)["properties"]["spec"]
+    assert spec["required"] == ["region", "projectID", "credentialsSecretRef"]
+    assert spec["properties"]["deletionPolicy"]["default"] == "Delete"
+    assert spec["properties"]["insecureSkipTLSVerify"]["default"] is False
+    assert spec["properties"]["rateLimit"]["default"] == {"requestsPerSecond": 10, "burst": 20}
+    assert spec["properties"]["caBundle"]["format"] == "byte"
+
+
+def test_immutable_fields_have_transition_rules() -> None:
+    rules = _schema(snapshot_crd())["properties"]["spec"]["x-kubernetes-validations"]
+    guarded = {rule["fieldPath"] for rule in rules if "oldSelf" in rule["rule"]}
+    assert guarded == {".volumeID", ".snapshotID", ".force", ".metadata", ".className"}
+
+
+def test_unions_other_than_optional_are_refused() -> None:
+    class Ambiguous(BaseModel):
+        value: int | str
+
+    with pytest.raises(SchemaError, match="optional unions"):
+        structural_schema(Ambiguous)
+
+
+def test_spec_schema_carries_no_pydantic_leftovers() -> None:
+    for path, node in _nodes(structural_schema(CloudSnapshotSpec)):
+        assert not {"$ref", "anyOf", "title"} & set(node), path
+        assert node.get("default", "unset") is not None, path
