@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PKGS := operator/cloudsnap operator/evs_simulator
 
-.PHONY: all venv lint test unit tools crds sandbox clean
+.PHONY: all venv lint test unit tools crds chart-crds manifests lock sandbox clean
 
 all: test
 
@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator tests bench hack
-	$(BIN)/ruff format --check operator tests bench hack
+	$(BIN)/ruff check operator tests bench hack deploy
+	$(BIN)/ruff format --check operator tests bench hack deploy
 	$(BIN)/mypy $(PKGS)
 
 # Pinned kube-apiserver, etcd and helm built from Go modules into a cache outside the checkout.
@@ -29,6 +29,19 @@ tools: $(STAMP)
 
 crds: $(STAMP)
 	$(BIN)/cloudsnap-operator crds --output crds
+
+# The chart ships crds/ byte for byte (tests/deploy fails when they differ); run after `make crds`.
+chart-crds:
+	rm -f deploy/helm/cloudsnap-operator/crds/*.yaml
+	cp crds/*.yaml deploy/helm/cloudsnap-operator/crds/
+
+# Plain kustomize-ready manifests rendered from the chart (tests/deploy fails when stale).
+manifests: chart-crds tools
+	$(BIN)/python deploy/render_manifests.py "$$($(BIN)/python -c 'from hack.tools.install import tools_bin; print(tools_bin())')/helm"
+
+# The image's exact runtime dependency closure, from the project venv.
+lock: $(STAMP)
+	$(BIN)/python deploy/docker/lockfile.py > requirements.lock
 
 # The whole suite: lint, tools, then every test (unit, simulator, SDK interop, end-to-end).
 test: lint tools
