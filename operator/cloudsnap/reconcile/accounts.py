@@ -1,0 +1,224 @@
+"""Class and credentials resolution, and one cached EVS client per (endpoint, credentials).
+
+The reconcile code reads classes and Secrets through two small protocols, so it runs against the
+Kubernetes watch caches in the operator and against plain dictionaries in tests. Each class gets
+an ``Account``: its parsed spec, an EVS client behind the class's rate limit, and the batch poller
+that shares that client. The account is rebuilt only when what it was built from changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+import pydantic
+
+from cloudsnap.api import CloudSnapshotClass, CloudSnapshotClassSpec
+from cloudsnap.evs import AKSKAuth, EVSClient, Observer
+from cloudsnap.evs.client import DEFAULT_LIMITS
+from cloudsnap.reconcile.failures import (
+    CLASS_NOT_FOUND,
+    INVALID_CLASS,
+    INVALID_CREDENTIALS,
+    SECRET_NOT_FOUND,
+    Failure,
+    Kind,
+    LocalFailure,
+)
+from cloudsnap.reconcile.poller import BatchPoller
+from cloudsnap.reconcile.ratelimit import RateLimitedTransport, TokenBucket
+
+ACCESS_KEY = "accessKey"
+SECRET_KEY = "secretKey"  # noqa: S105 - the name of a Secret key, not a secret
+SECURITY_TOKEN = "securityToken"  # noqa: S105 - a key name
+
+
+class ClassReader(Protocol):
+    """Reads CloudSnapshotClass objects (raw Kubernetes bodies)."""
+
+    async def get_class(self, name: str) -> Mapping[str, Any] | None:
+        """The class called ``name``, or None."""
+        ...
+
+    async def list_classes(self) -> Sequence[Mapping[str, Any]]:
+        """Every class (to find the default one)."""
+        ...
+
+
+class SecretReader(Protocol):
+    """Reads Secrets in the operator's namespace, with their values already decoded."""
+
+    async def get_secret(self, name: str) -> Mapping[str, str] | None:
+        """The Secret's data, or None when there is no such Secret."""
+        ...
+
+
+@dataclass(frozen=True)
+class Account:
+    """Everything needed to talk to EVS for one class."""
+
+    class_name: str
+    spec: CloudSnapshotClassSpec
+    client: EVSClient
+    poller: BatchPoller
+    bucket: TokenBucket
+    fingerprint: str
+
+
+class Accounts:
+    """Resolves a resource's class to an Account, caching clients across resources."""
+
+    def __init__(
+        self,
+        classes: ClassReader,
+        secrets: SecretReader,
+        *,
+        timeout: float = 30.0,
+        poll_window: float = 0.2,
+        observer: Observer | None = None,
+    ) -> None:
+        self._classes = classes
+        self._secrets = secrets
+        self._timeout = timeout
+        self._poll_window = poll_window
+        self._observer = observer
+        self._accounts: dict[str, Account] = {}
+        self._retired: set[asyncio.Task[None]] = set()
+
+    async def resolve(self, class_name: str | None) -> Account:
+        """The Account for ``class_name`` (or the default class); LocalFailure when unusable.
+
+        Messages name the class and the Secret, never a value from the Secret.
+        """
+        cls = await self._find_class(class_name)
+        name = cls.metadata.name
+        ref = cls.spec.credentials_secret_ref.name
+        data = await self._secrets.get_secret(ref)
+        if data is None:
+            raise _blocked(SECRET_NOT_FOUND, f"class {name}: Secret {ref} not found")
+        access_key = (data.get(ACCESS_KEY) or "").strip()
+        secret_key = (data.get(SECRET_KEY) or "").strip()
+        token = (data.get(SECURITY_TOKEN) or "").strip() or None
+        missing = [
+            key for key, value in ((ACCESS_KEY, access_key), (SECRET_KEY, secret_key)) if not value
+        ]
+        if missing:
+            raise _blocked(
+                INVALID_CREDENTIALS,
+                f"class {name}: Secret {ref} lacks {' and '.join(missing)}",
+            )
+        fingerprint = _fingerprint(cls.spec, access_key, secret_key, token)
+        current = self._accounts.get(name)
+        if current is not None and current.fingerprint == fingerprint:
+            return current
+        account = self._build(name, cls.spec, access_key, secret_key, token, fingerprint)
+        self._accounts[name] = account
+        if current is not None:
+            self._retire(current)
+        return account
+
+    def cached(self) -> list[Account]:
+        """The accounts built so far (for metrics and tests)."""
+        return list(self._accounts.values())
+
+    async def _find_class(self, class_name: str | None) -> CloudSnapshotClass:
+        if class_name:
+            raw = await self._classes.get_class(class_name)
+            if raw is None:
+                raise _blocked(CLASS_NOT_FOUND, f"CloudSnapshotClass {class_name} not found")
+            return _parse_class(raw, class_name)
+        defaults = []
+        for raw in await self._classes.list_classes():
+            cls = _parse_class(raw, str(raw.get("metadata", {}).get("name", "")))
+            if cls.is_default():
+                defaults.append((str(raw.get("metadata", {}).get("creationTimestamp", "")), cls))
+        if not defaults:
+            raise _blocked(
+                CLASS_NOT_FOUND,
+                "no className given and no CloudSnapshotClass is annotated as the default",
+            )
+        # Several defaults: the newest wins, as for Kubernetes StorageClasses.
+        defaults.sort(key=lambda item: (item[0], item[1].metadata.name))
+        return defaults[-1][1]
+
+    def _build(
+        self,
+        name: str,
+        spec: CloudSnapshotClassSpec,
+        access_key: str,
+        secret_key: str,
+        token: str | None,
+        fingerprint: str,
+    ) -> Account:
+        bucket = TokenBucket(spec.rate_limit.requests_per_second, spec.rate_limit.burst, label=name)
+        inner = httpx.AsyncHTTPTransport(verify=_tls(spec), limits=DEFAULT_LIMITS)
+        client = EVSClient(
+            spec.evs_endpoint(),
+            AKSKAuth(access_key, secret_key, spec.project_id, security_token=token),
+            spec.project_id,
+            timeout=self._timeout,
+            transport=RateLimitedTransport(inner, bucket),
+            observer=self._observer,
+        )
+        poller = BatchPoller(client, window=self._poll_window)
+        return Account(name, spec, client, poller, bucket, fingerprint)
+
+    def _retire(self, account: Account) -> None:
+        """Close a replaced account once requests already in flight on it have had time to end."""
+
+        async def close_later() -> None:
+            await asyncio.sleep(self._timeout + self._poll_window)
+            await _close(account)
+
+        task = asyncio.create_task(close_later())
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    async def aclose(self) -> None:
+        """Close every client, current and retired."""
+        for task in list(self._retired):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for account in self._accounts.values():
+            await _close(account)
+        self._accounts.clear()
+
+
+async def _close(account: Account) -> None:
+    await account.poller.aclose()
+    await account.client.aclose()
+
+
+def _blocked(code: str, message: str) -> LocalFailure:
+    return LocalFailure(Failure(code, message, Kind.BLOCKED))
+
+
+def _parse_class(raw: Mapping[str, Any], name: str) -> CloudSnapshotClass:
+    try:
+        return CloudSnapshotClass.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors())
+        raise _blocked(INVALID_CLASS, f"CloudSnapshotClass {name} is invalid: {fields}") from None
+
+
+def _tls(spec: CloudSnapshotClassSpec) -> bool | ssl.SSLContext:
+    if spec.insecure_skip_tls_verify:
+        return False
+    if spec.ca_bundle:
+        return ssl.create_default_context(cadata=spec.ca_bundle.decode())
+    return True
+
+
+def _fingerprint(
+    spec: CloudSnapshotClassSpec, access_key: str, secret_key: str, token: str | None
+) -> str:
+    """A digest of everything the account is built from; equal digests share one client."""
+    material = "\0".join([spec.model_dump_json(by_alias=True), access_key, secret_key, token or ""])
+    return hashlib.sha256(material.encode()).hexdigest()

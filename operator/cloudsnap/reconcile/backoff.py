@@ -1,0 +1,46 @@
+"""Requeue timing: how soon a resource is looked at again, per outcome.
+
+Transient failures back off exponentially with jitter so that a burst of 5xx/429 answers spreads
+the retries of many resources out instead of hammering EVS in lock-step; blocked resources retry at
+a slow fixed interval (with jitter) because only a change outside the resource can fix them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with proportional jitter, capped."""
+
+    base: float = 1.0
+    factor: float = 2.0
+    cap: float = 120.0
+    jitter: float = 0.25
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Delay before retry number ``attempt`` (0-based); never above ``cap``.
+
+        The jitter is a fraction of the nominal delay in both directions, so the mean stays on the
+        exponential curve while retries of resources that failed together drift apart.
+        """
+        nominal = min(self.cap, self.base * self.factor ** max(0, attempt))
+        spread = nominal * self.jitter * (2.0 * rng.random() - 1.0)
+        return max(0.0, min(self.cap, nominal + spread))
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Every interval the reconciler hands back to the scheduler, in seconds."""
+
+    poll: float = 2.0
+    resync: float = 300.0
+    blocked: float = 120.0
+    jitter: float = 0.1
+    backoff: Backoff = field(default_factory=Backoff)
+
+    def jittered(self, seconds: float, rng: random.Random) -> float:
+        """Spread a fixed interval so resources created together do not resync together."""
+        return max(0.0, seconds * (1.0 + self.jitter * (2.0 * rng.random() - 1.0)))

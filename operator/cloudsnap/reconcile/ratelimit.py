@@ -1,0 +1,76 @@
+"""Per-class request rate limit: an async token bucket and an httpx transport that applies it.
+
+The limit sits in the transport so that every HTTP request the EVS client sends for a class,
+retries and polling included, draws from the same bucket without the reconcile code having to
+remember to ask.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import httpx
+
+from cloudsnap.metrics import RATE_LIMIT_WAIT_SECONDS
+
+
+class TokenBucket:
+    """Classic token bucket: ``rate`` tokens per second, at most ``burst`` saved up."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        label: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        self.rate = rate
+        self.burst = burst
+        self._label = label
+        self._clock = clock
+        self._tokens = float(burst)
+        self._stamp = clock()
+        self._lock = asyncio.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    async def acquire(self) -> float:
+        """Take one token, waiting for it if needed; returns the seconds waited.
+
+        Waiters queue on a lock so tokens are handed out first come, first served.
+        """
+        started = self._clock()
+        async with self._lock:
+            self._refill()
+            if self._tokens < 1.0:
+                await asyncio.sleep((1.0 - self._tokens) / self.rate)
+                self._refill()
+            self._tokens -= 1.0
+        waited = self._clock() - started
+        RATE_LIMIT_WAIT_SECONDS.labels(cls=self._label).observe(waited)
+        return waited
+
+
+class RateLimitedTransport(httpx.AsyncBaseTransport):
+    """Wraps a transport so each request first takes a token from the bucket."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, bucket: TokenBucket) -> None:
+        self._inner = inner
+        self.bucket = bucket
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Wait for a token, then send."""
+        await self.bucket.acquire()
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport's connections."""
+        await self._inner.aclose()

@@ -1,0 +1,112 @@
+"""A keyed, delayed work queue in the spirit of controller-runtime's workqueue.
+
+One entry per resource however often it is requested (memory grows with resources, not with
+events), the earliest requested time wins, a key is never worked on twice at once, and a request
+that arrives while the key is being worked on runs it again right after. Workers are coroutines
+bounded by a semaphore, so a thousand resources waiting on EVS cost a thousand small futures, not
+a thousand threads or per-resource daemons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+log = logging.getLogger(__name__)
+
+Work = Callable[[K], Awaitable[float | None]]
+"""Process one key; return seconds until it should run again, or None to wait for a new request."""
+
+
+class Scheduler(Generic[K]):
+    """Run ``work(key)`` for due keys, at most ``concurrency`` at a time."""
+
+    def __init__(self, work: Work[K], *, concurrency: int = 64) -> None:
+        self._work = work
+        self._slots = asyncio.Semaphore(concurrency)
+        self._due: dict[K, float] = {}
+        self._heap: list[tuple[float, int, K]] = []
+        self._seq = 0
+        self._running: set[K] = set()
+        self._again: dict[K, float] = {}
+        self._dropped: set[K] = set()
+        self._wakeup = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._due) + len(self._running)
+
+    def enqueue(self, key: K, delay: float = 0.0) -> None:
+        """Ask for ``key`` to be worked on in ``delay`` seconds (or earlier if already due)."""
+        when = asyncio.get_running_loop().time() + max(0.0, delay)
+        self._dropped.discard(key)
+        if key in self._running:
+            self._again[key] = min(when, self._again.get(key, when))
+            return
+        current = self._due.get(key)
+        if current is not None and current <= when:
+            return
+        self._due[key] = when
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, key))
+        self._wakeup.set()
+
+    def forget(self, key: K) -> None:
+        """Drop any pending request for ``key`` (the resource is gone)."""
+        self._due.pop(key, None)
+        self._again.pop(key, None)
+        if key in self._running:
+            self._dropped.add(key)
+
+    def pending(self, key: K) -> float | None:
+        """Loop time at which ``key`` is due, if it is queued."""
+        return self._due.get(key)
+
+    async def run(self) -> None:
+        """Dispatch due keys until cancelled."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                self._wakeup.clear()
+                now = loop.time()
+                while self._heap and self._heap[0][0] <= now:
+                    when, _, key = heapq.heappop(self._heap)
+                    if self._due.get(key) != when:
+                        continue  # superseded by an earlier request or forgotten
+                    del self._due[key]
+                    await self._slots.acquire()
+                    self._running.add(key)
+                    task = asyncio.create_task(self._process(key))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                timeout = self._heap[0][0] - loop.time() if self._heap else None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _process(self, key: K) -> None:
+        delay: float | None = None
+        try:
+            delay = await self._work(key)
+        except Exception:
+            log.exception("Unexpected failure while reconciling %s; retrying in 30s", key)
+            delay = 30.0
+        finally:
+            self._running.discard(key)
+            self._slots.release()
+        again = self._again.pop(key, None)
+        if key in self._dropped:
+            self._dropped.discard(key)
+        elif again is not None:
+            self.enqueue(key, again - asyncio.get_running_loop().time())
+        elif delay is not None:
+            self.enqueue(key, delay)
