@@ -1,0 +1,76 @@
+"""Async client of the simulator's ``/_sim/`` admin API, for tests, benchmarks and the sandbox."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import httpx
+
+
+class AdminClient:
+    """Drives one simulator: disks, faults, call counts and snapshots behind the operator's back."""
+
+    def __init__(self, endpoint: str, *, timeout: float = 10.0) -> None:
+        self._http = httpx.AsyncClient(base_url=endpoint.rstrip("/"), timeout=timeout)
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        response = await self._http.request(method, f"/_sim/{path}", json=body)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    async def reset(self) -> None:
+        """Seed disks only, no snapshots, no faults, call counts zeroed."""
+        await self._call("POST", "reset")
+
+    async def add_volume(
+        self,
+        size: int = 10,
+        status: str = "available",
+        id: str | None = None,
+        name: str | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Create a disk (extra fields: availability_zone, enterprise_project_id, ...)."""
+        body: dict[str, Any] = {"size": size, "status": status, **fields}
+        if id is not None:
+            body["id"] = id
+        if name is not None:
+            body["name"] = name
+        return cast(dict[str, Any], await self._call("POST", "volumes", body))
+
+    async def set_volume(self, id: str, **fields: Any) -> dict[str, Any]:
+        """Change a disk, e.g. ``status="in-use"`` to test the force rule."""
+        return cast(dict[str, Any], await self._call("PATCH", f"volumes/{id}", fields))
+
+    async def volumes(self) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], await self._call("GET", "volumes"))
+
+    async def set_faults(self, rules: Sequence[Mapping[str, Any]], seed: int = 0) -> None:
+        """Replace the fault plan; the same seed replays the same faults."""
+        await self._call("PUT", "faults", {"seed": seed, "rules": [dict(rule) for rule in rules]})
+
+    async def clear_faults(self) -> None:
+        await self._call("DELETE", "faults")
+
+    async def calls(self) -> dict[str, int]:
+        """Requests received per operation, failed and faulted ones included."""
+        return cast(dict[str, int], await self._call("GET", "calls"))
+
+    async def snapshots(self) -> list[dict[str, Any]]:
+        """Every snapshot ever made, with ``deleted`` telling the gone ones."""
+        return cast(list[dict[str, Any]], await self._call("GET", "snapshots"))
+
+    async def remove_snapshot(self, id: str) -> None:
+        """Delete a snapshot instantly, outside EVS's API (drift)."""
+        await self._call("DELETE", f"snapshots/{id}")
+
+    async def set_snapshot_status(self, id: str, status: str) -> dict[str, Any]:
+        """Pin a snapshot's status; transitions in flight stop."""
+        return cast(
+            dict[str, Any], await self._call("PATCH", f"snapshots/{id}", {"status": status})
+        )
+
+    async def aclose(self) -> None:
+        """Close the pooled connections (``contextlib.aclosing`` works with this)."""
+        await self._http.aclose()

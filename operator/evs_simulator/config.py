@@ -1,0 +1,48 @@
+"""What a simulator instance is started with: credentials, seed disks, timings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_ACCESS_KEY = "SIMULATORACCESSKEY01"
+DEFAULT_SECRET_KEY = "simulator-secret-key-0123456789abcdef"  # noqa: S105 - a local test double
+DEFAULT_PROJECT_ID = "0123456789abcdef0123456789abcdef"
+
+
+@dataclass(frozen=True)
+class VolumeSeed:
+    """A disk present from the start (and again after every reset)."""
+
+    id: str
+    size: int
+    status: str = "available"
+
+    @classmethod
+    def parse(cls, text: str) -> VolumeSeed:
+        """Read the CLI form ``ID:SIZE:STATUS`` (status optional)."""
+        parts = text.split(":")
+        if len(parts) not in (2, 3) or not parts[0]:
+            raise ValueError(f"volume must be ID:SIZE[:STATUS], got {text!r}")
+        size = int(parts[1])
+        if size < 1:
+            raise ValueError(f"volume size must be at least 1 GB, got {size}")
+        return cls(parts[0], size, parts[2] if len(parts) == 3 else "available")
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """Settings of one simulator; secrets are kept out of the repr."""
+
+    access_key: str = DEFAULT_ACCESS_KEY
+    secret_key: str = field(default=DEFAULT_SECRET_KEY, repr=False)
+    project_id: str = DEFAULT_PROJECT_ID
+    security_token: str | None = field(default=None, repr=False)
+    auth_token: str | None = field(default=None, repr=False)
+    volumes: tuple[VolumeSeed, ...] = ()
+    create_seconds: float = 0.0
+    delete_seconds: float = 0.0
+    rollback_seconds: float = 0.0
+    seed: int = 0
+    host: str = "127.0.0.1"
+    port: int = 0
+    access_log: bool = False
