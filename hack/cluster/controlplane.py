@@ -1,0 +1,379 @@
+"""An envtest-style Kubernetes control plane: etcd plus kube-apiserver, no kubelet.
+
+The operator's behaviour only means something against a real API server (CRD schemas, CEL rules,
+the status subresource, RBAC, finalizers), and there is no container engine to run kind, so the
+harness runs the two binaries built by hack.tools.install directly on loopback ports.
+
+Everything started here is stopped again: ``with ControlPlane() as cp`` stops on exit, an atexit
+hook stops whatever is still running when the interpreter ends, SIGTERM/SIGHUP stop everything
+before the process dies, and each child asks the kernel to kill it if its parent dies first.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType, TracebackType
+
+import httpx
+import yaml
+
+from hack.cluster import pki as pki_mod
+from hack.tools.install import tools_bin
+
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+STOP_GRACE_SECONDS = 15.0
+POLL_SECONDS = 0.2
+START_ATTEMPTS = 3
+_PR_SET_PDEATHSIG = 1
+_OWNED_NAMES = ("etcd", "pki", "apiserver-certs", "kubeconfig", "etcd.log", "kube-apiserver.log")
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not be started (the message carries the failing log's tail)."""
+
+
+class _PortInUseError(ControlPlaneError):
+    """A port picked as free was taken before the server bound it; worth another attempt."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# Resolved in the parent: after fork, the child must not load libraries (loader locks).
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGKILL it if the parent goes away (even by SIGKILL)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class _Process:
+    """One child in its own process group, with its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
+        self.name = name
+        self.log_path = log_path
+        with log_path.open("wb") as log:
+            self.popen = subprocess.Popen(  # noqa: S603 - argv built here, no shell
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+
+    @property
+    def pid(self) -> int:
+        """The child's pid (also its process group id)."""
+        return self.popen.pid
+
+    def check_alive(self) -> None:
+        """Raise with the log's tail if the child has already exited."""
+        code = self.popen.poll()
+        if code is None:
+            return
+        tail = _tail(self.log_path)
+        error = _PortInUseError if "address already in use" in tail else ControlPlaneError
+        raise error(f"{self.name} exited with {code} during start-up:\n{tail}")
+
+    def stop(self) -> None:
+        """SIGTERM the whole group, SIGKILL it after a grace period, and reap the child."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                self.popen.wait()
+        # The leader is reaped; anything it left behind in its group goes too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+
+def _wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, processes: list[_Process]
+) -> None:
+    """Poll condition until it holds, failing fast if a child died and at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for proc in processes:
+            proc.check_alive()
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            raise ControlPlaneError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(POLL_SECONDS)
+
+
+_RUNNING: set[ControlPlane] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def stop_all() -> None:
+    """Stop every control plane of this process (atexit and signal path)."""
+    with _RUNNING_LOCK:
+        planes = list(_RUNNING)
+    for plane in planes:
+        plane.stop()
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    """Stop the children, then let the signal do what it would have done."""
+    stop_all()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _install_signal_handlers() -> None:
+    """SIGTERM/SIGHUP would kill Python without running atexit; stop our children first."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            signal.signal(signum, _on_signal)
+
+
+atexit.register(stop_all)
+
+
+class ControlPlane:
+    """etcd + kube-apiserver on free loopback ports, with RBAC and an admin client cert.
+
+    Start it from a thread that outlives it: children are tied to the starting thread's life.
+    """
+
+    def __init__(
+        self,
+        *,
+        directory: Path | None = None,
+        bin_dir: Path | None = None,
+        start_timeout: float = 120.0,
+    ) -> None:
+        self.bin_dir = bin_dir or tools_bin()
+        self._own_dir = directory is None
+        self.directory = directory or Path(tempfile.mkdtemp(prefix="cloudsnap-cp-"))
+        self.start_timeout = start_timeout
+        self.kubeconfig = self.directory / "kubeconfig"
+        self.server = ""
+        self.start_seconds = 0.0
+        self._processes: list[_Process] = []
+
+    def __enter__(self) -> ControlPlane:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def pids(self) -> list[int]:
+        """Pids of the running children (etcd first)."""
+        return [proc.pid for proc in self._processes]
+
+    def start(self) -> ControlPlane:
+        """Bring etcd and kube-apiserver up and write the kubeconfig; retry on a port race."""
+        for binary in ("etcd", "kube-apiserver"):
+            if not (self.bin_dir / binary).is_file():
+                raise ControlPlaneError(f"{self.bin_dir / binary} missing: run `make tools`")
+        with _RUNNING_LOCK:
+            _RUNNING.add(self)
+        _install_signal_handlers()
+        started = time.monotonic()
+        for attempt in range(1, START_ATTEMPTS + 1):
+            self._clear_state()
+            try:
+                self._start_once()
+            except _PortInUseError:
+                self._stop_processes()
+                if attempt == START_ATTEMPTS:
+                    self.stop()
+                    raise
+            except BaseException:
+                self.stop()
+                raise
+            else:
+                break
+        self.start_seconds = time.monotonic() - started
+        return self
+
+    def wait_for_exit(self, interval: float) -> str:
+        """Block while both servers run; return the name of the first one that exits."""
+        while True:
+            for proc in self._processes:
+                if proc.popen.poll() is not None:
+                    return proc.name
+            time.sleep(interval)
+
+    def stop(self) -> None:
+        """Stop both servers (API server first) and remove the directory if we created it."""
+        self._stop_processes()
+        with _RUNNING_LOCK:
+            _RUNNING.discard(self)
+        if self._own_dir:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _stop_processes(self) -> None:
+        for proc in reversed(self._processes):
+            proc.stop()
+        self._processes.clear()
+
+    def _clear_state(self) -> None:
+        """Start from nothing, even when reusing a directory the caller chose."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for name in _OWNED_NAMES:
+            path = self.directory / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+    def _start_once(self) -> None:
+        keys = pki_mod.generate(self.directory / "pki")
+        etcd_url = self._start_etcd()
+        port = free_port()
+        self.server = f"https://127.0.0.1:{port}"
+        apiserver = _Process(
+            "kube-apiserver",
+            [
+                str(self.bin_dir / "kube-apiserver"),
+                "--advertise-address=127.0.0.1",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--etcd-servers={etcd_url}",
+                f"--cert-dir={self.directory / 'apiserver-certs'}",
+                f"--tls-cert-file={keys.serving_cert}",
+                f"--tls-private-key-file={keys.serving_key}",
+                f"--client-ca-file={keys.ca_cert}",
+                f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+                f"--service-account-key-file={keys.sa_public_key}",
+                f"--service-account-signing-key-file={keys.sa_private_key}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--authorization-mode=RBAC",
+                "--allow-privileged=true",
+                # No controller-manager creates the default ServiceAccount, so this plugin would
+                # refuse every pod; envtest turns it off for the same reason.
+                "--disable-admission-plugins=ServiceAccount",
+                "--profiling=false",
+            ],
+            self.directory / "kube-apiserver.log",
+        )
+        self._processes.append(apiserver)
+        context = ssl.create_default_context(cafile=str(keys.ca_cert))
+        context.load_cert_chain(str(keys.admin_cert), str(keys.admin_key))
+        with httpx.Client(verify=context, timeout=5.0) as client:
+            _wait_until(
+                lambda: _answers_ok(client, f"{self.server}/readyz"),
+                self.start_timeout,
+                "kube-apiserver /readyz",
+                self._processes,
+            )
+        self._write_kubeconfig(keys)
+
+    def _start_etcd(self) -> str:
+        client_port, peer_port = free_port(), free_port()
+        client_url = f"http://127.0.0.1:{client_port}"
+        peer_url = f"http://127.0.0.1:{peer_port}"
+        etcd = _Process(
+            "etcd",
+            [
+                str(self.bin_dir / "etcd"),
+                "--name=cloudsnap",
+                f"--data-dir={self.directory / 'etcd'}",
+                f"--listen-client-urls={client_url}",
+                f"--advertise-client-urls={client_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=cloudsnap={peer_url}",
+                # Test data is disposable: skipping fsync makes every write cheap.
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+            self.directory / "etcd.log",
+        )
+        self._processes.append(etcd)
+        with httpx.Client(timeout=5.0) as client:
+            _wait_until(
+                lambda: _answers_ok(client, f"{client_url}/health"),
+                self.start_timeout,
+                "etcd /health",
+                self._processes,
+            )
+        return client_url
+
+    def _write_kubeconfig(self, keys: pki_mod.Pki) -> None:
+        def b64(path: Path) -> str:
+            return base64.b64encode(path.read_bytes()).decode()
+
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "cloudsnap-test",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority-data": b64(keys.ca_cert),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": pki_mod.ADMIN_USER,
+                    "user": {
+                        "client-certificate-data": b64(keys.admin_cert),
+                        "client-key-data": b64(keys.admin_key),
+                    },
+                }
+            ],
+            "contexts": [
+                {
+                    "name": "cloudsnap-test",
+                    "context": {"cluster": "cloudsnap-test", "user": pki_mod.ADMIN_USER},
+                }
+            ],
+            "current-context": "cloudsnap-test",
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.kubeconfig.chmod(0o600)
+
+
+def _answers_ok(client: httpx.Client, url: str) -> bool:
+    try:
+        return client.get(url).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -1,0 +1,260 @@
+"""The local control plane is a real Kubernetes API server: schemas, CEL, /status, RBAC, apply.
+
+Each test checks a behaviour that only a real kube-apiserver (not a mock) has, so a fake server
+or a misconfigured one (RBAC off, no admin identity) fails here first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hack.cluster import Cluster
+from hack.tools.install import KUBE_VERSION
+
+from tests.fixtures.cluster import KUBECONFIG_ENV
+
+GROUP = "controlplane-test.cloudsnap.io"
+CRD_NAME = f"widgets.{GROUP}"
+CEL_MESSAGE = "replicas must not exceed maxReplicas"
+
+WIDGET_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": CRD_NAME},
+    "spec": {
+        "group": GROUP,
+        "scope": "Namespaced",
+        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "required": ["replicas", "maxReplicas"],
+                                "properties": {
+                                    "replicas": {"type": "integer", "minimum": 0},
+                                    "maxReplicas": {"type": "integer"},
+                                },
+                                "x-kubernetes-validations": [
+                                    {
+                                        "rule": "self.replicas <= self.maxReplicas",
+                                        "message": CEL_MESSAGE,
+                                    }
+                                ],
+                            },
+                            "status": {
+                                "type": "object",
+                                "properties": {"phase": {"type": "string"}},
+                            },
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def widget(namespace: str, name: str, replicas: int, **extra_spec: Any) -> str:
+    """A Widget manifest as JSON (kubectl reads JSON as well as YAML)."""
+    spec = {"replicas": replicas, "maxReplicas": 3, **extra_spec}
+    return json.dumps(
+        {
+            "apiVersion": f"{GROUP}/v1",
+            "kind": "Widget",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+    )
+
+
+def get_json(cluster: Cluster, *args: str) -> dict[str, Any]:
+    """`kubectl get ... -o json`, parsed."""
+    result: dict[str, Any] = json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+    return result
+
+
+@pytest.fixture(scope="module")
+def widget_crd(cluster: Cluster) -> Iterator[str]:
+    """The Widget CRD, installed and Established for this module's tests."""
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(WIDGET_CRD))
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    yield CRD_NAME
+    cluster.kubectl("delete", "crd", CRD_NAME, "--wait=false", "--ignore-not-found")
+
+
+def test_server_reports_the_pinned_version(cluster: Cluster) -> None:
+    server = json.loads(cluster.kubectl("version", "-o", "json").stdout)["serverVersion"]
+
+    expected = "v1." if os.environ.get(KUBECONFIG_ENV) else KUBE_VERSION
+    assert server["gitVersion"].startswith(expected)
+
+
+def test_custom_object_is_stored_and_pruned_by_its_schema(
+    cluster: Cluster, widget_crd: str, namespace: str
+) -> None:
+    cluster.kubectl("create", "-f", "-", input=widget(namespace, "w1", 2, colour="blue"))
+
+    stored = get_json(cluster, "widget", "w1", "-n", namespace)
+
+    assert stored["spec"] == {"replicas": 2, "maxReplicas": 3}  # unknown field pruned
+    assert stored["metadata"]["generation"] == 1
+
+
+def test_status_changes_only_through_the_status_subresource(
+    cluster: Cluster, widget_crd: str, namespace: str
+) -> None:
+    cluster.kubectl("create", "-f", "-", input=widget(namespace, "w2", 1))
+
+    cluster.kubectl(
+        "patch", "widget", "w2", "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", '{"status": {"phase": "Ready"}}',
+    )  # fmt: skip
+    cluster.kubectl(
+        "patch", "widget", "w2", "-n", namespace, "--type=merge",
+        "-p", '{"status": {"phase": "Hijacked"}}',
+    )  # fmt: skip
+
+    stored = get_json(cluster, "widget", "w2", "-n", namespace)
+    assert stored["status"] == {"phase": "Ready"}
+    assert stored["metadata"]["generation"] == 1  # status writes do not bump the generation
+
+
+def test_cel_rule_refuses_a_bad_object_with_its_message(
+    cluster: Cluster, widget_crd: str, namespace: str
+) -> None:
+    result = cluster.kubectl(
+        "create", "-f", "-", input=widget(namespace, "too-many", 9), check=False
+    )
+
+    assert result.returncode != 0
+    assert CEL_MESSAGE in result.stderr
+    missing = cluster.kubectl("get", "widget", "too-many", "-n", namespace, check=False)
+    assert "NotFound" in missing.stderr
+
+
+def test_openapi_schema_refuses_a_negative_count(
+    cluster: Cluster, widget_crd: str, namespace: str
+) -> None:
+    result = cluster.kubectl("create", "-f", "-", input=widget(namespace, "neg", -1), check=False)
+
+    assert result.returncode != 0
+    assert "spec.replicas" in result.stderr
+    assert "should be greater than or equal to 0" in result.stderr
+
+
+def test_rbac_allows_what_the_role_grants_and_denies_the_rest(
+    cluster: Cluster, namespace: str
+) -> None:
+    sa = f"system:serviceaccount:{namespace}:reader"
+    cluster.kubectl("create", "serviceaccount", "reader", "-n", namespace)
+    cluster.kubectl(
+        "create", "role", "configmap-reader", "-n", namespace,
+        "--verb=get,list", "--resource=configmaps",
+    )  # fmt: skip
+    cluster.kubectl(
+        "create", "rolebinding", "reader", "-n", namespace,
+        "--role=configmap-reader", f"--serviceaccount={namespace}:reader",
+    )  # fmt: skip
+    cluster.kubectl("create", "configmap", "settings", "-n", namespace, "--from-literal=a=1")
+
+    allowed = cluster.kubectl("get", "configmap", "settings", "-n", namespace, f"--as={sa}")
+    denied_write = cluster.kubectl(
+        "create", "configmap", "other", "-n", namespace, f"--as={sa}", check=False
+    )
+    denied_read = cluster.kubectl("get", "secrets", "-n", namespace, f"--as={sa}", check=False)
+
+    assert "settings" in allowed.stdout
+    assert denied_write.returncode != 0
+    assert "Forbidden" in denied_write.stderr
+    assert 'cannot create resource "configmaps"' in denied_write.stderr
+    assert denied_read.returncode != 0
+    assert 'cannot list resource "secrets"' in denied_read.stderr
+
+
+def test_kubectl_apply_creates_then_leaves_alone_then_updates(
+    cluster: Cluster, namespace: str
+) -> None:
+    def manifest(value: str) -> str:
+        return json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "applied", "namespace": namespace},
+                "data": {"key": value},
+            }
+        )
+
+    first = cluster.kubectl("apply", "-f", "-", input=manifest("one"))
+    again = cluster.kubectl("apply", "-f", "-", input=manifest("one"))
+    changed = cluster.kubectl("apply", "-f", "-", input=manifest("two"))
+
+    assert "configmap/applied created" in first.stdout
+    assert "configmap/applied unchanged" in again.stdout
+    assert "configmap/applied configured" in changed.stdout
+    assert get_json(cluster, "configmap", "applied", "-n", namespace)["data"] == {"key": "two"}
+
+
+def write_chart(root: Path) -> Path:
+    """A throwaway chart: one ConfigMap, and an optional object the server must refuse."""
+    chart = root / "tiny"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: tiny\nversion: 0.1.0\n")
+    (chart / "values.yaml").write_text("greeting: hello\ninvalid: false\n")
+    (chart / "templates" / "configmap.yaml").write_text(
+        "apiVersion: v1\n"
+        "kind: ConfigMap\n"
+        "metadata:\n"
+        "  name: {{ .Release.Name }}-greeting\n"
+        "data:\n"
+        "  greeting: {{ .Values.greeting | quote }}\n"
+    )
+    (chart / "templates" / "invalid.yaml").write_text(
+        "{{- if .Values.invalid }}\n"
+        "apiVersion: v1\n"
+        "kind: Service\n"
+        "metadata:\n"
+        "  name: {{ .Release.Name }}-svc\n"
+        "spec:\n"
+        "  ports:\n"
+        "    - port: 700000\n"
+        "{{- end }}\n"
+    )
+    return chart
+
+
+@pytest.mark.parametrize(
+    ("values", "accepted", "expected"),
+    [
+        ("greeting=hi", True, "configmap/demo-greeting created (server dry run)"),
+        ("invalid=true", False, "spec.ports[0].port"),
+    ],
+)
+def test_helm_template_piped_to_server_side_dry_run(
+    cluster: Cluster, namespace: str, tmp_path: Path, values: str, accepted: bool, expected: str
+) -> None:
+    """The server validates what helm renders (and refuses a bad port), persisting nothing."""
+    chart = write_chart(tmp_path)
+
+    rendered = cluster.helm("template", "demo", str(chart), "--set", values).stdout
+    applied = cluster.kubectl(
+        "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=rendered, check=False
+    )
+
+    assert "name: demo-greeting" in rendered
+    assert (applied.returncode == 0) is accepted, applied.stderr
+    assert expected in applied.stdout + applied.stderr
+    persisted = cluster.kubectl("get", "configmap", "demo-greeting", "-n", namespace, check=False)
+    assert "NotFound" in persisted.stderr
