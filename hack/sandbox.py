@@ -165,14 +165,16 @@ def start_simulator(
     secret_key = "SK" + secrets.token_hex(20)
     project_id = secrets.token_hex(16)
     argv = [str(BIN / "evs-simulator"), "--host", "127.0.0.1", "--port", "0"]
-    argv += ["--access-key", access_key, "--secret-key", secret_key, "--project-id", project_id]
+    argv += ["--access-key", access_key, "--project-id", project_id]
     for volume in volumes:
         argv += ["--volume", volume]
     if create_seconds is not None:
         argv += ["--create-seconds", str(create_seconds)]
     if delete_seconds is not None:
         argv += ["--delete-seconds", str(delete_seconds)]
-    process = ManagedProcess(argv, workdir / "evs-simulator.log", dict(os.environ))
+    # The key goes through the environment, where `ps` does not show it.
+    env = {**os.environ, "EVS_SIMULATOR_SECRET_KEY": secret_key}
+    process = ManagedProcess(argv, workdir / "evs-simulator.log", env)
     process.start()
     try:
         endpoint = process.wait_for_log(LISTENING, timeout=timeout).group(1)
