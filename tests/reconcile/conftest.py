@@ -1,0 +1,54 @@
+"""Fixtures of the reconcile tests: the real simulator plus in-memory classes and Secrets."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+
+from cloudsnap.reconcile import Accounts, Backoff, Reconciler, Timing
+from evs_simulator.testing import RunningSimulator
+from tests.reconcile.harness import FINALIZER, SECRET_NAME, FakeCluster, World
+
+# Short intervals so a test sees several steps in a fraction of a second; resync and blocked
+# retries are an hour so a test that waits for them would fail, not pass slowly.
+FAST = Timing(
+    poll=0.05, resync=3600.0, blocked=3600.0, jitter=0.0, backoff=Backoff(base=0.01, cap=0.05)
+)
+CLASS = "sim"
+
+
+@pytest.fixture
+def fake(evs_sim: RunningSimulator) -> FakeCluster:
+    cluster = FakeCluster()
+    cluster.add_class(CLASS, endpoint=evs_sim.endpoint, project_id=evs_sim.project_id)
+    cluster.secrets[SECRET_NAME] = {
+        "accessKey": evs_sim.access_key,
+        "secretKey": evs_sim.secret_key,
+    }
+    return cluster
+
+
+@pytest.fixture
+async def accounts(fake: FakeCluster) -> AsyncIterator[Accounts]:
+    accounts = Accounts(fake, fake, timeout=5.0, poll_window=0.02)
+    yield accounts
+    await accounts.aclose()
+
+
+@pytest.fixture
+def reconciler(accounts: Accounts) -> Reconciler:
+    return Reconciler(accounts, finalizer=FINALIZER, timing=FAST, rng=random.Random(7))
+
+
+@pytest.fixture
+async def world(reconciler: Reconciler) -> AsyncIterator[World]:
+    async with World(reconciler) as world:
+        yield world
+
+
+@pytest.fixture
+async def volume(evs_sim: RunningSimulator) -> str:
+    """An available 10 GB disk."""
+    return str((await evs_sim.admin.add_volume(size=10, status="available"))["id"])

@@ -1,0 +1,143 @@
+"""Faults, throttling, lost answers and bad credentials: exactly one snapshot, clear conditions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cloudsnap.reconcile import Accounts
+from evs_simulator.testing import RunningSimulator
+from tests.reconcile.conftest import CLASS, FAST
+from tests.reconcile.harness import FINALIZER, SECRET_NAME, FakeCluster, World, wait_until
+
+
+async def live_snapshots(sim: RunningSimulator) -> list[dict[str, Any]]:
+    return [s for s in await sim.admin.snapshots() if not s.get("deleted")]
+
+
+async def test_5xx_and_429_bursts_are_retried_and_end_with_one_snapshot(
+    world: World, evs_sim: RunningSimulator, volume: str
+) -> None:
+    await evs_sim.admin.set_faults(
+        [
+            {"operation": "create", "kind": "error", "rate": 1.0, "status": 503, "count": 2},
+            {"operation": "list", "kind": "error", "rate": 1.0, "status": 500, "count": 2},
+            {
+                "operation": "*",
+                "kind": "error",
+                "rate": 1.0,
+                "status": 429,
+                "code": "APIG.0308",
+                "count": 3,
+            },
+        ]
+    )
+    world.apply("db", volumeID=volume)
+    await wait_until(lambda: world.is_ready("db"))
+    assert len(await live_snapshots(evs_sim)) == 1
+    transient = [r for who, r in world.results if r.outcome == "transient"]
+    assert len(transient) >= 3
+    delays = [r.requeue_after for r in transient]
+    assert all(d is not None and 0 < d <= FAST.backoff.cap for d in delays)
+    assert "error" not in world.objects["db"]["status"]  # cleared on success
+    assert world.condition("db", "Synced")["status"] == "True"
+    # No event storm: one Failed event per distinct error, not one per retry.
+    failed = [e for _, e in world.events if e.reason == "Failed"]
+    assert len(failed) <= len({e.message for e in failed})
+
+
+async def test_lost_create_answer_is_adopted_by_identity(
+    world: World, evs_sim: RunningSimulator, volume: str
+) -> None:
+    await evs_sim.admin.set_faults(
+        [{"operation": "create", "kind": "lost_response", "rate": 1.0, "count": 1}]
+    )
+    world.apply("db", volumeID=volume)
+    await wait_until(lambda: world.is_ready("db"))
+    snaps = await live_snapshots(evs_sim)
+    assert len(snaps) == 1
+    assert world.objects["db"]["status"]["snapshotID"] == snaps[0]["id"]
+    assert "Adopted" in world.reasons("db")
+    assert (await evs_sim.admin.calls()).get("create") == 1
+
+
+async def test_wrong_secret_key_names_the_class_and_never_the_key(
+    world: World, evs_sim: RunningSimulator, volume: str, fake: FakeCluster
+) -> None:
+    wrong = "wrong-secret-key-that-must-never-leak"
+    fake.secrets[SECRET_NAME]["secretKey"] = wrong
+    world.apply("db", volumeID=volume)
+    await wait_until(lambda: world.condition("db", "Synced") is not None)
+    status = world.objects["db"]["status"]
+    assert status["error"]["code"] == "APIG.0301"
+    synced = world.condition("db", "Synced")
+    assert synced["status"] == "False"
+    assert f"CloudSnapshotClass {CLASS}" in synced["message"]
+    assert SECRET_NAME in synced["message"]
+    assert world.results[-1][1].requeue_after == FAST.blocked
+    shown = repr(world.objects) + repr(world.events) + repr(world.results)
+    assert wrong not in shown
+    assert evs_sim.secret_key not in shown
+
+
+async def test_fixed_secret_lets_the_next_attempt_succeed(
+    world: World, evs_sim: RunningSimulator, volume: str, fake: FakeCluster, accounts: Accounts
+) -> None:
+    fake.secrets[SECRET_NAME]["secretKey"] = "not-the-key"
+    world.apply("db", volumeID=volume)
+    await wait_until(lambda: world.condition("db", "Synced") is not None)
+    fake.secrets[SECRET_NAME]["secretKey"] = evs_sim.secret_key
+    world.scheduler.enqueue("db")  # what the Secret watch does
+    await wait_until(lambda: world.is_ready("db"))
+    assert len(accounts.cached()) == 1  # the client was rebuilt, not added to
+    assert "error" not in world.objects["db"]["status"]
+
+
+async def test_missing_class_secret_and_keys_are_local_blocked_errors(
+    world: World, evs_sim: RunningSimulator, volume: str, fake: FakeCluster
+) -> None:
+    world.apply("noclass", volumeID=volume, className="nope")
+    await wait_until(lambda: world.condition("noclass", "Synced") is not None)
+    error = world.objects["noclass"]["status"]["error"]
+    assert (error["code"], error["retryable"]) == ("ClassNotFound", False)
+    assert "nope" in error["message"]
+
+    fake.secrets.clear()
+    world.apply("nosecret", volumeID=volume)
+    await wait_until(lambda: world.condition("nosecret", "Synced") is not None)
+    error = world.objects["nosecret"]["status"]["error"]
+    assert error["code"] == "SecretNotFound"
+    assert f"class {CLASS}" in error["message"]
+
+    fake.secrets[SECRET_NAME] = {"accessKey": evs_sim.access_key}
+    world.apply("nokey", volumeID=volume)
+    await wait_until(lambda: world.condition("nokey", "Synced") is not None)
+    error = world.objects["nokey"]["status"]["error"]
+    assert error["code"] == "InvalidCredentials"
+    assert "secretKey" in error["message"]
+
+    for name in ("noclass", "nosecret", "nokey"):
+        assert FINALIZER not in world.objects[name]["metadata"].get("finalizers", [])
+        assert world.results[-1][1].requeue_after == FAST.blocked
+    assert sum((await evs_sim.admin.calls()).values()) == 0
+
+
+async def test_no_default_class_is_class_not_found(
+    world: World, volume: str, fake: FakeCluster
+) -> None:
+    fake.classes[CLASS]["metadata"]["annotations"] = {}
+    world.apply("db", volumeID=volume)
+    await wait_until(lambda: world.condition("db", "Synced") is not None)
+    assert world.objects["db"]["status"]["error"]["code"] == "ClassNotFound"
+
+
+async def test_newest_default_class_wins(
+    accounts: Accounts, evs_sim: RunningSimulator, fake: FakeCluster
+) -> None:
+    fake.add_class(
+        "newer",
+        endpoint=evs_sim.endpoint,
+        project_id=evs_sim.project_id,
+        created="2026-06-01T00:00:00Z",
+    )
+    assert (await accounts.resolve(None)).class_name == "newer"
+    assert (await accounts.resolve(CLASS)).class_name == CLASS

@@ -1,0 +1,221 @@
+"""The scenario table of issue 4, rows that need no Kubernetes, against the real simulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cloudsnap.api import OWNER_UID_METADATA_KEY
+from cloudsnap.evs import AKSKAuth, CreateSnapshotRequest, EVSClient
+from evs_simulator.testing import RunningSimulator
+from tests.reconcile.conftest import FAST
+from tests.reconcile.harness import FINALIZER, World, wait_until
+
+
+async def live_snapshots(sim: RunningSimulator) -> list[dict[str, Any]]:
+    return [s for s in await sim.admin.snapshots() if not s.get("deleted")]
+
+
+async def test_create_becomes_ready_with_mirrored_status(
+    world: World, evs_sim: RunningSimulator, volume: str
+) -> None:
+    world.apply("db", volumeID=volume, description="daily")
+    await wait_until(lambda: world.is_ready("db"))
+    status = world.objects["db"]["status"]
+    [snap] = await live_snapshots(evs_sim)
+    assert status["snapshotID"] == snap["id"]
+    assert status["phase"] == "available"
+    assert status["size"] == 10
+    assert status["createdAt"].endswith("Z")
+    assert status["observedGeneration"] == 1
+    assert "error" not in status
+    assert snap["name"] == "default-db"
+    assert snap["metadata"][OWNER_UID_METADATA_KEY] == world.objects["db"]["metadata"]["uid"]
+    assert world.condition("db", "Synced")["status"] == "True"
+    assert world.reasons("db") == ["Creating", "Created", "Available"]
+    assert FINALIZER in world.objects["db"]["metadata"]["finalizers"]
+
+
+async def test_create_to_ready_costs_one_lookup_one_create_and_shared_polls(
+    world: World, evs_sim: RunningSimulator, volume: str
+) -> None:
+    """EVS calls per snapshot from create to Ready: the figure the issue asks for."""
+    world.apply("db", volumeID=volume)
+    await wait_until(lambda: world.is_ready("db"))
+    calls = await evs_sim.admin.calls()
+    assert calls.get("create") == 1
+    assert calls.get("show", 0) == 0
+    # one identity lookup before the create, then at most a couple of poll rounds
+    assert 1 <= calls.get("list", 0) <= 3
+    writes = [r for _, r in world.results if r.status_patch or r.finalizer is not None]
+    assert len(writes) <= 3  # finalizer, snapshotID at once, Ready
+
+
+async def test_in_use_disk_without_force_is_blocked_and_not_retried(
+    world: World, evs_sim: RunningSimulator
+) -> None:
+    disk = await evs_sim.admin.add_volume(size=5, status="in-use")
+    world.apply("attached", volumeID=disk["id"])
+    await wait_until(lambda: world.condition("attached", "Synced") is not None)
+    synced = world.condition("attached", "Synced")
+    assert synced["status"] == "False"
+    assert "in-use" in synced["message"]
+    assert world.condition("attached", "Ready")["status"] == "False"
+    error = world.objects["attached"]["status"]["error"]
+    assert error["retryable"] is False
+    assert "Failed" in world.reasons("attached")
+    last = world.results[-1][1]
+    assert last.outcome == "blocked"
+    assert last.requeue_after == FAST.blocked
+    # A refused create made nothing, so nothing holds the resource.
+    assert FINALIZER not in world.objects["attached"]["metadata"]["finalizers"]
+    assert (await evs_sim.admin.calls()).get("create") == 1
+    assert await live_snapshots(evs_sim) == []
+
+
+async def test_in_use_disk_with_force_becomes_ready(
+    world: World, evs_sim: RunningSimulator
+) -> None:
+    disk = await evs_sim.admin.add_volume(size=5, status="in-use")
+    world.apply("attached", volumeID=disk["id"], force=True)
+    await wait_until(lambda: world.is_ready("attached"))
+    assert len(await live_snapshots(evs_sim)) == 1
+
+
+async def test_missing_disk_is_a_blocked_evs_5404_without_retry_loop(
+    world: World, evs_sim: RunningSimulator
+) -> None:
+    world.apply("nodisk", volumeID="5aa119a8-d25b-45a7-8d1b-88e127885635")
+    await wait_until(lambda: world.condition("nodisk", "Synced") is not None)
+    error = world.objects["nodisk"]["status"]["error"]
+    assert error["code"] == "EVS.5404"
+    assert error["retryable"] is False
+    assert world.results[-1][1].requeue_after == FAST.blocked
+    assert (await evs_sim.admin.calls()).get("create") == 1
+
+
+async def test_name_and_description_change_is_one_put(
+    world: World, evs_sim: RunningSimulator, volume: str
+) -> None:
+    world.apply("db", volumeID=volume, name="first", description="one")
+    await wait_until(lambda: world.is_ready("db"))
+    world.change_spec("db", name="second", description="two")
+    await wait_until(lambda: world.objects["db"]["status"]["observedGeneration"] == 2)
+    [snap] = await live_snapshots(evs_sim)
+    assert (snap["name"], snap["description"]) == ("second", "two")
+    assert (await evs_sim.admin.calls()).get("update") == 1
+    assert world.is_ready("db")
+    assert world.reasons("db").count("Updated") == 1
+
+
+async def test_delete_with_policy_delete_removes_the_snapshot(
+    world: World, evs_sim: RunningSimulator, volume: str
+) -> None:
+    world.apply("db", volumeID=volume, deletionPolicy="Delete")
+    await wait_until(lambda: world.is_ready("db"))
+    world.delete("db")
+    await wait_until(lambda: "db" not in world.objects)
+    assert await live_snapshots(evs_sim) == []
+    reasons = [e.reason for who, e in world.events if who == "db"]
+    assert reasons[-2:] == ["Deleting", "Deleted"]
+
+
+async def test_delete_with_policy_retain_keeps_the_snapshot(
+    world: World, evs_sim: RunningSimulator, volume: str
+) -> None:
+    world.apply("db", volumeID=volume, deletionPolicy="Retain")
+    await wait_until(lambda: world.is_ready("db"))
+    world.delete("db")
+    await wait_until(lambda: "db" not in world.objects)
+    assert len(await live_snapshots(evs_sim)) == 1
+    assert (await evs_sim.admin.calls()).get("delete", 0) == 0
+    assert world.events[-1][1].reason == "Retained"
+
+
+async def test_class_policy_applies_when_the_resource_names_none(
+    world: World, evs_sim: RunningSimulator, volume: str, fake: Any
+) -> None:
+    fake.classes["sim"]["spec"]["deletionPolicy"] = "Retain"
+    world.apply("db", volumeID=volume)
+    await wait_until(lambda: world.is_ready("db"))
+    world.delete("db")
+    await wait_until(lambda: "db" not in world.objects)
+    assert len(await live_snapshots(evs_sim)) == 1
+
+
+async def test_delete_while_creating_waits_then_deletes(
+    world: World, evs_sim: RunningSimulator, volume: str
+) -> None:
+    # Pin the snapshot in "creating" as soon as it exists, delete the resource, then let it go.
+    world.apply("slow", volumeID=volume)
+    await wait_until(lambda: bool(world.objects["slow"].get("status", {}).get("snapshotID")))
+    sid = world.objects["slow"]["status"]["snapshotID"]
+    await evs_sim.admin.set_snapshot_status(sid, "creating")
+    world.delete("slow")
+    await wait_until(lambda: "Deleting" in world.reasons("slow"))
+    assert world.condition("slow", "Ready")["reason"] == "Deleting"
+    assert (await evs_sim.admin.calls()).get("delete", 0) == 0
+    await evs_sim.admin.set_snapshot_status(sid, "available")
+    await wait_until(lambda: "slow" not in world.objects)
+    assert await live_snapshots(evs_sim) == []
+    assert (await evs_sim.admin.calls()).get("delete") == 1
+
+
+async def test_adopt_existing_snapshot_id_makes_no_create_call(
+    world: World, evs_sim: RunningSimulator, volume: str
+) -> None:
+    auth = AKSKAuth(evs_sim.access_key, evs_sim.secret_key, evs_sim.project_id)
+    async with EVSClient(evs_sim.endpoint, auth, evs_sim.project_id) as client:
+        existing = await client.create_snapshot(CreateSnapshotRequest(volume_id=volume, name="x"))
+    await wait_until_available(evs_sim, existing.id)
+    before = (await evs_sim.admin.calls()).get("create")
+    world.apply("adopted", snapshotID=existing.id, deletionPolicy="Retain")
+    await wait_until(lambda: world.is_ready("adopted"))
+    assert world.objects["adopted"]["status"]["snapshotID"] == existing.id
+    assert (await evs_sim.admin.calls()).get("create") == before
+    assert "Adopted" in world.reasons("adopted")
+    [snap] = await live_snapshots(evs_sim)
+    assert snap["name"] == "x"  # adopting never renames unasked
+
+
+async def wait_until_available(sim: RunningSimulator, sid: str) -> None:
+    async def available() -> bool:
+        return any(
+            s["id"] == sid and s["status"] == "available" for s in await sim.admin.snapshots()
+        )
+
+    async with __import__("asyncio").timeout(10):
+        while not await available():
+            await __import__("asyncio").sleep(0.01)
+
+
+async def test_snapshot_removed_behind_our_back_is_reported_not_recreated(
+    world: World, evs_sim: RunningSimulator, volume: str
+) -> None:
+    world.apply("db", volumeID=volume)
+    await wait_until(lambda: world.is_ready("db"))
+    await evs_sim.admin.remove_snapshot(world.objects["db"]["status"]["snapshotID"])
+    result = await world.step("db")  # the drift resync
+    ready = world.condition("db", "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "NotFound")
+    assert world.reasons("db").count("NotFound") == 1
+    assert result.requeue_after == FAST.resync
+    await world.step("db")  # a later resync: same state, no new event, no create
+    assert world.reasons("db").count("NotFound") == 1
+    assert (await evs_sim.admin.calls()).get("create") == 1
+    assert await live_snapshots(evs_sim) == []
+
+
+async def test_a_hundred_resources_share_poll_calls(
+    world: World, evs_sim: RunningSimulator
+) -> None:
+    disks = [(await evs_sim.admin.add_volume(size=1))["id"] for _ in range(20)]
+    names = [f"r{i}" for i in range(100)]
+    for i, name in enumerate(names):
+        world.apply(name, volumeID=disks[i % 20])
+    await wait_until(lambda: all(world.is_ready(n) for n in names), timeout=30)
+    calls = await evs_sim.admin.calls()
+    assert calls.get("create") == 100
+    assert calls.get("show", 0) == 0
+    # 100 identity lookups (one per resource, before its create) plus a few shared poll rounds
+    assert calls.get("list", 0) <= 100 + 10
+    assert len(await live_snapshots(evs_sim)) == 100

@@ -1,0 +1,145 @@
+"""Backoff math, error classes, the token bucket, the scheduler and the batched poller."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import pytest
+
+from cloudsnap.evs import (
+    AKSKAuth,
+    CreateSnapshotRequest,
+    EVSAPIError,
+    EVSClient,
+    EVSConnectionError,
+    EVSTimeoutError,
+)
+from cloudsnap.reconcile import Accounts, Backoff, Kind, Scheduler, TokenBucket, classify
+from evs_simulator.testing import RunningSimulator
+from tests.reconcile.conftest import CLASS
+
+
+def test_backoff_grows_exponentially_and_is_capped() -> None:
+    backoff = Backoff(base=1.0, factor=2.0, cap=60.0, jitter=0.0)
+    rng = random.Random(1)
+    assert [backoff.delay(n, rng) for n in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+
+
+def test_backoff_jitter_stays_within_its_band_and_spreads() -> None:
+    backoff = Backoff(base=1.0, factor=2.0, cap=120.0, jitter=0.25)
+    rng = random.Random(3)
+    samples = [backoff.delay(4, rng) for _ in range(500)]
+    assert all(12.0 <= d <= 20.0 for d in samples)  # 16 s +/- 25 %
+    assert max(samples) - min(samples) > 6.0  # resources failing together drift apart
+    capped = [backoff.delay(30, rng) for _ in range(200)]
+    assert all(90.0 <= d <= 120.0 for d in capped)
+
+
+@pytest.mark.parametrize(
+    ("error", "operation", "kind"),
+    [
+        (EVSAPIError("boom", status_code=500, code="EVS.5500", retryable=True), "create", "t"),
+        (EVSAPIError("slow", status_code=429, code="APIG.0308", retryable=True), "list", "t"),
+        (EVSTimeoutError("no answer", retryable=True), "create", "t"),
+        (EVSConnectionError("reset", retryable=True), "show", "t"),
+        (EVSAPIError("bad id", status_code=400, code="EVS.1002"), "create", "i"),
+        (EVSAPIError("bad body", status_code=400, code="EVS.1013"), "create", "i"),
+        (EVSAPIError("malformed", status_code=400, code="EVS.5400"), "create", "i"),
+        (EVSAPIError("no disk", status_code=404, code="EVS.5404"), "create", "b"),
+        (EVSAPIError("quota", status_code=413, code="EVS.5413"), "create", "b"),
+        (EVSAPIError("signature", status_code=401, code="APIG.0301"), "list", "b"),
+        (EVSAPIError("forbidden", status_code=403, code="EVS.5403"), "create", "b"),
+        (
+            EVSAPIError(
+                "Invalid volume: Volume v status must be available, but current status is: in-use.",
+                status_code=400,
+                code="EVS.5400",
+            ),
+            "create",
+            "b",
+        ),
+    ],
+)
+def test_errors_fall_in_the_three_classes(error: EVSAPIError, operation: str, kind: str) -> None:
+    expected = {"t": Kind.TRANSIENT, "i": Kind.INVALID, "b": Kind.BLOCKED}[kind]
+    failure = classify(error, operation)
+    assert failure.kind is expected
+    assert failure.retryable is (expected is Kind.TRANSIENT)
+    assert failure.code == (error.code or failure.code)
+
+
+async def test_token_bucket_holds_the_rate_after_the_burst() -> None:
+    bucket = TokenBucket(rate=100.0, burst=5, label="test")
+    started = time.monotonic()
+    waits = [await bucket.acquire() for _ in range(25)]
+    elapsed = time.monotonic() - started
+    assert waits[:5] == pytest.approx([0.0] * 5, abs=0.005)
+    assert elapsed >= 20 / 100.0 * 0.95  # 20 tokens beyond the burst at 100/s
+    assert sum(waits) > 0.1
+
+
+async def test_scheduler_coalesces_requests_and_never_runs_a_key_twice_at_once() -> None:
+    running: set[str] = set()
+    overlaps: list[str] = []
+    runs: dict[str, int] = {}
+    release = asyncio.Event()
+
+    async def work(key: str) -> float | None:
+        if key in running:
+            overlaps.append(key)
+        running.add(key)
+        runs[key] = runs.get(key, 0) + 1
+        if runs[key] == 1:
+            await release.wait()
+        running.discard(key)
+        return None
+
+    scheduler: Scheduler[str] = Scheduler(work, concurrency=4)
+    runner = asyncio.create_task(scheduler.run())
+    try:
+        for _ in range(10):
+            scheduler.enqueue("a")
+        scheduler.enqueue("b", delay=3600)
+        async with asyncio.timeout(5):
+            while runs.get("a") != 1:
+                await asyncio.sleep(0.01)
+        scheduler.enqueue("a")  # arrives while "a" runs: must run again afterwards, not now
+        scheduler.enqueue("a")
+        assert runs["a"] == 1
+        release.set()
+        async with asyncio.timeout(5):
+            while runs.get("a") != 2:
+                await asyncio.sleep(0.01)
+        assert overlaps == []
+        assert "b" not in runs
+        assert scheduler.pending("b") is not None
+        scheduler.forget("b")
+        assert scheduler.pending("b") is None
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_poller_answers_many_waiters_with_few_list_calls(
+    evs_sim: RunningSimulator, accounts: Accounts, volume: str
+) -> None:
+    auth = AKSKAuth(evs_sim.access_key, evs_sim.secret_key, evs_sim.project_id)
+    async with EVSClient(evs_sim.endpoint, auth, evs_sim.project_id) as client:
+        disks = [volume] + [(await evs_sim.admin.add_volume(size=1))["id"] for _ in range(29)]
+        made = await asyncio.gather(
+            *(
+                client.create_snapshot(CreateSnapshotRequest(volume_id=d, name=f"s{i}"))
+                for i, d in enumerate(disks * 5)
+            )
+        )
+    ids = [s.id for s in made]
+    await evs_sim.admin.remove_snapshot(ids[0])
+    account = await accounts.resolve(CLASS)
+    before = (await evs_sim.admin.calls()).get("list", 0)
+    seen = await asyncio.gather(*(account.poller.refresh(sid) for sid in ids))
+    lists = (await evs_sim.admin.calls()).get("list", 0) - before
+    assert seen[0] is None  # removed: reported gone
+    assert [s.id for s in seen[1:] if s is not None] == ids[1:]
+    assert lists == 2  # 150 waiters, 100 ids per call
