@@ -20,10 +20,11 @@ async def serve(config: SimulatorConfig) -> AsyncIterator[str]:
         simulator.application(),
         access_log=logging.getLogger("evs_simulator.access") if config.access_log else None,
         handler_cancellation=True,
+        shutdown_timeout=1.0,
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port, shutdown_timeout=1.0)
+        site = web.TCPSite(runner, config.host, config.port)
         await site.start()
         host, port = runner.addresses[0][:2]
         yield f"http://{host}:{port}"

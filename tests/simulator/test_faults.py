@@ -1,0 +1,139 @@
+"""Seeded fault injection: errors in EVS and gateway shapes, latency, hangs, lost responses."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from evs_simulator.testing import RunningSimulator
+from tests.simulator.signed import assert_evs_error, evs_client
+
+DETAIL = "/cloudsnapshots/detail"
+
+
+@pytest.fixture
+async def evs(evs_sim: RunningSimulator) -> AsyncIterator[httpx.AsyncClient]:
+    async with evs_client(evs_sim) as client:
+        yield client
+
+
+def rule(kind: str, operation: str = "*", **fields: Any) -> dict[str, Any]:
+    return {"operation": operation, "kind": kind, **fields}
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "key"),
+    [(500, "EVS.5500", "error"), (503, "EVS.5503", "error"), (429, "APIG.0308", "gateway")],
+)
+async def test_error_fault_answers_in_evs_or_gateway_shape_and_applies_nothing(
+    evs_sim: RunningSimulator, evs: httpx.AsyncClient, status: int, code: str, key: str
+) -> None:
+    volume = await evs_sim.admin.add_volume()
+    await evs_sim.admin.set_faults([rule("error", "create", status=status)])
+    response = await evs.post("/cloudsnapshots", json={"snapshot": {"volume_id": volume["id"]}})
+    assert_evs_error(response, status, code, key)
+    assert await evs_sim.admin.snapshots() == []
+
+
+async def test_error_fault_with_chosen_code(
+    evs_sim: RunningSimulator, evs: httpx.AsyncClient
+) -> None:
+    await evs_sim.admin.set_faults([rule("error", "list", status=500, code="EVS.2002")])
+    assert_evs_error(await evs.get(DETAIL), 500, "EVS.2002")
+
+
+async def test_fault_only_hits_its_operation(
+    evs_sim: RunningSimulator, evs: httpx.AsyncClient
+) -> None:
+    await evs_sim.admin.set_faults([rule("error", "show", status=503)])
+    assert (await evs.get(DETAIL)).status_code == 200
+    await evs_sim.admin.clear_faults()
+    await evs_sim.admin.set_faults([rule("error", "*", status=503)])
+    assert (await evs.get(DETAIL)).status_code == 503
+
+
+async def test_count_caps_how_often_a_rule_fires(
+    evs_sim: RunningSimulator, evs: httpx.AsyncClient
+) -> None:
+    await evs_sim.admin.set_faults([rule("error", "list", status=503, count=2)])
+    statuses = [(await evs.get(DETAIL)).status_code for _ in range(4)]
+    assert statuses == [503, 503, 200, 200]
+
+
+async def test_latency_delays_the_answer(evs_sim: RunningSimulator, evs: httpx.AsyncClient) -> None:
+    await evs_sim.admin.set_faults([rule("latency", "list", latency_seconds=0.4)])
+    started = time.monotonic()
+    assert (await evs.get(DETAIL)).status_code == 200
+    assert time.monotonic() - started >= 0.4
+
+
+async def test_hang_is_never_answered_until_the_client_gives_up(
+    evs_sim: RunningSimulator,
+) -> None:
+    await evs_sim.admin.set_faults([rule("hang", "list", count=1)])
+    async with evs_client(evs_sim) as client:
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get(DETAIL, timeout=0.5)
+        assert time.monotonic() - started >= 0.5
+        assert (await client.get(DETAIL)).status_code == 200
+    assert (await evs_sim.admin.calls())["list"] == 2
+
+
+async def test_lost_response_applies_then_drops_the_connection(
+    evs_sim: RunningSimulator, evs: httpx.AsyncClient
+) -> None:
+    volume = await evs_sim.admin.add_volume()
+    await evs_sim.admin.set_faults([rule("lost_response", "create")])
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        await evs.post("/cloudsnapshots", json={"snapshot": {"volume_id": volume["id"]}})
+    (made,) = await evs_sim.admin.snapshots()
+    assert made["volume_id"] == volume["id"]
+    assert made["deleted"] is False
+
+
+async def outcomes(sim: RunningSimulator, seed: int) -> list[int]:
+    await sim.admin.set_faults([rule("error", "list", status=503, rate=0.5)], seed=seed)
+    async with evs_client(sim) as client:
+        return [(await client.get(DETAIL)).status_code for _ in range(24)]
+
+
+async def test_faults_replay_with_the_same_seed(evs_sim: RunningSimulator) -> None:
+    first = await outcomes(evs_sim, seed=7)
+    assert set(first) == {200, 503}
+    assert await outcomes(evs_sim, seed=7) == first
+    assert await outcomes(evs_sim, seed=8) != first
+
+
+async def test_calls_count_every_request_including_failures(
+    evs_sim: RunningSimulator, evs: httpx.AsyncClient
+) -> None:
+    await evs_sim.admin.set_faults([rule("error", "show", status=500)])
+    await evs.get(f"/cloudsnapshots/{'0' * 8}-0000-4000-8000-{'0' * 12}")
+    await evs.get("/cloudsnapshots/not-a-uuid")
+    async with evs_client(evs_sim, secret_key="wrong") as bad:
+        assert (await bad.get(DETAIL)).status_code == 401
+    assert await evs_sim.admin.calls() == {
+        "create": 0,
+        "show": 2,
+        "list": 1,
+        "update": 0,
+        "delete": 0,
+        "rollback": 0,
+    }
+
+
+async def test_invalid_fault_rules_are_refused(evs_sim: RunningSimulator) -> None:
+    for bad in [
+        rule("explode"),
+        rule("error", "format"),
+        rule("error", rate=2),
+        rule("error", status=404),
+    ]:
+        with pytest.raises(httpx.HTTPStatusError) as caught:
+            await evs_sim.admin.set_faults([bad])
+        assert caught.value.response.status_code == 400
