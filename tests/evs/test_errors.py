@@ -28,26 +28,28 @@ from cloudsnap.evs import (
 )
 from cloudsnap.evs.errors import is_retryable
 
-SNAPSHOT = {
-    "id": "ffa9bc5e-1172-4021-acaf-cdcd78a9584d",
+SNAPSHOT_ID = "ffa9bc5e-1172-4021-acaf-cdcd78a9584d"
+VOLUME_ID = "5aa119a8-d25b-45a7-8d1b-88e127885635"
+SNAPSHOT: dict[str, Any] = {
+    "id": SNAPSHOT_ID,
     "status": "available",
     "name": "snap-001",
     "description": None,
     "created_at": "2013-02-25T03:56:53.081642",
     "updated_at": None,
     "metadata": {},
-    "volume_id": "5aa119a8-d25b-45a7-8d1b-88e127885635",
+    "volume_id": VOLUME_ID,
     "size": 1,
 }
 
 Operation = Callable[[EVSClient], Awaitable[object]]
 OPERATIONS: dict[str, Operation] = {
-    "create": lambda c: c.create_snapshot(CreateSnapshotRequest(volume_id=SNAPSHOT["volume_id"])),
-    "show": lambda c: c.show_snapshot(SNAPSHOT["id"]),
+    "create": lambda c: c.create_snapshot(CreateSnapshotRequest(volume_id=VOLUME_ID)),
+    "show": lambda c: c.show_snapshot(SNAPSHOT_ID),
     "list": lambda c: c.list_snapshots(ListSnapshotsQuery(limit=5)),
-    "update": lambda c: c.update_snapshot(SNAPSHOT["id"], name="n"),
-    "delete": lambda c: c.delete_snapshot(SNAPSHOT["id"]),
-    "rollback": lambda c: c.rollback_snapshot(SNAPSHOT["id"], SNAPSHOT["volume_id"]),
+    "update": lambda c: c.update_snapshot(SNAPSHOT_ID, name="n"),
+    "delete": lambda c: c.delete_snapshot(SNAPSHOT_ID),
+    "rollback": lambda c: c.rollback_snapshot(SNAPSHOT_ID, VOLUME_ID),
 }
 
 
@@ -117,7 +119,7 @@ async def test_documented_codes_in_every_shape(
     client = answering(status, error_body(shape, code, f"message for {code}"))
     with pytest.raises(EVSAPIError) as caught:
         async with client:
-            await client.show_snapshot(SNAPSHOT["id"])
+            await client.show_snapshot(SNAPSHOT_ID)
     error = caught.value
     assert (error.status_code, error.code, error.retryable) == (status, code, retryable)
     assert error.message == f"message for {code}"
@@ -150,7 +152,7 @@ async def test_non_json_error_answers(
     client = answering(status, body, headers={"X-Request-Id": "rid-header"})
     with pytest.raises(EVSAPIError) as caught:
         async with client:
-            await client.delete_snapshot(SNAPSHOT["id"])
+            await client.delete_snapshot(SNAPSHOT_ID)
     error = caught.value
     assert (error.status_code, error.code, error.retryable) == (status, None, retryable)
     assert in_message in error.message
@@ -181,7 +183,7 @@ async def test_unreadable_success_answer(body: bytes) -> None:
     client = answering(200, body, headers={"X-Request-Id": "rid"})
     with pytest.raises(EVSResponseError) as caught:
         async with client:
-            await client.show_snapshot(SNAPSHOT["id"])
+            await client.show_snapshot(SNAPSHOT_ID)
     assert (caught.value.status_code, caught.value.retryable) == (200, True)
     assert caught.value.request_id == "rid"
     assert caught.value.message.startswith("unreadable show answer")
