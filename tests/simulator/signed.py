@@ -60,6 +60,12 @@ def evs_client(
     return httpx.AsyncClient(base_url=f"{sim.endpoint}/v2/{sim.project_id}", auth=auth)
 
 
+def sign(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Request:
+    """A request signed by ``client``'s signer but not sent, for tests that tamper with it."""
+    assert client.auth is not None
+    return next(client.auth.auth_flow(client.build_request(method, url, **kwargs)))
+
+
 def evs_query(pairs: Sequence[tuple[str, Any]]) -> str:
     """A query string encoded as the SDK sends it."""
     return "&".join(f"{quote(str(k), safe='~')}={quote(str(v), safe='~')}" for k, v in pairs)

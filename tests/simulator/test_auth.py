@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from evs_simulator.testing import RunningSimulator, running_simulator
-from tests.simulator.signed import assert_evs_error, evs_client
+from tests.simulator.signed import assert_evs_error, evs_client, sign
 
 DETAIL = "/cloudsnapshots/detail"
 
@@ -36,8 +36,7 @@ async def test_wrong_secret_key_gets_gateway_401(evs_sim: RunningSimulator) -> N
 
 async def test_unknown_access_key_is_refused(evs_sim: RunningSimulator) -> None:
     async with evs_client(evs_sim) as client:
-        request = client.build_request("GET", DETAIL)
-        signed = next(client.auth.auth_flow(request))
+        signed = sign(client, "GET", DETAIL)
         signed.headers["Authorization"] = signed.headers["Authorization"].replace(
             evs_sim.access_key, "OTHERACCESSKEY"
         )
@@ -54,10 +53,8 @@ async def test_missing_authorization_is_refused() -> None:
 async def test_tampered_body_breaks_the_signature(evs_sim: RunningSimulator) -> None:
     volume = await evs_sim.admin.add_volume()
     async with evs_client(evs_sim) as client:
-        request = client.build_request(
-            "POST", "/cloudsnapshots", json={"snapshot": {"volume_id": volume["id"]}}
-        )
-        signed = next(client.auth.auth_flow(request))
+        body = {"snapshot": {"volume_id": volume["id"]}}
+        signed = sign(client, "POST", "/cloudsnapshots", json=body)
         tampered = httpx.Request(
             "POST",
             signed.url,
@@ -71,7 +68,7 @@ async def test_tampered_body_breaks_the_signature(evs_sim: RunningSimulator) -> 
 
 async def test_tampered_query_breaks_the_signature(evs_sim: RunningSimulator) -> None:
     async with evs_client(evs_sim) as client:
-        signed = next(client.auth.auth_flow(client.build_request("GET", DETAIL + "?limit=1")))
+        signed = sign(client, "GET", DETAIL + "?limit=1")
         moved = httpx.Request(
             "GET", str(signed.url).replace("limit=1", "limit=2"), headers=signed.headers
         )

@@ -1,0 +1,78 @@
+"""The ``evs-simulator`` console script as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+from evs_simulator.admin_client import AdminClient
+from evs_simulator.config import SimulatorConfig
+from evs_simulator.testing import RunningSimulator
+from tests.simulator.signed import evs_client
+
+SCRIPT = Path(sys.executable).parent / "evs-simulator"
+VOLUME = "11111111-2222-4333-8444-555555555555"
+
+
+async def test_console_script_serves_until_sigterm() -> None:
+    secret = "cli-secret-key-0123"
+    process = await asyncio.create_subprocess_exec(
+        str(SCRIPT),
+        *("--host", "127.0.0.1", "--port", "0", "--access-key", "CLIAK", "--project-id", "p1"),
+        *("--volume", f"{VOLUME}:12:in-use", "--create-seconds", "0", "--seed", "5"),
+        env={**os.environ, "EVS_SIMULATOR_SECRET_KEY": secret},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
+        match = re.fullmatch(r"listening on (http://127\.0\.0\.1:(\d+))\n", line)
+        assert match, line
+        endpoint = match.group(1)
+        admin = AdminClient(endpoint)
+        sim = RunningSimulator(endpoint, "CLIAK", secret, "p1", admin, SimulatorConfig())
+        async with evs_client(sim) as client:
+            body = {"snapshot": {"volume_id": VOLUME, "force": True}}
+            created = await client.post("/cloudsnapshots", json=body)
+        assert created.status_code == 202, created.text
+        assert created.json()["snapshot"]["size"] == 12
+        assert [v["status"] for v in await admin.volumes()] == ["in-use"]
+        await admin.aclose()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        returncode = await asyncio.wait_for(process.wait(), timeout=30)
+    assert returncode == 0
+    assert process.stderr is not None
+    stderr = (await process.stderr.read()).decode()
+    assert secret not in stderr
+
+
+async def test_console_script_requires_a_secret_key() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "EVS_SIMULATOR_SECRET_KEY"}
+    process = await asyncio.create_subprocess_exec(
+        str(SCRIPT),
+        *("--access-key", "AK", "--project-id", "p"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 2
+    assert b"--secret-key" in stderr
+
+
+async def test_console_script_refuses_a_bad_volume() -> None:
+    process = await asyncio.create_subprocess_exec(
+        str(SCRIPT),
+        *("--access-key", "AK", "--secret-key", "s", "--project-id", "p", "--volume", "x:0"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 2
+    assert b"--volume" in stderr
