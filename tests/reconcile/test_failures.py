@@ -14,22 +14,17 @@ async def live_snapshots(sim: RunningSimulator) -> list[dict[str, Any]]:
     return [s for s in await sim.admin.snapshots() if not s.get("deleted")]
 
 
+def error_rule(operation: str, status: int, count: int) -> dict[str, Any]:
+    """A simulator fault: the next ``count`` calls of ``operation`` fail with ``status``."""
+    return {"operation": operation, "kind": "error", "rate": 1.0, "status": status, "count": count}
+
+
 async def test_5xx_and_429_bursts_are_retried_and_end_with_one_snapshot(
     world: World, evs_sim: RunningSimulator, volume: str
 ) -> None:
+    throttled = error_rule("*", 429, 3) | {"code": "APIG.0308"}
     await evs_sim.admin.set_faults(
-        [
-            {"operation": "create", "kind": "error", "rate": 1.0, "status": 503, "count": 2},
-            {"operation": "list", "kind": "error", "rate": 1.0, "status": 500, "count": 2},
-            {
-                "operation": "*",
-                "kind": "error",
-                "rate": 1.0,
-                "status": 429,
-                "code": "APIG.0308",
-                "count": 3,
-            },
-        ]
+        [error_rule("create", 503, 2), error_rule("list", 500, 2), throttled]
     )
     world.apply("db", volumeID=volume)
     await wait_until(lambda: world.is_ready("db"))

@@ -1,0 +1,245 @@
+"""Thin kopf wiring: kopf watches CloudSnapshots, a scheduler drives the reconcile steps.
+
+Why ``@kopf.on.event`` and a scheduler rather than kopf's create/update/delete handlers, timers or
+daemons: a lifecycle step must come back at times only the step knows (poll while creating,
+exponential backoff, a slow drift resync), and kopf can only re-run a changing handler by storing
+its progress on the object (a write per retry) or by holding a daemon/timer task per object (memory
+and wake-ups per resource). An event handler stores nothing on the object, so kopf makes no
+bookkeeping writes at all; the keyed scheduler keeps one small entry per resource. Our finalizer
+is ours (not kopf's, which kopf would strip when no kopf handler needs it) and present only while
+a cloud snapshot may exist. Status goes through the status subresource; events through kopf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import kopf
+
+from cloudsnap import metrics
+from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
+from cloudsnap.kube import Conflict, KubeWriter
+from cloudsnap.reconcile import Reconciler, Result, Scheduler
+from cloudsnap.settings import Settings
+
+FINALIZER = f"{GROUP}/snapshot-protection"
+# kopf's own annotations, should any kopf feature ever store state: short and in our group.
+KOPF_PREFIX = f"kopf.{GROUP}"
+# A 409 on the finalizer patch means our copy is behind the watch; it catches up within moments.
+CONFLICT_RETRY_SECONDS = 0.5
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+@dataclass
+class _Seen:
+    generation: int
+    deleting: bool
+    outcome: str = ""
+    phase: str = ""
+
+
+class Controller:
+    """Keeps the latest body per resource, runs reconcile steps, and persists their results."""
+
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        writer: KubeWriter,
+        *,
+        max_workers: int,
+    ) -> None:
+        self._reconciler = reconciler
+        self._writer = writer
+        self._bodies: dict[Key, dict[str, Any]] = {}
+        self._seen: dict[Key, _Seen] = {}
+        self.scheduler: Scheduler[Key] = Scheduler(self._work, concurrency=max_workers)
+
+    def observe(self, event_type: str, body: Mapping[str, Any]) -> None:
+        """Take a watch event: remember the body, and queue the resource if it changed.
+
+        Our own status and finalizer writes come back as events too; they do not change the
+        generation, so they queue nothing (no hot loop on our own writes).
+        """
+        meta = body.get("metadata", {})
+        key: Key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        if event_type == "DELETED":
+            self._drop(key, str(meta.get("uid", "")))
+            return
+        self._remember(key, dict(body))
+        generation = int(meta.get("generation") or 0)
+        deleting = bool(meta.get("deletionTimestamp"))
+        seen = self._seen.get(key)
+        if seen is None:
+            self._seen[key] = _Seen(generation, deleting)
+            self.scheduler.enqueue(key)
+        elif (seen.generation, seen.deleting) != (generation, deleting):
+            seen.generation, seen.deleting = generation, deleting
+            self.scheduler.enqueue(key)
+
+    def retry_blocked(self) -> None:
+        """A class or Secret changed: resources waiting on one try again now."""
+        for key, seen in self._seen.items():
+            if seen.outcome == "blocked":
+                self.scheduler.enqueue(key)
+
+    def _remember(self, key: Key, body: dict[str, Any]) -> None:
+        """Keep the newer of the stored body and ``body`` (our patch answers can beat the watch)."""
+        old = self._bodies.get(key)
+        if old is not None and _version(old) > _version(body):
+            return
+        self._bodies[key] = body
+
+    def _drop(self, key: Key, uid: str) -> None:
+        self._bodies.pop(key, None)
+        self._seen.pop(key, None)
+        self.scheduler.forget(key)
+        self._reconciler.forget(uid)
+        self._publish_phases()
+
+    async def _work(self, key: Key) -> float | None:
+        body = self._bodies.get(key)
+        if body is None:
+            return None
+        started = time.perf_counter()
+        result = await self._reconciler.reconcile(body)
+        elapsed = time.perf_counter() - started
+        metrics.RECONCILE_TOTAL.labels(outcome=result.outcome).inc()
+        metrics.RECONCILE_SECONDS.labels(outcome=result.outcome).observe(elapsed)
+        try:
+            await self._persist(key, body, result)
+        except Conflict:
+            return CONFLICT_RETRY_SECONDS
+        seen = self._seen.get(key)
+        if seen is not None:
+            seen.outcome = result.outcome
+            if result.phase != seen.phase:
+                seen.phase = result.phase
+                self._publish_phases()
+        if result.became_ready:
+            _observe_time_to_ready(body)
+        return result.requeue_after
+
+    async def _persist(self, key: Key, body: dict[str, Any], result: Result) -> None:
+        """Finalizer first (it must hold before a create), then status, events, release."""
+        namespace, name = key
+        current = body
+        finalizers = list(body.get("metadata", {}).get("finalizers") or [])
+        if result.finalizer is True and FINALIZER not in finalizers:
+            fresh = await self._writer.set_finalizers(
+                namespace, name, [*finalizers, FINALIZER], _version_text(body)
+            )
+            if fresh is None:
+                return
+            current = fresh
+            self._remember(key, fresh)
+        if result.status_patch:
+            fresh = await self._writer.patch_status(namespace, name, result.status_patch)
+            if fresh is None:
+                return
+            current = fresh
+            self._remember(key, fresh)
+        for event in result.events:
+            kopf.event(
+                cast(kopf.Body, current),
+                type=event.type,
+                reason=event.reason,
+                message=event.message,
+            )
+        if result.finalizer is False and FINALIZER in finalizers:
+            remaining = [f for f in current["metadata"].get("finalizers") or [] if f != FINALIZER]
+            fresh = await self._writer.set_finalizers(
+                namespace, name, remaining, _version_text(current)
+            )
+            if fresh is not None:
+                self._remember(key, fresh)
+
+    def _publish_phases(self) -> None:
+        counts = Counter(seen.phase or "pending" for seen in self._seen.values())
+        metrics.SNAPSHOTS.clear()
+        for phase, count in counts.items():
+            metrics.SNAPSHOTS.labels(phase=phase).set(count)
+
+
+def _version_text(body: Mapping[str, Any]) -> str:
+    return str(body.get("metadata", {}).get("resourceVersion", ""))
+
+
+def _version(body: Mapping[str, Any]) -> int:
+    """resourceVersion as a number where it is one (etcd's revision); opaque ones compare equal."""
+    text = _version_text(body)
+    return int(text) if text.isdigit() else 0
+
+
+def _observe_time_to_ready(body: Mapping[str, Any]) -> None:
+    created = body.get("metadata", {}).get("creationTimestamp")
+    if not created:
+        return
+    since = datetime.now(UTC) - datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+    metrics.TIME_TO_READY_SECONDS.observe(max(0.0, since.total_seconds()))
+
+
+@dataclass
+class Memo:
+    """What kopf hands to every handler: the controller, and its scheduler task once started."""
+
+    controller: Controller
+    runner: asyncio.Task[None] | None = None
+
+
+def configure(settings: kopf.OperatorSettings, config: Settings) -> None:
+    """kopf settings, each chosen on purpose (see the module docstring for the storage choice)."""
+    settings.peering.standalone = True  # one replica; no KopfPeering objects, no RBAC for them
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=KOPF_PREFIX, key="last"
+    )
+    # Only our explicit Events are posted, never kopf's log lines (those stay in the log).
+    settings.posting.enabled = True
+    settings.posting.loggers = False
+    settings.posting.level = logging.WARNING
+    # Server-side watch timeout well under the client one, so idle watches are renewed cleanly.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.watching.reconnect_backoff = 1.0
+    # Event handlers are cheap: take each object's latest event right away, do not wait to batch.
+    settings.batching.idle_timeout = 5.0
+    settings.batching.batch_window = 0.05
+    settings.execution.max_workers = config.max_workers
+
+
+def registry() -> kopf.OperatorRegistry:
+    """A registry holding only this operator's handlers."""
+    reg = kopf.OperatorRegistry()
+    kopf.on.login(registry=reg)(kopf.login_via_client)
+    kopf.on.startup(registry=reg)(start_scheduler)
+    kopf.on.cleanup(registry=reg)(stop_scheduler)
+    kopf.on.event(GROUP, VERSION, SNAPSHOT_PLURAL, registry=reg)(on_snapshot_event)
+    return reg
+
+
+async def start_scheduler(memo: Memo, **_: Any) -> None:
+    """Start the scheduler inside kopf's context, so the steps it runs can post kopf Events."""
+    memo.runner = asyncio.create_task(memo.controller.scheduler.run(), name="cloudsnap-scheduler")
+
+
+async def stop_scheduler(memo: Memo, **_: Any) -> None:
+    """Stop dispatching steps; steps in flight are cancelled and redone after a restart."""
+    if memo.runner is not None:
+        memo.runner.cancel()
+        await asyncio.gather(memo.runner, return_exceptions=True)
+
+
+async def on_snapshot_event(event: Mapping[str, Any], memo: Memo, **_: Any) -> None:
+    """Every CloudSnapshot watch event (initial listing included) goes to the controller."""
+    memo.controller.observe(str(event.get("type") or "ADDED"), event["object"])

@@ -1,0 +1,282 @@
+"""The operator's own Kubernetes I/O: status and finalizer patches, and watch caches.
+
+kopf delivers the CloudSnapshot watch stream; writes go through the official client so the
+scheduler can persist a step whenever it finishes, not only inside a kopf handler. Classes and
+the operator namespace's Secrets are kept in list+watch caches, which answer the reconcile layer's
+ClassReader/SecretReader protocols without an API call per reconcile and report every change, so
+a fixed class or Secret retries blocked resources at once. The sync client runs in a small thread
+pool; each watch runs in its own daemon thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from cloudsnap.api import CLASS_PLURAL, GROUP, SNAPSHOT_PLURAL, VERSION
+from cloudsnap.logs import REDACTOR
+
+log = logging.getLogger(__name__)
+
+WATCH_TIMEOUT_SECONDS = 300
+
+
+class Conflict(Exception):
+    """The object changed since it was read (HTTP 409): read it again and retry."""
+
+
+def load_config() -> kubernetes.client.ApiClient:
+    """An API client from the pod's service account, else from KUBECONFIG."""
+    config = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=config)  # type: ignore[no-untyped-call]
+    config.connection_pool_maxsize = 16
+    return kubernetes.client.ApiClient(config)
+
+
+class KubeWriter:
+    """Patches CloudSnapshots through the status subresource and the main resource."""
+
+    def __init__(self, api: kubernetes.client.ApiClient, *, threads: int = 8) -> None:
+        self._custom = kubernetes.client.CustomObjectsApi(api)
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, "cloudsnap-kube")
+
+    async def _run(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    async def patch_status(
+        self, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch ``status``; the new object, or None if it is gone."""
+        return await self._patch(namespace, name, {"status": dict(patch)}, status=True)
+
+    async def set_finalizers(
+        self, namespace: str, name: str, finalizers: Sequence[str], resource_version: str
+    ) -> dict[str, Any] | None:
+        """Replace the finalizer list, only if the object is still at ``resource_version``.
+
+        Merge patches replace lists whole, so the version guard keeps a finalizer someone else
+        added meanwhile from being dropped; a mismatch raises Conflict.
+        """
+        body = {"metadata": {"finalizers": list(finalizers), "resourceVersion": resource_version}}
+        return await self._patch(namespace, name, body, status=False)
+
+    async def _patch(
+        self, namespace: str, name: str, body: dict[str, Any], *, status: bool
+    ) -> dict[str, Any] | None:
+        call = (
+            self._custom.patch_namespaced_custom_object_status
+            if status
+            else self._custom.patch_namespaced_custom_object
+        )
+
+        def send() -> Any:
+            return call(GROUP, VERSION, namespace, SNAPSHOT_PLURAL, name, body)
+
+        try:
+            result: dict[str, Any] = await self._run(send)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            if exc.status == 409:
+                raise Conflict(f"{namespace}/{name} changed meanwhile") from None
+            raise
+        return result
+
+    def close(self) -> None:
+        """Stop the thread pool."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class WatchCache:
+    """An in-memory copy of one list+watch, fed by a daemon thread.
+
+    ``on_change(name)`` is called on the event loop for every added, modified or deleted object
+    after the initial listing.
+    """
+
+    def __init__(
+        self,
+        api: kubernetes.client.ApiClient,
+        what: str,
+        lister: Callable[..., Any],
+        *args: str,
+        transform: Callable[[dict[str, Any]], Any] = lambda obj: obj,
+    ) -> None:
+        self._api = api
+        self._what = what
+        self._lister = lister
+        self._args = args
+        self._transform = transform
+        self._items: dict[str, Any] = {}
+        self._synced = asyncio.Event()
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.on_change: Callable[[str], None] = lambda name: None
+
+    def start(self) -> None:
+        """Begin listing and watching in the background."""
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._follow, name=f"watch-{self._what}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the watch thread to end (it is a daemon; it ends at the next event or timeout)."""
+        self._stop.set()
+
+    @property
+    def synced(self) -> bool:
+        """Whether the initial listing has been loaded."""
+        return self._synced.is_set()
+
+    async def get(self, name: str) -> Any:
+        """The object called ``name`` (transformed), or None; waits for the initial listing."""
+        await self._synced.wait()
+        return self._items.get(name)
+
+    async def values(self) -> list[Any]:
+        """Every object (transformed); waits for the initial listing."""
+        await self._synced.wait()
+        return list(self._items.values())
+
+    def _follow(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                version = self._relist()
+                backoff = 0.5
+                for kind, obj in self._stream(version):
+                    self._store(kind, obj)
+            except Exception as exc:
+                log.warning("watch of %s failed (%s); retrying", self._what, type(exc).__name__)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _relist(self) -> str:
+        listing = self._plain(self._lister(*self._args, _request_timeout=60))
+        items = {
+            obj["metadata"]["name"]: self._transform(obj) for obj in listing.get("items") or []
+        }
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._replace, items)
+        return str(listing["metadata"]["resourceVersion"])
+
+    def _stream(self, version: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        watcher = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
+        for event in watcher.stream(  # type: ignore[no-untyped-call]
+            self._lister,
+            *self._args,
+            resource_version=version,
+            timeout_seconds=WATCH_TIMEOUT_SECONDS,
+            _request_timeout=WATCH_TIMEOUT_SECONDS + 30,
+        ):
+            if self._stop.is_set():
+                watcher.stop()  # type: ignore[no-untyped-call]
+                return
+            obj = self._plain(event["object"])
+            if event["type"] == "ERROR":
+                return  # e.g. 410 Gone: relist
+            yield event["type"], obj
+
+    def _plain(self, obj: Any) -> dict[str, Any]:
+        """A client model as the JSON the API server sent (camelCase keys)."""
+        if isinstance(obj, dict):
+            return obj
+        plain: dict[str, Any] = self._api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+        return plain
+
+    def _replace(self, items: dict[str, Any]) -> None:
+        changed = set(items) ^ set(self._items) | {
+            name for name in items if self._items.get(name) != items[name]
+        }
+        self._items = items
+        was_synced = self._synced.is_set()
+        self._synced.set()
+        if was_synced:
+            for name in changed:
+                self.on_change(name)
+
+    def _store(self, kind: str, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        value = None if kind == "DELETED" else self._transform(obj)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._set, name, value)
+
+    def _set(self, name: str, value: Any) -> None:
+        if value is None:
+            self._items.pop(name, None)
+        else:
+            self._items[name] = value
+        self.on_change(name)
+
+
+class ClassCache(WatchCache):
+    """CloudSnapshotClasses, cluster-wide; a ClassReader."""
+
+    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+        custom = kubernetes.client.CustomObjectsApi(api)
+        super().__init__(
+            api,
+            "cloudsnapshotclasses",
+            custom.list_cluster_custom_object,
+            GROUP,
+            VERSION,
+            CLASS_PLURAL,
+        )
+
+    async def get_class(self, name: str) -> Mapping[str, Any] | None:
+        """The class body, or None."""
+        found: Mapping[str, Any] | None = await self.get(name)
+        return found
+
+    async def list_classes(self) -> Sequence[Mapping[str, Any]]:
+        """Every class body."""
+        return await self.values()
+
+
+class SecretCache(WatchCache):
+    """Secrets of the operator's namespace, decoded; a SecretReader.
+
+    Every value read is registered with the log redactor before anything can log it.
+    """
+
+    def __init__(self, api: kubernetes.client.ApiClient, namespace: str) -> None:
+        core = kubernetes.client.CoreV1Api(api)
+        super().__init__(
+            api,
+            f"secrets in {namespace}",
+            core.list_namespaced_secret,
+            namespace,
+            transform=_decode_secret,
+        )
+
+    async def get_secret(self, name: str) -> Mapping[str, str] | None:
+        """The decoded data of Secret ``name``, or None."""
+        found: Mapping[str, str] | None = await self.get(name)
+        return found
+
+
+def _decode_secret(obj: dict[str, Any]) -> dict[str, str]:
+    data: dict[str, str] = {}
+    for key, value in (obj.get("data") or {}).items():
+        try:
+            text = base64.b64decode(value or "").decode()
+        except (binascii.Error, UnicodeDecodeError):
+            continue
+        REDACTOR.add(text)
+        data[key] = text
+    return data
