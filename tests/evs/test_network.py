@@ -8,14 +8,19 @@ an overloaded gateway really does.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
+from hack.cluster.pki import generate
 
 from cloudsnap.evs import (
     AKSKAuth,
+    EVSAPIError,
     EVSClient,
     EVSConnectionError,
     EVSError,
@@ -27,12 +32,12 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 
 
 @asynccontextmanager
-async def raw_server(handler: Handler) -> AsyncIterator[str]:
+async def raw_server(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
     """Serve ``handler`` on a free loopback port; yields the endpoint URL."""
-    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=tls)
     port = server.sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         server.close()
         await server.wait_closed()
@@ -69,6 +74,15 @@ async def corrupt_gzip(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         + b"\r\n\r\n"
         + body
     )
+    await writer.drain()
+    writer.close()
+
+
+async def not_found(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_head(reader)
+    body = json.dumps({"itemNotFound": {"code": "EVS.5404", "message": "gone"}}).encode()
+    head = f"HTTP/1.1 404 Not Found\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    writer.write(head + body)
     await writer.drain()
     writer.close()
 
@@ -130,3 +144,28 @@ async def test_undecodable_content_encoding_is_a_response_error() -> None:
         with pytest.raises(EVSResponseError, match="undecodable show answer") as caught:
             await client.show_snapshot("abc")
     assert caught.value.retryable
+
+
+@pytest.mark.parametrize("trust", ["pem-text", "ca-file", "system", "off"])
+async def test_tls_verification_follows_verify(tmp_path: Path, trust: str) -> None:
+    """A private CA is trusted when given as PEM text or file, refused by the system store."""
+    pki = generate(tmp_path)
+    serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    serving.load_cert_chain(pki.serving_cert, pki.serving_key)
+    choices: dict[str, bool | str] = {
+        "pem-text": pki.ca_cert.read_text(),
+        "ca-file": str(pki.ca_cert),
+        "system": True,
+        "off": False,
+    }
+    verify = choices[trust]
+    async with (
+        raw_server(not_found, serving) as endpoint,
+        EVSClient(endpoint, AKSKAuth("AK", "SK", "p"), "p", verify=verify) as client,
+    ):
+        if trust == "system":
+            with pytest.raises(EVSConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+                await client.show_snapshot("abc")
+        else:
+            with pytest.raises(EVSAPIError, match=r"EVS\.5404"):
+                await client.show_snapshot("abc")

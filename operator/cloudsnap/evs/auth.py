@@ -61,6 +61,7 @@ class AKSKAuth(httpx.Auth):
     rewritten into its canonical form before signing (as the SDK sends it), so what travels on the
     wire is exactly what was signed whatever encoding httpx chose (it writes spaces as ``+``).
     An ``X-Sdk-Date`` already on the request is kept, as the SDK does; otherwise it is now.
+    ``Host`` (with a non-default port) is always on an httpx request already, and is signed.
     """
 
     requires_request_body = True
@@ -98,8 +99,6 @@ class AKSKAuth(httpx.Auth):
             headers[SECURITY_TOKEN_HEADER] = self._security_token
         if signing.DATE_HEADER not in headers:
             headers[signing.DATE_HEADER] = datetime.now(UTC).strftime(signing.DATE_FORMAT)
-        if "Host" not in headers:
-            headers["Host"] = request.url.netloc.decode("ascii")
         content_type = headers.get("Content-Type")
         if content_type and not content_type.startswith(_SIGNED_BODY_TYPES):
             headers[signing.CONTENT_SHA256_HEADER] = signing.UNSIGNED_PAYLOAD
@@ -109,7 +108,9 @@ class AKSKAuth(httpx.Auth):
 
         lowered = {name.lower(): value for name, value in headers.items()}
         names = signing.signed_header_names(n for n in lowered if n not in _UNSIGNED_HEADERS)
-        body_hash = signing.payload_hash(request.content, lowered.get("x-sdk-content-sha256"))
+        body_hash = signing.payload_hash(
+            request.content, lowered.get(signing.CONTENT_SHA256_HEADER.lower())
+        )
         raw_path = request.url.raw_path.partition(b"?")[0].decode("ascii")
         canonical = signing.canonical_request(
             request.method, raw_path, query, lowered, names, body_hash
