@@ -225,11 +225,12 @@ def start_operator(
     operator_namespace: str,
     resync_seconds: float | None = None,
     log_level: str = "DEBUG",
+    settings: Mapping[str, str] | None = None,
 ) -> OperatorProcess:
     """Start `cloudsnap-operator run` watching `namespaces` (all when empty) and wait until ready.
 
-    `env` carries KUBECONFIG and any `CLOUDSNAP_*` settings; the log is JSON lines, so tests can
-    read it as data.
+    `env` carries KUBECONFIG; `settings` are more `CLOUDSNAP_*` variables (intervals, backoff).
+    Its health/metrics server listens on loopback only. The log is JSON lines.
     """
     metrics_port = free_port()
     argv = [str(BIN / "cloudsnap-operator"), "run", "--operator-namespace", operator_namespace]
@@ -241,8 +242,9 @@ def start_operator(
         argv.append("--all-namespaces")
     if resync_seconds is not None:
         argv += ["--resync-seconds", str(resync_seconds)]
+    child_env = {**env, "CLOUDSNAP_METRICS_HOST": "127.0.0.1", **(settings or {})}
     operator = OperatorProcess(
-        ManagedProcess(argv, workdir / "operator.log", dict(env)), metrics_port
+        ManagedProcess(argv, workdir / "operator.log", child_env), metrics_port
     )
     operator.process.start()
     try:
