@@ -129,6 +129,27 @@ async def test_dropped_connections_are_typed(handler: Handler, error_type: type[
     assert calls == [("show", "connection_error")]
 
 
+async def test_cancelled_request_is_not_counted() -> None:
+    """Cancellation passes through untouched and the observer records no made-up outcome."""
+    arrived = asyncio.Event()
+
+    async def signals_then_waits(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        arrived.set()
+        await never_answers(reader, writer)
+
+    calls: list[tuple[str, str]] = []
+    async with raw_server(signals_then_waits) as endpoint, client_for(endpoint, calls) as client:
+        task = asyncio.create_task(client.show_snapshot("abc"))
+        async with asyncio.timeout(5):
+            await arrived.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert calls == []
+
+
 async def test_refused_connection_is_typed() -> None:
     calls: list[tuple[str, str]] = []
     async with client_for(f"http://127.0.0.1:{free_port()}", calls) as client:

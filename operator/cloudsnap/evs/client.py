@@ -229,8 +229,11 @@ class EVSClient:
         params: tuple[tuple[str, str], ...] | None = None,
         json: dict[str, Any] | None = None,
     ) -> httpx.Response:
-        """Send one request; any failure becomes the EVSError that describes it."""
-        outcome = "connection_error"
+        """Send one request; any failure becomes the EVSError that describes it.
+
+        The observer hears of every request that ended (a cancelled one has no outcome to count).
+        """
+        outcome: str | None = None
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout):
@@ -242,17 +245,19 @@ class EVSClient:
                 f"no answer to {operation} within {self._timeout:g}s", retryable=True
             ) from None
         except httpx.DecodingError as exc:
+            outcome = "connection_error"
             raise EVSResponseError(
                 self._redact(f"undecodable {operation} answer: {exc}"), retryable=True
             ) from None
         except httpx.HTTPError as exc:
+            outcome = "connection_error"
             raise EVSConnectionError(
                 self._redact(f"{operation} failed: {type(exc).__name__}: {exc}"), retryable=True
             ) from None
         finally:
             elapsed = time.perf_counter() - started
-            log.debug("EVS %s -> %s in %.3fs", operation, outcome, elapsed)
-            if self._observer is not None:
+            log.debug("EVS %s -> %s in %.3fs", operation, outcome or "cancelled", elapsed)
+            if self._observer is not None and outcome is not None:
                 self._observer(operation, outcome, elapsed)
         if response.is_success:
             return response
