@@ -16,17 +16,17 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import kopf
 
 from cloudsnap import metrics
 from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
-from cloudsnap.kube import Conflict, KubeWriter
-from cloudsnap.reconcile import Reconciler, Result, Scheduler
+from cloudsnap.kube import Conflict
+from cloudsnap.reconcile import Event, Reconciler, Result, Scheduler
 from cloudsnap.settings import Settings
 
 FINALIZER = f"{GROUP}/snapshot-protection"
@@ -38,6 +38,22 @@ CONFLICT_RETRY_SECONDS = 0.5
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+
+
+class Writer(Protocol):
+    """The two writes a step needs (KubeWriter in the operator, an in-memory one in tests)."""
+
+    async def patch_status(
+        self, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch the status subresource; the new object, or None if it is gone."""
+        ...
+
+    async def set_finalizers(
+        self, namespace: str, name: str, finalizers: Sequence[str], resource_version: str
+    ) -> dict[str, Any] | None:
+        """Replace the finalizers at ``resource_version`` (Conflict otherwise); None if gone."""
+        ...
 
 
 @dataclass
@@ -54,15 +70,17 @@ class Controller:
     def __init__(
         self,
         reconciler: Reconciler,
-        writer: KubeWriter,
+        writer: Writer,
         *,
         max_workers: int,
+        post_event: Callable[[Mapping[str, Any], Event], None] | None = None,
     ) -> None:
         self._reconciler = reconciler
         self._writer = writer
+        self._post_event = post_event or _post_kopf_event
         self._bodies: dict[Key, dict[str, Any]] = {}
         self._seen: dict[Key, _Seen] = {}
-        self.scheduler: Scheduler[Key] = Scheduler(self._work, concurrency=max_workers)
+        self.scheduler: Scheduler[Key] = Scheduler(self.step, concurrency=max_workers)
 
     def observe(self, event_type: str, body: Mapping[str, Any]) -> None:
         """Take a watch event: remember the body, and queue the resource if it changed.
@@ -106,7 +124,8 @@ class Controller:
         self._reconciler.forget(uid)
         self._publish_phases()
 
-    async def _work(self, key: Key) -> float | None:
+    async def step(self, key: Key) -> float | None:
+        """One persisted reconcile step; seconds until the next one (None: on the next change)."""
         body = self._bodies.get(key)
         if body is None:
             return None
@@ -149,12 +168,7 @@ class Controller:
             current = fresh
             self._remember(key, fresh)
         for event in result.events:
-            kopf.event(
-                cast(kopf.Body, current),
-                type=event.type,
-                reason=event.reason,
-                message=event.message,
-            )
+            self._post_event(current, event)
         if result.finalizer is False and FINALIZER in finalizers:
             remaining = [f for f in current["metadata"].get("finalizers") or [] if f != FINALIZER]
             fresh = await self._writer.set_finalizers(
@@ -168,6 +182,11 @@ class Controller:
         metrics.SNAPSHOTS.clear()
         for phase, count in counts.items():
             metrics.SNAPSHOTS.labels(phase=phase).set(count)
+
+
+def _post_kopf_event(body: Mapping[str, Any], event: Event) -> None:
+    """Queue a Kubernetes Event through kopf's poster (batched, retried, never blocking a step)."""
+    kopf.event(cast(kopf.Body, body), type=event.type, reason=event.reason, message=event.message)
 
 
 def _version_text(body: Mapping[str, Any]) -> str:

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from cloudsnap.handlers import FINALIZER
 from cloudsnap.reconcile import Accounts, Backoff, Reconciler, Timing
 from evs_simulator.testing import RunningSimulator
-from tests.reconcile.harness import FINALIZER, SECRET_NAME, FakeCluster, World
+from tests.reconcile.harness import SECRET_NAME, FakeCluster, World
 
 # Short intervals so a test sees several steps in a fraction of a second; resync and blocked
 # retries are an hour so a test that waits for them would fail, not pass slowly.

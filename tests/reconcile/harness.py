@@ -1,9 +1,9 @@
 """An in-memory stand-in for the Kubernetes side of the operator, for reconcile tests.
 
-``FakeCluster`` answers the ClassReader/SecretReader protocols from dictionaries. ``World`` keeps
-CloudSnapshot bodies and drives them with the real Reconciler and Scheduler, applying each Result
-the way the kopf handlers do (finalizer first, then the status merge patch, then events), so the
-tests observe the same sequence of states a cluster would see.
+``FakeCluster`` answers the ClassReader/SecretReader protocols from dictionaries. ``World`` is a
+small in-memory API server for CloudSnapshots (resource versions, generations, finalizers, watch
+events) wired to the operator's real Controller, Scheduler and Reconciler; only kopf's watch and
+event posting are replaced, so the tests see the sequence of states a cluster would see.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from cloudsnap.api import API_VERSION, CLASS_KIND, DEFAULT_CLASS_ANNOTATION, SNAPSHOT_KIND
-from cloudsnap.reconcile import Event, Reconciler, Result, Scheduler
+from cloudsnap.handlers import Controller
+from cloudsnap.kube import Conflict
+from cloudsnap.reconcile import Event, Reconciler, Result
 
-FINALIZER = "evs.cloudsnap.io/snapshot"
 SECRET_NAME = "evs-credentials"
 
 
@@ -75,26 +76,58 @@ def merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
             target[key] = copy.deepcopy(value)
 
 
+class RecordingReconciler:
+    """The real Reconciler, with every Result kept for the test to inspect."""
+
+    def __init__(self, inner: Reconciler) -> None:
+        self.inner = inner
+        self.results: list[tuple[str, Result]] = []
+
+    async def reconcile(self, body: Mapping[str, Any]) -> Result:
+        result = await self.inner.reconcile(body)
+        self.results.append((body["metadata"]["name"], result))
+        return result
+
+    def forget(self, uid: str) -> None:
+        self.inner.forget(uid)
+
+
 class World:
-    """CloudSnapshot objects reconciled by a Scheduler, as the operator would."""
+    """An in-memory API server for CloudSnapshots, driven by the operator's real Controller.
+
+    Writes bump resourceVersion and come back to the controller as watch events, as they would
+    from a real API server; finalizer writes are refused on a stale resourceVersion.
+    """
 
     def __init__(self, reconciler: Reconciler, namespace: str = "default") -> None:
-        self.reconciler = reconciler
         self.namespace = namespace
         self.objects: dict[str, dict[str, Any]] = {}
         self.events: list[tuple[str, Event]] = []
-        self.results: list[tuple[str, Result]] = []
-        self.scheduler: Scheduler[str] = Scheduler(self._work, concurrency=64)
+        self.writes: list[tuple[str, str]] = []
+        self.recorder = RecordingReconciler(reconciler)
+        self.controller = Controller(
+            self.recorder,  # type: ignore[arg-type]
+            self,
+            max_workers=64,
+            post_event=lambda body, event: self.events.append((body["metadata"]["name"], event)),
+        )
+        self._version = 0
         self._runner: asyncio.Task[None] | None = None
 
+    @property
+    def results(self) -> list[tuple[str, Result]]:
+        return self.recorder.results
+
     async def __aenter__(self) -> World:
-        self._runner = asyncio.create_task(self.scheduler.run())
+        self._runner = asyncio.create_task(self.controller.scheduler.run())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._runner is not None
         self._runner.cancel()
         await asyncio.gather(self._runner, return_exceptions=True)
+
+    # -- what a user does --------------------------------------------------------------------
 
     def apply(self, name: str, /, **spec: Any) -> dict[str, Any]:
         body = {
@@ -110,47 +143,67 @@ class World:
             "spec": spec,
         }
         self.objects[name] = body
-        self.scheduler.enqueue(name)
+        self._changed(name, "ADDED")
         return body
 
     def change_spec(self, name: str, /, **changes: Any) -> None:
         body = self.objects[name]
         merge(body["spec"], changes)
         body["metadata"]["generation"] += 1
-        self.scheduler.enqueue(name)
+        self._changed(name, "MODIFIED")
 
     def delete(self, name: str) -> None:
         body = self.objects[name]
         if not body["metadata"].get("finalizers"):
             del self.objects[name]
+            self.controller.observe("DELETED", copy.deepcopy(body))
             return
         body["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:01Z"
-        self.scheduler.enqueue(name)
+        self._changed(name, "MODIFIED")
 
     async def step(self, name: str) -> Result:
-        """One reconcile step, applied; raises KeyError if the object is gone."""
-        result = await self.reconciler.reconcile(copy.deepcopy(self.objects[name]))
-        self._apply(name, result)
-        return result
+        """One reconcile step through the controller, as a resync would run it."""
+        await self.controller.step((self.namespace, name))
+        return self.results[-1][1]
 
-    async def _work(self, name: str) -> float | None:
-        if name not in self.objects:
+    # -- the Writer protocol -----------------------------------------------------------------
+
+    async def patch_status(
+        self, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        body = self.objects.get(name)
+        if body is None:
             return None
-        return (await self.step(name)).requeue_after
+        merge(body.setdefault("status", {}), patch)
+        self.writes.append((name, "status"))
+        return self._changed(name, "MODIFIED")
 
-    def _apply(self, name: str, result: Result) -> None:
+    async def set_finalizers(
+        self, namespace: str, name: str, finalizers: Sequence[str], resource_version: str
+    ) -> dict[str, Any] | None:
+        body = self.objects.get(name)
+        if body is None:
+            return None
+        if body["metadata"]["resourceVersion"] != resource_version:
+            raise Conflict(name)
+        body["metadata"]["finalizers"] = list(finalizers)
+        self.writes.append((name, "finalizers"))
+        if body["metadata"].get("deletionTimestamp") and not finalizers:
+            del self.objects[name]
+            self.controller.observe("DELETED", copy.deepcopy(body))
+            return copy.deepcopy(body)
+        return self._changed(name, "MODIFIED")
+
+    def _changed(self, name: str, kind: str) -> dict[str, Any]:
+        """Bump the version and deliver the watch event on the next loop iteration."""
+        self._version += 1
         body = self.objects[name]
-        self.results.append((name, result))
-        finalizers: list[str] = body["metadata"].setdefault("finalizers", [])
-        if result.finalizer is True and FINALIZER not in finalizers:
-            finalizers.append(FINALIZER)
-        if result.status_patch:
-            merge(body.setdefault("status", {}), result.status_patch)
-        self.events.extend((name, event) for event in result.events)
-        if result.finalizer is False and FINALIZER in finalizers:
-            finalizers.remove(FINALIZER)
-            if body["metadata"].get("deletionTimestamp") and not finalizers:
-                del self.objects[name]
+        body["metadata"]["resourceVersion"] = str(self._version)
+        snapshot = copy.deepcopy(body)
+        asyncio.get_running_loop().call_soon(self.controller.observe, kind, snapshot)
+        return copy.deepcopy(body)
+
+    # -- what a test reads -------------------------------------------------------------------
 
     def condition(self, name: str, kind: str) -> dict[str, Any] | None:
         conditions = self.objects[name].get("status", {}).get("conditions", [])

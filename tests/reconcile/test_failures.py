@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from cloudsnap.handlers import FINALIZER
 from cloudsnap.reconcile import Accounts
 from evs_simulator.testing import RunningSimulator
 from tests.reconcile.conftest import CLASS, FAST
-from tests.reconcile.harness import FINALIZER, SECRET_NAME, FakeCluster, World, wait_until
+from tests.reconcile.harness import SECRET_NAME, FakeCluster, World, wait_until
 
 
 async def live_snapshots(sim: RunningSimulator) -> list[dict[str, Any]]:
@@ -81,7 +82,7 @@ async def test_fixed_secret_lets_the_next_attempt_succeed(
     world.apply("db", volumeID=volume)
     await wait_until(lambda: world.condition("db", "Synced") is not None)
     fake.secrets[SECRET_NAME]["secretKey"] = evs_sim.secret_key
-    world.scheduler.enqueue("db")  # what the Secret watch does
+    world.controller.retry_blocked()  # what the Secret watch does
     await wait_until(lambda: world.is_ready("db"))
     assert len(accounts.cached()) == 1  # the client was rebuilt, not added to
     assert "error" not in world.objects["db"]["status"]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from cloudsnap.api import OWNER_UID_METADATA_KEY
 from cloudsnap.evs import AKSKAuth, CreateSnapshotRequest, EVSClient
+from cloudsnap.handlers import FINALIZER
 from evs_simulator.testing import RunningSimulator
 from tests.reconcile.conftest import FAST
-from tests.reconcile.harness import FINALIZER, World, wait_until
+from tests.reconcile.harness import World, wait_until
 
 
 async def live_snapshots(sim: RunningSimulator) -> list[dict[str, Any]]:
@@ -46,8 +48,12 @@ async def test_create_to_ready_costs_one_lookup_one_create_and_shared_polls(
     assert calls.get("show", 0) == 0
     # one identity lookup before the create, then at most a couple of poll rounds
     assert 1 <= calls.get("list", 0) <= 3
-    writes = [r for _, r in world.results if r.status_patch or r.finalizer is not None]
-    assert len(writes) <= 3  # finalizer, snapshotID at once, Ready
+    # Kubernetes writes: the finalizer, status with snapshotID at once, status Ready.
+    assert world.writes == [("db", "finalizers"), ("db", "status"), ("db", "status")]
+    # Our own writes came back as watch events but queued nothing: next look is the resync.
+    due = world.controller.scheduler.pending(("default", "db"))
+    assert due is not None
+    assert due - asyncio.get_running_loop().time() > FAST.resync / 2
 
 
 async def test_in_use_disk_without_force_is_blocked_and_not_retried(
@@ -183,9 +189,9 @@ async def wait_until_available(sim: RunningSimulator, sid: str) -> None:
             s["id"] == sid and s["status"] == "available" for s in await sim.admin.snapshots()
         )
 
-    async with __import__("asyncio").timeout(10):
+    async with asyncio.timeout(10):
         while not await available():
-            await __import__("asyncio").sleep(0.01)
+            await asyncio.sleep(0.01)
 
 
 async def test_snapshot_removed_behind_our_back_is_reported_not_recreated(
