@@ -1,1 +1,26 @@
-"""A faithful local EVS for tests and the sandbox; the operator never imports it."""
+"""A faithful local EVS for tests and the sandbox; the operator never imports it.
+
+Entry points: ``evs_simulator.testing.running_simulator`` (in-process), the ``evs-simulator``
+console script, and ``evs_simulator.admin_client.AdminClient`` for the ``/_sim/`` admin API.
+
+Choices made where EVS-API.md leaves the behaviour open (tests in tests/simulator pin each one):
+
+- Authentication failures of every kind (signature, unknown AK, skew over 15 minutes, security
+  token, X-Project-Id or URL project mismatch, bad X-Auth-Token) are the gateway's 401 APIG.0301;
+  the five-failure AK lockout is not modelled, so one bad test cannot lock out the next.
+- An in-use disk without ``force``, or a disk in any status but available/in-use, is refused with
+  Cinder's 400 ``badRequest`` message, carrying code ``EVS.5400`` so clients get a string code.
+- The 7-snapshots-per-disk limit answers 413 ``EVS.5413``; every snapshot not yet gone counts,
+  ``deleting`` ones included (quota is released when the deletion completes).
+- A snapshot whose disk is set to ``error`` while the snapshot is ``creating`` ends in ``error``.
+- Name/description over 255 UTF-8 bytes, a name starting ``autobk_snapshot_``, a reserved
+  (``__system__``) or oversized metadata key are 400 ``EVS.5400``; a body that is not JSON is
+  ``EVS.1013``, JSON of the wrong shape ``EVS.1052``; a malformed volume id ``EVS.1002``, a
+  malformed snapshot id ``EVS.2045``.
+- Update is allowed in every status except deleting/error_deleting (400 ``EVS.5400``). Delete of an
+  ``error_deleting`` snapshot is 500 ``EVS.2019``; of any other status but available/error 400
+  ``EVS.1047``. Rollback needs an available snapshot (else ``EVS.2043``) and its own disk, detached.
+- An omitted name reads back as ``""``; ``updated_at`` is null until the first change.
+- Snapshot and disk ids come from a generator seeded with ``--seed``, so runs replay.
+- Admin-forced statuses stick: a transition in flight is dropped.
+"""
