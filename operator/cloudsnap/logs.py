@@ -8,6 +8,7 @@ what looks like a credential even when its value was never registered (signature
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -37,10 +38,12 @@ class Redactor:
         self._lock = threading.Lock()
 
     def add(self, value: str) -> None:
-        """Remember a secret value; too-short values are ignored (they would mangle logs)."""
+        """Remember a secret value, also in base64 as a Secret body carries it; too-short values
+        are ignored (they would mangle unrelated text)."""
         if len(value) >= _MIN_SECRET_LENGTH:
+            encoded = base64.b64encode(value.encode()).decode()
             with self._lock:
-                self._values = self._values | {value}
+                self._values = self._values | {value, encoded}
 
     def __call__(self, text: str) -> str:
         """``text`` without any known secret or credential-looking value."""
@@ -75,14 +78,14 @@ class JSONFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": REDACTOR(record.getMessage()),
         }
         ref = getattr(record, "k8s_ref", None)
         if isinstance(ref, dict):
             entry["object"] = {k: ref.get(k) for k in ("namespace", "name") if ref.get(k)}
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return REDACTOR(json.dumps(entry, default=str))
+            entry["exception"] = REDACTOR(self.formatException(record.exc_info))
+        return json.dumps(entry, default=lambda value: REDACTOR(str(value)))
 
 
 def configure(level: str, fmt: str) -> None:
@@ -94,6 +97,7 @@ def configure(level: str, fmt: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # Per-request chatter of the HTTP stacks is noise even at DEBUG.
-    for noisy in ("httpx", "httpcore", "urllib3", "aiohttp.access"):
+    # Per-request chatter of the HTTP stacks is noise even at DEBUG, and the Kubernetes client
+    # logs whole response bodies (Secrets included) at DEBUG.
+    for noisy in ("httpx", "httpcore", "urllib3", "aiohttp.access", "kubernetes"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
