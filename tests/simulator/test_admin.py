@@ -135,3 +135,13 @@ async def test_volume_admin_validation(evs_sim: RunningSimulator) -> None:
         assert caught.value.response.status_code == status
     (unchanged,) = await evs_sim.admin.volumes()
     assert (unchanged["status"], unchanged["size"]) == ("in-use", 6)
+
+
+async def test_secrets_stay_out_of_reprs() -> None:
+    async with running_simulator(
+        secret_key="sk-hidden-1", security_token="st-hidden-2", auth_token="at-hidden-3"
+    ) as sim:
+        shown = repr(sim)
+    assert sim.access_key in shown
+    for secret in ("sk-hidden-1", "st-hidden-2", "at-hidden-3"):
+        assert secret not in shown

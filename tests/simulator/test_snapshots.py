@@ -114,6 +114,14 @@ async def test_reserved_metadata_keys_refused(
     assert key in assert_evs_error(response, 400, "EVS.5400")
 
 
+@pytest.mark.parametrize("metadata", [{"k" * 256: "v"}, {"k": "v" * 256}, {"": "v"}])
+async def test_oversized_or_empty_metadata_refused(
+    evs_sim: RunningSimulator, evs: httpx.AsyncClient, metadata: dict[str, str]
+) -> None:
+    volume = await evs_sim.admin.add_volume()
+    assert_evs_error(await create(evs, volume["id"], metadata=metadata), 400, "EVS.5400")
+
+
 async def test_in_use_disk_needs_force(evs_sim: RunningSimulator, evs: httpx.AsyncClient) -> None:
     volume = await evs_sim.admin.add_volume(status="in-use")
     message = assert_evs_error(await create(evs, volume["id"]), 400, "EVS.5400", "badRequest")
