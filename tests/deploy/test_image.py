@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -11,26 +10,17 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
-from types import ModuleType
 
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.deploy.support import ROOT, load_script
+
 DOCKERFILE = ROOT / "Dockerfile"
 LOCK = ROOT / "requirements.lock"
 VALUES = ROOT / "deploy/helm/cloudsnap-operator/values.yaml"
 HADOLINT = Path(sys.executable).parent / "hadolint"
-
-
-def _lockfile_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("lockfile", ROOT / "deploy/docker/lockfile.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _locked() -> dict[str, str]:
@@ -88,7 +78,9 @@ def test_chart_runs_as_the_image_user() -> None:
 
 
 def test_lock_is_current() -> None:
-    assert LOCK.read_text() == _lockfile_module().render(), "stale: run `make lock`"
+    assert LOCK.read_text() == load_script("deploy/docker/lockfile.py").render(), (
+        "stale: run `make lock`"
+    )
 
 
 def test_lock_satisfies_every_runtime_dependency_of_pyproject() -> None:
