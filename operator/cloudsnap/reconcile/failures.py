@@ -30,8 +30,8 @@ INVALID_CLASS = "InvalidClass"
 INVALID_SPEC = "InvalidSpec"
 SNAPSHOT_NOT_FOUND = "SnapshotNotFound"
 
-_AUTH_CODES = frozenset({"APIG.0301", "EVS.5401", "EVS.5403", "EVS.0001", "EVS.0002"})
-_BLOCKED_CODES = _AUTH_CODES | {"EVS.5413", "EVS.2019", "EVS.2043", "EVS.1047"}
+AUTH_CODES = frozenset({"APIG.0301", "EVS.5401", "EVS.5403", "EVS.0001", "EVS.0002"})
+_BLOCKED_CODES = AUTH_CODES | {"EVS.5413", "EVS.2019", "EVS.2043", "EVS.1047"}
 # Cinder's wording for a disk that is attached, which EVS inherits (EVS-API.md, "Errors").
 _IN_USE_HINTS = ("in-use", "must be available")
 
@@ -80,6 +80,14 @@ def classify(exc: EVSError, operation: str) -> Failure:
     if operation == "create" and any(hint in exc.message for hint in _IN_USE_HINTS):
         return Failure(code, exc.message, Kind.BLOCKED)
     return Failure(code, exc.message, Kind.INVALID)
+
+
+def blame_class(failure: Failure, class_name: str, secret_name: str) -> Failure:
+    """Name the class and its Secret in an authentication failure: that is where the fix lies."""
+    if failure.code not in AUTH_CODES and not failure.code.startswith(("HTTP.401", "HTTP.403")):
+        return failure
+    note = f"CloudSnapshotClass {class_name}: check the credentials in Secret {secret_name}"
+    return Failure(failure.code, f"{failure.message} ({note})", failure.kind)
 
 
 def _transport_code(exc: EVSError) -> str:

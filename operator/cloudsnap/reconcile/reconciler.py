@@ -36,6 +36,7 @@ from cloudsnap.reconcile.failures import (
     Failure,
     Kind,
     LocalFailure,
+    blame_class,
     classify,
 )
 
@@ -174,10 +175,12 @@ class Reconciler:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._clock = clock
         self._attempts: dict[str, int] = {}
+        self._fresh: set[str] = set()
 
     def forget(self, uid: str) -> None:
-        """Drop the backoff memory of a resource that is gone."""
+        """Drop what is remembered of a resource that is gone."""
         self._attempts.pop(uid, None)
+        self._fresh.discard(uid)
 
     async def reconcile(self, body: Mapping[str, Any]) -> Result:
         """One step for the resource in ``body`` (a raw Kubernetes object)."""
@@ -235,29 +238,38 @@ class Reconciler:
             return self._add_finalizer(res)
         external = External(account)
         target = res.target
+        if res.uid in self._fresh:
+            # We added the finalizer ourselves one step ago, and a create is only ever sent
+            # while it is on: no snapshot of this resource can exist, so skip the lookup.
+            self._fresh.discard(res.uid)
+            return await self._create(res, account, external, target)
         try:
             seen = await external.observe(target)
         except EVSError as exc:
-            return self._failed(res, classify(exc, "show"))
+            return self._failed(res, _evs_failure(account, exc, "show"))
         if seen.snapshot is None and seen.source is not None:
             return self._vanished(res, seen)
         if seen.snapshot is None:
-            return await self._create(res, external, target)
-        return await self._follow(res, external, target, seen)
+            return await self._create(res, account, external, target)
+        return await self._follow(res, account, external, target, seen)
 
     def _add_finalizer(self, res: _Resource) -> Result:
         """Hold the resource before the first EVS call that may leave a snapshot behind."""
         events: tuple[Event, ...] = ()
-        if not (res.status.snapshot_id or res.spec.snapshot_id or res.status.error):
-            what = f"snapshot of volume {res.spec.volume_id}"
-            events = (Event("Normal", "Creating", f"creating an EVS {what}"),)
+        if not (res.status.snapshot_id or res.spec.snapshot_id):
+            self._fresh.add(res.uid)
+            if not res.status.error:
+                what = f"snapshot of volume {res.spec.volume_id}"
+                events = (Event("Normal", "Creating", f"creating an EVS {what}"),)
         return Result(outcome="success", events=events, requeue_after=0.0, finalizer=True)
 
-    async def _create(self, res: _Resource, external: External, target: Target) -> Result:
+    async def _create(
+        self, res: _Resource, account: Account, external: External, target: Target
+    ) -> Result:
         try:
             snapshot = await external.create(target)
         except EVSError as exc:
-            failure = classify(exc, "create")
+            failure = _evs_failure(account, exc, "create")
             # A refusal (4xx) made nothing: no snapshot can exist, so no finalizer is needed
             # until the next attempt. After a transient failure the create may have happened.
             return self._failed(res, failure, release=failure.kind is not Kind.TRANSIENT)
@@ -278,7 +290,12 @@ class Reconciler:
         )
 
     async def _follow(
-        self, res: _Resource, external: External, target: Target, seen: Observation
+        self,
+        res: _Resource,
+        account: Account,
+        external: External,
+        target: Target,
+        seen: Observation,
     ) -> Result:
         snapshot = seen.snapshot
         assert snapshot is not None
@@ -292,8 +309,8 @@ class Reconciler:
             try:
                 snapshot = await external.update(target, snapshot)
             except EVSError as exc:
-                draft_failure = classify(exc, "update")
-                return self._failed(res, draft_failure, snapshot=snapshot, events=events)
+                failure = _evs_failure(account, exc, "update")
+                return self._failed(res, failure, snapshot=snapshot, events=events)
             events.append(Event("Normal", "Updated", f"updated name/description of {snapshot.id}"))
         self._attempts.pop(res.uid, None)
         draft = _Draft(res, self._clock())
@@ -325,9 +342,8 @@ class Reconciler:
             draft.condition(READY, "True", "Available", f"EVS snapshot {snapshot.id} is available")
             return not was_ready
         if phase == "creating":
+            # No progress percentage here: it would cost a status write per poll.
             message = f"EVS snapshot {snapshot.id} is being created"
-            if snapshot.progress:
-                message += f" ({snapshot.progress})"
             draft.condition(READY, "False", "Creating", message)
         elif phase == "error":
             draft.condition(READY, "False", "Error", f"EVS snapshot {snapshot.id} is in error")
@@ -418,7 +434,8 @@ class Reconciler:
         try:
             seen = await external.observe(res.target)
         except EVSError as exc:
-            return self._failed(res, classify(exc, "show"), ready_reason="Deleting")
+            failure = _evs_failure(account, exc, "show")
+            return self._failed(res, failure, ready_reason="Deleting")
         snapshot = seen.snapshot
         if snapshot is None:
             message = f"EVS snapshot {known} is gone" if known else "no EVS snapshot to delete"
@@ -430,7 +447,7 @@ class Reconciler:
             try:
                 accepted = await external.delete(snapshot)
             except EVSError as exc:
-                failure = classify(exc, "delete")
+                failure = _evs_failure(account, exc, "delete")
                 return self._failed(res, failure, snapshot=snapshot, ready_reason="Deleting")
             if not accepted:
                 event = Event("Normal", "Deleted", f"EVS snapshot {snapshot.id} is gone")
@@ -461,6 +478,11 @@ class Reconciler:
     def _released(self, res: _Resource, events: tuple[Event, ...]) -> Result:
         self._attempts.pop(res.uid, None)
         return Result(outcome="success", events=events, finalizer=False)
+
+
+def _evs_failure(account: Account, exc: EVSError, operation: str) -> Failure:
+    secret = account.spec.credentials_secret_ref.name
+    return blame_class(classify(exc, operation), account.class_name, secret)
 
 
 def _vanished_before(res: _Resource) -> bool:
