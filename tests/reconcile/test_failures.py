@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from cloudsnap.handlers import FINALIZER
@@ -39,7 +40,7 @@ async def test_5xx_and_429_bursts_are_retried_and_end_with_one_snapshot(
     # No event storm: a Failed event when the error changes, not one per retry.
     failed = [e.message for _, e in world.events if e.reason == "Failed"]
     assert failed
-    assert all(a != b for a, b in zip(failed, failed[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(failed))
 
 
 async def test_lost_create_answer_is_adopted_by_identity(
