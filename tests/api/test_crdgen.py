@@ -95,13 +95,14 @@ def test_files_parse_as_one_crd_each() -> None:
 
 @BOTH
 def test_every_property_is_described(crd: dict[str, Any]) -> None:
-    """`kubectl explain` shows these; map values ({}) are no property and have none."""
+    """`kubectl explain` shows these. Map values ({}) are no property, and the API server refuses
+    a description on metadata (it documents ObjectMeta itself)."""
     undescribed = [
         path
         for path, node in _nodes(_schema(crd))
         if not node.get("description") and not path.endswith("{}")
     ]
-    assert undescribed == []
+    assert undescribed == [".metadata"]
 
 
 @BOTH
