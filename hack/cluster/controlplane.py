@@ -272,6 +272,9 @@ class ControlPlane:
             [
                 str(self.bin_dir / "kube-apiserver"),
                 "--advertise-address=127.0.0.1",
+                # The endpoint reconciler refuses a loopback address for the `kubernetes`
+                # Service's endpoints; nothing runs pods here, so nothing needs them.
+                "--endpoint-reconciler-type=none",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={port}",
                 f"--etcd-servers={etcd_url}",

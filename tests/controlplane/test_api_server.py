@@ -102,14 +102,18 @@ def test_server_reports_the_pinned_version(cluster: Cluster) -> None:
     assert server["gitVersion"].startswith(expected)
 
 
-def test_custom_object_is_stored_and_pruned_by_its_schema(
+def test_unknown_fields_are_refused_strictly_and_pruned_otherwise(
     cluster: Cluster, widget_crd: str, namespace: str
 ) -> None:
-    cluster.kubectl("create", "-f", "-", input=widget(namespace, "w1", 2, colour="blue"))
+    manifest = widget(namespace, "w1", 2, colour="blue")
 
+    strict = cluster.kubectl("create", "-f", "-", input=manifest, check=False)
+    cluster.kubectl("create", "--validate=ignore", "-f", "-", input=manifest)
+
+    assert strict.returncode != 0
+    assert 'unknown field "spec.colour"' in strict.stderr
     stored = get_json(cluster, "widget", "w1", "-n", namespace)
-
-    assert stored["spec"] == {"replicas": 2, "maxReplicas": 3}  # unknown field pruned
+    assert stored["spec"] == {"replicas": 2, "maxReplicas": 3}
     assert stored["metadata"]["generation"] == 1
 
 
@@ -178,7 +182,7 @@ def test_rbac_allows_what_the_role_grants_and_denies_the_rest(
 
     assert "settings" in allowed.stdout
     assert denied_write.returncode != 0
-    assert "Forbidden" in denied_write.stderr
+    assert "configmaps is forbidden" in denied_write.stderr
     assert 'cannot create resource "configmaps"' in denied_write.stderr
     assert denied_read.returncode != 0
     assert 'cannot list resource "secrets"' in denied_read.stderr
