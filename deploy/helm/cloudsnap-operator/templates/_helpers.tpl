@@ -1,0 +1,69 @@
+{{/* Chart name, overridable. */}}
+{{- define "cloudsnap.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release-qualified unless the release name already contains the chart name. */}}
+{{- define "cloudsnap.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "cloudsnap.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "cloudsnap.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "cloudsnap.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "cloudsnap.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: cloudsnap
+{{- end }}
+
+{{- define "cloudsnap.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "cloudsnap.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "cloudsnap.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret the class refers to: an existing one, or the one this chart creates. */}}
+{{- define "cloudsnap.credentialsSecretName" -}}
+{{- default (printf "%s-credentials" (include "cloudsnap.fullname" .)) .Values.credentials.existingSecret }}
+{{- end }}
+
+{{/* Rules on namespaced CloudSnapshots and Events: cluster-wide or per watched namespace. */}}
+{{- define "cloudsnap.namespacedRules" -}}
+# list+watch: the kopf.on.event watch stream (cloudsnap.handlers.registry).
+# patch: KubeWriter.set_finalizers adds/removes the finalizer (cloudsnap.kube).
+- apiGroups: [evs.cloudsnap.io]
+  resources: [cloudsnapshots]
+  verbs: [list, watch, patch]
+# KubeWriter.patch_status writes status through the status subresource (cloudsnap.kube).
+- apiGroups: [evs.cloudsnap.io]
+  resources: [cloudsnapshots/status]
+  verbs: [patch]
+# kopf.event (cloudsnap.handlers._post_kopf_event) posts core/v1 Events: Creating, Created, ...
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end }}

@@ -1,0 +1,238 @@
+"""The Helm chart without a cluster: lint, rendering, values schema, CRDs and plain manifests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.support import CHART, HELM, ROOT, find, helm, load_script, template
+
+render_manifests = load_script("deploy/render_manifests.py")
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "helm-home"
+
+
+def _container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (deployment,) = find(objects, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+def test_chart_crds_are_byte_identical_to_the_generated_ones() -> None:
+    generated = {p.name: p.read_bytes() for p in (ROOT / "crds").glob("*.yaml")}
+    shipped = {p.name: p.read_bytes() for p in (CHART / "crds").glob("*.yaml")}
+    assert generated, "crds/ is empty"
+    assert shipped == generated, "stale chart CRDs: run `make chart-crds`"
+
+
+def test_helm_lint_is_clean(home: Path) -> None:
+    result = helm(home, "lint", "--strict", str(CHART))
+    assert "0 chart(s) failed" in result.stdout
+    assert "[WARNING]" not in result.stdout
+    assert "[ERROR]" not in result.stdout
+
+
+def test_default_rendering_is_the_expected_set_of_objects(home: Path) -> None:
+    kinds = sorted(obj["kind"] for obj in template(home))
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+    ]
+
+
+def test_deployment_is_locked_down(home: Path) -> None:
+    objects = template(home)
+    (deployment,) = find(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = _container(objects)
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert isinstance(security["runAsUser"], int)
+    assert isinstance(security["runAsGroup"], int)
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {"requests", "limits"} <= container["resources"].keys()
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert pod["serviceAccountName"] == find(objects, "ServiceAccount")[0]["metadata"]["name"]
+
+
+def test_values_become_cloudsnap_settings(home: Path) -> None:
+    container = _container(
+        template(
+            home,
+            "operator.logFormat=text",
+            "operator.logLevel=DEBUG",
+            "operator.resyncSeconds=60",
+            "operator.metricsPort=9090",
+        )
+    )
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env["CLOUDSNAP_OPERATOR_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["CLOUDSNAP_ALL_NAMESPACES"] == "true"
+    assert env["CLOUDSNAP_LOG_FORMAT"] == "text"
+    assert env["CLOUDSNAP_LOG_LEVEL"] == "DEBUG"
+    assert env["CLOUDSNAP_RESYNC_SECONDS"] == "60"
+    assert env["CLOUDSNAP_METRICS_PORT"] == "9090"
+    assert container["ports"][0]["containerPort"] == 9090
+
+
+def test_cluster_role_holds_no_write_on_classes_and_no_secrets(home: Path) -> None:
+    (role,) = find(template(home), "ClusterRole")
+    for rule in role["rules"]:
+        assert "delete" not in rule["verbs"]
+        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+        assert "secrets" not in rule["resources"]
+        if rule["resources"] == ["cloudsnapshotclasses"]:
+            assert rule["verbs"] == ["list", "watch"]
+    (secrets_role,) = find(template(home), "Role")
+    assert secrets_role["metadata"]["namespace"] == "cloudsnap-system"
+    assert secrets_role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]}
+    ]
+
+
+def test_watch_namespaces_grant_per_namespace_roles_only(home: Path) -> None:
+    objects = template(home, "operator.watchNamespaces={team-a,team-b}")
+    (cluster_role,) = find(objects, "ClusterRole")
+    cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
+    assert "cloudsnapshots" not in cluster_resources
+    roles = {obj["metadata"]["namespace"]: obj for obj in find(objects, "Role")}
+    assert roles.keys() == {"cloudsnap-system", "team-a", "team-b"}
+    assert {r for rule in roles["team-a"]["rules"] for r in rule["resources"]} == {
+        "cloudsnapshots",
+        "cloudsnapshots/status",
+        "events",
+    }
+    bindings = {obj["metadata"]["namespace"] for obj in find(objects, "RoleBinding")}
+    assert bindings == {"cloudsnap-system", "team-a", "team-b"}
+    env = {e["name"]: e.get("value") for e in _container(objects)["env"]}
+    assert env["CLOUDSNAP_NAMESPACE"] == '["team-a","team-b"]'
+    assert "CLOUDSNAP_ALL_NAMESPACES" not in env
+
+
+def test_disruption_budget_only_with_more_than_one_replica(home: Path) -> None:
+    assert find(template(home), "PodDisruptionBudget") == []
+    objects = template(home, "replicaCount=2")
+    (pdb,) = find(objects, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    (deployment,) = find(objects, "Deployment")
+    assert "strategy" not in deployment["spec"]
+
+
+def test_class_and_secret_from_values(home: Path) -> None:
+    objects = template(
+        home,
+        "snapshotClass.create=true",
+        "snapshotClass.region=cn-north-4",
+        "snapshotClass.projectID=0123456789abcdef0123456789abcdef",
+        "credentials.accessKey=AKEXAMPLE",
+        "credentials.secretKey=SKEXAMPLE",
+    )
+    (cls,) = find(objects, "CloudSnapshotClass", "default")
+    assert cls["metadata"]["annotations"] == {"evs.cloudsnap.io/is-default-class": "true"}
+    (secret,) = find(objects, "Secret")
+    assert secret["metadata"]["namespace"] == "cloudsnap-system"
+    assert cls["spec"]["credentialsSecretRef"] == {"name": secret["metadata"]["name"]}
+    assert set(secret["data"]) == {"accessKey", "secretKey"}
+
+
+def test_class_with_an_existing_secret_renders_no_secret(home: Path) -> None:
+    objects = template(
+        home,
+        "snapshotClass.create=true",
+        "snapshotClass.region=cn-north-4",
+        "snapshotClass.projectID=p1",
+        "snapshotClass.default=false",
+        "credentials.existingSecret=my-evs",
+    )
+    assert find(objects, "Secret") == []
+    (cls,) = find(objects, "CloudSnapshotClass")
+    assert cls["spec"]["credentialsSecretRef"] == {"name": "my-evs"}
+    assert "annotations" not in cls["metadata"]
+
+
+def test_service_monitor_is_optional(home: Path) -> None:
+    assert find(template(home), "ServiceMonitor") == []
+    (monitor,) = find(template(home, "serviceMonitor.enabled=true"), "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("replicaCount=two", "replicaCount"),
+        ("replicas=2", "replicas"),
+        ("operator.logFormat=xml", "logFormat"),
+        ("operator.metricsPort=80", "metricsPort"),
+        ("operator.watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
+        ("securityContext.runAsNonRoot=false", "runAsNonRoot"),
+        ("securityContext.allowPrivilegeEscalation=true", "allowPrivilegeEscalation"),
+        ("image.digest=latest", "digest"),
+        ("snapshotClass.deletionPolicy=Keep", "deletionPolicy"),
+        ("snapshotClass.create=true", "region"),
+        ("credentials.accessKey=AK", "secretKey"),
+        ("snapshotClass.endpoint=evs.example.com", "endpoint"),
+    ],
+)
+def test_schema_rejects_wrong_values_naming_the_key(
+    home: Path, override: str, message: str
+) -> None:
+    result = helm(home, "template", "rel", str(CHART), "--set", override, check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert message in result.stderr
+
+
+def test_schema_rejects_both_an_existing_secret_and_inline_keys(home: Path) -> None:
+    result = helm(
+        home,
+        "template",
+        "rel",
+        str(CHART),
+        "--set",
+        "credentials.existingSecret=s,credentials.accessKey=AK,credentials.secretKey=SK",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "/credentials/accessKey" in result.stderr
+    assert "/credentials/secretKey" in result.stderr
+
+
+def test_manifests_are_current() -> None:
+    rendered = render_manifests.render(HELM)
+    on_disk = {p.name: p.read_text() for p in render_manifests.MANIFESTS.glob("*.yaml")}
+    assert on_disk == rendered, "stale deploy/manifests: run `make manifests`"
+
+
+def test_manifests_build_with_kustomize() -> None:
+    kubectl = Path(sys.executable).parent / "kubectl"
+    built = subprocess.run(
+        [str(kubectl), "kustomize", str(render_manifests.MANIFESTS)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(built) if doc)
+    assert kinds.count("CustomResourceDefinition") == 2
+    assert {"Namespace", "Deployment", "ClusterRole", "Role", "ServiceAccount"} <= set(kinds)

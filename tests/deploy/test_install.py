@@ -1,0 +1,211 @@
+"""The chart against the real API server: install, uninstall, and the RBAC it grants.
+
+No kubelet runs, so no pod starts; what is checked is what the API server stores and authorizes.
+The RBAC proof asks the API server itself (`kubectl auth can-i` impersonating the chart's
+ServiceAccount) for every permission the operator uses (yes) and a range it must not have (no).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from hack.cluster import Cluster
+
+from tests.deploy.support import CHART, load_script
+
+render_manifests = load_script("deploy/render_manifests.py")
+
+
+@dataclass(frozen=True)
+class Release:
+    """An installed release: its namespace, a second unrelated namespace, and its identity."""
+
+    cluster: Cluster
+    name: str
+    namespace: str
+    other: str
+
+    @property
+    def service_account(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.name}-cloudsnap-operator"
+
+    def can_i(self, verb: str, resource: str, *scope: str) -> bool:
+        result = self.cluster.kubectl(
+            "auth", "can-i", verb, resource, f"--as={self.service_account}", *scope, check=False
+        )
+        assert result.stdout.strip() in ("yes", "no"), result.stderr
+        return result.stdout.strip() == "yes"
+
+
+def _install(cluster: Cluster, name: str, namespace: str, *sets: str) -> str:
+    args = ["install", name, str(CHART), "--namespace", namespace]
+    for value in sets:
+        args += ["--set", value]
+    return cluster.helm(*args).stdout
+
+
+@pytest.fixture(scope="module")
+def release(cluster: Cluster) -> Iterator[Release]:
+    """One release for every RBAC question (an install per question would only cost time)."""
+    suffix = uuid.uuid4().hex[:8]
+    namespace, other = f"rbac-{suffix}", f"other-{suffix}"
+    for ns in (namespace, other):
+        cluster.kubectl("create", "namespace", ns)
+    name = f"r{suffix}"
+    _install(cluster, name, namespace)
+    yield Release(cluster, name, namespace, other)
+    cluster.helm("uninstall", name, "--namespace", namespace)
+    for ns in (namespace, other):
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found")
+
+
+def test_helm_install_and_uninstall(cluster: Cluster, namespace: str) -> None:
+    name = f"i{uuid.uuid4().hex[:8]}"
+    fullname = f"{name}-cloudsnap-operator"
+    class_name = f"{namespace}-class"
+    output = _install(
+        cluster,
+        name,
+        namespace,
+        "snapshotClass.create=true",
+        f"snapshotClass.name={class_name}",
+        "snapshotClass.default=false",
+        "snapshotClass.region=cn-north-4",
+        "snapshotClass.projectID=0123456789abcdef0123456789abcdef",
+        "credentials.accessKey=AKEXAMPLE",
+        "credentials.secretKey=SKEXAMPLE",
+    )
+    print(output)
+    assert "STATUS: deployed" in output
+    assert "SKEXAMPLE" not in output
+
+    namespaced = [
+        f"deployment/{fullname}",
+        f"serviceaccount/{fullname}",
+        f"service/{fullname}-metrics",
+        f"role/{fullname}-secrets",
+        f"rolebinding/{fullname}-secrets",
+        f"secret/{fullname}-credentials",
+    ]
+    cluster_scoped = [
+        f"clusterrole/{fullname}",
+        f"clusterrolebinding/{fullname}",
+        f"cloudsnapshotclass/{class_name}",
+    ]
+    cluster.kubectl("get", "--namespace", namespace, *namespaced)
+    cluster.kubectl("get", *cluster_scoped)
+    status = json.loads(cluster.helm("status", name, "-n", namespace, "-o", "json").stdout)
+    assert status["info"]["status"] == "deployed"
+
+    cluster.helm("uninstall", name, "--namespace", namespace)
+    for ref in cluster_scoped:
+        assert cluster.kubectl("get", ref, "--ignore-not-found").stdout == ""
+    for ref in namespaced:
+        assert cluster.kubectl("get", ref, "-n", namespace, "--ignore-not-found").stdout == ""
+
+
+ALL = "--all-namespaces"
+SNAPSHOTS = "cloudsnapshots.evs.cloudsnap.io"
+CLASSES = "cloudsnapshotclasses.evs.cloudsnap.io"
+CRDS = "customresourcedefinitions.apiextensions.k8s.io"
+
+# (verb, resource, where): "own" = the operator's namespace, "other" = any other namespace.
+NEEDED = [
+    ("list", SNAPSHOTS, ALL),
+    ("watch", SNAPSHOTS, ALL),
+    ("patch", SNAPSHOTS, "other"),
+    ("patch", f"{SNAPSHOTS}/status", "other"),
+    ("list", CLASSES, ""),
+    ("watch", CLASSES, ""),
+    ("create", "events", "other"),
+    ("list", CRDS, ""),
+    ("watch", CRDS, ""),
+    ("list", "secrets", "own"),
+    ("watch", "secrets", "own"),
+]
+FORBIDDEN = [
+    ("get", "secrets", "other"),
+    ("list", "secrets", "other"),
+    ("list", "secrets", ALL),
+    ("create", "secrets", "own"),
+    ("update", "secrets", "own"),
+    ("delete", "secrets", "own"),
+    ("create", SNAPSHOTS, "other"),
+    ("update", SNAPSHOTS, "other"),
+    ("delete", SNAPSHOTS, "other"),
+    ("deletecollection", SNAPSHOTS, "other"),
+    ("create", CLASSES, ""),
+    ("update", CLASSES, ""),
+    ("patch", CLASSES, ""),
+    ("delete", CLASSES, ""),
+    ("create", CRDS, ""),
+    ("patch", CRDS, ""),
+    ("delete", CRDS, ""),
+    ("delete", "events", "other"),
+    ("list", "pods", "own"),
+    ("create", "pods", "own"),
+    ("create", "deployments.apps", "own"),
+    ("get", "configmaps", "own"),
+    ("create", "namespaces", ""),
+    ("create", "serviceaccounts/token", "own"),
+    ("create", "clusterroles.rbac.authorization.k8s.io", ""),
+    ("bind", "clusterroles.rbac.authorization.k8s.io", ""),
+    ("escalate", "roles.rbac.authorization.k8s.io", "own"),
+    ("impersonate", "users", ""),
+    ("list", "kopfpeerings.kopf.dev", ALL),
+]
+
+
+def _scope(release: Release, where: str) -> list[str]:
+    return {
+        "own": ["-n", release.namespace],
+        "other": ["-n", release.other],
+        ALL: [ALL],
+        "": [],
+    }[where]
+
+
+@pytest.mark.parametrize(("verb", "resource", "where"), NEEDED)
+def test_service_account_may(release: Release, verb: str, resource: str, where: str) -> None:
+    assert release.can_i(verb, resource, *_scope(release, where))
+
+
+@pytest.mark.parametrize(("verb", "resource", "where"), FORBIDDEN)
+def test_service_account_may_not(release: Release, verb: str, resource: str, where: str) -> None:
+    assert not release.can_i(verb, resource, *_scope(release, where))
+
+
+def test_plain_manifests_are_accepted_by_the_api_server(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """kustomize them into the test's namespace and let the API server validate every object."""
+    # kustomize will not load a base from an absolute root: put a copy beside the overlay.
+    shutil.copytree(render_manifests.MANIFESTS, tmp_path / "base")
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "namespace": namespace,
+                "nameSuffix": f"-{namespace}",
+                "resources": ["../base"],
+            }
+        )
+    )
+    built = cluster.kubectl("kustomize", str(overlay))
+    objects = [doc for doc in yaml.safe_load_all(built.stdout) if doc]
+    # The namespace exists already (the fixture's); CRDs are cluster-wide and shared by the session.
+    objects = [o for o in objects if o["kind"] not in ("Namespace", "CustomResourceDefinition")]
+    result = cluster.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(objects)
+    )
+    assert result.stdout.count("(server dry run)") == len(objects)
