@@ -6,6 +6,7 @@ Used by `make sandbox` and by developers who want to poke at the operator with k
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -16,6 +17,8 @@ WATCH_SECONDS = 1.0
 
 def up(directory: Path | None) -> int:
     """Start the control plane, print how to reach it, and keep it up until interrupted."""
+    # A shell starts background jobs with SIGINT ignored; Ctrl-C (or kill -INT) must still stop.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     plane = ControlPlane(directory=directory.resolve() if directory else None)
     try:
         plane.start()

@@ -137,7 +137,8 @@ def _wait_until(
 
 
 _RUNNING: set[ControlPlane] = set()
-_RUNNING_LOCK = threading.Lock()
+# Re-entrant: the signal handler may run while the main thread holds it.
+_RUNNING_LOCK = threading.RLock()
 
 
 def stop_all() -> None:
