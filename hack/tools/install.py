@@ -149,7 +149,8 @@ def build(tool: Tool, dest: Path, log: Callable[[str], None]) -> None:
     ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
-            packages += 1
+            # `go build -v` prints one line per package compiled; "go: ..." lines are downloads.
+            packages += not line.startswith("go: ")
             tail = [*tail[-40:], line.rstrip()]
             now = time.monotonic()
             if now - last_report >= PROGRESS_EVERY_SECONDS:
