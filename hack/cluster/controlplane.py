@@ -207,28 +207,30 @@ class ControlPlane:
         return [proc.pid for proc in self._processes]
 
     def start(self) -> ControlPlane:
-        """Bring etcd and kube-apiserver up and write the kubeconfig; retry on a port race."""
-        for binary in ("etcd", "kube-apiserver"):
-            if not (self.bin_dir / binary).is_file():
-                raise ControlPlaneError(f"{self.bin_dir / binary} missing: run `make tools`")
+        """Bring etcd and kube-apiserver up and write the kubeconfig; retry on a port race.
+
+        Whatever goes wrong (missing binaries included), nothing started is left behind.
+        """
         with _RUNNING_LOCK:
             _RUNNING.add(self)
         _install_signal_handlers()
         started = time.monotonic()
-        for attempt in range(1, START_ATTEMPTS + 1):
-            self._clear_state()
-            try:
-                self._start_once()
-            except _PortInUseError:
-                self._stop_processes()
-                if attempt == START_ATTEMPTS:
-                    self.stop()
-                    raise
-            except BaseException:
-                self.stop()
-                raise
-            else:
-                break
+        try:
+            for binary in ("etcd", "kube-apiserver"):
+                if not (self.bin_dir / binary).is_file():
+                    raise ControlPlaneError(f"{self.bin_dir / binary} missing: run `make tools`")
+            for attempt in range(1, START_ATTEMPTS + 1):
+                self._clear_state()
+                try:
+                    self._start_once()
+                    break
+                except _PortInUseError:
+                    if attempt == START_ATTEMPTS:
+                        raise
+                    self._stop_processes()
+        except BaseException:
+            self.stop()
+            raise
         self.start_seconds = time.monotonic() - started
         return self
 
