@@ -81,6 +81,7 @@ class Controller:
         self._bodies: dict[Key, dict[str, Any]] = {}
         self._seen: dict[Key, _Seen] = {}
         self.scheduler: Scheduler[Key] = Scheduler(self.step, concurrency=max_workers)
+        self._runner: asyncio.Task[None] | None = None
 
     def observe(self, event_type: str, body: Mapping[str, Any]) -> None:
         """Take a watch event: remember the body, and queue the resource if it changed.
@@ -103,6 +104,19 @@ class Controller:
         elif (seen.generation, seen.deleting) != (generation, deleting):
             seen.generation, seen.deleting = generation, deleting
             self.scheduler.enqueue(key)
+
+    def start(self) -> None:
+        """Start the scheduler once, from inside a kopf handler: kopf keeps its Event queue in
+        context variables it sets for its per-object tasks, and tasks inherit the context."""
+        if self._runner is None:
+            self._runner = asyncio.create_task(self.scheduler.run(), name="cloudsnap-scheduler")
+
+    async def stop(self) -> None:
+        """Cancel the scheduler and the steps in flight."""
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+            self._runner = None
 
     def retry_blocked(self) -> None:
         """A class or Secret changed: resources waiting on one try again now."""
@@ -209,10 +223,9 @@ def _observe_time_to_ready(body: Mapping[str, Any]) -> None:
 
 @dataclass
 class Memo:
-    """What kopf hands to every handler: the controller, and its scheduler task once started."""
+    """What kopf hands to every handler (a shallow copy per resource): the controller."""
 
     controller: Controller
-    runner: asyncio.Task[None] | None = None
 
 
 def configure(settings: kopf.OperatorSettings, config: Settings) -> None:
@@ -241,24 +254,17 @@ def registry() -> kopf.OperatorRegistry:
     """A registry holding only this operator's handlers."""
     reg = kopf.OperatorRegistry()
     kopf.on.login(registry=reg)(kopf.login_via_client)
-    kopf.on.startup(registry=reg)(start_scheduler)
     kopf.on.cleanup(registry=reg)(stop_scheduler)
     kopf.on.event(GROUP, VERSION, SNAPSHOT_PLURAL, registry=reg)(on_snapshot_event)
     return reg
 
 
-async def start_scheduler(memo: Memo, **_: Any) -> None:
-    """Start the scheduler inside kopf's context, so the steps it runs can post kopf Events."""
-    memo.runner = asyncio.create_task(memo.controller.scheduler.run(), name="cloudsnap-scheduler")
+async def on_snapshot_event(event: Mapping[str, Any], memo: Memo, **_: Any) -> None:
+    """Every CloudSnapshot watch event (initial listing included) goes to the controller."""
+    memo.controller.start()
+    memo.controller.observe(str(event.get("type") or "ADDED"), event["object"])
 
 
 async def stop_scheduler(memo: Memo, **_: Any) -> None:
     """Stop dispatching steps; steps in flight are cancelled and redone after a restart."""
-    if memo.runner is not None:
-        memo.runner.cancel()
-        await asyncio.gather(memo.runner, return_exceptions=True)
-
-
-async def on_snapshot_event(event: Mapping[str, Any], memo: Memo, **_: Any) -> None:
-    """Every CloudSnapshot watch event (initial listing included) goes to the controller."""
-    memo.controller.observe(str(event.get("type") or "ADDED"), event["object"])
+    await memo.controller.stop()

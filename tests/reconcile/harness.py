@@ -112,20 +112,17 @@ class World:
             post_event=lambda body, event: self.events.append((body["metadata"]["name"], event)),
         )
         self._version = 0
-        self._runner: asyncio.Task[None] | None = None
 
     @property
     def results(self) -> list[tuple[str, Result]]:
         return self.recorder.results
 
     async def __aenter__(self) -> World:
-        self._runner = asyncio.create_task(self.controller.scheduler.run())
+        self.controller.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        self._runner.cancel()
-        await asyncio.gather(self._runner, return_exceptions=True)
+        await self.controller.stop()
 
     # -- what a user does --------------------------------------------------------------------
 
