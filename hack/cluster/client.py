@@ -17,11 +17,25 @@ from pathlib import Path
 COMMAND_TIMEOUT_SECONDS = 120.0
 
 
+_SECRET_FLAGS = ("--from-literal=", "--token=", "--password=", "--client-key=")
+
+
+def _redact(arg: str) -> str:
+    """Hide the value of flags that can carry a credential; the rest stays readable."""
+    for flag in _SECRET_FLAGS:
+        if arg.startswith(flag):
+            return f"{flag}<redacted>"
+    return arg
+
+
 class CommandError(subprocess.CalledProcessError):
-    """A kubectl/helm call failed; unlike the base class its message shows stderr."""
+    """A kubectl/helm call failed; its message shows stderr but never a credential flag."""
 
     def __str__(self) -> str:
-        return f"{super().__str__()}\nstderr: {self.stderr}\nstdout: {self.output}"
+        shown = " ".join(_redact(str(arg)) for arg in self.cmd)
+        return (
+            f"`{shown}` exited with {self.returncode}\nstderr: {self.stderr}\nstdout: {self.output}"
+        )
 
 
 def tool_env(kubeconfig: Path, bin_dir: Path, home: Path) -> dict[str, str]:
