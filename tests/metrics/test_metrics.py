@@ -79,6 +79,7 @@ async def test_every_agreed_metric_is_exposed(server: httpx.AsyncClient) -> None
     ):
         assert expected in names
     assert _sample(response.text, "cloudsnap_snapshots", {"phase": "available"}) == 3
+    assert not any(name.endswith("_created") for name in names)
 
 
 async def test_observe_evs_request_counts_by_operation_and_code(
