@@ -103,6 +103,7 @@ def test_cluster_role_holds_no_write_on_classes_and_no_secrets(home: Path) -> No
         assert "delete" not in rule["verbs"]
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
         assert "secrets" not in rule["resources"]
+        assert "namespaces" not in rule["resources"], "kopf lists namespaces only when namespaced"
         if rule["resources"] == ["cloudsnapshotclasses"]:
             assert rule["verbs"] == ["list", "watch"]
     (secrets_role,) = find(template(home), "Role")
@@ -117,6 +118,9 @@ def test_watch_namespaces_grant_per_namespace_roles_only(home: Path) -> None:
     (cluster_role,) = find(objects, "ClusterRole")
     cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
     assert "cloudsnapshots" not in cluster_resources
+    assert {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]} in (
+        cluster_role["rules"]
+    )
     roles = {obj["metadata"]["namespace"]: obj for obj in find(objects, "Role")}
     assert roles.keys() == {"cloudsnap-system", "team-a", "team-b"}
     assert {r for rule in roles["team-a"]["rules"] for r in rule["resources"]} == {

@@ -154,6 +154,7 @@ FORBIDDEN = [
     ("create", "deployments.apps", "own"),
     ("get", "configmaps", "own"),
     ("create", "namespaces", ""),
+    ("list", "namespaces", ""),
     ("create", "serviceaccounts/token", "own"),
     ("create", "clusterroles.rbac.authorization.k8s.io", ""),
     ("bind", "clusterroles.rbac.authorization.k8s.io", ""),

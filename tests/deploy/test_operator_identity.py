@@ -1,0 +1,197 @@
+"""The operator run as the chart's ServiceAccount: its RBAC is enough, and no more than enough.
+
+The Python Kubernetes clients (kubernetes, kopf) ignore a kubeconfig's `as:` impersonation, so an
+impersonating kubeconfig would silently run the operator as the admin. Instead the operator gets a
+kubeconfig holding a token of the chart's ServiceAccount issued by the API server (TokenRequest,
+what a pod's projected token is): the API server authenticates it as that ServiceAccount and
+authorizes every call against the chart's ClusterRole and Roles, nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from hack.cluster import Cluster
+from hack.sandbox import Simulator, class_manifests, start_operator, start_simulator
+from prometheus_client.parser import text_string_to_metric_families
+
+from evs_simulator.admin_client import AdminClient
+from tests.deploy.support import CHART
+from tests.fixtures.operator import condition, eventually
+
+METRIC_FAMILIES = {
+    "cloudsnap_reconciles",
+    "cloudsnap_reconcile_duration_seconds",
+    "cloudsnap_evs_requests",
+    "cloudsnap_evs_request_duration_seconds",
+    "cloudsnap_snapshots",
+    "cloudsnap_rate_limiter_wait_seconds",
+    "cloudsnap_snapshot_time_to_ready_seconds",
+}
+FORBIDDEN = re.compile(r"\b403\b|forbidden", re.IGNORECASE)
+
+
+def service_account_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig for the admin's server and CA, authenticating with the account's token."""
+    token = cluster.kubectl(
+        "create", "token", account, "--namespace", namespace, "--duration=1h"
+    ).stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])
+    server = next(c for c in admin["clusters"] if c["name"] == context["context"]["cluster"])
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "cluster", "cluster": server["cluster"]}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "sa",
+                "context": {"cluster": "cluster", "user": account, "namespace": namespace},
+            }
+        ],
+        "current-context": "sa",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(params=["all-namespaces", "watched-namespace"])
+def chart_identity(
+    request: pytest.FixtureRequest, cluster: Cluster, cloudsnap_crds: object, namespace: str
+) -> Iterator[tuple[str, list[str]]]:
+    """The chart installed in `namespace`, cluster-wide or watching only `namespace`.
+
+    Yields the ServiceAccount name and the namespaces to give the operator.
+    """
+    release = f"o{uuid.uuid4().hex[:8]}"
+    watched = [] if request.param == "all-namespaces" else [namespace]
+    args = ["install", release, str(CHART), "--namespace", namespace, "--skip-crds"]
+    if watched:
+        args += ["--set", f"operator.watchNamespaces={{{namespace}}}"]
+    cluster.helm(*args)
+    yield f"{release}-cloudsnap-operator", watched
+    cluster.helm("uninstall", release, "--namespace", namespace)
+
+
+@dataclass
+class Cloud:
+    """The simulator as EVS, and a (non-default) class pointing at it, in the operator namespace."""
+
+    sim: Simulator
+    admin: AdminClient
+    class_name: str
+
+
+@pytest.fixture
+async def cloud(cluster: Cluster, namespace: str, tmp_path: Path) -> AsyncIterator[Cloud]:
+    sim = start_simulator(tmp_path, create_seconds=1.0, delete_seconds=0.5)
+    evs = Cloud(sim, AdminClient(sim.endpoint), f"{namespace}-id")
+    manifests = class_manifests(
+        sim, class_name=evs.class_name, operator_namespace=namespace, default=False
+    )
+    try:
+        cluster.kubectl("apply", "-f", "-", input=manifests)
+        yield evs
+    finally:
+        cluster.kubectl("delete", "csnapclass", evs.class_name, "--ignore-not-found", check=False)
+        await evs.admin.aclose()
+        sim.process.stop()
+
+
+def _kubectl(env: dict[str, str], namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["kubectl", "-n", namespace, *args], capture_output=True, text=True, env=env, check=False
+    )
+
+
+def test_the_token_is_the_chart_account_and_is_refused_the_rest(
+    cluster: Cluster, namespace: str, chart_identity: tuple[str, list[str]], tmp_path: Path
+) -> None:
+    account, _ = chart_identity
+    kubeconfig = service_account_kubeconfig(cluster, namespace, account, tmp_path / "sa.kubeconfig")
+    as_operator = {**cluster.env, "KUBECONFIG": str(kubeconfig)}
+    whoami = json.loads(_kubectl(as_operator, namespace, "auth", "whoami", "-o", "json").stdout)
+    assert (
+        whoami["status"]["userInfo"]["username"] == f"system:serviceaccount:{namespace}:{account}"
+    )
+    for args in (
+        ["get", "secrets", "-n", "kube-system"],
+        ["create", "secret", "generic", "stolen", "--from-literal=a=b"],
+        ["create", "configmap", "nope"],
+        ["get", "pods"],
+        ["delete", "csnap", "anything"],
+    ):
+        refused = _kubectl(as_operator, namespace, *args)
+        assert refused.returncode != 0, args
+        assert "forbidden" in refused.stderr.lower(), refused.stderr
+
+
+async def test_core_scenario_as_the_chart_service_account(
+    cluster: Cluster,
+    namespace: str,
+    chart_identity: tuple[str, list[str]],
+    cloud: Cloud,
+    tmp_path: Path,
+) -> None:
+    account, watched = chart_identity
+    kubeconfig = service_account_kubeconfig(cluster, namespace, account, tmp_path / "sa.kubeconfig")
+    as_operator = {**cluster.env, "KUBECONFIG": str(kubeconfig)}
+    operator = start_operator(
+        tmp_path, as_operator, namespaces=watched, operator_namespace=namespace
+    )
+    try:
+        volume = (await cloud.admin.add_volume(size=10))["id"]
+        doc = {
+            "apiVersion": "evs.cloudsnap.io/v1alpha1",
+            "kind": "CloudSnapshot",
+            "metadata": {"name": "proof", "namespace": namespace},
+            "spec": {"volumeID": volume, "className": cloud.class_name},
+        }
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
+
+        def ready() -> bool:
+            out = _kubectl(cluster.env, namespace, "get", "csnap", "proof", "-o", "json").stdout
+            return condition(json.loads(out), "Ready").get("status") == "True"
+
+        await eventually(ready, timeout=90, what="csnap/proof Ready as the chart's account")
+        events = _kubectl(
+            cluster.env,
+            namespace,
+            *("get", "events", "--field-selector", "involvedObject.name=proof", "-o", "json"),
+        ).stdout
+        assert "Available" in {e["reason"] for e in json.loads(events)["items"]}
+
+        exposition = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=10).text
+        families = {f.name for f in text_string_to_metric_families(exposition)}
+        assert families >= METRIC_FAMILIES
+        summary = [
+            line
+            for line in exposition.splitlines()
+            if line.startswith("cloudsnap_") and "_bucket{" not in line
+        ]
+        print("\n".join(summary))
+
+        cluster.kubectl("delete", "csnap", "proof", "-n", namespace, "--wait=false")
+
+        async def cloud_snapshot_gone() -> bool:
+            live = [s for s in await cloud.admin.snapshots() if not s.get("deleted")]
+            listed = _kubectl(cluster.env, namespace, "get", "csnap", "proof", "--ignore-not-found")
+            return listed.stdout == "" and not live
+
+        await eventually(cloud_snapshot_gone, timeout=90, what="snapshot deleted on EVS")
+        log = operator.process.log_text()
+        assert not FORBIDDEN.search(log), FORBIDDEN.search(log)
+        assert cloud.sim.secret_key not in log
+    finally:
+        operator.process.stop()
