@@ -34,6 +34,7 @@ FINALIZER = f"{GROUP}/snapshot-protection"
 KOPF_PREFIX = f"kopf.{GROUP}"
 # A 409 on the finalizer patch means our copy is behind the watch; it catches up within moments.
 CONFLICT_RETRY_SECONDS = 0.5
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class Controller:
         if event_type == "DELETED":
             self._drop(key, str(meta.get("uid", "")))
             return
-        self._remember(key, dict(body))
+        self._remember(key, body)
         generation = int(meta.get("generation") or 0)
         deleting = bool(meta.get("deletionTimestamp"))
         seen = self._seen.get(key)
@@ -124,12 +125,16 @@ class Controller:
             if seen.outcome == "blocked":
                 self.scheduler.enqueue(key)
 
-    def _remember(self, key: Key, body: dict[str, Any]) -> None:
-        """Keep the newer of the stored body and ``body`` (our patch answers can beat the watch)."""
+    def _remember(self, key: Key, body: Mapping[str, Any]) -> None:
+        """Keep the newer of the stored body and ``body`` (our patch answers can beat the watch).
+
+        Stored without managedFields and kubectl's last-applied copy of the spec: the steps never
+        read them, and they are most of an object's size.
+        """
         old = self._bodies.get(key)
         if old is not None and _version(old) > _version(body):
             return
-        self._bodies[key] = body
+        self._bodies[key] = _slim(body)
 
     def _drop(self, key: Key, uid: str) -> None:
         self._bodies.pop(key, None)
@@ -146,6 +151,13 @@ class Controller:
         started = time.perf_counter()
         result = await self._reconciler.reconcile(body)
         elapsed = time.perf_counter() - started
+        log.debug(
+            "%s/%s: %s, %d event(s), next step in %s",
+            *key,
+            result.outcome,
+            len(result.events),
+            "-" if result.requeue_after is None else f"{result.requeue_after:.1f}s",
+        )
         metrics.RECONCILE_TOTAL.labels(outcome=result.outcome).inc()
         metrics.RECONCILE_SECONDS.labels(outcome=result.outcome).observe(elapsed)
         try:
@@ -196,6 +208,17 @@ class Controller:
         metrics.SNAPSHOTS.clear()
         for phase, count in counts.items():
             metrics.SNAPSHOTS.labels(phase=phase).set(count)
+
+
+def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
+    meta = dict(body.get("metadata") or {})
+    meta.pop("managedFields", None)
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != _LAST_APPLIED}
+    if annotations:
+        meta["annotations"] = annotations
+    else:
+        meta.pop("annotations", None)
+    return {**body, "metadata": meta}
 
 
 def _post_kopf_event(body: Mapping[str, Any], event: Event) -> None:

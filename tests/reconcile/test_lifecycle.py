@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from typing import Any
 
 from cloudsnap.api import OWNER_UID_METADATA_KEY
 from cloudsnap.evs import AKSKAuth, CreateSnapshotRequest, EVSClient
-from cloudsnap.handlers import FINALIZER
+from cloudsnap.handlers import CONFLICT_RETRY_SECONDS, FINALIZER
+from cloudsnap.reconcile import Reconciler
 from evs_simulator.testing import RunningSimulator
 from tests.reconcile.conftest import FAST
 from tests.reconcile.harness import World, wait_until
@@ -226,3 +228,21 @@ async def test_a_hundred_resources_share_poll_calls(
     # A few poll rounds of up to 100 ids each answer all hundred resources.
     assert calls.get("list", 0) <= 10
     assert len(await live_snapshots(evs_sim)) == 100
+
+
+async def test_finalizer_write_on_a_stale_copy_is_retried_not_forced(
+    reconciler: Reconciler, volume: str
+) -> None:
+    world = World(reconciler)  # scheduler not running: the test drives the steps
+    world.apply("db", volumeID=volume)
+    key = ("default", "db")
+    await wait_until(lambda: world.controller.scheduler.pending(key) is not None)
+    # Someone else writes the object; its watch event has not reached the controller yet.
+    world.objects["db"]["metadata"]["labels"] = {"team": "db"}
+    world.objects["db"]["metadata"]["resourceVersion"] = "999"
+    assert await world.controller.step(key) == CONFLICT_RETRY_SECONDS
+    assert "finalizers" not in world.objects["db"]["metadata"]
+    world.controller.observe("MODIFIED", copy.deepcopy(world.objects["db"]))  # the late event
+    assert await world.controller.step(key) == 0.0
+    assert world.objects["db"]["metadata"]["finalizers"] == [FINALIZER]
+    assert world.objects["db"]["metadata"]["labels"] == {"team": "db"}
