@@ -246,3 +246,15 @@ async def test_finalizer_write_on_a_stale_copy_is_retried_not_forced(
     assert await world.controller.step(key) == 0.0
     assert world.objects["db"]["metadata"]["finalizers"] == [FINALIZER]
     assert world.objects["db"]["metadata"]["labels"] == {"team": "db"}
+
+
+async def test_spec_without_volume_or_snapshot_id_is_invalid_not_a_crash(
+    world: World, evs_sim: RunningSimulator
+) -> None:
+    world.apply("empty")  # the CRD refuses this; the operator must still not crash on it
+    await wait_until(lambda: world.condition("empty", "Synced") is not None)
+    error = world.objects["empty"]["status"]["error"]
+    assert error["code"] == "InvalidSpec"
+    assert world.results[-1][1].requeue_after is None  # waits for a spec change
+    assert FINALIZER not in world.objects["empty"]["metadata"]["finalizers"]
+    assert sum((await evs_sim.admin.calls()).values()) == 0

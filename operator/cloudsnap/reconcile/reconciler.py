@@ -253,6 +253,11 @@ class Reconciler:
             return await self._create(res, account, external, target)
         return await self._follow(res, account, external, target, seen)
 
+    def _cannot_create(self, res: _Resource) -> Result:
+        """Neither a disk to snapshot nor a snapshot to adopt: only the spec can fix that."""
+        message = "spec needs volumeID (to create a snapshot) or snapshotID (to adopt one)"
+        return self._failed(res, Failure(INVALID_SPEC, message, Kind.INVALID), release=True)
+
     def _add_finalizer(self, res: _Resource) -> Result:
         """Hold the resource before the first EVS call that may leave a snapshot behind."""
         events: tuple[Event, ...] = ()
@@ -266,6 +271,8 @@ class Reconciler:
     async def _create(
         self, res: _Resource, account: Account, external: External, target: Target
     ) -> Result:
+        if res.spec.volume_id is None:
+            return self._cannot_create(res)
         try:
             snapshot = await external.create(target)
         except EVSError as exc:
