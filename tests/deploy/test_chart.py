@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cloudsnap.settings import Settings
 from tests.deploy.support import CHART, HELM, ROOT, find, helm, load_script, template
 
 render_manifests = load_script("deploy/render_manifests.py")
@@ -95,6 +96,21 @@ def test_values_become_cloudsnap_settings(home: Path) -> None:
     assert env["CLOUDSNAP_RESYNC_SECONDS"] == "60"
     assert env["CLOUDSNAP_METRICS_PORT"] == "9090"
     assert container["ports"][0]["containerPort"] == 9090
+
+
+@pytest.mark.parametrize("sets", [(), ("operator.watchNamespaces={team-a,team-b}",)])
+def test_the_operator_accepts_the_rendered_environment(
+    home: Path, monkeypatch: pytest.MonkeyPatch, sets: tuple[str, ...]
+) -> None:
+    env = {e["name"]: e["value"] for e in _container(template(home, *sets))["env"] if "value" in e}
+    for name, value in env.items():
+        assert name.removeprefix("CLOUDSNAP_").lower() in Settings.model_fields, name
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CLOUDSNAP_OPERATOR_NAMESPACE", "cloudsnap-system")
+    settings = Settings()
+    assert settings.log_format == "json"
+    assert settings.metrics_port == 8080
+    assert settings.all_namespaces is not bool(settings.namespace)
 
 
 def test_cluster_role_holds_no_write_on_classes_and_no_secrets(home: Path) -> None:
