@@ -7,10 +7,12 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from cloudsnap import logs
+from cloudsnap.__main__ import main
 from cloudsnap.settings import Settings, add_run_arguments, from_arguments
 
 
@@ -95,3 +97,25 @@ def test_base64_form_of_a_secret_is_redacted_too() -> None:
     assert redactor("data: YW5vdGhlci1zZWNyZXQtdmFsdWU=") == f"data: {logs.REDACTED}"
     redactor.add("abc")  # too short to be told apart from ordinary text
     assert redactor("abc") == "abc"
+
+
+def test_crds_command_writes_what_is_committed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path
+    assert main(["crds", "--output", str(out)]) == 0
+    written = sorted(p.name for p in out.iterdir())
+    committed = Path(__file__).parents[2] / "crds"
+    assert written == sorted(p.name for p in committed.glob("*.yaml"))
+    for name in written:
+        assert (out / name).read_text() == (committed / name).read_text()
+    assert str(out) in capsys.readouterr().out
+
+
+def test_run_refuses_an_ambiguous_scope_before_touching_the_cluster(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--namespace", "a", "--all-namespaces"])
+    assert exit_info.value.code == 2
+    assert "not both" in capsys.readouterr().err
