@@ -341,9 +341,11 @@ def run_sandbox(workdir: Path) -> None:
         kubectl("wait", "--for=condition=Ready", "-f", str(example), "--timeout=120s")
         print(_banner(plane.kubeconfig, workdir, kubectl("get", "csnap", "-o", "wide").stdout))
         print("Up. Press Ctrl-C to stop everything.", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
-        print("stopping ...", flush=True)
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.pause()
+        finally:
+            print("stopping ...", flush=True)
 
 
 def _banner(kubeconfig: Path, workdir: Path, table: str) -> str:
