@@ -12,6 +12,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from hack.sandbox import class_manifests
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.http.http_config import HttpConfig
 from huaweicloudsdkevs.v2 import (
@@ -64,7 +65,9 @@ async def test_in_use_disk_without_force_is_blocked(stack: Stack) -> None:
     stack.apply("inuse", volumeID=volume)
 
     obj = await stack.wait_condition("inuse", "Synced", "False", reason="ReconcileError")
-    assert "in-use" in condition(obj, "Synced")["message"]
+    message = condition(obj, "Synced")["message"]
+    assert obj["status"]["error"]["code"] in message
+    assert "in-use" in message
     assert condition(obj, "Ready")["status"] == "False"
     assert obj["status"]["error"]["retryable"] is False
     await eventually(lambda: "Failed" in stack.event_reasons("inuse"), what="a Failed event")
@@ -209,6 +212,7 @@ async def test_adopt_existing_snapshot_id(stack: Stack) -> None:
     assert obj["status"]["size"] == 7
     assert (await stack.calls())["create"] == creates
     assert [s["id"] for s in await stack.snapshots_of(volume)] == [snapshot_id]
+    assert "Adopted" in stack.event_reasons("adopted")
 
 
 async def test_snapshot_removed_behind_our_back_is_not_recreated(stack: Stack) -> None:
@@ -250,6 +254,7 @@ async def test_5xx_and_429_bursts_end_ready_with_one_snapshot(stack: Stack) -> N
     assert not obj["status"].get("error")
     calls = await stack.calls()
     assert calls["create"] >= 3, calls  # the two 503s were answered and retried
+    assert sum(calls.values()) >= 2 + 3 + 1, calls  # every 503 and 429 was met, then success
     failed = [e for e in stack.events("bursty") if e["reason"] == "Failed"]
     assert sum(e.get("count", 1) for e in failed) <= 5, "transient errors must not storm events"
 
@@ -295,3 +300,11 @@ async def test_wrong_secret_key_names_class_and_never_leaks(start_stack: StartSt
     assert condition(obj, "Ready")["status"] == "False"
     assert await stack.snapshots_of(volume) == []
     stack.assert_secret_absent(wrong)
+
+    # Fixing the Secret retries at once, not after the blocked interval (minutes).
+    fixed = class_manifests(
+        stack.sim, class_name=stack.class_name, operator_namespace=stack.namespace
+    )
+    stack.cluster.kubectl("apply", "-f", "-", input=fixed)
+    await stack.wait_condition("badkey", "Ready", "True", timeout=30)
+    stack.assert_secret_absent(stack.sim.secret_key)
