@@ -353,7 +353,8 @@ def _banner(kubeconfig: Path, workdir: Path, table: str) -> str:
     return f"""
 $ kubectl get csnap -o wide
 {table}
-The sandbox is up. In another shell:
+The sandbox is up. kubeconfig: {kubeconfig}
+In another shell:
 
   export KUBECONFIG={kubeconfig}
   export PATH={BIN}:$PATH
