@@ -3,6 +3,7 @@ error shapes and faults as they arrive through a real HTTP stack."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -208,6 +209,27 @@ async def test_hanging_request_times_out(sim: RunningSimulator) -> None:
             await evs.list_snapshots()
     assert caught.value.retryable
     assert seen == [("list", "timeout")]
+
+
+async def test_waiting_for_the_rate_limiter_does_not_count_against_the_timeout(
+    sim: RunningSimulator,
+) -> None:
+    """A request queued behind a saturated rate limit must not time out before it is even sent."""
+    waited: list[float] = []
+
+    async def slow_limiter() -> None:
+        # The queue wait under test: three times the request timeout.
+        await asyncio.sleep(0.6)
+        waited.append(0.6)
+
+    auth = AKSKAuth(sim.access_key, sim.secret_key, sim.project_id)
+    async with EVSClient(
+        sim.endpoint, auth, sim.project_id, timeout=0.2, limiter=slow_limiter
+    ) as evs:
+        page = await evs.list_snapshots()
+    assert page.count == 0
+    assert waited == [0.6]
+    assert (await sim.admin.calls())["list"] == 1
 
 
 async def test_lost_response_is_a_connection_error_yet_the_snapshot_exists(

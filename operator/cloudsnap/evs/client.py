@@ -13,7 +13,7 @@ import enum
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 from urllib.parse import quote
@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 Observer = Callable[[str, str, float], None]
 """Called once per HTTP request with (operation, outcome, seconds); outcome is the status code as
 text, ``timeout`` or ``connection_error``."""
+
+Limiter = Callable[[], Awaitable[object]]
+"""Awaited before each HTTP request, e.g. a token bucket's ``acquire``; its wait is not counted
+against the request timeout."""
 
 # Enough parallel requests for one account's rate limit; idle connections are kept for polling.
 DEFAULT_LIMITS = httpx.Limits(max_connections=32, max_keepalive_connections=16, keepalive_expiry=30)
@@ -101,6 +105,7 @@ class EVSClient:
         verify: bool | str = True,
         transport: httpx.AsyncBaseTransport | None = None,
         observer: Observer | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         url = httpx.URL(endpoint)
         if url.scheme not in ("http", "https") or not url.host:
@@ -110,6 +115,7 @@ class EVSClient:
         self._base = f"{self.endpoint}/v2/{_segment(project_id)}/cloudsnapshots"
         self._timeout = timeout
         self._observer = observer
+        self._limiter = limiter
         self._auth = auth
         self._secrets = auth.secret_values() if isinstance(auth, HoldsSecrets) else ()
         self._http = httpx.AsyncClient(
@@ -233,6 +239,9 @@ class EVSClient:
 
         The observer hears of every request that ended (a cancelled one has no outcome to count).
         """
+        if self._limiter is not None:
+            # Queueing for the rate limit is not waiting for EVS: it stays outside the deadline.
+            await self._limiter()
         outcome: str | None = None
         started = time.perf_counter()
         try:

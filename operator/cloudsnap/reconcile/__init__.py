@@ -9,7 +9,7 @@ from cloudsnap.reconcile.accounts import Account, Accounts, ClassReader, SecretR
 from cloudsnap.reconcile.backoff import Backoff, Timing
 from cloudsnap.reconcile.failures import Failure, Kind, LocalFailure, classify
 from cloudsnap.reconcile.poller import BatchPoller
-from cloudsnap.reconcile.ratelimit import RateLimitedTransport, TokenBucket
+from cloudsnap.reconcile.ratelimit import TokenBucket
 from cloudsnap.reconcile.reconciler import READY, SYNCED, Event, Reconciler, Result
 from cloudsnap.reconcile.scheduler import Scheduler
 
@@ -25,7 +25,6 @@ __all__ = [
     "Failure",
     "Kind",
     "LocalFailure",
-    "RateLimitedTransport",
     "Reconciler",
     "Result",
     "Scheduler",

@@ -11,17 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
 import pydantic
 
 from cloudsnap.api import CloudSnapshotClass, CloudSnapshotClassSpec
 from cloudsnap.evs import AKSKAuth, EVSClient, Observer
-from cloudsnap.evs.client import DEFAULT_LIMITS
 from cloudsnap.reconcile.failures import (
     CLASS_NOT_FOUND,
     INVALID_CLASS,
@@ -32,7 +29,7 @@ from cloudsnap.reconcile.failures import (
     LocalFailure,
 )
 from cloudsnap.reconcile.poller import BatchPoller
-from cloudsnap.reconcile.ratelimit import RateLimitedTransport, TokenBucket
+from cloudsnap.reconcile.ratelimit import TokenBucket
 
 ACCESS_KEY = "accessKey"
 SECRET_KEY = "secretKey"  # noqa: S105 - the name of a Secret key, not a secret
@@ -157,14 +154,14 @@ class Accounts:
         fingerprint: str,
     ) -> Account:
         bucket = TokenBucket(spec.rate_limit.requests_per_second, spec.rate_limit.burst, label=name)
-        inner = httpx.AsyncHTTPTransport(verify=_tls(spec), limits=DEFAULT_LIMITS)
         client = EVSClient(
             spec.evs_endpoint(),
             AKSKAuth(access_key, secret_key, spec.project_id, security_token=token),
             spec.project_id,
             timeout=self._timeout,
-            transport=RateLimitedTransport(inner, bucket),
+            verify=_tls(spec),
             observer=self._observer,
+            limiter=bucket.acquire,
         )
         poller = BatchPoller(client, window=self._poll_window)
         return Account(name, spec, client, poller, bucket, fingerprint)
@@ -208,11 +205,12 @@ def _parse_class(raw: Mapping[str, Any], name: str) -> CloudSnapshotClass:
         raise _blocked(INVALID_CLASS, f"CloudSnapshotClass {name} is invalid: {fields}") from None
 
 
-def _tls(spec: CloudSnapshotClassSpec) -> bool | ssl.SSLContext:
+def _tls(spec: CloudSnapshotClassSpec) -> bool | str:
+    """The client's ``verify``: off, the class's PEM CA bundle, or the system store."""
     if spec.insecure_skip_tls_verify:
         return False
     if spec.ca_bundle:
-        return ssl.create_default_context(cadata=spec.ca_bundle.decode())
+        return spec.ca_bundle.decode()
     return True
 
 

@@ -1,8 +1,7 @@
-"""Per-class request rate limit: an async token bucket and an httpx transport that applies it.
+"""Per-class request rate limit: an async token bucket.
 
-The limit sits in the transport so that every HTTP request the EVS client sends for a class,
-retries and polling included, draws from the same bucket without the reconcile code having to
-remember to ask.
+Each class's EVS client awaits ``acquire`` before every HTTP request (its ``limiter``), so creates,
+retries and polling all draw from the same bucket without the reconcile code having to ask.
 """
 
 from __future__ import annotations
@@ -10,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-
-import httpx
 
 from cloudsnap.metrics import RATE_LIMIT_WAIT_SECONDS
 
@@ -57,20 +54,3 @@ class TokenBucket:
         waited = self._clock() - started
         RATE_LIMIT_WAIT_SECONDS.labels(cls=self._label).observe(waited)
         return waited
-
-
-class RateLimitedTransport(httpx.AsyncBaseTransport):
-    """Wraps a transport so each request first takes a token from the bucket."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport, bucket: TokenBucket) -> None:
-        self._inner = inner
-        self.bucket = bucket
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Wait for a token, then send."""
-        await self.bucket.acquire()
-        return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        """Close the wrapped transport's connections."""
-        await self._inner.aclose()
