@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PKGS := operator/cloudsnap operator/evs_simulator
 
-.PHONY: all venv lint test unit tools crds chart-crds manifests lock sandbox clean
+.PHONY: all venv lint test unit tools crds chart-crds manifests lock sandbox bench clean
 
 all: test
 
@@ -53,6 +53,10 @@ unit: $(STAMP)
 
 sandbox: tools
 	$(BIN)/python -m hack.sandbox
+
+# Scale benchmark, minutes long, not part of `make test`; e.g. BENCH_ARGS='--count 100 1000'.
+bench: tools
+	$(BIN)/python -m bench.scale $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

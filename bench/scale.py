@@ -1,0 +1,601 @@
+"""`make bench`: N CloudSnapshots applied at once against the whole real stack, timed and costed.
+
+DESIGN.md §5 asks that 1,000 resources applied at once all be Ready within about a minute on a
+2-core machine, with bounded EVS calls and Kubernetes writes per resource and memory flat in the
+number of resources. This measures exactly that, end to end and black-box: a real control plane,
+the EVS simulator and the operator as separate processes (started by the sandbox's helpers), the
+class's default rate limit unless told otherwise. Each count in `--count` is one round with a fresh
+namespace, fresh disks and a freshly started operator, so the rounds' memory figures compare.
+
+Per round it reports: seconds from the start of the apply until every resource is applied, Ready,
+and announced Available; the same for deleting them all; EVS calls per resource by operation (the
+simulator's own count); Kubernetes writes per resource by verb and resource (the API server's
+`apiserver_request_total`, minus the benchmark's own creates and its one delete-collection); the
+operator's resident memory idle, with N Ready, at its peak and after the deletes; and that the
+simulator holds no snapshot afterwards. Progress is followed with watches, which cost the machine
+under test far less than polling a thousand objects would. Everything started is stopped on the
+way out, on failure and on Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import secrets
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+from hack.cluster import Cluster, ControlPlane, tool_env
+from hack.sandbox import OperatorProcess, class_manifests, start_operator, start_simulator
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+from prometheus_client.parser import text_string_to_metric_families
+
+from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
+from cloudsnap.api.models import RateLimit
+from evs_simulator.admin_client import AdminClient
+from evs_simulator.state import MAX_SNAPSHOTS_PER_VOLUME
+
+REPO = Path(__file__).resolve().parent.parent
+OPERATOR_NAMESPACE = "cloudsnap-system"
+CLASS_NAME = "bench"
+# Enough concurrent creates to keep the API server busy without starving the operator of CPU.
+APPLY_THREADS = 16
+# A watch is re-opened at least this often, so a dead operator or a failed apply is noticed.
+WATCH_SLICE_SECONDS = 5
+WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION", "APPLY"})
+# The API server's own heartbeats, written whatever the operator does.
+HOUSEKEEPING = frozenset({"leases"})
+
+Obj = dict[str, Any]
+
+
+def is_ready(obj: Obj) -> bool:
+    """The resource's Ready condition is True."""
+    conditions = obj.get("status", {}).get("conditions", [])
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS (resident now) and VmHWM (resident at its peak) in KiB, as the kernel accounts them."""
+    fields: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0])
+    return fields
+
+
+def samples(text: str, name: str) -> Iterator[tuple[dict[str, str], float]]:
+    """The (labels, value) pairs of metric sample `name` in a Prometheus text exposition."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                yield sample.labels, sample.value
+
+
+def api_writes(cluster: Cluster) -> Counter[str]:
+    """Writes the API server has served so far, keyed "VERB resource[/subresource]"."""
+    writes: Counter[str] = Counter()
+    metrics = cluster.kubectl("get", "--raw", "/metrics").stdout
+    for labels, value in samples(metrics, "apiserver_request_total"):
+        if labels.get("verb") in WRITE_VERBS and labels.get("resource") not in HOUSEKEEPING:
+            resource = "/".join(filter(None, (labels.get("resource"), labels.get("subresource"))))
+            writes[f"{labels['verb']} {resource}"] += int(value)
+    return writes
+
+
+class Watcher:
+    """Objects of one list call by key, each with the moment it first passed a test; via a watch.
+
+    `list_call` lists (and, with watch=True, watches) the objects; `key` names an object; `passed`
+    is the test whose first success is timed (Ready for CloudSnapshots). Objects deleted on the
+    server leave the map, so an empty map after a delete means all gone.
+    """
+
+    def __init__(
+        self,
+        kube: client.ApiClient,
+        list_call: Callable[..., Any],
+        *,
+        key: Callable[[Obj], str],
+        passed: Callable[[Obj], bool],
+    ) -> None:
+        self._kube = kube
+        self._list_call = list_call
+        self._key = key
+        self._passed = passed
+        self.passed_at: dict[str, float | None] = {}
+        self._resource_version = ""
+        self._relist()
+
+    def _see(self, obj: Obj, *, deleted: bool = False) -> None:
+        name = self._key(obj)
+        if deleted:
+            self.passed_at.pop(name, None)
+        elif self.passed_at.get(name) is None:
+            self.passed_at[name] = time.monotonic() if self._passed(obj) else None
+
+    def _relist(self) -> None:
+        """Start over from a list, when the watch history we had is no longer available."""
+        listing: Obj = self._kube.sanitize_for_serialization(self._list_call())
+        items: list[Obj] = listing["items"]
+        current = {self._key(item) for item in items}
+        for gone in set(self.passed_at) - current:
+            del self.passed_at[gone]
+        for item in items:
+            self._see(item)
+        self._resource_version = listing["metadata"]["resourceVersion"]
+
+    @property
+    def passed(self) -> int:
+        """How many objects passed the test so far."""
+        return sum(stamp is not None for stamp in self.passed_at.values())
+
+    def follow(
+        self,
+        done: Callable[[], bool],
+        *,
+        timeout: float,
+        what: str,
+        check: Callable[[], None] = lambda: None,
+    ) -> float:
+        """Follow the watch until `done()` holds, at most `timeout` seconds; the moment it held.
+
+        `check` runs between watch slices and raises when something the wait relies on broke.
+        """
+        deadline = time.monotonic() + timeout
+        while not done():
+            check()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
+            slice_seconds = max(1, min(WATCH_SLICE_SECONDS, math.ceil(remaining)))
+            stream = watch.Watch().stream(
+                self._list_call,
+                resource_version=self._resource_version,
+                timeout_seconds=slice_seconds,
+                _request_timeout=slice_seconds + 10,
+            )
+            try:
+                for event in stream:
+                    raw: Obj = event["raw_object"]
+                    if event["type"] == "ERROR":
+                        raise RuntimeError(f"watch failed while waiting for {what}: {raw}")
+                    self._resource_version = raw["metadata"]["resourceVersion"]
+                    self._see(raw, deleted=event["type"] == "DELETED")
+                    if done():
+                        break
+            except ApiException as exc:
+                if exc.status != 410:
+                    raise
+                self._relist()
+        return time.monotonic()
+
+
+@dataclass
+class Stack:
+    """What every round shares: the control plane, the simulator, the class and the clients."""
+
+    cluster: Cluster
+    kube: client.ApiClient
+    admin: AdminClient
+    loop: asyncio.Runner
+    workdir: Path
+    rate_limit: dict[str, int]
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        """CloudSnapshots and classes."""
+        return client.CustomObjectsApi(self.kube)
+
+    def evs_calls(self) -> Counter[str]:
+        """EVS requests the simulator has received so far, by operation."""
+        return Counter(self.loop.run(self.admin.calls()))
+
+    def live_snapshots(self) -> list[Obj]:
+        """Snapshots the simulator still holds (not deleted)."""
+        return [s for s in self.loop.run(self.admin.snapshots()) if not s.get("deleted")]
+
+    def add_disks(self, count: int) -> list[str]:
+        """`count` fresh available disks; their ids."""
+
+        async def add() -> list[str]:
+            made = await asyncio.gather(*(self.admin.add_volume(size=10) for _ in range(count)))
+            return [str(volume["id"]) for volume in made]
+
+        return self.loop.run(add())
+
+
+@dataclass
+class Round:
+    """One count's figures; `summary()` is what the table and the JSON file show."""
+
+    count: int
+    namespace: str
+    disks: list[str]
+    seconds: dict[str, float] = field(default_factory=dict)
+    ready_after: list[float] = field(default_factory=list)
+    evs_calls: dict[str, Counter[str]] = field(default_factory=dict)
+    writes: dict[str, Counter[str]] = field(default_factory=dict)
+    memory_kib: dict[str, int] = field(default_factory=dict)
+    operator_metrics: dict[str, float] = field(default_factory=dict)
+    snapshots_left: int = -1
+
+    def summary(self) -> dict[str, Any]:
+        """Plain JSON-able figures, per-resource ratios included."""
+        per = {
+            phase: {
+                "evs_calls_per_resource": _per(self.evs_calls[phase], self.count),
+                "k8s_writes_per_resource": _per(self.writes[phase], self.count),
+                "evs_calls": dict(self.evs_calls[phase]),
+                "k8s_writes": dict(self.writes[phase]),
+            }
+            for phase in self.evs_calls
+        }
+        ordered = sorted(self.ready_after)
+        quantiles = {
+            f"p{q}": round(ordered[min(len(ordered) - 1, len(ordered) * q // 100)], 2)
+            for q in (50, 90, 99)
+        }
+        return {
+            "count": self.count,
+            "namespace": self.namespace,
+            "disks": len(self.disks),
+            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+            "ready_after_apply_start": {**quantiles, "mean": round(statistics.mean(ordered), 2)},
+            "phases": per,
+            "operator_memory_kib": self.memory_kib,
+            "operator_metrics": self.operator_metrics,
+            "snapshots_left_in_simulator": self.snapshots_left,
+        }
+
+
+def _per(counts: Counter[str], count: int) -> dict[str, float]:
+    """Each count and the total divided by the number of resources."""
+    ratios = {key: round(value / count, 3) for key, value in sorted(counts.items())}
+    return {"total": round(counts.total() / count, 3), **ratios}
+
+
+def operator_metrics(operator: OperatorProcess) -> dict[str, float]:
+    """The operator's own view: reconciles by outcome, EVS requests by code, rate-limit waiting."""
+    text = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=10).text
+    figures: dict[str, float] = {}
+    for labels, value in samples(text, "cloudsnap_reconciles_total"):
+        figures[f"reconciles {labels.get('outcome')}"] = value
+    for labels, value in samples(text, "cloudsnap_evs_requests_total"):
+        figures[f"evs {labels.get('operation')} {labels.get('code')}"] = value
+    for name in ("sum", "count"):
+        for _, value in samples(text, f"cloudsnap_rate_limiter_wait_seconds_{name}"):
+            figures[f"rate-limit wait {name}"] = figures.get(f"rate-limit wait {name}", 0) + value
+    return {key: round(value, 3) for key, value in sorted(figures.items())}
+
+
+def cloudsnapshot(namespace: str, name: str, volume_id: str) -> Obj:
+    """A CloudSnapshot of `volume_id` using the default class."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "CloudSnapshot",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"volumeID": volume_id},
+    }
+
+
+def run_round(stack: Stack, count: int, settings: dict[str, str], timeout: float) -> Round:
+    """Apply `count` CloudSnapshots at once, wait for Ready, delete them all, wait until gone."""
+    namespace = f"bench-{count}-{secrets.token_hex(3)}"
+    stack.cluster.kubectl("create", "namespace", namespace)
+    result = Round(count, namespace, stack.add_disks(math.ceil(count / MAX_SNAPSHOTS_PER_VOLUME)))
+    operator = start_operator(
+        stack.workdir / namespace,
+        stack.cluster.env,
+        namespaces=[namespace],
+        operator_namespace=OPERATOR_NAMESPACE,
+        log_level="INFO",
+        settings=settings,
+    )
+    try:
+        _measure(stack, operator, result, timeout)
+    finally:
+        operator.process.stop()
+    return result
+
+
+def _name(obj: Obj) -> str:
+    return str(obj["metadata"]["name"])
+
+
+def _measure(stack: Stack, operator: OperatorProcess, result: Round, timeout: float) -> None:
+    """The round itself, with the operator running; fills `result`."""
+    assert operator.process.proc is not None
+    pid, count, namespace = operator.process.proc.pid, result.count, result.namespace
+    custom, core = stack.custom, client.CoreV1Api(stack.kube)
+
+    def list_snapshots(**kwargs: Any) -> Any:
+        return custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, SNAPSHOT_PLURAL, **kwargs
+        )
+
+    def events_with(reason: str) -> Watcher:
+        """Events of `reason` in the namespace, one entry per resource they are about."""
+
+        def list_events(**kwargs: Any) -> Any:
+            return core.list_namespaced_event(
+                namespace, field_selector=f"reason={reason}", **kwargs
+            )
+
+        return Watcher(
+            stack.kube,
+            list_events,
+            key=lambda event: str(event["involvedObject"]["name"]),
+            passed=lambda event: True,
+        )
+
+    # --- create: everything at once, until Ready and announced ---
+    result.memory_kib["idle"] = memory_kib(pid)["VmRSS"]
+    snapshots = Watcher(stack.kube, list_snapshots, key=_name, passed=is_ready)
+    available = events_with("Available")
+    calls_before, writes_before = stack.evs_calls(), api_writes(stack.cluster)
+    started = time.monotonic()
+    with ThreadPoolExecutor(APPLY_THREADS, thread_name_prefix="apply") as pool:
+        creates = [
+            pool.submit(
+                custom.create_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                SNAPSHOT_PLURAL,
+                cloudsnapshot(
+                    namespace, f"snap-{i:05d}", result.disks[i // MAX_SNAPSHOTS_PER_VOLUME]
+                ),
+            )
+            for i in range(count)
+        ]
+        applied_at: list[float] = []
+        for future in creates:
+            future.add_done_callback(lambda _: applied_at.append(time.monotonic()))
+
+        def healthy() -> None:
+            operator_alive(operator)
+            _raise_failed(creates)
+
+        ready_at = snapshots.follow(
+            lambda: len(applied_at) == count and snapshots.passed == count,
+            timeout=timeout,
+            what=f"{count} CloudSnapshots Ready",
+            check=healthy,
+        )
+    _raise_failed(creates)
+    announced_at = available.follow(
+        lambda: available.passed == count,
+        timeout=timeout,
+        what=f"{count} Available events",
+        check=lambda: operator_alive(operator),
+    )
+    result.seconds["applied"] = max(applied_at) - started
+    result.seconds["ready"] = ready_at - started
+    result.seconds["available_events"] = announced_at - started
+    result.ready_after = [stamp - started for stamp in snapshots.passed_at.values() if stamp]
+    writes = api_writes(stack.cluster) - writes_before
+    writes[f"POST {SNAPSHOT_PLURAL}"] -= count  # the benchmark's own creates
+    result.writes["create"] = +writes
+    result.evs_calls["create"] = stack.evs_calls() - calls_before
+    result.memory_kib["ready"] = memory_kib(pid)["VmRSS"]
+
+    # --- delete: one delete-collection, until every resource and snapshot is gone ---
+    deleted = events_with("Deleted")
+    calls_before, writes_before = stack.evs_calls(), api_writes(stack.cluster)
+    started = time.monotonic()
+    custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, SNAPSHOT_PLURAL)
+    gone_at = snapshots.follow(
+        lambda: not snapshots.passed_at,
+        timeout=timeout,
+        what=f"{count} CloudSnapshots gone",
+        check=lambda: operator_alive(operator),
+    )
+    announced_at = deleted.follow(
+        lambda: deleted.passed == count,
+        timeout=timeout,
+        what=f"{count} Deleted events",
+        check=lambda: operator_alive(operator),
+    )
+    result.seconds["gone"] = gone_at - started
+    result.seconds["deleted_events"] = announced_at - started
+    writes = api_writes(stack.cluster) - writes_before
+    # The benchmark's own delete-collection, which the API server counts under the DELETE verb.
+    own = f"DELETECOLLECTION {SNAPSHOT_PLURAL}"
+    writes[own if writes[own] else f"DELETE {SNAPSHOT_PLURAL}"] -= 1
+    result.writes["delete"] = +writes
+    result.evs_calls["delete"] = stack.evs_calls() - calls_before
+    result.snapshots_left = len(stack.live_snapshots())
+    memory = memory_kib(pid)
+    result.memory_kib["after_delete"] = memory["VmRSS"]
+    result.memory_kib["peak"] = memory["VmHWM"]
+    result.operator_metrics = operator_metrics(operator)
+
+
+def operator_alive(operator: OperatorProcess) -> None:
+    """Raise, with the log's tail, when the operator process has exited."""
+    if not operator.process.alive:
+        raise RuntimeError(f"operator exited:\n{operator.process.log_text()[-4000:]}")
+
+
+def _raise_failed(futures: list[Future[Any]]) -> None:
+    """Re-raise the first failed create, so a refused apply fails the run at once."""
+    for future in futures:
+        if future.done() and future.exception() is not None:
+            future.result()
+
+
+@contextlib.contextmanager
+def running_stack(
+    workdir: Path,
+    *,
+    rate_limit: dict[str, int] | None,
+    create_seconds: float,
+    delete_seconds: float,
+) -> Iterator[Stack]:
+    """Control plane, simulator, CRDs, Secret and default class; all stopped on the way out."""
+    with contextlib.ExitStack() as stack:
+        loop = stack.enter_context(asyncio.Runner())
+        print(f"starting etcd and kube-apiserver in {workdir} ...", flush=True)
+        plane = stack.enter_context(ControlPlane(directory=workdir / "cluster"))
+        cluster = Cluster(plane.kubeconfig, tool_env(plane.kubeconfig, plane.bin_dir, workdir))
+        sim = start_simulator(workdir, create_seconds=create_seconds, delete_seconds=delete_seconds)
+        stack.callback(sim.process.stop)
+        admin = AdminClient(sim.endpoint)
+        stack.callback(lambda: loop.run(admin.aclose()))
+
+        cluster.kubectl("apply", "-f", str(REPO / "crds"))
+        cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE)
+        manifests = class_manifests(
+            sim, class_name=CLASS_NAME, operator_namespace=OPERATOR_NAMESPACE
+        )
+        cluster.kubectl("apply", "-f", "-", input=manifests)
+        defaults = {
+            "requestsPerSecond": RateLimit.model_fields["requests_per_second"].default,
+            "burst": RateLimit.model_fields["burst"].default,
+        }
+        if rate_limit:
+            patch = json.dumps({"spec": {"rateLimit": rate_limit}})
+            cluster.kubectl("patch", "csnapclass", CLASS_NAME, "--type=merge", "-p", patch)
+
+        kube_config = client.Configuration()
+        config.load_kube_config(str(plane.kubeconfig), client_configuration=kube_config)
+        kube_config.connection_pool_maxsize = APPLY_THREADS + 4
+        kube = stack.enter_context(client.ApiClient(kube_config))
+        yield Stack(cluster, kube, admin, loop, workdir, {**defaults, **(rate_limit or {})})
+
+
+def table(rounds: list[Round], rate_limit: dict[str, int]) -> str:
+    """The figures side by side, one column per count."""
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(label: str, cell: Callable[[Round], str]) -> None:
+        rows.append((label, [cell(r) for r in rounds]))
+
+    row("resources (disks)", lambda r: f"{r.count} ({len(r.disks)})")
+    for key, label in (
+        ("applied", "s apply start -> all applied"),
+        ("ready", "s apply start -> all Ready"),
+        ("available_events", "s apply start -> all Available events"),
+        ("gone", "s delete -> all gone"),
+        ("deleted_events", "s delete -> all Deleted events"),
+    ):
+        row(label, lambda r, key=key: f"{r.seconds[key]:.1f}")
+    row("Ready after start p50/p90/p99", lambda r: _quantiles(r))
+    for phase in ("create", "delete"):
+        row(f"EVS calls/resource, {phase}", lambda r, p=phase: _ratios(r.evs_calls[p], r.count))
+        row(f"k8s writes/resource, {phase}", lambda r, p=phase: _ratios(r.writes[p], r.count))
+    for key in ("idle", "ready", "peak", "after_delete"):
+        row(f"operator RSS {key} (MiB)", lambda r, key=key: f"{r.memory_kib[key] / 1024:.1f}")
+    row(
+        "RSS growth idle -> Ready, KiB/resource",
+        lambda r: f"{(r.memory_kib['ready'] - r.memory_kib['idle']) / r.count:.1f}",
+    )
+    row("snapshots left in simulator", lambda r: str(r.snapshots_left))
+    limit = f"rate limit {rate_limit['requestsPerSecond']}/s, burst {rate_limit['burst']}"
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{'':{width}}  " + " | ".join(f"N={r.count}" for r in rounds) + f"   ({limit})"]
+    for label, cells in rows:
+        lines.append(f"{label:{width}}  " + " | ".join(cells))
+    return "\n".join(lines)
+
+
+def _quantiles(r: Round) -> str:
+    q = r.summary()["ready_after_apply_start"]
+    return f"{q['p50']}/{q['p90']}/{q['p99']}"
+
+
+def _ratios(counts: Counter[str], count: int) -> str:
+    """ "2.1: create 1.0, list 1.1" - the total first, then each key."""
+    per = _per(counts, count)
+    total = per.pop("total")
+    return f"{total:.2f}: " + ", ".join(f"{key} {value:.2f}" for key, value in per.items())
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so everything started is stopped on the way out."""
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.scale [--count N ...]` (what `make bench` runs)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--count", type=int, nargs="+", default=[1000], help="resources per round (default 1000)"
+    )
+    parser.add_argument("--rate-limit", type=int, metavar="RPS", help="class requestsPerSecond")
+    parser.add_argument("--burst", type=int, help="class rateLimit burst")
+    parser.add_argument("--create-seconds", type=float, default=2.0, help="simulated create time")
+    parser.add_argument("--delete-seconds", type=float, default=1.0, help="simulated delete time")
+    parser.add_argument("--timeout", type=float, default=600.0, help="deadline of each wait (s)")
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="CLOUDSNAP_X=V",
+        help="an operator setting (environment variable), repeatable",
+    )
+    parser.add_argument("--dir", type=Path, help="working directory (logs); default a temp dir")
+    parser.add_argument("--output", type=Path, help="JSON result file (default DIR/result.json)")
+    args = parser.parse_args(argv)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
+
+    workdir = args.dir or Path(tempfile.mkdtemp(prefix="cloudsnap-bench-"))
+    output = args.output or workdir / "result.json"
+    settings = dict(item.split("=", 1) for item in args.setting)
+    rate_limit = {
+        key: value
+        for key, value in (("requestsPerSecond", args.rate_limit), ("burst", args.burst))
+        if value is not None
+    }
+    rounds: list[Round] = []
+    load_at_start = os.getloadavg()
+    with running_stack(
+        workdir,
+        rate_limit=rate_limit,
+        create_seconds=args.create_seconds,
+        delete_seconds=args.delete_seconds,
+    ) as stack:
+        for count in args.count:
+            print(f"round N={count}: applying, waiting for Ready, deleting ...", flush=True)
+            rounds.append(run_round(stack, count, settings, args.timeout))
+            print(table(rounds[-1:], stack.rate_limit), flush=True)
+        effective_limit = stack.rate_limit
+    report = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_at_start": load_at_start,
+            "loadavg_at_end": os.getloadavg(),
+        },
+        "simulator": {"create_seconds": args.create_seconds, "delete_seconds": args.delete_seconds},
+        "rate_limit": effective_limit,
+        "operator_settings": settings,
+        "rounds": [r.summary() for r in rounds],
+    }
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print("\n" + table(rounds, effective_limit))
+    print(f"\nresult: {output}\nlogs: {workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
