@@ -35,6 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -47,6 +48,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
+from cloudsnap.api.constants import OWNER_NAME_METADATA_KEY
 from cloudsnap.api.models import RateLimit
 from evs_simulator.admin_client import AdminClient
 from evs_simulator.state import MAX_SNAPSHOTS_PER_VOLUME
@@ -103,6 +105,8 @@ def api_writes(cluster: Cluster) -> Counter[str]:
 class Watcher:
     """Objects of one list call by key, each with the moment it first passed a test; via a watch.
 
+    Moments are wall-clock seconds, comparable with the simulator's snapshot timestamps.
+
     `list_call` lists (and, with watch=True, watches) the objects; `key` names an object; `passed`
     is the test whose first success is timed (Ready for CloudSnapshots). Objects deleted on the
     server leave the map, so an empty map after a delete means all gone.
@@ -129,7 +133,7 @@ class Watcher:
         if deleted:
             self.passed_at.pop(name, None)
         elif self.passed_at.get(name) is None:
-            self.passed_at[name] = time.monotonic() if self._passed(obj) else None
+            self.passed_at[name] = time.time() if self._passed(obj) else None
 
     def _relist(self) -> None:
         """Start over from a list, when the watch history we had is no longer available."""
@@ -185,7 +189,7 @@ class Watcher:
                 if exc.status != 410:
                     raise
                 self._relist()
-        return time.monotonic()
+        return time.time()
 
 
 @dataclass
@@ -231,6 +235,8 @@ class Round:
     disks: list[str]
     seconds: dict[str, float] = field(default_factory=dict)
     ready_after: list[float] = field(default_factory=list)
+    create_sent_after: list[float] = field(default_factory=list)
+    ready_lag: list[float] = field(default_factory=list)
     evs_calls: dict[str, Counter[str]] = field(default_factory=dict)
     writes: dict[str, Counter[str]] = field(default_factory=dict)
     memory_kib: dict[str, int] = field(default_factory=dict)
@@ -248,22 +254,29 @@ class Round:
             }
             for phase in self.evs_calls
         }
-        ordered = sorted(self.ready_after)
-        quantiles = {
-            f"p{q}": round(ordered[min(len(ordered) - 1, len(ordered) * q // 100)], 2)
-            for q in (50, 90, 99)
-        }
         return {
             "count": self.count,
             "namespace": self.namespace,
             "disks": len(self.disks),
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
-            "ready_after_apply_start": {**quantiles, "mean": round(statistics.mean(ordered), 2)},
+            "ready_after_apply_start": _spread(self.ready_after),
+            "evs_create_after_apply_start": _spread(self.create_sent_after),
+            "ready_after_evs_available": _spread(self.ready_lag),
             "phases": per,
             "operator_memory_kib": self.memory_kib,
             "operator_metrics": self.operator_metrics,
             "snapshots_left_in_simulator": self.snapshots_left,
         }
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    """Median, p90, p99 and mean of per-resource seconds."""
+    ordered = sorted(values)
+    quantiles = {
+        f"p{q}": round(ordered[min(len(ordered) - 1, len(ordered) * q // 100)], 2)
+        for q in (50, 90, 99)
+    }
+    return {**quantiles, "mean": round(statistics.mean(ordered), 2)}
 
 
 def _per(counts: Counter[str], count: int) -> dict[str, float]:
@@ -296,7 +309,9 @@ def cloudsnapshot(namespace: str, name: str, volume_id: str) -> Obj:
     }
 
 
-def run_round(stack: Stack, count: int, settings: dict[str, str], timeout: float) -> Round:
+def run_round(
+    stack: Stack, count: int, settings: dict[str, str], timeout: float, create_seconds: float
+) -> Round:
     """Apply `count` CloudSnapshots at once, wait for Ready, delete them all, wait until gone."""
     namespace = f"bench-{count}-{secrets.token_hex(3)}"
     stack.cluster.kubectl("create", "namespace", namespace)
@@ -310,7 +325,7 @@ def run_round(stack: Stack, count: int, settings: dict[str, str], timeout: float
         settings=settings,
     )
     try:
-        _measure(stack, operator, result, timeout)
+        _measure(stack, operator, result, timeout, create_seconds)
     finally:
         operator.process.stop()
     return result
@@ -320,7 +335,18 @@ def _name(obj: Obj) -> str:
     return str(obj["metadata"]["name"])
 
 
-def _measure(stack: Stack, operator: OperatorProcess, result: Round, timeout: float) -> None:
+def _evs_time(text: str) -> float:
+    """EVS's naive-UTC timestamp as wall-clock seconds."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def _measure(
+    stack: Stack,
+    operator: OperatorProcess,
+    result: Round,
+    timeout: float,
+    create_seconds: float,
+) -> None:
     """The round itself, with the operator running; fills `result`."""
     assert operator.process.proc is not None
     pid, count, namespace = operator.process.proc.pid, result.count, result.namespace
@@ -351,7 +377,7 @@ def _measure(stack: Stack, operator: OperatorProcess, result: Round, timeout: fl
     snapshots = Watcher(stack.kube, list_snapshots, key=_name, passed=is_ready)
     available = events_with("Available")
     calls_before, writes_before = stack.evs_calls(), api_writes(stack.cluster)
-    started = time.monotonic()
+    started = time.time()
     with ThreadPoolExecutor(APPLY_THREADS, thread_name_prefix="apply") as pool:
         creates = [
             pool.submit(
@@ -368,7 +394,7 @@ def _measure(stack: Stack, operator: OperatorProcess, result: Round, timeout: fl
         ]
         applied_at: list[float] = []
         for future in creates:
-            future.add_done_callback(lambda _: applied_at.append(time.monotonic()))
+            future.add_done_callback(lambda _: applied_at.append(time.time()))
 
         def healthy() -> None:
             operator_alive(operator)
@@ -390,7 +416,16 @@ def _measure(stack: Stack, operator: OperatorProcess, result: Round, timeout: fl
     result.seconds["applied"] = max(applied_at) - started
     result.seconds["ready"] = ready_at - started
     result.seconds["available_events"] = announced_at - started
-    result.ready_after = [stamp - started for stamp in snapshots.passed_at.values() if stamp]
+    ready_at_by_name = {name: stamp for name, stamp in snapshots.passed_at.items() if stamp}
+    result.ready_after = [stamp - started for stamp in ready_at_by_name.values()]
+    # Where each resource's time went: queued until its EVS create was sent, then EVS's own
+    # creating time, then waiting until the operator looked again and wrote Ready.
+    for snap in stack.live_snapshots():
+        name = snap["metadata"].get(OWNER_NAME_METADATA_KEY)
+        if name in ready_at_by_name:
+            sent = _evs_time(snap["created_at"])
+            result.create_sent_after.append(sent - started)
+            result.ready_lag.append(ready_at_by_name[name] - (sent + create_seconds))
     writes = api_writes(stack.cluster) - writes_before
     writes[f"POST {SNAPSHOT_PLURAL}"] -= count  # the benchmark's own creates
     result.writes["create"] = +writes
@@ -400,7 +435,7 @@ def _measure(stack: Stack, operator: OperatorProcess, result: Round, timeout: fl
     # --- delete: one delete-collection, until every resource and snapshot is gone ---
     deleted = events_with("Deleted")
     calls_before, writes_before = stack.evs_calls(), api_writes(stack.cluster)
-    started = time.monotonic()
+    started = time.time()
     custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, SNAPSHOT_PLURAL)
     gone_at = snapshots.follow(
         lambda: not snapshots.passed_at,
@@ -499,7 +534,12 @@ def table(rounds: list[Round], rate_limit: dict[str, int]) -> str:
         ("deleted_events", "s delete -> all Deleted events"),
     ):
         row(label, lambda r, key=key: f"{r.seconds[key]:.1f}")
-    row("Ready after start p50/p90/p99", lambda r: _quantiles(r))
+    for key, label in (
+        ("ready_after_apply_start", "Ready after apply start p50/p90/p99"),
+        ("evs_create_after_apply_start", "EVS create sent after start p50/p90/p99"),
+        ("ready_after_evs_available", "Ready after EVS available p50/p90/p99"),
+    ):
+        row(label, lambda r, key=key: _quantiles(r.summary()[key]))
     for phase in ("create", "delete"):
         row(f"EVS calls/resource, {phase}", lambda r, p=phase: _ratios(r.evs_calls[p], r.count))
         row(f"k8s writes/resource, {phase}", lambda r, p=phase: _ratios(r.writes[p], r.count))
@@ -518,8 +558,7 @@ def table(rounds: list[Round], rate_limit: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
-def _quantiles(r: Round) -> str:
-    q = r.summary()["ready_after_apply_start"]
+def _quantiles(q: dict[str, float]) -> str:
     return f"{q['p50']}/{q['p90']}/{q['p99']}"
 
 
@@ -577,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     ) as stack:
         for count in args.count:
             print(f"round N={count}: applying, waiting for Ready, deleting ...", flush=True)
-            rounds.append(run_round(stack, count, settings, args.timeout))
+            rounds.append(run_round(stack, count, settings, args.timeout, args.create_seconds))
             print(table(rounds[-1:], stack.rate_limit), flush=True)
         effective_limit = stack.rate_limit
     report = {
