@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -520,12 +521,10 @@ def running_stack(
 
 def table(rounds: list[Round], rate_limit: dict[str, int]) -> str:
     """The figures side by side, one column per count."""
-    rows: list[tuple[str, list[str]]] = []
-
-    def row(label: str, cell: Callable[[Round], str]) -> None:
-        rows.append((label, [cell(r) for r in rounds]))
-
-    row("resources (disks)", lambda r: f"{r.count} ({len(r.disks)})")
+    sums = [r.summary() for r in rounds]
+    rows: list[tuple[str, list[str]]] = [
+        ("resources (disks)", [f"{s['count']} ({s['disks']})" for s in sums])
+    ]
     for key, label in (
         ("applied", "s apply start -> all applied"),
         ("ready", "s apply start -> all Ready"),
@@ -533,29 +532,46 @@ def table(rounds: list[Round], rate_limit: dict[str, int]) -> str:
         ("gone", "s delete -> all gone"),
         ("deleted_events", "s delete -> all Deleted events"),
     ):
-        row(label, lambda r, key=key: f"{r.seconds[key]:.1f}")
+        rows.append((label, [f"{s['seconds'][key]:.1f}" for s in sums]))
     for key, label in (
         ("ready_after_apply_start", "Ready after apply start p50/p90/p99"),
         ("evs_create_after_apply_start", "EVS create sent after start p50/p90/p99"),
         ("ready_after_evs_available", "Ready after EVS available p50/p90/p99"),
     ):
-        row(label, lambda r, key=key: _quantiles(r.summary()[key]))
+        rows.append((label, [_quantiles(s[key]) for s in sums]))
     for phase in ("create", "delete"):
-        row(f"EVS calls/resource, {phase}", lambda r, p=phase: _ratios(r.evs_calls[p], r.count))
-        row(f"k8s writes/resource, {phase}", lambda r, p=phase: _ratios(r.writes[p], r.count))
+        rows.append(
+            (f"EVS calls/resource, {phase}", [_ratios(r.evs_calls[phase], r.count) for r in rounds])
+        )
+        rows.append(
+            (f"k8s writes/resource, {phase}", [_ratios(r.writes[phase], r.count) for r in rounds])
+        )
     for key in ("idle", "ready", "peak", "after_delete"):
-        row(f"operator RSS {key} (MiB)", lambda r, key=key: f"{r.memory_kib[key] / 1024:.1f}")
-    row(
-        "RSS growth idle -> Ready, KiB/resource",
-        lambda r: f"{(r.memory_kib['ready'] - r.memory_kib['idle']) / r.count:.1f}",
-    )
-    row("snapshots left in simulator", lambda r: str(r.snapshots_left))
+        rows.append(
+            (f"operator RSS {key} MiB", [f"{r.memory_kib[key] / 1024:.1f}" for r in rounds])
+        )
+    growth = [(r.memory_kib["ready"] - r.memory_kib["idle"]) / r.count for r in rounds]
+    rows.append(("RSS idle -> Ready, KiB/resource", [f"{g:.1f}" for g in growth]))
+    marginal = ["-"] + [
+        f"{(r.memory_kib['ready'] - prev.memory_kib['ready']) / (r.count - prev.count):.1f}"
+        if r.count != prev.count
+        else "-"
+        for prev, r in itertools.pairwise(rounds)
+    ]
+    rows.append(("RSS Ready vs previous round, KiB/resource", marginal))
+    rows.append(("snapshots left in simulator", [str(r.snapshots_left) for r in rounds]))
     limit = f"rate limit {rate_limit['requestsPerSecond']}/s, burst {rate_limit['burst']}"
+    header = ("", [f"N={r.count}" for r in rounds])
     width = max(len(label) for label, _ in rows)
-    lines = [f"{'':{width}}  " + " | ".join(f"N={r.count}" for r in rounds) + f"   ({limit})"]
-    for label, cells in rows:
-        lines.append(f"{label:{width}}  " + " | ".join(cells))
-    return "\n".join(lines)
+    columns = [max(len(cells[i]) for _, cells in [header, *rows]) for i in range(len(rounds))]
+    lines = [
+        (
+            f"{label:{width}}  "
+            + " | ".join(f"{c:{w}}" for c, w in zip(cells, columns, strict=True))
+        ).rstrip()
+        for label, cells in [header, *rows]
+    ]
+    return "\n".join([limit, *lines])
 
 
 def _quantiles(q: dict[str, float]) -> str:
@@ -563,10 +579,13 @@ def _quantiles(q: dict[str, float]) -> str:
 
 
 def _ratios(counts: Counter[str], count: int) -> str:
-    """ "2.1: create 1.0, list 1.1" - the total first, then each key."""
+    """Per resource: the total, then each key, e.g. "2.10 (create 1.00, list 1.10)"."""
     per = _per(counts, count)
     total = per.pop("total")
-    return f"{total:.2f}: " + ", ".join(f"{key} {value:.2f}" for key, value in per.items())
+    parts = ", ".join(
+        f"{key.replace(SNAPSHOT_PLURAL, 'csnap')} {value:.2f}" for key, value in per.items()
+    )
+    return f"{total:.2f} ({parts})"
 
 
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
