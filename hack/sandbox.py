@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,16 +28,16 @@ from typing import TypeVar
 
 import httpx
 
+from cloudsnap.api import DEFAULT_CLASS_ANNOTATION
 from hack.cluster import Cluster, ControlPlane, tool_env
+from hack.cluster.controlplane import die_with_parent, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
-DEFAULT_CLASS_ANNOTATION = "evs.cloudsnap.io/is-default-class"
 OPERATOR_NAMESPACE = "cloudsnap-system"
 DEMO_VOLUME_ID = "5aa119a8-d25b-45a7-8d1b-88e127885635"
 
-_PR_SET_PDEATHSIG = 1
 
 T = TypeVar("T")
 
@@ -54,19 +52,6 @@ def wait_until(probe: Callable[[], T | None], *, timeout: float, what: str) -> T
         if time.monotonic() > deadline:
             raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
         time.sleep(0.1)
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago, for servers that cannot report their own."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: the kernel SIGKILLs it when its parent dies, even by SIGKILL."""
-    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 @dataclass
@@ -92,7 +77,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=die_with_parent,
             )
 
     @property

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from hack.cluster.controlplane import free_port
 from hack.cluster.pki import generate
 
 from cloudsnap.evs import (
@@ -85,14 +85,6 @@ async def not_found(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
     writer.write(head + body)
     await writer.drain()
     writer.close()
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def client_for(endpoint: str, calls: list[tuple[str, str]], timeout: float = 5.0) -> EVSClient:
