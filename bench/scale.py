@@ -236,8 +236,21 @@ class Round:
     disks: list[str]
     seconds: dict[str, float] = field(default_factory=dict)
     ready_after: list[float] = field(default_factory=list)
-    create_sent_after: list[float] = field(default_factory=list)
-    ready_lag: list[float] = field(default_factory=list)
+    timeline: list[tuple[float, float]] = field(default_factory=list)
+    """(EVS create sent, Ready) per resource, seconds after the apply started."""
+    create_seconds: float = 0.0
+    """How long the simulator takes to make a snapshot available."""
+
+    @property
+    def create_sent_after(self) -> list[float]:
+        """Per resource: when its EVS create was sent; the rate limit spreads these out."""
+        return [sent for sent, _ in self.timeline]
+
+    @property
+    def ready_lag(self) -> list[float]:
+        """Per resource: how long Ready came after EVS had made the snapshot available."""
+        return [ready - sent - self.create_seconds for sent, ready in self.timeline]
+
     evs_calls: dict[str, Counter[str]] = field(default_factory=dict)
     writes: dict[str, Counter[str]] = field(default_factory=dict)
     memory_kib: dict[str, int] = field(default_factory=dict)
@@ -263,6 +276,9 @@ class Round:
             "ready_after_apply_start": _spread(self.ready_after),
             "evs_create_after_apply_start": _spread(self.create_sent_after),
             "ready_after_evs_available": _spread(self.ready_lag),
+            # Per resource, in the order EVS received the creates: [create sent, Ready] in seconds
+            # after the apply started: whether Ready follows the creates or waits for them all.
+            "timeline": sorted([round(sent, 2), round(ready, 2)] for sent, ready in self.timeline),
             "phases": per,
             "operator_memory_kib": self.memory_kib,
             "operator_metrics": self.operator_metrics,
@@ -316,7 +332,8 @@ def run_round(
     """Apply `count` CloudSnapshots at once, wait for Ready, delete them all, wait until gone."""
     namespace = f"bench-{count}-{secrets.token_hex(3)}"
     stack.cluster.kubectl("create", "namespace", namespace)
-    result = Round(count, namespace, stack.add_disks(math.ceil(count / MAX_SNAPSHOTS_PER_VOLUME)))
+    disks = stack.add_disks(math.ceil(count / MAX_SNAPSHOTS_PER_VOLUME))
+    result = Round(count, namespace, disks, create_seconds=create_seconds)
     operator = start_operator(
         stack.workdir / namespace,
         stack.cluster.env,
@@ -326,7 +343,7 @@ def run_round(
         settings=settings,
     )
     try:
-        _measure(stack, operator, result, timeout, create_seconds)
+        _measure(stack, operator, result, timeout)
     finally:
         operator.process.stop()
     return result
@@ -346,7 +363,6 @@ def _measure(
     operator: OperatorProcess,
     result: Round,
     timeout: float,
-    create_seconds: float,
 ) -> None:
     """The round itself, with the operator running; fills `result`."""
     assert operator.process.proc is not None
@@ -424,9 +440,8 @@ def _measure(
     for snap in stack.live_snapshots():
         name = snap["metadata"].get(OWNER_NAME_METADATA_KEY)
         if name in ready_at_by_name:
-            sent = _evs_time(snap["created_at"])
-            result.create_sent_after.append(sent - started)
-            result.ready_lag.append(ready_at_by_name[name] - (sent + create_seconds))
+            sent = _evs_time(snap["created_at"]) - started
+            result.timeline.append((sent, ready_at_by_name[name] - started))
     writes = api_writes(stack.cluster) - writes_before
     writes[f"POST {SNAPSHOT_PLURAL}"] -= count  # the benchmark's own creates
     result.writes["create"] = +writes
