@@ -122,6 +122,37 @@ async def test_scheduler_coalesces_requests_and_never_runs_a_key_twice_at_once()
         await asyncio.gather(runner, return_exceptions=True)
 
 
+async def test_scheduler_serves_keys_in_flight_before_a_backlog_of_new_ones() -> None:
+    """A follow-up of a resource already worked on must not queue behind every new resource."""
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def work(key: str) -> float | None:
+        order.append(key)
+        if key == "in-flight" and order.count(key) == 1:
+            await gate.wait()
+            return 0.0  # come back at once, as a poll of a creating snapshot does
+        return None
+
+    scheduler: Scheduler[str] = Scheduler(work, concurrency=1)
+    runner = asyncio.create_task(scheduler.run())
+    try:
+        scheduler.enqueue("in-flight")
+        async with asyncio.timeout(5):
+            while not order:
+                await asyncio.sleep(0.01)
+        for index in range(5):
+            scheduler.enqueue(f"new-{index}")
+        gate.set()
+        async with asyncio.timeout(5):
+            while len(order) < 7:
+                await asyncio.sleep(0.01)
+        assert order == ["in-flight", "in-flight"] + [f"new-{index}" for index in range(5)]
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
 async def test_poller_answers_many_waiters_with_few_list_calls(
     evs_sim: RunningSimulator, accounts: Accounts, volume: str
 ) -> None:

@@ -5,6 +5,11 @@ events), the earliest requested time wins, a key is never worked on twice at onc
 that arrives while the key is being worked on runs it again right after. Workers are coroutines
 bounded by a semaphore, so a thousand resources waiting on EVS cost a thousand small futures, not
 a thousand threads or per-resource daemons.
+
+Keys already worked on at least once go ahead of keys never worked on: when a thousand new
+resources arrive at once and their creates queue on a class's rate limit, the follow-up polls of
+the snapshots already created still get a worker, so resources turn Ready as they finish instead
+of all at the end of the backlog.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ class Scheduler(Generic[K]):
     def __init__(self, work: Work[K], *, concurrency: int = 64) -> None:
         self._work = work
         self._slots = asyncio.Semaphore(concurrency)
-        self._due: dict[K, float] = {}
-        self._heap: list[tuple[float, int, K]] = []
+        self._due: dict[K, tuple[float, int]] = {}
+        # One heap per lane: index 0 for keys worked on before, 1 for keys never worked on yet.
+        self._lanes: tuple[list[tuple[float, int, K]], ...] = ([], [])
+        self._known: set[K] = set()
         self._seq = 0
         self._running: set[K] = set()
         self._again: dict[K, float] = {}
@@ -50,23 +57,26 @@ class Scheduler(Generic[K]):
             self._again[key] = min(when, self._again.get(key, when))
             return
         current = self._due.get(key)
-        if current is not None and current <= when:
+        if current is not None and current[0] <= when:
             return
-        self._due[key] = when
+        lane = 0 if key in self._known else 1
+        self._due[key] = (when, lane)
         self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, key))
+        heapq.heappush(self._lanes[lane], (when, self._seq, key))
         self._wakeup.set()
 
     def forget(self, key: K) -> None:
         """Drop any pending request for ``key`` (the resource is gone)."""
         self._due.pop(key, None)
         self._again.pop(key, None)
+        self._known.discard(key)
         if key in self._running:
             self._dropped.add(key)
 
     def pending(self, key: K) -> float | None:
         """Loop time at which ``key`` is due, if it is queued."""
-        return self._due.get(key)
+        due = self._due.get(key)
+        return None if due is None else due[0]
 
     async def run(self) -> None:
         """Dispatch due keys until cancelled."""
@@ -74,18 +84,20 @@ class Scheduler(Generic[K]):
         try:
             while True:
                 self._wakeup.clear()
-                now = loop.time()
-                while self._heap and self._heap[0][0] <= now:
-                    when, _, key = heapq.heappop(self._heap)
-                    if self._due.get(key) != when:
-                        continue  # superseded by an earlier request or forgotten
-                    del self._due[key]
+                while True:
+                    # Take the slot first, then the key: whatever is most urgent once a worker
+                    # is free goes, not what was first in line when the wait began.
                     await self._slots.acquire()
+                    key = self._pop_due(loop.time())
+                    if key is None:
+                        self._slots.release()
+                        break
                     self._running.add(key)
                     task = asyncio.create_task(self._process(key))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
-                timeout = self._heap[0][0] - loop.time() if self._heap else None
+                tops = [lane[0][0] for lane in self._lanes if lane]
+                timeout = min(tops) - loop.time() if tops else None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout)
         finally:
@@ -93,7 +105,19 @@ class Scheduler(Generic[K]):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def _pop_due(self, now: float) -> K | None:
+        """The next due key, from the lane of keys worked on before first."""
+        for lane_index, lane in enumerate(self._lanes):
+            while lane and lane[0][0] <= now:
+                when, _, key = heapq.heappop(lane)
+                if self._due.get(key) == (when, lane_index):
+                    del self._due[key]
+                    return key
+                # else: superseded by an earlier request, or forgotten
+        return None
+
     async def _process(self, key: K) -> None:
+        self._known.add(key)
         delay: float | None = None
         try:
             delay = await self._work(key)
