@@ -239,7 +239,7 @@ def test_class_admission_and_defaults(cluster: Cluster) -> None:
         spec = get(cluster, None, "csnapclass", name)["spec"]
         assert spec["deletionPolicy"] == "Delete"
         assert spec["insecureSkipTLSVerify"] is False
-        assert spec["rateLimit"] == {"requestsPerSecond": 10, "burst": 20}
+        assert spec["rateLimit"] == {"requestsPerSecond": 20, "burst": 40}
         for bad, fragments in (
             ({"deletionPolicy": "Keep"}, ["spec.deletionPolicy", "Unsupported value"]),
             ({"credentialsSecretRef": None}, ["spec.credentialsSecretRef", "Required value"]),

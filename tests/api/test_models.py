@@ -191,7 +191,7 @@ def test_class_defaults() -> None:
     assert spec.deletion_policy == "Delete"
     assert spec.insecure_skip_tls_verify is False
     assert spec.ca_bundle is None
-    assert (spec.rate_limit.requests_per_second, spec.rate_limit.burst) == (10, 20)
+    assert (spec.rate_limit.requests_per_second, spec.rate_limit.burst) == (20, 40)
     assert spec.credentials_secret_ref.name == "evs-credentials"
 
 

@@ -294,9 +294,9 @@ class SecretReference(_Model):
 class RateLimit(_Model):
     """Client-side limit on the EVS calls made with one class, shared by all its snapshots."""
 
-    requests_per_second: int = Field(10, alias="requestsPerSecond", ge=1, le=1000)
+    requests_per_second: int = Field(20, alias="requestsPerSecond", ge=1, le=1000)
     """Sustained EVS requests per second."""
-    burst: int = Field(20, ge=1, le=1000)
+    burst: int = Field(40, ge=1, le=1000)
     """Requests that may be made at once after a quiet period."""
 
 
