@@ -19,6 +19,7 @@ from cloudsnap.evs import (
 from cloudsnap.reconcile import Accounts, Backoff, Kind, Scheduler, TokenBucket, classify
 from evs_simulator.testing import RunningSimulator
 from tests.reconcile.conftest import CLASS
+from tests.reconcile.harness import wait_until
 
 
 def test_backoff_grows_exponentially_and_is_capped() -> None:
@@ -102,16 +103,12 @@ async def test_scheduler_coalesces_requests_and_never_runs_a_key_twice_at_once()
         for _ in range(10):
             scheduler.enqueue("a")
         scheduler.enqueue("b", delay=3600)
-        async with asyncio.timeout(5):
-            while runs.get("a") != 1:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: runs.get("a") == 1, timeout=5)
         scheduler.enqueue("a")  # arrives while "a" runs: must run again afterwards, not now
         scheduler.enqueue("a")
         assert runs["a"] == 1
         release.set()
-        async with asyncio.timeout(5):
-            while runs.get("a") != 2:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: runs.get("a") == 2, timeout=5)
         assert overlaps == []
         assert "b" not in runs
         assert scheduler.pending("b") is not None
@@ -138,15 +135,11 @@ async def test_scheduler_serves_keys_in_flight_before_a_backlog_of_new_ones() ->
     runner = asyncio.create_task(scheduler.run())
     try:
         scheduler.enqueue("in-flight")
-        async with asyncio.timeout(5):
-            while not order:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: bool(order), timeout=5)
         for index in range(5):
             scheduler.enqueue(f"new-{index}")
         gate.set()
-        async with asyncio.timeout(5):
-            while len(order) < 7:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: len(order) >= 7, timeout=5)
         assert order == ["in-flight", "in-flight"] + [f"new-{index}" for index in range(5)]
     finally:
         runner.cancel()
