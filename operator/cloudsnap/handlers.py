@@ -93,7 +93,7 @@ class Controller:
         meta = body.get("metadata", {})
         key: Key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
         if event_type == "DELETED":
-            self._drop(key, str(meta.get("uid", "")))
+            self._drop(key, _uid(body))
             return
         self._remember(key, body)
         generation = int(meta.get("generation") or 0)
@@ -151,6 +151,10 @@ class Controller:
         started = time.perf_counter()
         result = await self._reconciler.reconcile(body)
         elapsed = time.perf_counter() - started
+        if key not in self._bodies:
+            # Deleted while the step ran: whatever the step remembered of it is stale already.
+            self._reconciler.forget(_uid(body))
+            return None
         log.debug(
             "%s/%s: %s, %d event(s), next step in %s",
             *key,
@@ -164,6 +168,12 @@ class Controller:
             await self._persist(key, body, result)
         except Conflict:
             return CONFLICT_RETRY_SECONDS
+        finally:
+            if key not in self._seen:
+                # The DELETED event came while a write was in flight; the write's answer must
+                # not bring back what that event dropped.
+                self._bodies.pop(key, None)
+                self._reconciler.forget(_uid(body))
         seen = self._seen.get(key)
         if seen is not None:
             seen.outcome = result.outcome
@@ -224,6 +234,10 @@ def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
 def _post_kopf_event(body: Mapping[str, Any], event: Event) -> None:
     """Queue a Kubernetes Event through kopf's poster (batched, retried, never blocking a step)."""
     kopf.event(cast(kopf.Body, body), type=event.type, reason=event.reason, message=event.message)
+
+
+def _uid(body: Mapping[str, Any]) -> str:
+    return str(body.get("metadata", {}).get("uid", ""))
 
 
 def _version_text(body: Mapping[str, Any]) -> str:

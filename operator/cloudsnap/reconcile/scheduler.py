@@ -63,6 +63,7 @@ class Scheduler(Generic[K]):
         self._due[key] = (when, lane)
         self._seq += 1
         heapq.heappush(self._lanes[lane], (when, self._seq, key))
+        self._compact()
         self._wakeup.set()
 
     def forget(self, key: K) -> None:
@@ -72,6 +73,21 @@ class Scheduler(Generic[K]):
         self._known.discard(key)
         if key in self._running:
             self._dropped.add(key)
+        self._compact()
+
+    def _compact(self) -> None:
+        """Rebuild the heaps once most of their entries are stale.
+
+        A superseded or forgotten request stays in its heap until its time comes, which for a
+        deleted resource is its drift resync minutes away: without this, deleting a thousand
+        resources would leave a thousand entries holding their keys until then. Rebuilding only
+        when stale entries outnumber live ones keeps the cost amortised constant per request.
+        """
+        if sum(map(len, self._lanes)) <= 2 * len(self._due):
+            return
+        for index, lane in enumerate(self._lanes):
+            lane[:] = [entry for entry in lane if self._due.get(entry[2]) == (entry[0], index)]
+            heapq.heapify(lane)
 
     def pending(self, key: K) -> float | None:
         """Loop time at which ``key`` is due, if it is queued."""
@@ -129,7 +145,9 @@ class Scheduler(Generic[K]):
             self._slots.release()
         again = self._again.pop(key, None)
         if key in self._dropped:
+            # Forgotten while it ran, possibly before the line above marked it known.
             self._dropped.discard(key)
+            self._known.discard(key)
         elif again is not None:
             self.enqueue(key, again - asyncio.get_running_loop().time())
         elif delay is not None:
