@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +35,20 @@ FINALIZER = f"{GROUP}/snapshot-protection"
 KOPF_PREFIX = f"kopf.{GROUP}"
 # A 409 on the finalizer patch means our copy is behind the watch; it catches up within moments.
 CONFLICT_RETRY_SECONDS = 0.5
-_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# The metadata a step, a finalizer write or an Event's object reference reads; nothing else is kept.
+_KEPT_METADATA = (
+    "name",
+    "namespace",
+    "uid",
+    "generation",
+    "resourceVersion",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "finalizers",
+)
+# Strings up to this length are interned: keys, reasons, phases, names, timestamps repeat across
+# resources, and every watch event decodes fresh copies of them.
+_INTERN_MAX = 32
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +142,9 @@ class Controller:
     def _remember(self, key: Key, body: Mapping[str, Any]) -> None:
         """Keep the newer of the stored body and ``body`` (our patch answers can beat the watch).
 
-        Stored without managedFields and kubectl's last-applied copy of the spec: the steps never
-        read them, and they are most of an object's size.
+        Stored as only the fields the steps read (no managedFields, labels or annotations such as
+        kubectl's last-applied copy of the spec, which are most of an object's size), with its
+        repeated strings shared: this copy is what the operator holds per resource.
         """
         old = self._bodies.get(key)
         if old is not None and _version(old) > _version(body):
@@ -221,14 +236,26 @@ class Controller:
 
 
 def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
-    meta = dict(body.get("metadata") or {})
-    meta.pop("managedFields", None)
-    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != _LAST_APPLIED}
-    if annotations:
-        meta["annotations"] = annotations
-    else:
-        meta.pop("annotations", None)
-    return {**body, "metadata": meta}
+    meta = body.get("metadata") or {}
+    kept = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {key: meta[key] for key in _KEPT_METADATA if key in meta},
+        "spec": body.get("spec"),
+        "status": body.get("status"),
+    }
+    return cast(dict[str, Any], _compact({k: v for k, v in kept.items() if v is not None}))
+
+
+def _compact(value: Any) -> Any:
+    """A copy of a decoded JSON value sharing its dictionary keys and short strings."""
+    if isinstance(value, dict):
+        return {sys.intern(str(k)): _compact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    if isinstance(value, str) and len(value) <= _INTERN_MAX:
+        return sys.intern(value)
+    return value
 
 
 def _post_kopf_event(body: Mapping[str, Any], event: Event) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 from cloudsnap.reconcile import Reconciler
 from evs_simulator.testing import RunningSimulator
 from tests.reconcile.harness import World, wait_until
@@ -43,3 +46,29 @@ async def test_created_then_deleted_resources_leave_no_entries_behind(
     await wait_until(lambda: not world.objects, timeout=30)
     await wait_until(lambda: not world.controller.scheduler._running)
     assert held(world, reconciler) == dict.fromkeys(during, 0)
+
+
+async def test_only_the_fields_the_steps_read_are_kept_per_resource(
+    world: World, volume: str
+) -> None:
+    world.apply("db", volumeID=volume)
+    await wait_until(lambda: world.is_ready("db"))
+    meta = world.objects["db"]["metadata"]
+    meta["labels"] = {"team": "storage"}
+    meta["annotations"] = {"kubectl.kubernetes.io/last-applied-configuration": "{}"}
+    meta["managedFields"] = [{"manager": "kubectl", "fieldsV1": {}}]
+    meta["resourceVersion"] = "999"
+    # Decoded afresh, as every watch event is: no string shared with the objects above.
+    event = json.loads(json.dumps(world.objects["db"]))
+    world.controller.observe("MODIFIED", event)
+    kept = world.controller._bodies[("default", "db")]
+    assert set(kept) == {"apiVersion", "kind", "metadata", "spec", "status"}
+    assert not {"labels", "annotations", "managedFields"} & set(kept["metadata"])
+    assert {k: event["metadata"][k] for k in kept["metadata"]} == kept["metadata"]
+    assert kept["metadata"]["finalizers"] == event["metadata"]["finalizers"]
+    assert kept["metadata"]["resourceVersion"] == "999"
+    assert kept["spec"] == event["spec"]
+    assert kept["status"] == event["status"]
+    ready = next(c for c in kept["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] is sys.intern("".join(["Avail", "able"]))
+    assert next(k for k in ready if k == "reason") is sys.intern("".join(["rea", "son"]))
