@@ -35,6 +35,8 @@ FINALIZER = f"{GROUP}/snapshot-protection"
 KOPF_PREFIX = f"kopf.{GROUP}"
 # A 409 on the finalizer patch means our copy is behind the watch; it catches up within moments.
 CONFLICT_RETRY_SECONDS = 0.5
+# Events posted at once; each in-flight post holds an API connection.
+POSTING_WORKERS = 16
 # The metadata a step, a finalizer write or an Event's object reference reads; nothing else is kept.
 _KEPT_METADATA = (
     "name",
@@ -303,14 +305,19 @@ def configure(settings: kopf.OperatorSettings, config: Settings) -> None:
     settings.posting.enabled = True
     settings.posting.loggers = False
     settings.posting.level = logging.WARNING
+    # kopf posts each object's Events from its own worker over an unbounded connection pool, so
+    # a burst of a thousand resources opened a hundred TLS connections of ~130 KiB of buffers
+    # each. A bounded pool of short-lived workers posts the same Events, in the same order.
+    settings.posting.worker_limit = POSTING_WORKERS
+    settings.posting.idle_timeout = 0.1
     # Server-side watch timeout well under the client one, so idle watches are renewed cleanly.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.watching.reconnect_backoff = 1.0
-    # Event handlers are cheap: take each object's latest event right away, do not wait to batch.
-    settings.batching.idle_timeout = 5.0
-    settings.batching.batch_window = 0.05
+    # kopf keeps a worker, its queue and the object's last raw event per object until it has been
+    # idle this long (kopf 1.45 no longer batches events, so there is no batch window to set).
+    settings.queueing.idle_timeout = 5.0
     settings.execution.max_workers = config.max_workers
 
 
