@@ -73,8 +73,10 @@ class Writer(Protocol):
         ...
 
 
-@dataclass
+@dataclass(slots=True)
 class _Seen:
+    """What changed-or-not is judged on, one per resource (slots: no per-instance dict)."""
+
     generation: int
     deleting: bool
     outcome: str = ""
