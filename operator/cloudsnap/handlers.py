@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sys
 import time
 from collections import Counter
@@ -306,6 +307,9 @@ def configure(settings: kopf.OperatorSettings, config: Settings) -> None:
     # Only our explicit Events are posted, never kopf's log lines (those stay in the log).
     settings.posting.enabled = True
     settings.posting.loggers = False
+    # Shown as "From" in `kubectl describe`; the instance is the pod name (its hostname).
+    settings.posting.reporting_component = "cloudsnap-operator"
+    settings.posting.reporting_instance = socket.gethostname()
     settings.posting.level = logging.WARNING
     # kopf posts each object's Events from its own worker over an unbounded connection pool, so
     # a burst of a thousand resources opened a hundred TLS connections of ~130 KiB of buffers

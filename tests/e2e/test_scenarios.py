@@ -57,6 +57,7 @@ async def test_create_becomes_ready(stack: Stack) -> None:
     assert snap["metadata"]["team"] == "db"
     assert snap["description"] == "e2e create"
     assert {"Creating", "Created", "Available"} <= set(stack.event_reasons("create"))
+    assert {e["source"]["component"] for e in stack.events("create")} == {"cloudsnap-operator"}
     assert (await stack.calls())["create"] == 1
 
 
