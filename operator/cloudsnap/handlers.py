@@ -38,6 +38,10 @@ KOPF_PREFIX = f"kopf.{GROUP}"
 CONFLICT_RETRY_SECONDS = 0.5
 # Events posted at once; each in-flight post holds an API connection.
 POSTING_WORKERS = 16
+# Retries of one Event post, in seconds. Events are best effort (status carries the truth), and
+# kopf's default of eight retries over 54 s would let posts refused for good, such as into a
+# namespace being deleted, hold the few posting workers and delay every other resource's Events.
+EVENT_POST_BACKOFFS = (0.5, 1.0, 2.0)
 # The metadata a step, a finalizer write or an Event's object reference reads; nothing else is kept.
 _KEPT_METADATA = (
     "name",
@@ -315,6 +319,7 @@ def configure(settings: kopf.OperatorSettings, config: Settings) -> None:
     # a burst of a thousand resources opened a hundred TLS connections of ~130 KiB of buffers
     # each. A bounded pool of short-lived workers posts the same Events, in the same order.
     settings.posting.worker_limit = POSTING_WORKERS
+    settings.posting.default_backoffs = EVENT_POST_BACKOFFS
     settings.posting.idle_timeout = 0.1
     # Server-side watch timeout well under the client one, so idle watches are renewed cleanly.
     settings.watching.server_timeout = 300

@@ -167,12 +167,17 @@ async def test_core_scenario_as_the_chart_service_account(
             return condition(json.loads(out), "Ready").get("status") == "True"
 
         await eventually(ready, timeout=90, what="csnap/proof Ready as the chart's account")
-        events = _kubectl(
-            cluster.env,
-            namespace,
-            *("get", "events", "--field-selector", "involvedObject.name=proof", "-o", "json"),
-        ).stdout
-        assert "Available" in {e["reason"] for e in json.loads(events)["items"]}
+
+        def reasons() -> set[str]:
+            events = _kubectl(
+                cluster.env,
+                namespace,
+                *("get", "events", "--field-selector", "involvedObject.name=proof", "-o", "json"),
+            ).stdout
+            return {e["reason"] for e in json.loads(events)["items"]}
+
+        # Events are posted in the background after the status write: wait for it, don't race.
+        await eventually(lambda: "Available" in reasons(), timeout=30, what="an Available event")
 
         exposition = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=10).text
         families = {f.name for f in text_string_to_metric_families(exposition)}
