@@ -12,27 +12,17 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hack.cluster import Cluster, ControlPlane, tool_env
+from hack.sandbox import wait_until
 from hack.tools.install import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 
 START_TIMEOUT = 180.0
 KUBECONFIG_LINE = re.compile(r"^kubeconfig: (.+)$", re.MULTILINE)
-
-
-def poll(condition: Callable[[], object], *, timeout: float, what: str) -> None:
-    """Wait until condition() holds, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def alive(pid: int) -> bool:
@@ -92,7 +82,7 @@ def test_up_command_leaves_nothing_behind(signum: signal.Signals, tmp_path: Path
             stderr=subprocess.STDOUT,
         )
     try:
-        poll(
+        wait_until(
             lambda: KUBECONFIG_LINE.search(out.read_text()) or up.poll() is not None,
             timeout=START_TIMEOUT,
             what="the kubeconfig line",
@@ -115,7 +105,7 @@ def test_up_command_leaves_nothing_behind(signum: signal.Signals, tmp_path: Path
             up.wait()
 
     assert code == (0 if signum == signal.SIGINT else -signum)
-    poll(
+    wait_until(
         lambda: not any(alive(pid) for pid in servers),
         timeout=30,
         what=f"{servers} to exit",

@@ -11,6 +11,7 @@ from cloudsnap.evs import AKSKAuth, CreateSnapshotRequest, EVSClient
 from cloudsnap.handlers import CONFLICT_RETRY_SECONDS, FINALIZER
 from cloudsnap.reconcile import Reconciler
 from evs_simulator.testing import RunningSimulator
+from tests.fixtures.operator import eventually
 from tests.reconcile.conftest import FAST
 from tests.reconcile.harness import World, wait_until
 
@@ -192,9 +193,7 @@ async def wait_until_available(sim: RunningSimulator, sid: str) -> None:
             s["id"] == sid and s["status"] == "available" for s in await sim.admin.snapshots()
         )
 
-    async with asyncio.timeout(10):
-        while not await available():
-            await asyncio.sleep(0.01)
+    await eventually(available, timeout=10, what=f"snapshot {sid} available")
 
 
 async def test_snapshot_removed_behind_our_back_is_reported_not_recreated(
