@@ -5,50 +5,106 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from evs_simulator.config import SimulatorConfig, VolumeSeed
 from evs_simulator.server import serve
 
+T = TypeVar("T")
 
-def parse_args(argv: Sequence[str] | None = None) -> SimulatorConfig:
-    """Command line to config; secrets may come from the environment instead, out of ps."""
-    parser = argparse.ArgumentParser(prog="evs-simulator", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--access-key", required=True)
+EPILOG = (
+    "Once listening, it prints 'listening on http://HOST:PORT' and serves EVS under "
+    "/v2/{project_id}/cloudsnapshots and its admin API (disks, faults, call counts) "
+    "under /_sim/."
+)
+
+
+def cli_type(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type`` that reports the parser's own message, not argparse's generic one."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def seconds(text: str) -> float:
+    """A duration: a finite number of seconds, zero or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"seconds must be finite and at least 0, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evs-simulator",
+        description=__doc__,
+        epilog=EPILOG,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one")
+    parser.add_argument(
+        "--access-key", required=True, help="the one access key (AK) requests must be signed with"
+    )
     parser.add_argument(
         "--secret-key",
         default=os.environ.get("EVS_SIMULATOR_SECRET_KEY"),
-        help="or env EVS_SIMULATOR_SECRET_KEY",
+        help="its secret key (SK); or env EVS_SIMULATOR_SECRET_KEY, out of ps",
     )
-    parser.add_argument("--project-id", required=True)
+    parser.add_argument(
+        "--project-id", required=True, help="the project every request's URL must name"
+    )
     parser.add_argument(
         "--security-token",
         default=os.environ.get("EVS_SIMULATOR_SECURITY_TOKEN"),
-        help="require this X-Security-Token (temporary credentials)",
+        help="require this X-Security-Token (temporary credentials); "
+        "or env EVS_SIMULATOR_SECURITY_TOKEN",
     )
     parser.add_argument(
         "--auth-token",
         default=os.environ.get("EVS_SIMULATOR_AUTH_TOKEN"),
-        help="also accept this X-Auth-Token",
+        help="also accept this X-Auth-Token instead of a signature; "
+        "or env EVS_SIMULATOR_AUTH_TOKEN",
     )
     parser.add_argument(
         "--volume",
         action="append",
         default=[],
-        type=VolumeSeed.parse,
-        metavar="ID:SIZE:STATUS",
-        help="a disk present from the start (repeatable)",
+        type=cli_type(VolumeSeed.parse),
+        metavar="ID:SIZE[:STATUS]",
+        help="a disk present from the start and after every reset; SIZE in GB, STATUS "
+        "available by default (repeatable)",
     )
-    parser.add_argument("--create-seconds", type=float, default=0.0)
-    parser.add_argument("--delete-seconds", type=float, default=0.0)
-    parser.add_argument("--rollback-seconds", type=float, default=0.0)
-    parser.add_argument("--seed", type=int, default=0, help="seed of snapshot and disk ids")
-    parser.add_argument("--access-log", action="store_true")
+    for action in ("create", "delete", "rollback"):
+        parser.add_argument(
+            f"--{action}-seconds",
+            type=cli_type(seconds),
+            default=0.0,
+            metavar="SECONDS",
+            help=f"how long a {action} takes to finish (0: at once)",
+        )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of snapshot and disk ids, so runs replay (0)"
+    )
+    parser.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> SimulatorConfig:
+    """Command line to config; secrets may come from the environment instead, out of ps."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not args.secret_key:
         parser.error("--secret-key (or EVS_SIMULATOR_SECRET_KEY) is required")

@@ -23,7 +23,12 @@ class VolumeSeed:
         parts = text.split(":")
         if len(parts) not in (2, 3) or not parts[0]:
             raise ValueError(f"volume must be ID:SIZE[:STATUS], got {text!r}")
-        size = int(parts[1])
+        try:
+            size = int(parts[1])
+        except ValueError:
+            raise ValueError(
+                f"volume size must be a whole number of GB, got {parts[1]!r}"
+            ) from None
         if size < 1:
             raise ValueError(f"volume size must be at least 1 GB, got {size}")
         return cls(parts[0], size, parts[2] if len(parts) == 3 else "available")

@@ -9,6 +9,9 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
+from evs_simulator.__main__ import build_parser, parse_args
 from evs_simulator.admin_client import AdminClient
 from evs_simulator.config import SimulatorConfig
 from evs_simulator.testing import RunningSimulator
@@ -76,3 +79,30 @@ async def test_console_script_refuses_a_bad_volume() -> None:
     _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 2
     assert b"--volume" in stderr
+
+
+def test_help_describes_every_option() -> None:
+    parser = build_parser()
+    undescribed = [action.option_strings for action in parser._actions if not action.help]
+    assert undescribed == []
+    assert "/_sim/" in parser.format_help()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--volume", "x:0", "argument --volume: volume size must be at least 1 GB, got 0"),
+        ("--volume", "x:big", "volume size must be a whole number of GB, got 'big'"),
+        ("--volume", "x", "volume must be ID:SIZE[:STATUS], got 'x'"),
+        ("--create-seconds", "-1", "argument --create-seconds: seconds must be finite and at"),
+        ("--delete-seconds", "soon", "expected a number of seconds, got 'soon'"),
+        ("--rollback-seconds", "inf", "seconds must be finite and at least 0, got 'inf'"),
+    ],
+)
+def test_bad_values_are_refused_with_the_reason(
+    capsys: pytest.CaptureFixture[str], flag: str, value: str, message: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--access-key", "AK", "--secret-key", "s", "--project-id", "p", flag, value])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
