@@ -23,4 +23,7 @@ Choices made where EVS-API.md leaves the behaviour open (tests in tests/simulato
 - An omitted name reads back as ``""``; ``updated_at`` is null until the first change.
 - Snapshot and disk ids come from a generator seeded with ``--seed``, so runs replay.
 - Admin-forced statuses stick: a transition in flight is dropped.
+- With a list lag (``--list-lag``, ``PATCH /_sim/settings``), list leaves out, ``count`` and ``id``
+  filters included, every snapshot younger than the lag as it is set now; show and the quota see
+  them at once. Deletions are not lagged.
 """

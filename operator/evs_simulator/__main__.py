@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 EPILOG = (
     "Once listening, it prints 'listening on http://HOST:PORT' and serves EVS under "
-    "/v2/{project_id}/cloudsnapshots and its admin API (disks, faults, call counts) "
+    "/v2/{project_id}/cloudsnapshots and its admin API (disks, faults, settings, call counts) "
     "under /_sim/."
 )
 
@@ -96,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"how long a {action} takes to finish (0: at once)",
         )
     parser.add_argument(
+        "--list-lag",
+        type=cli_type(seconds),
+        default=0.0,
+        metavar="SECONDS",
+        help="how long a new snapshot stays out of list answers, as EVS's list index trails "
+        "its records; show sees it at once (0; changeable through /_sim/settings)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="seed of snapshot and disk ids, so runs replay (0)"
     )
     parser.add_argument("--access-log", action="store_true", help="log every request to stderr")
@@ -118,6 +126,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SimulatorConfig:
         create_seconds=args.create_seconds,
         delete_seconds=args.delete_seconds,
         rollback_seconds=args.rollback_seconds,
+        list_lag_seconds=args.list_lag,
         seed=args.seed,
         host=args.host,
         port=args.port,

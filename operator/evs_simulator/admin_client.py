@@ -20,7 +20,7 @@ class AdminClient:
         return response.json() if response.content else None
 
     async def reset(self) -> None:
-        """Seed disks only, no snapshots, no faults, call counts zeroed."""
+        """Seed disks only, no snapshots, no faults, call counts zeroed, configured settings."""
         await self._call("POST", "reset")
 
     async def add_volume(
@@ -52,6 +52,15 @@ class AdminClient:
 
     async def clear_faults(self) -> None:
         await self._call("DELETE", "faults")
+
+    async def settings(self) -> dict[str, Any]:
+        """What may change while running (``list_lag_seconds``), as it stands."""
+        return cast(dict[str, Any], await self._call("GET", "settings"))
+
+    async def set_list_lag(self, seconds: float) -> dict[str, Any]:
+        """Hide snapshots from list until they are this old (show sees them at once)."""
+        body = {"list_lag_seconds": seconds}
+        return cast(dict[str, Any], await self._call("PATCH", "settings", body))
 
     async def calls(self) -> dict[str, int]:
         """Requests received per operation, failed and faulted ones included."""

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from evs_simulator import auth
 from evs_simulator.config import SimulatorConfig
@@ -34,6 +34,17 @@ class StatusPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: str
+
+
+class Settings(BaseModel):
+    """Body of ``GET``/``PATCH /_sim/settings``: what may change while running.
+
+    A PATCH changes only the fields it names; a reset goes back to the configured values.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    list_lag_seconds: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
 
 
 def unknown_api() -> SimError:
@@ -64,7 +75,7 @@ class Simulator:
         self._operations: dict[Handler, str] = {}
 
     def reset(self) -> None:
-        """Back to the start: seed disks only, no faults, no counted calls."""
+        """Back to the start: seed disks only, no faults, no counted calls, configured settings."""
         self.store.reset()
         self.faults.clear()
         self.calls = dict.fromkeys(OPERATIONS, 0)
@@ -90,6 +101,8 @@ class Simulator:
             ("PATCH", "volumes/{volume_id}", self._admin_set_volume),
             ("PUT", "faults", self._admin_set_faults),
             ("DELETE", "faults", self._admin_clear_faults),
+            ("GET", "settings", self._admin_settings),
+            ("PATCH", "settings", self._admin_set_settings),
             ("GET", "calls", self._admin_calls),
             ("GET", "snapshots", self._admin_snapshots),
             ("DELETE", "snapshots/{snapshot_id}", self._admin_remove_snapshot),
@@ -208,6 +221,18 @@ class Simulator:
     async def _admin_clear_faults(self, request: web.Request) -> web.Response:
         self.faults.clear()
         return web.json_response({"rules": []})
+
+    def _settings(self) -> Settings:
+        return Settings(list_lag_seconds=self.store.list_lag_seconds)
+
+    async def _admin_settings(self, request: web.Request) -> web.Response:
+        return web.json_response(self._settings().model_dump())
+
+    async def _admin_set_settings(self, request: web.Request) -> web.Response:
+        patch = _admin_model(Settings, await _admin_object(request))
+        if "list_lag_seconds" in patch.model_fields_set:
+            self.store.list_lag_seconds = patch.list_lag_seconds
+        return web.json_response(self._settings().model_dump())
 
     async def _admin_calls(self, request: web.Request) -> web.Response:
         return web.json_response(self.calls)

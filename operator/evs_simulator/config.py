@@ -47,6 +47,7 @@ class SimulatorConfig:
     create_seconds: float = 0.0
     delete_seconds: float = 0.0
     rollback_seconds: float = 0.0
+    list_lag_seconds: float = 0.0
     seed: int = 0
     host: str = "127.0.0.1"
     port: int = 0

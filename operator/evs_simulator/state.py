@@ -4,6 +4,9 @@ Transitions are settled lazily against a monotonic clock whenever a record is re
 created with a 2-second creation time reads ``creating`` for 2 seconds and ``available`` after,
 exactly as if a worker had flipped it, but with no task per snapshot, so thousands stay cheap.
 Every operation runs without awaiting, so each is atomic on the event loop.
+
+EVS's list is served from an index that trails the records: a new snapshot is listed only
+``list_lag_seconds`` after its creation, while show reads the record and sees it at once.
 """
 
 from __future__ import annotations
@@ -66,7 +69,10 @@ class Volume(BaseModel):
 
 @dataclass
 class Snapshot:
-    """One snapshot record; ``due``/``next_status`` hold the transition in flight, if any."""
+    """One snapshot record; ``due``/``next_status`` hold the transition in flight, if any.
+
+    ``born`` is the monotonic instant of creation, from which the list index's lag runs.
+    """
 
     id: str
     seq: int
@@ -77,6 +83,7 @@ class Snapshot:
     size: int
     status: str
     created_at: datetime
+    born: float
     updated_at: datetime | None = None
     deleted: bool = False
     started: float = 0.0
@@ -86,12 +93,17 @@ class Snapshot:
 
 @dataclass
 class Store:
-    """All disks and snapshots of one simulated project, and the operations EVS offers on them."""
+    """All disks and snapshots of one simulated project, and the operations EVS offers on them.
+
+    ``list_lag_seconds`` starts from the config and may change while running; it applies to every
+    snapshot by its age, so setting it to 0 makes all of them listable at once.
+    """
 
     config: SimulatorConfig
     clock: Callable[[], float] = time.monotonic
     volumes: dict[str, Volume] = field(default_factory=dict)
     snapshots: dict[str, Snapshot] = field(default_factory=dict)
+    list_lag_seconds: float = field(init=False, default=0.0)
     _seq: int = 0
     _rng: random.Random = field(default_factory=random.Random)
 
@@ -99,7 +111,11 @@ class Store:
         self.reset()
 
     def reset(self) -> None:
-        """Back to the configured seed disks and no snapshots; ids replay from the seed."""
+        """Back to the configured seed disks, no snapshots and the configured list lag.
+
+        Ids replay from the seed.
+        """
+        self.list_lag_seconds = self.config.list_lag_seconds
         self.volumes = {
             seed.id: Volume(id=seed.id, size=seed.size, status=seed.status)
             for seed in self.config.volumes
@@ -217,6 +233,7 @@ class Store:
                 f"(limit {MAX_SNAPSHOTS_PER_VOLUME}).",
             )
         self._seq += 1
+        now = self.clock()
         snap = Snapshot(
             id=self.new_id(),
             seq=self._seq,
@@ -226,7 +243,8 @@ class Store:
             metadata=metadata,
             size=volume.size,
             status="creating",
-            created_at=self._wall(self.clock()),
+            created_at=self._wall(now),
+            born=now,
         )
         self.snapshots[snap.id] = snap
         self._begin(snap, "creating", self.config.create_seconds, "available")
@@ -241,6 +259,7 @@ class Store:
     ) -> dict[str, Any]:
         """GET /cloudsnapshots/detail: every filter, newest first, offset/limit paging.
 
+        Snapshots younger than the list lag are left out, ``count`` included.
         ``link(limit, offset)`` renders the ``next`` link, present only when a limit was given.
         """
         limit = _int_param(query, "limit", MAX_LIST_LIMIT)
@@ -250,7 +269,10 @@ class Store:
         for status in query.get("status", []):
             if status not in STATUSES:
                 raise bad_request("EVS.5400", f"Invalid snapshot status: {status}")
-        matched = [snap for snap in self._live() if _matches(snap, query)]
+        indexed_before = self.clock() - self.list_lag_seconds
+        matched = [
+            snap for snap in self._live() if snap.born <= indexed_before and _matches(snap, query)
+        ]
         matched.sort(key=lambda snap: snap.seq, reverse=True)
         answer: dict[str, Any] = {
             "count": len(matched),

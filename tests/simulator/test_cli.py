@@ -81,6 +81,13 @@ async def test_console_script_refuses_a_bad_volume() -> None:
     assert b"--volume" in stderr
 
 
+def test_options_reach_the_config() -> None:
+    config = parse_args(
+        [*("--access-key", "AK", "--secret-key", "s", "--project-id", "p"), "--list-lag", "2.5"]
+    )
+    assert config.list_lag_seconds == 2.5
+
+
 def test_help_describes_every_option() -> None:
     parser = build_parser()
     undescribed = [action.option_strings for action in parser._actions if not action.help]
@@ -97,6 +104,7 @@ def test_help_describes_every_option() -> None:
         ("--create-seconds", "-1", "argument --create-seconds: seconds must be finite and at"),
         ("--delete-seconds", "soon", "expected a number of seconds, got 'soon'"),
         ("--rollback-seconds", "inf", "seconds must be finite and at least 0, got 'inf'"),
+        ("--list-lag", "-0.5", "argument --list-lag: seconds must be finite and at least 0"),
     ],
 )
 def test_bad_values_are_refused_with_the_reason(
