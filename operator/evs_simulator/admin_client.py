@@ -66,6 +66,10 @@ class AdminClient:
         """Requests received per operation, failed and faulted ones included."""
         return cast(dict[str, int], await self._call("GET", "calls"))
 
+    async def calls_by_agent(self) -> dict[str, dict[str, int]]:
+        """``calls()`` split by the ``User-Agent`` each request came with (``""``: none)."""
+        return cast(dict[str, dict[str, int]], await self._call("GET", "calls/by-agent"))
+
     async def snapshots(self) -> list[dict[str, Any]]:
         """Every snapshot ever made, with ``deleted`` telling the gone ones."""
         return cast(list[dict[str, Any]], await self._call("GET", "snapshots"))

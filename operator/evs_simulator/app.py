@@ -18,9 +18,10 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from evs_simulator import auth
+from evs_simulator.calls import CallLog
 from evs_simulator.config import SimulatorConfig
 from evs_simulator.errors import SimError, bad_request
-from evs_simulator.faults import OPERATIONS, FaultPlan, Faults
+from evs_simulator.faults import FaultPlan, Faults
 from evs_simulator.state import Store, Volume
 
 ADMIN_PREFIX = "/_sim/"
@@ -64,13 +65,13 @@ def is_plain_admin_target(raw_target: str) -> bool:
 
 
 class Simulator:
-    """One simulated EVS project: store, fault plan and per-operation call counts."""
+    """One simulated EVS project: store, fault plan and the calls received."""
 
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
         self.store = Store(config)
         self.faults = Faults()
-        self.calls: dict[str, int] = dict.fromkeys(OPERATIONS, 0)
+        self.calls = CallLog()
         self.stopping = asyncio.Event()
         self._operations: dict[Handler, str] = {}
 
@@ -78,7 +79,7 @@ class Simulator:
         """Back to the start: seed disks only, no faults, no counted calls, configured settings."""
         self.store.reset()
         self.faults.clear()
-        self.calls = dict.fromkeys(OPERATIONS, 0)
+        self.calls = CallLog()
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=1024**2)
@@ -104,6 +105,7 @@ class Simulator:
             ("GET", "settings", self._admin_settings),
             ("PATCH", "settings", self._admin_set_settings),
             ("GET", "calls", self._admin_calls),
+            ("GET", "calls/by-agent", self._admin_calls_by_agent),
             ("GET", "snapshots", self._admin_snapshots),
             ("DELETE", "snapshots/{snapshot_id}", self._admin_remove_snapshot),
             ("PATCH", "snapshots/{snapshot_id}", self._admin_set_snapshot),
@@ -135,7 +137,7 @@ class Simulator:
             if admin and not is_plain_admin_target(request.raw_path):
                 raise unknown_api()
             return await handler(request)
-        self.calls[name] += 1
+        self.calls.record(name, request.headers.get("User-Agent", ""))
         body = await request.read()
         headers = {key.lower(): value for key, value in request.headers.items()}
         auth.verify(self.config, request.method, request.raw_path, headers, body)
@@ -235,7 +237,10 @@ class Simulator:
         return web.json_response(self._settings().model_dump())
 
     async def _admin_calls(self, request: web.Request) -> web.Response:
-        return web.json_response(self.calls)
+        return web.json_response(self.calls.received)
+
+    async def _admin_calls_by_agent(self, request: web.Request) -> web.Response:
+        return web.json_response(self.calls.by_agent)
 
     async def _admin_snapshots(self, request: web.Request) -> web.Response:
         return web.json_response(self.store.all_snapshots())

@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-from urllib.parse import urlsplit
-
 import httpx
 import pytest
 
 from evs_simulator.config import VolumeSeed
 from evs_simulator.testing import RunningSimulator, running_simulator
 from tests.simulator.signed import assert_evs_error, evs_client
+from tests.simulator.wire import raw_request
 
 SEED_VOLUME = "11111111-2222-4333-8444-555555555555"
-
-
-async def raw_request(endpoint: str, method: str, target: str) -> int:
-    """Send a request line exactly as given (no client-side normalisation); return the status."""
-    parts = urlsplit(endpoint)
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-    try:
-        writer.write(
-            f"{method} {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-            "Content-Length: 0\r\nConnection: close\r\n\r\n".encode()
-        )
-        await writer.drain()
-        status_line = await asyncio.wait_for(reader.readline(), timeout=10)
-    finally:
-        writer.close()
-    return int(status_line.split()[1])
 
 
 @pytest.mark.parametrize(
