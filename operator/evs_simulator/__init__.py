@@ -26,4 +26,9 @@ Choices made where EVS-API.md leaves the behaviour open (tests in tests/simulato
 - With a list lag (``--list-lag``, ``PATCH /_sim/settings``), list leaves out, ``count`` and ``id``
   filters included, every snapshot younger than the lag as it is set now; show and the quota see
   them at once. Deletions are not lagged.
+- Throttling (``--rate-limit``, ``PATCH /_sim/settings``) keeps a token bucket per caller and
+  operation; the caller is the access key, or one ``X-Auth-Token`` caller. It runs after
+  authentication (a forged request is a 401 and spends no token) and before faults; a throttled
+  call is 429 ``APIG.0308`` in the gateway's shape, is not applied, and counts in both
+  ``/_sim/calls`` and ``/_sim/throttled``. New limits start with full buckets.
 """

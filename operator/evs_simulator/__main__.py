@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from evs_simulator.config import SimulatorConfig, VolumeSeed
 from evs_simulator.server import serve
+from evs_simulator.throttle import parse_rate_limits
 
 T = TypeVar("T")
 
@@ -104,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
         "its records; show sees it at once (0; changeable through /_sim/settings)",
     )
     parser.add_argument(
+        "--rate-limit",
+        type=cli_type(parse_rate_limits),
+        default={},
+        metavar="OPERATION=RATE[/BURST],...",
+        help="throttle like the API gateway: a token bucket per access key and operation "
+        "(create, show, list, update, delete, rollback), refilled at RATE calls per second and "
+        "holding BURST calls (default: RATE rounded up, at least 1); a call over the limit is "
+        "answered 429 APIG.0308 and not applied; operations not named are unlimited "
+        "(e.g. create=10,list=20/40; changeable through /_sim/settings)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="seed of snapshot and disk ids, so runs replay (0)"
     )
     parser.add_argument("--access-log", action="store_true", help="log every request to stderr")
@@ -127,6 +139,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SimulatorConfig:
         delete_seconds=args.delete_seconds,
         rollback_seconds=args.rollback_seconds,
         list_lag_seconds=args.list_lag,
+        rate_limits=args.rate_limit,
         seed=args.seed,
         host=args.host,
         port=args.port,

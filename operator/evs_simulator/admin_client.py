@@ -54,7 +54,7 @@ class AdminClient:
         await self._call("DELETE", "faults")
 
     async def settings(self) -> dict[str, Any]:
-        """What may change while running (``list_lag_seconds``), as it stands."""
+        """What may change while running (``list_lag_seconds``, ``rate_limits``), as it stands."""
         return cast(dict[str, Any], await self._call("GET", "settings"))
 
     async def set_list_lag(self, seconds: float) -> dict[str, Any]:
@@ -62,8 +62,27 @@ class AdminClient:
         body = {"list_lag_seconds": seconds}
         return cast(dict[str, Any], await self._call("PATCH", "settings", body))
 
+    async def set_rate_limits(
+        self, limits: Mapping[str, float | tuple[float, int]]
+    ) -> dict[str, Any]:
+        """Replace the throttling limits: ``{operation: rate}`` or ``{operation: (rate, burst)}``.
+
+        Operations left out are unlimited; every bucket starts full.
+        """
+        body = {
+            operation: {"rate": limit[0], "burst": limit[1]}
+            if isinstance(limit, tuple)
+            else {"rate": limit}
+            for operation, limit in limits.items()
+        }
+        return cast(dict[str, Any], await self._call("PATCH", "settings", {"rate_limits": body}))
+
+    async def throttled(self) -> dict[str, int]:
+        """Calls per operation answered 429 APIG.0308 by the throttle (and so not applied)."""
+        return cast(dict[str, int], await self._call("GET", "throttled"))
+
     async def calls(self) -> dict[str, int]:
-        """Requests received per operation, failed and faulted ones included."""
+        """Requests received per operation, failed, throttled and faulted ones included."""
         return cast(dict[str, int], await self._call("GET", "calls"))
 
     async def calls_by_agent(self) -> dict[str, dict[str, int]]:

@@ -1,8 +1,9 @@
 """The aiohttp application: EVS's six operations behind the gateway checks, plus ``/_sim/``.
 
-Every EVS request is counted, authenticated, then exposed to the fault plan before it reaches the
-store. The admin API answers only on a literal ``/_sim/...`` request target: a path that reaches an
-admin route through dot segments or percent-encoding is answered like any unknown path.
+Every EVS request is counted, authenticated, throttled, then exposed to the fault plan before it
+reaches the store. The admin API answers only on a literal ``/_sim/...`` request target: a path
+that reaches an admin route through dot segments or percent-encoding is answered like any unknown
+path.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from evs_simulator import auth
 from evs_simulator.calls import CallLog
 from evs_simulator.config import SimulatorConfig
-from evs_simulator.errors import SimError, bad_request
-from evs_simulator.faults import FaultPlan, Faults
+from evs_simulator.errors import SimError, bad_request, throttled
+from evs_simulator.faults import FaultPlan, Faults, Operation
 from evs_simulator.state import Store, Volume
+from evs_simulator.throttle import RateLimit, Throttle
 
 ADMIN_PREFIX = "/_sim/"
 M = TypeVar("M", bound=BaseModel)
@@ -46,6 +48,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     list_lag_seconds: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    rate_limits: dict[Operation, RateLimit] = {}
 
 
 def unknown_api() -> SimError:
@@ -65,26 +68,28 @@ def is_plain_admin_target(raw_target: str) -> bool:
 
 
 class Simulator:
-    """One simulated EVS project: store, fault plan and the calls received."""
+    """One simulated EVS project: store, throttle, fault plan and the calls received."""
 
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
         self.store = Store(config)
+        self.throttle = Throttle(config.rate_limits)
         self.faults = Faults()
         self.calls = CallLog()
         self.stopping = asyncio.Event()
-        self._operations: dict[Handler, str] = {}
+        self._operations: dict[Handler, Operation] = {}
 
     def reset(self) -> None:
         """Back to the start: seed disks only, no faults, no counted calls, configured settings."""
         self.store.reset()
+        self.throttle.set(self.config.rate_limits)
         self.faults.clear()
         self.calls = CallLog()
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=1024**2)
         evs = "/v2/{project_id}/cloudsnapshots"
-        evs_routes = [
+        evs_routes: list[tuple[str, str, Handler, Operation]] = [
             ("POST", evs, self._create, "create"),
             ("GET", evs + "/detail", self._list, "list"),
             ("GET", evs + "/{snapshot_id}", self._show, "show"),
@@ -106,6 +111,7 @@ class Simulator:
             ("PATCH", "settings", self._admin_set_settings),
             ("GET", "calls", self._admin_calls),
             ("GET", "calls/by-agent", self._admin_calls_by_agent),
+            ("GET", "throttled", self._admin_throttled),
             ("GET", "snapshots", self._admin_snapshots),
             ("DELETE", "snapshots/{snapshot_id}", self._admin_remove_snapshot),
             ("PATCH", "snapshots/{snapshot_id}", self._admin_set_snapshot),
@@ -140,8 +146,12 @@ class Simulator:
         self.calls.record(name, request.headers.get("User-Agent", ""))
         body = await request.read()
         headers = {key.lower(): value for key, value in request.headers.items()}
-        auth.verify(self.config, request.method, request.raw_path, headers, body)
+        caller = auth.verify(self.config, request.method, request.raw_path, headers, body)
         auth.check_path_project(self.config, request.match_info["project_id"])
+        limit = self.throttle.take(caller, name)
+        if limit is not None:
+            self.calls.throttled[name] += 1
+            raise throttled(limit.rate)
         decision = self.faults.decide(name)
         if decision.latency:
             await asyncio.sleep(decision.latency)
@@ -225,7 +235,9 @@ class Simulator:
         return web.json_response({"rules": []})
 
     def _settings(self) -> Settings:
-        return Settings(list_lag_seconds=self.store.list_lag_seconds)
+        return Settings.model_validate(
+            {"list_lag_seconds": self.store.list_lag_seconds, "rate_limits": self.throttle.limits}
+        )
 
     async def _admin_settings(self, request: web.Request) -> web.Response:
         return web.json_response(self._settings().model_dump())
@@ -234,6 +246,8 @@ class Simulator:
         patch = _admin_model(Settings, await _admin_object(request))
         if "list_lag_seconds" in patch.model_fields_set:
             self.store.list_lag_seconds = patch.list_lag_seconds
+        if "rate_limits" in patch.model_fields_set:
+            self.throttle.set(patch.rate_limits)
         return web.json_response(self._settings().model_dump())
 
     async def _admin_calls(self, request: web.Request) -> web.Response:
@@ -241,6 +255,9 @@ class Simulator:
 
     async def _admin_calls_by_agent(self, request: web.Request) -> web.Response:
         return web.json_response(self.calls.by_agent)
+
+    async def _admin_throttled(self, request: web.Request) -> web.Response:
+        return web.json_response(self.calls.throttled)
 
     async def _admin_snapshots(self, request: web.Request) -> web.Response:
         return web.json_response(self.store.all_snapshots())

@@ -17,6 +17,7 @@ from evs_simulator.errors import unauthorized
 
 MAX_SKEW = timedelta(minutes=15)
 REQUIRED_SIGNED = ("host", "x-sdk-date")
+TOKEN_CALLER = "X-Auth-Token"  # noqa: S105 - a caller's label, not a credential
 
 
 def _same(given: str, expected: str) -> bool:
@@ -30,14 +31,17 @@ def verify(
     headers: Mapping[str, str],
     body: bytes,
     now: datetime | None = None,
-) -> None:
-    """Raise APIG.0301 unless the request is authentic for this project; ``headers`` lowercased."""
+) -> str:
+    """Raise APIG.0301 unless the request is authentic for this project; ``headers`` lowercased.
+
+    Returns who called, as the gateway throttles them: the access key, or ``TOKEN_CALLER``.
+    """
     token = headers.get("x-auth-token")
     if token is not None:
         if config.auth_token is None or not _same(token, config.auth_token):
             raise unauthorized("the token is invalid.")
         _check_project(config, headers)
-        return
+        return TOKEN_CALLER
     parsed = signing.parse_authorization(headers.get("authorization", ""))
     if parsed is None:
         raise unauthorized("missing or malformed SDK-HMAC-SHA256 Authorization header.")
@@ -67,6 +71,7 @@ def verify(
     if not _same(parsed.signature, expected):
         raise unauthorized("the signature does not match.")
     _check_project(config, headers)
+    return parsed.access_key
 
 
 def _check_security_token(

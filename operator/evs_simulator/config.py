@@ -1,8 +1,12 @@
-"""What a simulator instance is started with: credentials, seed disks, timings."""
+"""What a simulator instance is started with: credentials, seed disks, timings, limits."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from evs_simulator.faults import Operation
+from evs_simulator.throttle import RateLimit
 
 DEFAULT_ACCESS_KEY = "SIMULATORACCESSKEY01"
 DEFAULT_SECRET_KEY = "simulator-secret-key-0123456789abcdef"  # noqa: S105 - a local test double
@@ -48,6 +52,7 @@ class SimulatorConfig:
     delete_seconds: float = 0.0
     rollback_seconds: float = 0.0
     list_lag_seconds: float = 0.0
+    rate_limits: Mapping[Operation, RateLimit] = field(default_factory=dict, hash=False)
     seed: int = 0
     host: str = "127.0.0.1"
     port: int = 0

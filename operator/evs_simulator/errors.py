@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 Shape = Literal["error", "itemNotFound", "badRequest", "gateway"]
+THROTTLED = "The throttling threshold has been reached: policy user over ratelimit"
 
 
 class SimError(Exception):
@@ -44,6 +45,11 @@ def unauthorized(reason: str) -> SimError:
     return SimError(
         401, "APIG.0301", f"Incorrect IAM authentication information: {reason}", "gateway"
     )
+
+
+def throttled(rate: float) -> SimError:
+    """The gateway's 429 APIG.0308 for a caller over ``rate`` calls per second."""
+    return SimError(429, "APIG.0308", f"{THROTTLED},limit:{rate:g},time:1 second", "gateway")
 
 
 def invalid_volume(volume_id: str, status: str, wanted: str) -> SimError:

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evs_simulator.errors import Shape, SimError
+from evs_simulator.errors import THROTTLED, Shape, SimError
 
 Operation = Literal["create", "show", "list", "update", "delete", "rollback"]
 OPERATIONS: tuple[Operation, ...] = ("create", "show", "list", "update", "delete", "rollback")
@@ -32,11 +32,7 @@ class FaultRule(BaseModel):
         """The answer of an ``error`` rule; APIG codes come in the gateway's shape."""
         code = self.code or DEFAULT_CODES[self.status]
         shape: Shape = "gateway" if code.startswith("APIG.") else "error"
-        message = (
-            "The throttling threshold has been reached: policy user over ratelimit"
-            if self.status == 429
-            else "Internal error, please try again later."
-        )
+        message = THROTTLED if self.status == 429 else "Internal error, please try again later."
         return SimError(self.status, code, message, shape)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from evs_simulator.admin_client import AdminClient
 from evs_simulator.config import SimulatorConfig, VolumeSeed
 from evs_simulator.server import serve
+from evs_simulator.throttle import parse_rate_limits
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,11 @@ async def running_simulator(**config: Any) -> AsyncIterator[RunningSimulator]:
     """Serve a simulator on 127.0.0.1 (a free port unless ``port`` is given) for the block.
 
     Keywords are ``SimulatorConfig`` fields; ``volumes`` may hold ``VolumeSeed`` objects or the
-    CLI's ``ID:SIZE:STATUS`` strings.
+    CLI's ``ID:SIZE:STATUS`` strings, ``rate_limits`` the CLI's ``OPERATION=RATE[/BURST],...``.
     """
     volumes = config.pop("volumes", ())
+    if isinstance(config.get("rate_limits"), str):
+        config["rate_limits"] = parse_rate_limits(config["rate_limits"])
     settings = SimulatorConfig(
         volumes=tuple(VolumeSeed.parse(v) if isinstance(v, str) else v for v in volumes), **config
     )

@@ -1,4 +1,4 @@
-"""The ``evs-simulator`` console script as a real process."""
+"""The ``evs-simulator`` command line: its options, their errors, and the script as a process."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from evs_simulator.__main__ import build_parser, parse_args
 from evs_simulator.admin_client import AdminClient
 from evs_simulator.config import SimulatorConfig
 from evs_simulator.testing import RunningSimulator
+from evs_simulator.throttle import RateLimit
 from tests.simulator.signed import evs_client
 
 SCRIPT = Path(sys.executable).parent / "evs-simulator"
@@ -83,9 +84,19 @@ async def test_console_script_refuses_a_bad_volume() -> None:
 
 def test_options_reach_the_config() -> None:
     config = parse_args(
-        [*("--access-key", "AK", "--secret-key", "s", "--project-id", "p"), "--list-lag", "2.5"]
+        [
+            *("--access-key", "AK", "--secret-key", "s", "--project-id", "p"),
+            *("--list-lag", "2.5", "--rate-limit", "create=10, list=0.5/3,show=2.5"),
+        ]
     )
     assert config.list_lag_seconds == 2.5
+    assert config.rate_limits == {
+        "create": RateLimit(rate=10, burst=10),
+        "list": RateLimit(rate=0.5, burst=3),
+        "show": RateLimit(rate=2.5, burst=3),
+    }
+    unlimited = parse_args(["--access-key", "AK", "--secret-key", "s", "--project-id", "p"])
+    assert unlimited.rate_limits == {}
 
 
 def test_help_describes_every_option() -> None:
@@ -105,6 +116,11 @@ def test_help_describes_every_option() -> None:
         ("--delete-seconds", "soon", "expected a number of seconds, got 'soon'"),
         ("--rollback-seconds", "inf", "seconds must be finite and at least 0, got 'inf'"),
         ("--list-lag", "-0.5", "argument --list-lag: seconds must be finite and at least 0"),
+        ("--rate-limit", "create", "argument --rate-limit: expected OPERATION=RATE[/BURST]"),
+        ("--rate-limit", "list=1,copy=2", "unknown operation 'copy' in 'copy=2'; one of create,"),
+        ("--rate-limit", "list=0", "'list=0': rate: Input should be greater than 0"),
+        ("--rate-limit", "list=1/0.5", "'list=1/0.5': burst: Input should be a valid integer"),
+        ("--rate-limit", "list=1,list=2", "list is limited twice"),
     ],
 )
 def test_bad_values_are_refused_with_the_reason(
