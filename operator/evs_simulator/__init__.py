@@ -31,4 +31,7 @@ Choices made where EVS-API.md leaves the behaviour open (tests in tests/simulato
   authentication (a forged request is a 401 and spends no token) and before faults; a throttled
   call is 429 ``APIG.0308`` in the gateway's shape, is not applied, and counts in both
   ``/_sim/calls`` and ``/_sim/throttled``. New limits start with full buckets.
+- A ``late_apply`` create is checked on arrival (a refusal is answered), goes unanswered, and is
+  applied later with every check run again; refused then, it is dropped with a log line only. A
+  reset or the server's stop drops late creates still pending.
 """

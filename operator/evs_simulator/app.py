@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -22,11 +23,12 @@ from evs_simulator import auth
 from evs_simulator.calls import CallLog
 from evs_simulator.config import SimulatorConfig
 from evs_simulator.errors import SimError, bad_request, throttled
-from evs_simulator.faults import FaultPlan, Faults, Operation
+from evs_simulator.faults import FaultPlan, FaultRule, Faults, Operation
 from evs_simulator.state import Store, Volume
 from evs_simulator.throttle import RateLimit, Throttle
 
 ADMIN_PREFIX = "/_sim/"
+log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -78,13 +80,27 @@ class Simulator:
         self.calls = CallLog()
         self.stopping = asyncio.Event()
         self._operations: dict[Handler, Operation] = {}
+        self._late_creates: set[asyncio.Task[None]] = set()
 
     def reset(self) -> None:
-        """Back to the start: seed disks only, no faults, no counted calls, configured settings."""
+        """Back to the start: seed disks only, no faults, no counted calls, configured settings.
+
+        Late creates still pending are dropped, so nothing from before appears after.
+        """
+        self._drop_late_creates()
         self.store.reset()
         self.throttle.set(self.config.rate_limits)
         self.faults.clear()
         self.calls = CallLog()
+
+    def stop(self) -> None:
+        """End hung requests and drop pending late creates: the server is going away."""
+        self.stopping.set()
+        self._drop_late_creates()
+
+    def _drop_late_creates(self) -> None:
+        for task in self._late_creates:
+            task.cancel()
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=1024**2)
@@ -143,6 +159,7 @@ class Simulator:
             if admin and not is_plain_admin_target(request.raw_path):
                 raise unknown_api()
             return await handler(request)
+        arrived = asyncio.get_running_loop().time()
         self.calls.record(name, request.headers.get("User-Agent", ""))
         body = await request.read()
         headers = {key.lower(): value for key, value in request.headers.items()}
@@ -159,12 +176,39 @@ class Simulator:
         if fault is not None and fault.kind == "error":
             raise fault.error()
         if fault is not None and fault.kind == "hang":
-            await self.stopping.wait()
-            raise SimError(503, "EVS.5503", "The service is shutting down.")
+            await self._hang()
+        if fault is not None and fault.kind == "late_apply":
+            return await self._late_create(request, fault, arrived)
         response = await handler(request)
-        if fault is not None and fault.kind == "lost_response" and request.transport is not None:
-            request.transport.abort()
+        if fault is not None and fault.kind == "lost_response":
+            _cut(request)
         return response
+
+    async def _hang(self) -> NoReturn:
+        """Leave the request unanswered until the client gives up or the server stops."""
+        await self.stopping.wait()
+        raise SimError(503, "EVS.5503", "The service is shutting down.")
+
+    async def _late_create(
+        self, request: web.Request, rule: FaultRule, arrived: float
+    ) -> web.StreamResponse:
+        """Check a create and answer nothing, then apply it later: the client cannot know."""
+        body = await _json(request)
+        self.store.check_create(body)
+        task = asyncio.create_task(self._apply_late(body, arrived + rule.apply_after_seconds))
+        self._late_creates.add(task)
+        task.add_done_callback(self._late_creates.discard)
+        if rule.then == "hang":
+            await self._hang()
+        _cut(request)
+        return web.Response(status=202)  # never sent: the connection is cut
+
+    async def _apply_late(self, body: Any, at: float) -> None:
+        await asyncio.sleep(at - asyncio.get_running_loop().time())
+        try:
+            self.store.create(body)
+        except SimError as err:
+            log.info("late create refused when applied: %s %s", err.code, err.message)
 
     # -- EVS ----------------------------------------------------------------------------------
 
@@ -270,6 +314,12 @@ class Simulator:
         patch = _admin_model(StatusPatch, await _admin_object(request))
         snapshot_id = request.match_info["snapshot_id"]
         return web.json_response(self.store.force_status(snapshot_id, patch.status))
+
+
+def _cut(request: web.Request) -> None:
+    """Drop the connection without an answer, as a lost network path would."""
+    if request.transport is not None:
+        request.transport.abort()
 
 
 async def _json(request: web.Request) -> Any:

@@ -29,5 +29,5 @@ async def serve(config: SimulatorConfig) -> AsyncIterator[str]:
         host, port = runner.addresses[0][:2]
         yield f"http://{host}:{port}"
     finally:
-        simulator.stopping.set()
+        simulator.stop()
         await runner.cleanup()

@@ -91,6 +91,16 @@ class Snapshot:
     next_status: str | None = None
 
 
+@dataclass(frozen=True)
+class NewSnapshot:
+    """A create request that passed every check, ready to be applied."""
+
+    volume: Volume
+    name: str
+    description: str | None
+    metadata: dict[str, str]
+
+
 @dataclass
 class Store:
     """All disks and snapshots of one simulated project, and the operations EVS offers on them.
@@ -207,8 +217,8 @@ class Store:
 
     # -- EVS operations -----------------------------------------------------------------------
 
-    def create(self, body: Any) -> dict[str, Any]:
-        """POST /cloudsnapshots: validate, check disk status and quota, start ``creating``."""
+    def check_create(self, body: Any) -> NewSnapshot:
+        """Every check of POST /cloudsnapshots (body, disk status, quota), applying nothing."""
         spec = _section(body, "snapshot")
         volume_id = _volume_id(spec, "snapshot")
         force = spec.get("force", False)
@@ -232,16 +242,21 @@ class Store:
                 f"Quota exceeded: volume {volume.id} already has {taken} snapshots "
                 f"(limit {MAX_SNAPSHOTS_PER_VOLUME}).",
             )
+        return NewSnapshot(volume, name, description, metadata)
+
+    def create(self, body: Any) -> dict[str, Any]:
+        """POST /cloudsnapshots: check, then start ``creating``."""
+        new = self.check_create(body)
         self._seq += 1
         now = self.clock()
         snap = Snapshot(
             id=self.new_id(),
             seq=self._seq,
-            volume=volume,
-            name=name,
-            description=description,
-            metadata=metadata,
-            size=volume.size,
+            volume=new.volume,
+            name=new.name,
+            description=new.description,
+            metadata=new.metadata,
+            size=new.volume.size,
             status="creating",
             created_at=self._wall(now),
             born=now,
