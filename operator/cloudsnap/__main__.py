@@ -16,7 +16,7 @@ from cloudsnap import logs, metrics
 from cloudsnap.api import crdgen
 from cloudsnap.handlers import FINALIZER, Controller, Memo, configure, registry
 from cloudsnap.kube import ClassCache, KubeWriter, SecretCache, load_config
-from cloudsnap.reconcile import Accounts, Reconciler
+from cloudsnap.reconcile import Accounts, EVSConnector, Reconciler
 from cloudsnap.settings import Settings, add_run_arguments, from_arguments
 
 log = logging.getLogger("cloudsnap")
@@ -34,7 +34,7 @@ async def run(config: Settings) -> None:
         timeout=config.evs_timeout_seconds,
         observer=metrics.observe_evs_request,
     )
-    reconciler = Reconciler(accounts, finalizer=FINALIZER, timing=config.timing())
+    reconciler = Reconciler(EVSConnector(accounts), finalizer=FINALIZER, timing=config.timing())
     controller = Controller(reconciler, writer, max_workers=config.max_workers)
     classes.on_change = secrets.on_change = lambda _name: controller.retry_blocked()
     classes.start()
@@ -48,6 +48,7 @@ async def run(config: Settings) -> None:
             config.metrics_host,
             config.metrics_port,
             lambda: ready.is_set() and classes.synced and secrets.synced,
+            lambda: controller.scheduler.stalled_for() < config.watchdog_seconds,
         )
     scope = "all namespaces" if config.all_namespaces else ", ".join(config.namespace)
     log.info("watching CloudSnapshots in %s; Secrets in %s", scope, config.operator_namespace)

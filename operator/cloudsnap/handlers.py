@@ -28,7 +28,8 @@ import kopf
 from cloudsnap import metrics
 from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.kube import Conflict
-from cloudsnap.reconcile import Event, Reconciler, Result, Scheduler
+from cloudsnap.reconcile import Event, Outcome, Reconciler, Result, Scheduler
+from cloudsnap.reconcile.failures import ALREADY_OWNED
 from cloudsnap.settings import Settings
 
 FINALIZER = f"{GROUP}/snapshot-protection"
@@ -59,20 +60,27 @@ _INTERN_MAX = 32
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]
-
 
 class Writer(Protocol):
-    """The two writes a step needs (KubeWriter in the operator, an in-memory one in tests)."""
+    """The two writes a step needs (KubeWriter in the operator, an in-memory one in tests).
+
+    Both carry the resource's UID as a precondition: a write meant for a deleted resource never
+    lands on a newer one of the same name (the answer is then None, as for a gone object).
+    """
 
     async def patch_status(
-        self, namespace: str, name: str, patch: Mapping[str, Any]
+        self, namespace: str, name: str, uid: str, status: Mapping[str, Any]
     ) -> dict[str, Any] | None:
-        """Merge-patch the status subresource; the new object, or None if it is gone."""
+        """Replace the status; the new object, or None if it is gone."""
         ...
 
     async def set_finalizers(
-        self, namespace: str, name: str, finalizers: Sequence[str], resource_version: str
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        finalizers: Sequence[str],
+        resource_version: str,
     ) -> dict[str, Any] | None:
         """Replace the finalizers at ``resource_version`` (Conflict otherwise); None if gone."""
         ...
@@ -86,10 +94,14 @@ class _Seen:
     deleting: bool
     outcome: str = ""
     phase: str = ""
+    parked_on: str | None = None
 
 
 class Controller:
-    """Keeps the latest body per resource, runs reconcile steps, and persists their results."""
+    """Keeps the latest body per resource (by UID), runs reconcile steps, persists their results.
+
+    It is also the reconciler's ``Claims``: it knows which resource claims which snapshot.
+    """
 
     def __init__(
         self,
@@ -102,32 +114,38 @@ class Controller:
         self._reconciler = reconciler
         self._writer = writer
         self._post_event = post_event or _post_kopf_event
-        self._bodies: dict[Key, dict[str, Any]] = {}
-        self._seen: dict[Key, _Seen] = {}
-        self.scheduler: Scheduler[Key] = Scheduler(self.step, concurrency=max_workers)
+        self._bodies: dict[str, dict[str, Any]] = {}
+        self._seen: dict[str, _Seen] = {}
+        self._claims: dict[str, set[str]] = {}
+        self._parked: dict[str, set[str]] = {}
+        self.scheduler: Scheduler[str] = Scheduler(self.step, concurrency=max_workers)
         self._runner: asyncio.Task[None] | None = None
+        reconciler.claims = self
 
-    def observe(self, event_type: str, body: Mapping[str, Any]) -> None:
+    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """Take a watch event: remember the body, and queue the resource if it changed.
 
-        Our own status and finalizer writes come back as events too; they do not change the
-        generation, so they queue nothing (no hot loop on our own writes).
+        ``event_type`` None is kopf's initial listing. Our own status and finalizer writes come
+        back as events too; they do not change the generation, so they queue nothing.
         """
         meta = body.get("metadata", {})
-        key: Key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        uid = _uid(body)
         if event_type == "DELETED":
-            self._drop(key, _uid(body))
+            self._drop(uid)
             return
-        self._remember(key, body)
+        if event_type == "ADDED" and _unborn(body):
+            # Created while we watch: nothing can have been sent for it before us.
+            self._reconciler.witness_birth(uid)
+        self._remember(uid, body)
         generation = int(meta.get("generation") or 0)
         deleting = bool(meta.get("deletionTimestamp"))
-        seen = self._seen.get(key)
+        seen = self._seen.get(uid)
         if seen is None:
-            self._seen[key] = _Seen(generation, deleting)
-            self.scheduler.enqueue(key)
+            self._seen[uid] = _Seen(generation, deleting)
+            self.scheduler.enqueue(uid)
         elif (seen.generation, seen.deleting) != (generation, deleting):
             seen.generation, seen.deleting = generation, deleting
-            self.scheduler.enqueue(key)
+            self.scheduler.enqueue(uid)
 
     def start(self) -> None:
         """Start the scheduler once, from inside a kopf handler: kopf keeps its Event queue in
@@ -144,104 +162,189 @@ class Controller:
 
     def retry_blocked(self) -> None:
         """A class or Secret changed: resources waiting on one try again now."""
-        for key, seen in self._seen.items():
-            if seen.outcome == "blocked":
-                self.scheduler.enqueue(key)
+        for uid, seen in self._seen.items():
+            if seen.outcome == Outcome.BLOCKED:
+                self.scheduler.enqueue(uid)
 
-    def _remember(self, key: Key, body: Mapping[str, Any]) -> None:
-        """Keep the newer of the stored body and ``body`` (our patch answers can beat the watch).
+    # -- Claims -------------------------------------------------------------------------------
+
+    def resource(self, uid: str) -> str | None:
+        """``namespace/name`` of the live CloudSnapshot with this UID."""
+        body = self._bodies.get(uid)
+        return None if body is None else _display(body)
+
+    def prior_claimant(self, snapshot_id: str, uid: str) -> str | None:
+        """Another resource whose claim on the snapshot comes first: one whose status already
+        names it, else the one created first (then by UID, so exactly one claim wins)."""
+        mine = self._bodies.get(uid)
+        rank = _claim_rank(mine, snapshot_id, uid) if mine is not None else None
+        for other in self._claims.get(snapshot_id, ()):
+            body = self._bodies.get(other)
+            if other == uid or body is None:
+                continue
+            if rank is None or _claim_rank(body, snapshot_id, other) < rank:
+                return _display(body)
+        return None
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def _remember(self, uid: str, body: Mapping[str, Any]) -> None:
+        """Keep the newer of the stored body and ``body`` (our write answers can beat the watch).
 
         Stored as only the fields the steps read (no managedFields, labels or annotations such as
         kubectl's last-applied copy of the spec, which are most of an object's size), with its
         repeated strings shared: this copy is what the operator holds per resource.
         """
-        old = self._bodies.get(key)
+        old = self._bodies.get(uid)
         if old is not None and _version(old) > _version(body):
             return
-        self._bodies[key] = _slim(body)
+        self._unclaim(uid)
+        slim = _slim(body)
+        self._bodies[uid] = slim
+        for snapshot_id in _claimed(slim):
+            self._claims.setdefault(snapshot_id, set()).add(uid)
 
-    def _drop(self, key: Key, uid: str) -> None:
-        self._bodies.pop(key, None)
-        self._seen.pop(key, None)
-        self.scheduler.forget(key)
+    def _unclaim(self, uid: str) -> None:
+        old = self._bodies.get(uid)
+        for snapshot_id in _claimed(old) if old is not None else ():
+            holders = self._claims.get(snapshot_id)
+            if holders is not None:
+                holders.discard(uid)
+                if not holders:
+                    del self._claims[snapshot_id]
+
+    def _drop(self, uid: str) -> None:
+        self._unclaim(uid)
+        self._bodies.pop(uid, None)
+        seen = self._seen.pop(uid, None)
+        if seen is not None and seen.parked_on is not None:
+            self._parked.get(seen.parked_on, set()).discard(uid)
+        self.scheduler.forget(uid)
         self._reconciler.forget(uid)
         self._publish_phases()
 
-    async def step(self, key: Key) -> float | None:
+    async def step(self, uid: str) -> float | None:
         """One persisted reconcile step; seconds until the next one (None: on the next change)."""
-        body = self._bodies.get(key)
+        body = self._bodies.get(uid)
         if body is None:
             return None
         started = time.perf_counter()
         result = await self._reconciler.reconcile(body)
         elapsed = time.perf_counter() - started
-        if key not in self._bodies:
+        if uid not in self._bodies:
             # Deleted while the step ran: whatever the step remembered of it is stale already.
-            self._reconciler.forget(_uid(body))
+            self._reconciler.forget(uid)
             return None
         log.debug(
-            "%s/%s: %s, %d event(s), next step in %s",
-            *key,
+            "%s: %s, %d event(s), next step in %s",
+            _display(body),
             result.outcome,
             len(result.events),
             "-" if result.requeue_after is None else f"{result.requeue_after:.1f}s",
         )
         metrics.RECONCILE_TOTAL.labels(outcome=result.outcome).inc()
         metrics.RECONCILE_SECONDS.labels(outcome=result.outcome).observe(elapsed)
+        if result.duplicates_deleted:
+            metrics.DUPLICATES_DELETED.inc(result.duplicates_deleted)
         try:
-            await self._persist(key, body, result)
+            await self._persist(uid, body, result)
         except Conflict:
             return CONFLICT_RETRY_SECONDS
         finally:
-            if key not in self._seen:
+            if uid not in self._seen:
                 # The DELETED event came while a write was in flight; the write's answer must
                 # not bring back what that event dropped.
-                self._bodies.pop(key, None)
-                self._reconciler.forget(_uid(body))
-        seen = self._seen.get(key)
+                self._unclaim(uid)
+                self._bodies.pop(uid, None)
+                self._reconciler.forget(uid)
+        self._after(uid, result)
+        if result.became_ready:
+            _observe_time_to_ready(body)
+        return result.requeue_after
+
+    def _after(self, uid: str, result: Result) -> None:
+        """Bookkeeping of a persisted step: phase metric, quota parking, waking parked ones."""
+        seen = self._seen.get(uid)
         if seen is not None:
             seen.outcome = result.outcome
             if result.phase != seen.phase:
                 seen.phase = result.phase
                 self._publish_phases()
-        if result.became_ready:
-            _observe_time_to_ready(body)
-        return result.requeue_after
+            if seen.parked_on is not None and seen.parked_on != result.parked_on_volume:
+                self._parked.get(seen.parked_on, set()).discard(uid)
+            seen.parked_on = result.parked_on_volume
+            if result.parked_on_volume is not None:
+                self._parked.setdefault(result.parked_on_volume, set()).add(uid)
+        if result.freed_volume is not None:
+            for waiting in self._parked.pop(result.freed_volume, set()):
+                self.scheduler.enqueue(waiting)
 
-    async def _persist(self, key: Key, body: dict[str, Any], result: Result) -> None:
+    async def _persist(self, uid: str, body: dict[str, Any], result: Result) -> None:
         """Finalizer first (it must hold before a create), then status, events, release."""
-        namespace, name = key
+        meta = body.get("metadata", {})
+        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
         current = body
-        finalizers = list(body.get("metadata", {}).get("finalizers") or [])
+        finalizers = list(meta.get("finalizers") or [])
         if result.finalizer is True and FINALIZER not in finalizers:
             fresh = await self._writer.set_finalizers(
-                namespace, name, [*finalizers, FINALIZER], _version_text(body)
+                namespace, name, uid, [*finalizers, FINALIZER], _version_text(body)
             )
             if fresh is None:
                 return
             current = fresh
-            self._remember(key, fresh)
-        if result.status_patch:
-            fresh = await self._writer.patch_status(namespace, name, result.status_patch)
+            self._remember(uid, fresh)
+        if result.status is not None:
+            fresh = await self._writer.patch_status(namespace, name, uid, result.status)
             if fresh is None:
                 return
             current = fresh
-            self._remember(key, fresh)
+            self._remember(uid, fresh)
         for event in result.events:
             self._post_event(current, event)
         if result.finalizer is False and FINALIZER in finalizers:
             remaining = [f for f in current["metadata"].get("finalizers") or [] if f != FINALIZER]
             fresh = await self._writer.set_finalizers(
-                namespace, name, remaining, _version_text(current)
+                namespace, name, uid, remaining, _version_text(current)
             )
             if fresh is not None:
-                self._remember(key, fresh)
+                self._remember(uid, fresh)
 
     def _publish_phases(self) -> None:
         counts = Counter(seen.phase or "pending" for seen in self._seen.values())
         metrics.SNAPSHOTS.clear()
         for phase, count in counts.items():
             metrics.SNAPSHOTS.labels(phase=phase).set(count)
+
+
+def _unborn(body: Mapping[str, Any]) -> bool:
+    """A body as its creator sent it: first generation, no finalizer, no status."""
+    meta = body.get("metadata", {})
+    return (
+        int(meta.get("generation") or 0) <= 1
+        and not meta.get("finalizers")
+        and not body.get("status")
+    )
+
+
+def _claimed(body: Mapping[str, Any]) -> set[str]:
+    """The snapshot IDs a body claims: the one its status names and the one its spec adopts."""
+    status = body.get("status") or {}
+    spec = body.get("spec") or {}
+    return {sid for sid in (status.get("snapshotID"), spec.get("snapshotID")) if sid}
+
+
+def _claim_rank(body: Mapping[str, Any], snapshot_id: str, uid: str) -> tuple[int, str, str]:
+    """Lower ranks claim first: an established claim (status names it, not refused), then age."""
+    status = body.get("status") or {}
+    error = status.get("error") or {}
+    established = status.get("snapshotID") == snapshot_id and error.get("code") != ALREADY_OWNED
+    created = str(body.get("metadata", {}).get("creationTimestamp", ""))
+    return (0 if established else 1, created, uid)
+
+
+def _display(body: Mapping[str, Any]) -> str:
+    meta = body.get("metadata", {})
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
 def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -344,7 +447,7 @@ def registry() -> kopf.OperatorRegistry:
 async def on_snapshot_event(event: Mapping[str, Any], memo: Memo, **_: Any) -> None:
     """Every CloudSnapshot watch event (initial listing included) goes to the controller."""
     memo.controller.start()
-    memo.controller.observe(str(event.get("type") or "ADDED"), event["object"])
+    memo.controller.observe(event.get("type"), event["object"])
 
 
 async def stop_scheduler(memo: Memo, **_: Any) -> None:

@@ -14,8 +14,10 @@ import asyncio
 import base64
 import binascii
 import concurrent.futures
+import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -24,10 +26,15 @@ from kubernetes.client.exceptions import ApiException
 
 from cloudsnap.api import CLASS_PLURAL, GROUP, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.logs import REDACTOR
+from cloudsnap.reconcile.failures import CACHE_NOT_SYNCED, Failure, Kind, LocalFailure
 
 log = logging.getLogger(__name__)
 
 WATCH_TIMEOUT_SECONDS = 300
+# A step waits this long for a cache's first listing before it reports why it cannot proceed.
+SYNC_WAIT_SECONDS = 10.0
+# A cache that keeps failing to list or watch says so this often, not on every retry.
+REPORT_EVERY_SECONDS = 30.0
 
 
 class Conflict(Exception):
@@ -56,24 +63,42 @@ class KubeWriter:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
     async def patch_status(
-        self, namespace: str, name: str, patch: Mapping[str, Any]
+        self, namespace: str, name: str, uid: str, status: Mapping[str, Any]
     ) -> dict[str, Any] | None:
-        """Merge-patch ``status``; the new object, or None if it is gone."""
-        return await self._patch(namespace, name, {"status": dict(patch)}, status=True)
+        """Replace ``status`` on the object with this UID; the new object, or None if it is gone.
+
+        A JSON patch whose first operation tests the UID: the API server applies it to the
+        stored object, so a newer object of the same name refuses it (the status strategy would
+        ignore a UID given in a merge patch).
+        """
+        body: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/uid", "value": uid},
+            {"op": "add", "path": "/status", "value": dict(status)},
+        ]
+        return await self._patch(namespace, name, body, status=True)
 
     async def set_finalizers(
-        self, namespace: str, name: str, finalizers: Sequence[str], resource_version: str
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        finalizers: Sequence[str],
+        resource_version: str,
     ) -> dict[str, Any] | None:
-        """Replace the finalizer list, only if the object is still at ``resource_version``.
+        """Replace the finalizer list, only on this UID still at ``resource_version``.
 
-        Merge patches replace lists whole, so the version guard keeps a finalizer someone else
-        added meanwhile from being dropped; a mismatch raises Conflict.
+        The list is replaced whole, so the version test keeps a finalizer someone else added
+        meanwhile from being dropped; a version mismatch raises Conflict.
         """
-        body = {"metadata": {"finalizers": list(finalizers), "resourceVersion": resource_version}}
+        body: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/uid", "value": uid},
+            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+            {"op": "add", "path": "/metadata/finalizers", "value": list(finalizers)},
+        ]
         return await self._patch(namespace, name, body, status=False)
 
     async def _patch(
-        self, namespace: str, name: str, body: dict[str, Any], *, status: bool
+        self, namespace: str, name: str, body: list[dict[str, Any]], *, status: bool
     ) -> dict[str, Any] | None:
         call = (
             self._custom.patch_namespaced_custom_object_status
@@ -82,7 +107,15 @@ class KubeWriter:
         )
 
         def send() -> Any:
-            return call(GROUP, VERSION, namespace, SNAPSHOT_PLURAL, name, body)
+            return call(
+                GROUP,
+                VERSION,
+                namespace,
+                SNAPSHOT_PLURAL,
+                name,
+                body,
+                _content_type="application/json-patch+json",
+            )
 
         try:
             result: dict[str, Any] = await self._run(send)
@@ -91,12 +124,30 @@ class KubeWriter:
                 return None
             if exc.status == 409:
                 raise Conflict(f"{namespace}/{name} changed meanwhile") from None
+            if exc.status == 422 and _failed_test(exc, "/metadata/uid"):
+                return None  # a newer object of the same name: ours is gone
+            if exc.status == 422 and _failed_test(exc, "/metadata/resourceVersion"):
+                raise Conflict(f"{namespace}/{name} changed meanwhile") from None
             raise
         return result
 
     def close(self) -> None:
         """Stop the thread pool."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _api_message(exc: ApiException) -> str:
+    """The API server's own message in a refusal (e.g. which user may not list what)."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message", ""))
+    except (ValueError, AttributeError):
+        return ""
+
+
+def _failed_test(exc: ApiException, path: str) -> bool:
+    """Whether a JSON patch was refused because its ``test`` of ``path`` failed."""
+    text = str(exc.body or "")
+    return "test" in text and path in text
 
 
 class WatchCache:
@@ -124,6 +175,8 @@ class WatchCache:
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._last_error = ""
+        self._last_report = float("-inf")
         self.on_change: Callable[[str], None] = lambda name: None
 
     def start(self) -> None:
@@ -145,13 +198,24 @@ class WatchCache:
 
     async def get(self, name: str) -> Any:
         """The object called ``name`` (transformed), or None; waits for the initial listing."""
-        await self._synced.wait()
+        await self._wait_synced()
         return self._items.get(name)
 
     async def values(self) -> list[Any]:
         """Every object (transformed); waits for the initial listing."""
-        await self._synced.wait()
+        await self._wait_synced()
         return list(self._items.values())
+
+    async def _wait_synced(self) -> None:
+        """Wait a bounded time for the first listing; then fail the step with the reason, so the
+        resource shows why in its status instead of waiting without a word."""
+        try:
+            async with asyncio.timeout(SYNC_WAIT_SECONDS):
+                await self._synced.wait()
+        except TimeoutError:
+            why = self._last_error or "no answer yet"
+            message = f"the operator cannot read {self._what} ({why})"
+            raise LocalFailure(Failure(CACHE_NOT_SYNCED, message, Kind.BLOCKED)) from None
 
     def _follow(self) -> None:
         backoff = 0.5
@@ -159,12 +223,27 @@ class WatchCache:
             try:
                 version = self._relist()
                 backoff = 0.5
+                self._last_error = ""
                 for kind, obj in self._stream(version):
                     self._store(kind, obj)
             except Exception as exc:
-                log.warning("watch of %s failed (%s); retrying", self._what, type(exc).__name__)
+                self._report(exc)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
+
+    def _report(self, exc: Exception) -> None:
+        """Log a failed list or watch with what was refused, at most every 30 s."""
+        if isinstance(exc, ApiException):
+            self._last_error = f"list/watch {self._what}: {exc.status} {exc.reason}"
+            detail = _api_message(exc)
+            if detail:
+                self._last_error += f": {detail}"
+        else:
+            self._last_error = f"list/watch {self._what}: {type(exc).__name__}"
+        now = time.monotonic()
+        if now - self._last_report >= REPORT_EVERY_SECONDS:
+            self._last_report = now
+            log.warning("%s; retrying", self._last_error)
 
     def _relist(self) -> str:
         listing = self._plain(self._lister(*self._args, _request_timeout=60))

@@ -71,6 +71,12 @@ RATE_LIMIT_WAIT_SECONDS = Histogram(
     buckets=_WAIT_BUCKETS,
     registry=REGISTRY,
 )
+DUPLICATES_DELETED = Counter(
+    "cloudsnap_duplicate_snapshots_deleted_total",
+    "Extra EVS snapshots tagged with a resource that already had one (a create EVS applied after"
+    " its answer was lost), deleted by the operator.",
+    registry=REGISTRY,
+)
 TIME_TO_READY_SECONDS = Histogram(
     "cloudsnap_snapshot_time_to_ready_seconds",
     "Time from a CloudSnapshot's creation to its Ready condition turning True.",
@@ -85,14 +91,16 @@ def observe_evs_request(operation: str, code: str, seconds: float) -> None:
     EVS_REQUEST_SECONDS.labels(operation=operation).observe(seconds)
 
 
-def _app(is_ready: Callable[[], bool]) -> web.Application:
+def _app(is_ready: Callable[[], bool], is_healthy: Callable[[], bool]) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
         # Honour the scraper's Accept header (OpenMetrics or the classic text format).
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         return web.Response(body=encoder(REGISTRY), headers={"Content-Type": content_type})
 
     async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+        if is_healthy():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="stalled: due work has made no progress\n")
 
     async def readyz(request: web.Request) -> web.Response:
         if is_ready():
@@ -106,13 +114,18 @@ def _app(is_ready: Callable[[], bool]) -> web.Application:
     return app
 
 
-async def serve(host: str, port: int, is_ready: Callable[[], bool]) -> web.AppRunner:
+async def serve(
+    host: str,
+    port: int,
+    is_ready: Callable[[], bool],
+    is_healthy: Callable[[], bool] = lambda: True,
+) -> web.AppRunner:
     """Start the metrics and probe server; the caller owns the runner and calls ``cleanup()``.
 
     ``port`` 0 binds a free port; the bound address is then in ``runner.addresses``. Access logs
     are off: kubelet probes every few seconds would drown the operator's own log lines.
     """
-    runner = web.AppRunner(_app(is_ready), access_log=None)
+    runner = web.AppRunner(_app(is_ready, is_healthy), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -52,6 +52,14 @@ class Settings(BaseSettings):
     """Retry interval of resources blocked by something outside them (disk, quota, credentials)."""
     backoff_base_seconds: float = Field(1.0, gt=0)
     backoff_max_seconds: float = Field(120.0, gt=0)
+    absence_grace_seconds: float = Field(60.0, gt=0)
+    """A snapshot not listed is declared NotFound only if still absent this much later."""
+    create_doubt_seconds: float = Field(300.0, gt=0)
+    """How long after an unanswered create EVS may still apply it (extras are looked for)."""
+    step_deadline_seconds: float = Field(120.0, gt=0)
+    """The longest one reconcile step may run before it is cut and retried."""
+    watchdog_seconds: float = Field(600.0, gt=0)
+    """/healthz fails when due work has made no progress for this long."""
     max_workers: int = Field(64, ge=1)
     """Resources reconciled at the same time (coroutines, not threads)."""
     evs_timeout_seconds: float = Field(30.0, gt=0)
@@ -71,6 +79,9 @@ class Settings(BaseSettings):
             resync=self.resync_seconds,
             blocked=self.blocked_retry_seconds,
             backoff=Backoff(base=self.backoff_base_seconds, cap=self.backoff_max_seconds),
+            absence_grace=self.absence_grace_seconds,
+            create_doubt=self.create_doubt_seconds,
+            step_deadline=self.step_deadline_seconds,
         )
 
 
@@ -88,6 +99,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--blocked-retry-seconds", type=float, metavar="S", help="retry interval when blocked")
     add("--backoff-base-seconds", type=float, metavar="S", help="first transient retry delay")
     add("--backoff-max-seconds", type=float, metavar="S", help="longest transient retry delay")
+    add("--absence-grace-seconds", type=float, metavar="S", help="confirm a missing snapshot")
+    add("--create-doubt-seconds", type=float, metavar="S", help="late-create window")
+    add("--step-deadline-seconds", type=float, metavar="S", help="longest reconcile step")
+    add("--watchdog-seconds", type=float, metavar="S", help="stalled work fails /healthz")
     add("--max-workers", type=int, metavar="N", help="resources reconciled concurrently")
     add("--evs-timeout-seconds", type=float, metavar="S", help="timeout of one EVS request")
 

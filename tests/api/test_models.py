@@ -16,6 +16,7 @@ from cloudsnap.api import (
     Condition,
     StatusError,
     effective_deletion_policy,
+    recorded_deletion_policy,
 )
 
 VOLUME_ID = "5aa119a8-d25b-45a7-8d1b-88e127885635"
@@ -224,20 +225,42 @@ def test_default_class_annotation() -> None:
 
 
 @pytest.mark.parametrize(
-    ("own", "of_class", "expected"),
+    ("own", "recorded", "adopted", "of_class", "expected"),
     [
-        ("Retain", "Delete", "Retain"),
-        (None, "Retain", "Retain"),
-        (None, None, "Delete"),
+        ("Retain", "Delete", False, "Delete", "Retain"),  # the spec wins over everything
+        (None, "Retain", False, "Delete", "Retain"),  # recorded at creation: class edits no matter
+        (None, "Retain", False, None, "Retain"),  # ... nor a deleted class
+        (None, None, True, "Delete", "Retain"),  # adopted: kept unless told otherwise
+        (None, None, False, "Retain", "Retain"),  # nothing recorded (older resource): the class
+        (None, None, False, None, None),  # only a deleted class could have said
     ],
 )
-def test_deletion_policy_falls_back_to_the_class_then_delete(
-    own: str | None, of_class: str | None, expected: str
+def test_deletion_policy_spec_then_recorded_then_class(
+    own: str | None, recorded: str | None, adopted: bool, of_class: str | None, expected: str
 ) -> None:
     spec = CloudSnapshotSpec.model_validate({"volumeID": VOLUME_ID, "deletionPolicy": own})
+    status = CloudSnapshotStatus.model_validate(
+        {"deletionPolicy": recorded, "adopted": adopted or None}
+    )
     class_spec = (
         None
         if of_class is None
         else CloudSnapshotClassSpec.model_validate({**CLASS_SPEC, "deletionPolicy": of_class})
     )
-    assert effective_deletion_policy(spec, class_spec) == expected
+    assert effective_deletion_policy(spec, status, class_spec) == expected
+
+
+@pytest.mark.parametrize(
+    ("own", "adopted", "of_class", "expected"),
+    [
+        (None, False, "Retain", "Retain"),
+        (None, True, "Delete", "Retain"),
+        ("Delete", True, "Retain", "Delete"),
+    ],
+)
+def test_recorded_policy_defaults_adopted_snapshots_to_retain(
+    own: str | None, adopted: bool, of_class: str, expected: str
+) -> None:
+    spec = CloudSnapshotSpec.model_validate({"volumeID": VOLUME_ID, "deletionPolicy": own})
+    class_spec = CloudSnapshotClassSpec.model_validate({**CLASS_SPEC, "deletionPolicy": of_class})
+    assert recorded_deletion_policy(spec, class_spec, adopted=adopted) == expected

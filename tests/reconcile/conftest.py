@@ -8,14 +8,21 @@ from collections.abc import AsyncIterator
 import pytest
 
 from cloudsnap.handlers import FINALIZER
-from cloudsnap.reconcile import Accounts, Backoff, Reconciler, Timing
+from cloudsnap.reconcile import Accounts, Backoff, EVSConnector, Reconciler, Timing
 from evs_simulator.testing import RunningSimulator
 from tests.reconcile.harness import SECRET_NAME, FakeCluster, World
 
 # Short intervals so a test sees several steps in a fraction of a second; resync and blocked
 # retries are an hour so a test that waits for them would fail, not pass slowly.
 FAST = Timing(
-    poll=0.05, resync=3600.0, blocked=3600.0, jitter=0.0, backoff=Backoff(base=0.01, cap=0.05)
+    poll=0.05,
+    resync=3600.0,
+    blocked=3600.0,
+    jitter=0.0,
+    backoff=Backoff(base=0.01, cap=0.05),
+    absence_grace=0.3,
+    create_doubt=1.0,
+    step_deadline=10.0,
 )
 CLASS = "sim"
 
@@ -40,7 +47,9 @@ async def accounts(fake: FakeCluster) -> AsyncIterator[Accounts]:
 
 @pytest.fixture
 def reconciler(accounts: Accounts) -> Reconciler:
-    return Reconciler(accounts, finalizer=FINALIZER, timing=FAST, rng=random.Random(7))
+    return Reconciler(
+        EVSConnector(accounts), finalizer=FINALIZER, timing=FAST, rng=random.Random(7)
+    )
 
 
 @pytest.fixture

@@ -91,6 +91,17 @@ class RecordingReconciler:
     def forget(self, uid: str) -> None:
         self.inner.forget(uid)
 
+    def witness_birth(self, uid: str) -> None:
+        self.inner.witness_birth(uid)
+
+    @property
+    def claims(self) -> Any:
+        return self.inner.claims
+
+    @claims.setter
+    def claims(self, claims: Any) -> None:
+        self.inner.claims = claims
+
 
 class World:
     """An in-memory API server for CloudSnapshots, driven by the operator's real Controller.
@@ -116,6 +127,18 @@ class World:
     @property
     def results(self) -> list[tuple[str, Result]]:
         return self.recorder.results
+
+    def restart(self, reconciler: Reconciler) -> None:
+        """A new operator process: fresh memory, then the initial listing of every object."""
+        self.recorder = RecordingReconciler(reconciler)
+        self.controller = Controller(
+            self.recorder,  # type: ignore[arg-type]
+            self,
+            max_workers=64,
+            post_event=lambda body, event: self.events.append((body["metadata"]["name"], event)),
+        )
+        for body in self.objects.values():
+            self.controller.observe(None, copy.deepcopy(body))
 
     async def __aenter__(self) -> World:
         self.controller.start()
@@ -143,6 +166,18 @@ class World:
         self._changed(name, "ADDED")
         return body
 
+    def uid(self, name: str) -> str:
+        return str(self.objects[name]["metadata"]["uid"])
+
+    def replace(self, name: str, /, **spec: Any) -> None:
+        """`kubectl replace` of a manifest: spec as given, no finalizers; status is kept."""
+        body = self.objects[name]
+        body["metadata"]["finalizers"] = []
+        if spec and spec != body["spec"]:
+            body["spec"] = spec
+            body["metadata"]["generation"] += 1
+        self._changed(name, "MODIFIED")
+
     def change_spec(self, name: str, /, **changes: Any) -> None:
         body = self.objects[name]
         merge(body["spec"], changes)
@@ -160,26 +195,31 @@ class World:
 
     async def step(self, name: str) -> Result:
         """One reconcile step through the controller, as a resync would run it."""
-        await self.controller.step((self.namespace, name))
+        await self.controller.step(self.uid(name))
         return self.results[-1][1]
 
     # -- the Writer protocol -----------------------------------------------------------------
 
     async def patch_status(
-        self, namespace: str, name: str, patch: Mapping[str, Any]
+        self, namespace: str, name: str, uid: str, status: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         body = self.objects.get(name)
-        if body is None:
+        if body is None or body["metadata"]["uid"] != uid:
             return None
-        merge(body.setdefault("status", {}), patch)
+        body["status"] = copy.deepcopy(dict(status))
         self.writes.append((name, "status"))
         return self._changed(name, "MODIFIED")
 
     async def set_finalizers(
-        self, namespace: str, name: str, finalizers: Sequence[str], resource_version: str
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        finalizers: Sequence[str],
+        resource_version: str,
     ) -> dict[str, Any] | None:
         body = self.objects.get(name)
-        if body is None:
+        if body is None or body["metadata"]["uid"] != uid:
             return None
         if body["metadata"]["resourceVersion"] != resource_version:
             raise Conflict(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 
 from cloudsnap.reconcile import Reconciler
 from evs_simulator.testing import RunningSimulator
@@ -24,7 +25,9 @@ def held(world: World, reconciler: Reconciler) -> dict[str, int]:
         "scheduler.again": len(scheduler._again),
         "scheduler.dropped": len(scheduler._dropped),
         "reconciler.attempts": len(reconciler._attempts),
-        "reconciler.fresh": len(reconciler._fresh),
+        "reconciler.born": len(reconciler._born),
+        "reconciler.sent": len(reconciler._sent),
+        "reconciler.pending": len(reconciler._pending),
     }
 
 
@@ -35,8 +38,9 @@ async def test_created_then_deleted_resources_leave_no_entries_behind(
     names = [f"snap-{i}" for i in range(30)]
     for i, name in enumerate(names):
         world.apply(name, volumeID=disks[i % len(disks)])
-    # One that never turns Ready: its failures count backoff attempts until it is deleted.
-    world.apply("broken", volumeID="no-such-disk")
+    # One that never turns Ready: a well-formed ID of a disk EVS does not have, so its create
+    # reaches EVS, is refused, and is remembered (a create was sent) until it is deleted.
+    world.apply("broken", volumeID=str(uuid.uuid4()))
     await wait_until(lambda: all(world.is_ready(name) for name in names), timeout=30)
     await wait_until(lambda: world.condition("broken", "Synced") is not None)
     during = held(world, reconciler)
@@ -61,7 +65,7 @@ async def test_only_the_fields_the_steps_read_are_kept_per_resource(
     # Decoded afresh, as every watch event is: no string shared with the objects above.
     event = json.loads(json.dumps(world.objects["db"]))
     world.controller.observe("MODIFIED", event)
-    kept = world.controller._bodies[("default", "db")]
+    kept = world.controller._bodies[world.uid("db")]
     assert set(kept) == {"apiVersion", "kind", "metadata", "spec", "status"}
     assert not {"labels", "annotations", "managedFields"} & set(kept["metadata"])
     assert {k: event["metadata"][k] for k in kept["metadata"]} == kept["metadata"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from datetime import datetime
 from typing import Any
 
 from cloudsnap.api import OWNER_UID_METADATA_KEY
@@ -55,12 +56,12 @@ async def test_create_to_ready_costs_one_create_and_shared_polls(
     # Kubernetes writes: the finalizer, status with snapshotID at once, status Ready.
     assert world.writes == [("db", "finalizers"), ("db", "status"), ("db", "status")]
     # Our own writes came back as watch events but queued nothing: next look is the resync.
-    due = world.controller.scheduler.pending(("default", "db"))
+    due = world.controller.scheduler.pending(world.uid("db"))
     assert due is not None
     assert due - asyncio.get_running_loop().time() > FAST.resync / 2
 
 
-async def test_in_use_disk_without_force_is_blocked_and_not_retried(
+async def test_in_use_disk_without_force_is_blocked_and_retried_slowly(
     world: World, evs_sim: RunningSimulator
 ) -> None:
     disk = await evs_sim.admin.add_volume(size=5, status="in-use")
@@ -76,8 +77,9 @@ async def test_in_use_disk_without_force_is_blocked_and_not_retried(
     last = world.results[-1][1]
     assert last.outcome == "blocked"
     assert last.requeue_after == FAST.blocked
-    # A refused create made nothing, so nothing holds the resource.
-    assert FINALIZER not in world.objects["attached"]["metadata"]["finalizers"]
+    # The finalizer stays while blocked: no add/remove churn on every slow retry.
+    assert world.writes.count(("attached", "finalizers")) == 1
+    assert FINALIZER in world.objects["attached"]["metadata"]["finalizers"]
     assert (await evs_sim.admin.calls()).get("create") == 1
     assert await live_snapshots(evs_sim) == []
 
@@ -202,11 +204,21 @@ async def test_snapshot_removed_behind_our_back_is_reported_not_recreated(
     world.apply("db", volumeID=volume)
     await wait_until(lambda: world.is_ready("db"))
     await evs_sim.admin.remove_snapshot(world.objects["db"]["status"]["snapshotID"])
-    result = await world.step("db")  # the drift resync
+    await world.step("db")  # the drift resync: absent once, not yet believed
+    assert world.condition("db", "Ready")["status"] == "True"
+    world.controller.scheduler.enqueue(world.uid("db"))  # the scheduler takes it from here
+    await wait_until(lambda: world.condition("db", "Ready")["reason"] == "NotFound")
     ready = world.condition("db", "Ready")
-    assert (ready["status"], ready["reason"]) == ("False", "NotFound")
+    assert ready["status"] == "False"
+    # Believed only after direct reads by ID a grace period apart, the first one recorded.
+    assert (await evs_sim.admin.calls()).get("show", 0) >= 2
+    status = world.objects["db"]["status"]
+    missing = datetime.fromisoformat(status["missingSince"])
+    declared = datetime.fromisoformat(ready["lastTransitionTime"])
+    assert (declared - missing).total_seconds() >= FAST.absence_grace
     assert world.reasons("db").count("NotFound") == 1
-    assert result.requeue_after == FAST.resync
+    assert world.results[-1][1].requeue_after == FAST.resync
+    assert FINALIZER not in world.objects["db"]["metadata"]["finalizers"]
     await world.step("db")  # a later resync: same state, no new event, no create
     assert world.reasons("db").count("NotFound") == 1
     assert (await evs_sim.admin.calls()).get("create") == 1
@@ -234,7 +246,7 @@ async def test_finalizer_write_on_a_stale_copy_is_retried_not_forced(
 ) -> None:
     world = World(reconciler)  # scheduler not running: the test drives the steps
     world.apply("db", volumeID=volume)
-    key = ("default", "db")
+    key = world.uid("db")
     await wait_until(lambda: world.controller.scheduler.pending(key) is not None)
     # Someone else writes the object; its watch event has not reached the controller yet.
     world.objects["db"]["metadata"]["labels"] = {"team": "db"}
@@ -255,5 +267,5 @@ async def test_spec_without_volume_or_snapshot_id_is_invalid_not_a_crash(
     error = world.objects["empty"]["status"]["error"]
     assert error["code"] == "InvalidSpec"
     assert world.results[-1][1].requeue_after is None  # waits for a spec change
-    assert FINALIZER not in world.objects["empty"]["metadata"]["finalizers"]
+    assert FINALIZER not in world.objects["empty"]["metadata"].get("finalizers", [])
     assert sum((await evs_sim.admin.calls()).values()) == 0

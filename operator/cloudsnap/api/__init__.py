@@ -17,6 +17,8 @@ from cloudsnap.api.constants import (
     VERSION,
 )
 from cloudsnap.api.models import (
+    CONDITION_REASON_PATTERN,
+    AccountRef,
     CloudSnapshot,
     CloudSnapshotClass,
     CloudSnapshotClassSpec,
@@ -30,6 +32,7 @@ from cloudsnap.api.models import (
     SecretReference,
     StatusError,
     effective_deletion_policy,
+    recorded_deletion_policy,
 )
 from cloudsnap.api.naming import effective_snapshot_name
 
@@ -37,6 +40,7 @@ __all__ = [
     "API_VERSION",
     "CLASS_KIND",
     "CLASS_PLURAL",
+    "CONDITION_REASON_PATTERN",
     "DEFAULT_CLASS_ANNOTATION",
     "GROUP",
     "OWNER_NAMESPACE_METADATA_KEY",
@@ -45,6 +49,7 @@ __all__ = [
     "SNAPSHOT_KIND",
     "SNAPSHOT_PLURAL",
     "VERSION",
+    "AccountRef",
     "CloudSnapshot",
     "CloudSnapshotClass",
     "CloudSnapshotClassSpec",
@@ -59,4 +64,5 @@ __all__ = [
     "StatusError",
     "effective_deletion_policy",
     "effective_snapshot_name",
+    "recorded_deletion_policy",
 ]

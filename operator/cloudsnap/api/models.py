@@ -192,7 +192,9 @@ class CloudSnapshotSpec(_Model):
     the class annotated evs.cloudsnap.io/is-default-class="true". Immutable."""
     deletion_policy: DeletionPolicy | None = Field(None, alias="deletionPolicy")
     """What happens to the EVS snapshot when this resource is deleted: Delete removes it, Retain
-    keeps it. Defaults to the class's deletionPolicy."""
+    keeps it. Defaults to the class's deletionPolicy when the snapshot is created (recorded in
+    status.deletionPolicy); an adopted snapshot (spec.snapshotID) defaults to Retain, so only an
+    explicit Delete here lets the operator delete a snapshot it did not create."""
     snapshot_id: str | None = Field(None, alias="snapshotID", pattern=OPTIONAL_UUID_PATTERN)
     """ID (UUID) of an existing EVS snapshot to adopt instead of creating one; empty means none.
     Immutable."""
@@ -228,13 +230,33 @@ class StatusError(_Model):
 
     code: str = Field(max_length=64)
     """EVS error code (e.g. EVS.5404, APIG.0308) or a local one (ClassNotFound, SecretNotFound,
-    InvalidCredentials)."""
+    InvalidCredentials, AlreadyOwned, AccountChanged)."""
     message: str = Field(max_length=32768)
     """Human-readable error message."""
     retryable: bool
-    """Whether the operator retries by itself; false means it waits for a change of the spec."""
+    """Whether the operator retries by itself soon; false means it waits for a change (of the
+    spec, the class, its Secret or the disk) or retries only at a slow interval."""
+    request_id: str | None = Field(None, alias="requestID", max_length=128)
+    """ID of the EVS request that failed (the X-Request-Id answer header); Huawei support asks
+    for it."""
+    first_seen: UTCDateTime | None = Field(None, alias="firstSeen")
+    """When this error (same code and message) was first seen."""
     time: UTCDateTime
-    """When the error was last seen."""
+    """When the error was last seen (refreshed at most once a minute while it repeats)."""
+
+
+class AccountRef(_Model):
+    """Where an EVS snapshot lives: recorded when it is created or adopted, so that neither a
+    new default class nor an edited class can make the operator look for it elsewhere."""
+
+    class_name: str = Field(alias="className", max_length=253)
+    """The CloudSnapshotClass the snapshot was created or adopted with."""
+    region: str = Field(max_length=64)
+    """The class's region at that time."""
+    project_id: str = Field(alias="projectID", max_length=64)
+    """The class's project ID at that time."""
+    endpoint: str = Field(max_length=2048)
+    """The EVS endpoint host (and port) at that time."""
 
 
 class CloudSnapshotStatus(_Model):
@@ -251,6 +273,25 @@ class CloudSnapshotStatus(_Model):
     """When EVS created the snapshot."""
     updated_at: UTCDateTime | None = Field(None, alias="updatedAt")
     """When EVS last updated the snapshot."""
+    volume_id: str | None = Field(None, alias="volumeID", max_length=64)
+    """ID of the EVS disk the snapshot was taken of."""
+    adopted: bool | None = None
+    """True when the snapshot was adopted through spec.snapshotID rather than created by this
+    resource; an adopted snapshot is kept on delete unless spec.deletionPolicy says Delete."""
+    account: AccountRef | None = None
+    """Where the snapshot lives. Written with the first create request (answered or not) or at
+    adoption; the resource stays with this class and account for its whole life."""
+    deletion_policy: DeletionPolicy | None = Field(None, alias="deletionPolicy")
+    """The deletion policy in force, recorded when the snapshot was created or adopted, so that a
+    class's Retain stays Retain even if the class is later edited or deleted; spec.deletionPolicy,
+    when set, still wins."""
+    missing_since: UTCDateTime | None = Field(None, alias="missingSince")
+    """When EVS was first seen not to list the snapshot. The snapshot is declared NotFound only if
+    it is still absent a grace period later."""
+    unanswered_create_time: UTCDateTime | None = Field(None, alias="unansweredCreateTime")
+    """When a create request for this resource last went unanswered (a timeout or a cut
+    connection). EVS may still apply it; until a while after, the operator looks for extra
+    snapshots tagged with this resource and removes them."""
     observed_generation: int | None = Field(None, alias="observedGeneration", ge=0)
     """metadata.generation of the spec the operator last reconciled."""
     conditions: list[Condition] = Field(
@@ -310,15 +351,28 @@ class CloudSnapshotClassSpec(_Model):
                 "caBundle and insecureSkipTLSVerify=true cannot be used together",
                 field_path=".insecureSkipTLSVerify",
             ),
+            cel(
+                "self.region == oldSelf.region",
+                "region is immutable: snapshots made with this class live there; create a new"
+                " class for another region",
+                field_path=".region",
+            ),
+            cel(
+                "self.projectID == oldSelf.projectID",
+                "projectID is immutable: snapshots made with this class live there; create a new"
+                " class for another project",
+                field_path=".projectID",
+            ),
         )
     )
 
     region: str = Field(min_length=1, max_length=64, pattern="^[a-z0-9]+(-[a-z0-9]+)*$")
-    """Huawei Cloud region, e.g. cn-north-4."""
+    """Huawei Cloud region, e.g. cn-north-4. Immutable."""
     project_id: str = Field(
         alias="projectID", min_length=1, max_length=64, pattern="^[0-9A-Za-z_-]+$"
     )
-    """Huawei Cloud project ID in that region (the {project_id} of the EVS API paths)."""
+    """Huawei Cloud project ID in that region (the {project_id} of the EVS API paths).
+    Immutable."""
     endpoint: str | None = Field(None, max_length=2048, pattern=r"^https?://[^\s/]+(/\S*)?$")
     """EVS endpoint URL; defaults to https://evs.<region>.myhuaweicloud.com."""
     credentials_secret_ref: SecretReference = Field(alias="credentialsSecretRef")
@@ -356,10 +410,31 @@ class CloudSnapshotClass(_Model):
         return self.metadata.annotations.get(DEFAULT_CLASS_ANNOTATION) == "true"
 
 
-def effective_deletion_policy(
-    spec: CloudSnapshotSpec, class_spec: CloudSnapshotClassSpec | None
+def recorded_deletion_policy(
+    spec: CloudSnapshotSpec, class_spec: CloudSnapshotClassSpec, *, adopted: bool
 ) -> DeletionPolicy:
-    """The resource's own policy, else its class's; Delete when the class is gone."""
+    """The policy to record in status when a snapshot is created or adopted.
+
+    The resource's own policy, else Retain for an adopted snapshot (the operator did not make it,
+    so it deletes it only when told to), else the class's.
+    """
     if spec.deletion_policy is not None:
         return spec.deletion_policy
-    return class_spec.deletion_policy if class_spec is not None else DEFAULT_DELETION_POLICY
+    return "Retain" if adopted else class_spec.deletion_policy
+
+
+def effective_deletion_policy(
+    spec: CloudSnapshotSpec,
+    status: CloudSnapshotStatus,
+    class_spec: CloudSnapshotClassSpec | None,
+) -> DeletionPolicy | None:
+    """The policy in force on delete: the spec's, else the one recorded in status, else the
+    class's (for a resource whose snapshot predates the record); None when only the class could
+    say and it is gone."""
+    if spec.deletion_policy is not None:
+        return spec.deletion_policy
+    if status.deletion_policy is not None:
+        return status.deletion_policy
+    if status.adopted:
+        return "Retain"
+    return class_spec.deletion_policy if class_spec is not None else None

@@ -64,7 +64,6 @@ class Account:
     spec: CloudSnapshotClassSpec
     client: EVSClient
     poller: BatchPoller
-    bucket: TokenBucket
     fingerprint: str
 
 
@@ -120,10 +119,6 @@ class Accounts:
             self._retire(current)
         return account
 
-    def cached(self) -> list[Account]:
-        """The accounts built so far (for metrics and tests)."""
-        return list(self._accounts.values())
-
     async def _find_class(self, class_name: str | None) -> CloudSnapshotClass:
         if class_name:
             raw = await self._classes.get_class(class_name)
@@ -164,14 +159,17 @@ class Accounts:
             limiter=bucket.acquire,
         )
         poller = BatchPoller(client, window=self._poll_window)
-        return Account(name, spec, client, poller, bucket, fingerprint)
+        return Account(name, spec, client, poller, fingerprint)
 
     def _retire(self, account: Account) -> None:
-        """Close a replaced account once requests already in flight on it have had time to end."""
+        """Close a replaced account: its poller at once (whoever waits on it gets a retryable
+        error and comes back to the new account), its client once requests in flight on it have
+        had time to end."""
 
         async def close_later() -> None:
+            await account.poller.aclose()
             await asyncio.sleep(self._timeout + self._poll_window)
-            await _close(account)
+            await account.client.aclose()
 
         task = asyncio.create_task(close_later())
         self._retired.add(task)

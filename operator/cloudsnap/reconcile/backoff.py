@@ -40,6 +40,14 @@ class Timing:
     blocked: float = 120.0
     jitter: float = 0.1
     backoff: Backoff = field(default_factory=Backoff)
+    absence_grace: float = 60.0
+    """A snapshot not listed is declared NotFound only if still absent this much later (and
+    never in this first span of its life, when a list may not show it yet)."""
+    create_doubt: float = 300.0
+    """After a create went unanswered, EVS may still apply it this long; extra snapshots tagged
+    with the resource are looked for (and deleted) until then, and a deletion waits it out."""
+    step_deadline: float = 120.0
+    """No reconcile step runs longer; a stuck call is cut and retried."""
 
     def jittered(self, seconds: float, rng: random.Random) -> float:
         """Spread a fixed interval so resources created together do not resync together."""

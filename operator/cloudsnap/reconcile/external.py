@@ -1,137 +1,133 @@
-"""The external client: observe / create / update / delete one EVS snapshot for one resource.
+"""The interface between the generic lifecycle loop and a cloud's snapshot API.
 
-Kept apart from the generic loop (as crossplane-runtime keeps its ExternalClient), so the loop in
-``reconciler`` decides *when* and this module only knows *how*, including how a snapshot made for a
-resource is recognised again: EVS metadata ``cloudsnap.io/owner-uid`` set to the resource's UID.
+Modelled on crossplane-runtime's managed reconciler: a ``Connector`` turns a class name into a
+``Connection`` (an ``ExternalClient`` bound to one account), and the client knows *how* to observe,
+find, create, update and delete a snapshot; the loop in ``reconciler`` decides *when*. Provider
+status words and error codes stay behind this interface: the loop sees a ``State`` and a
+``Failure`` (raised as ``ExternalError``). The EVS implementation is ``evs_external``; tests and a
+future backend (e.g. OpenStack Cinder) can slot in another.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
-from cloudsnap.api import (
-    OWNER_NAME_METADATA_KEY,
-    OWNER_NAMESPACE_METADATA_KEY,
-    OWNER_UID_METADATA_KEY,
-    CloudSnapshotSpec,
-    effective_snapshot_name,
-)
-from cloudsnap.evs import UNSET, CreateSnapshotRequest, EVSAPIError, ListSnapshotsQuery, Snapshot
-from cloudsnap.evs.client import Unset
-from cloudsnap.reconcile.accounts import Account
+from cloudsnap.api import AccountRef, CloudSnapshotClassSpec
 
 
-class Source(enum.StrEnum):
-    """How the snapshot of a resource was found."""
+class State(enum.Enum):
+    """Where a snapshot is in its life, whatever the provider calls it."""
 
-    STATUS = "status"  # status.snapshotID, written by us earlier
-    SPEC = "spec"  # spec.snapshotID, an adoption asked for by the user
-    IDENTITY = "identity"  # our owner-uid tag, e.g. after a lost create answer
-
-
-@dataclass(frozen=True)
-class Target:
-    """The resource as the external client needs it."""
-
-    namespace: str
-    name: str
-    uid: str
-    spec: CloudSnapshotSpec
-    known_id: str | None
+    CREATING = "creating"
+    READY = "ready"
+    FAILED = "failed"  # creation failed; it can only be deleted
+    DELETING = "deleting"
+    DELETE_FAILED = "delete failed"  # the provider could not delete it; a support case
+    BUSY = "busy"  # a provider operation (rollback, backup) holds it for now
 
     @property
-    def snapshot_name(self) -> str:
-        """The EVS name this resource's snapshot should carry."""
-        return effective_snapshot_name(self.namespace, self.name, self.spec)
+    def settled(self) -> bool:
+        """Whether the snapshot may be deleted now."""
+        return self in (State.READY, State.FAILED)
+
+    @property
+    def usable(self) -> bool:
+        """Whether the snapshot is, or may become, a good snapshot."""
+        return self in (State.CREATING, State.READY, State.BUSY)
 
 
 @dataclass(frozen=True)
-class Observation:
-    """What EVS holds for a resource; ``snapshot`` None with a ``source`` means it vanished."""
+class ExternalSnapshot:
+    """A snapshot as the loop needs it; ``phase`` is the provider's own word, shown verbatim."""
 
-    snapshot: Snapshot | None
-    source: Source | None
+    id: str
+    state: State
+    phase: str
+    volume_id: str
+    owner_uid: str | None
+    name: str
+    description: str | None
+    size: int | None
+    created_at: datetime
+    updated_at: datetime | None
 
 
-class External:
-    """EVS operations for resources of one class, over its account."""
+@dataclass(frozen=True)
+class Owner:
+    """The resource a snapshot is created for; the client tags the snapshot with it."""
 
-    def __init__(self, account: Account) -> None:
-        self._account = account
+    uid: str
+    namespace: str
+    name: str
 
-    async def observe(self, target: Target) -> Observation:
-        """Find the resource's snapshot: by a known id (batched), else by identity lookup."""
-        if target.known_id:
-            snapshot = await self._account.poller.refresh(target.known_id)
-            source = Source.SPEC if target.known_id == target.spec.snapshot_id else Source.STATUS
-            return Observation(snapshot, source)
-        if target.spec.snapshot_id:
-            snapshot = await self._account.poller.refresh(target.spec.snapshot_id)
-            return Observation(snapshot, Source.SPEC)
-        return Observation(await self._identity_lookup(target), None)
 
-    async def _identity_lookup(self, target: Target) -> Snapshot | None:
-        """The snapshot tagged with this resource's UID, if a create already went through."""
-        query = ListSnapshotsQuery(volume_id=target.spec.volume_id, name=target.snapshot_name)
-        async for snapshot in self._account.client.iter_snapshots(query):
-            if snapshot.metadata.get(OWNER_UID_METADATA_KEY) == target.uid:
-                return snapshot
-        return None
+@dataclass(frozen=True)
+class CreateRequest:
+    """What to snapshot and how to label it."""
 
-    async def create(self, target: Target) -> Snapshot:
-        """POST the snapshot, always tagged with the resource's identity."""
-        spec = target.spec
-        if spec.volume_id is None:
-            raise ValueError("a snapshot can only be created from spec.volumeID")
-        metadata = dict(spec.metadata) | {
-            OWNER_UID_METADATA_KEY: target.uid,
-            OWNER_NAMESPACE_METADATA_KEY: target.namespace,
-            OWNER_NAME_METADATA_KEY: target.name,
-        }
-        request = CreateSnapshotRequest(
-            volume_id=spec.volume_id,
-            name=target.snapshot_name,
-            description=spec.description,
-            force=spec.force,
-            metadata=metadata,
-        )
-        return await self._account.client.create_snapshot(request)
+    owner: Owner
+    volume_id: str
+    name: str
+    description: str | None
+    force: bool
+    metadata: dict[str, str]
 
-    def needs_update(self, target: Target, snapshot: Snapshot) -> bool:
-        """Whether name or description on EVS differ from what the spec asks for."""
-        name, description = self._wanted(target, snapshot)
-        return not isinstance(name, Unset) or not isinstance(description, Unset)
 
-    async def update(self, target: Target, snapshot: Snapshot) -> Snapshot:
-        """PUT only the fields that differ."""
-        name, description = self._wanted(target, snapshot)
-        return await self._account.client.update_snapshot(
-            snapshot.id, name=name, description=description
-        )
+@dataclass(frozen=True)
+class Changes:
+    """Fields to change on a snapshot; None leaves a field as it is, "" empties a description."""
 
-    def _wanted(self, target: Target, snapshot: Snapshot) -> tuple[str | Unset, str | Unset | None]:
-        """Fields to change. A snapshot we made follows the spec fully; an adopted one only in
-        the fields the spec sets, so adopting never renames or wipes a snapshot unasked."""
-        ours = snapshot.metadata.get(OWNER_UID_METADATA_KEY) == target.uid
-        spec = target.spec
-        name: str | Unset = UNSET
-        description: str | Unset | None = UNSET
-        wanted_name = target.snapshot_name if ours else spec.name
-        if wanted_name is not None and wanted_name != snapshot.name:
-            name = wanted_name
-        if (ours or spec.description is not None) and (spec.description or "") != (
-            snapshot.description or ""
-        ):
-            description = spec.description
-        return name, description
+    name: str | None = None
+    description: str | None = None
 
-    async def delete(self, snapshot: Snapshot) -> bool:
-        """DELETE the snapshot; False when EVS says it is already gone."""
-        try:
-            await self._account.client.delete_snapshot(snapshot.id)
-        except EVSAPIError as exc:
-            if exc.status_code == 404:
-                return False
-            raise
-        return True
+    def __bool__(self) -> bool:
+        return self.name is not None or self.description is not None
+
+
+class ExternalClient(Protocol):
+    """Snapshot operations in one account. Every call raises ExternalError on failure."""
+
+    async def observe(self, snapshot_id: str) -> ExternalSnapshot | None:
+        """The snapshot as a (batched, possibly lagging) list sees it; None when not listed."""
+        ...
+
+    async def confirm(self, snapshot_id: str) -> ExternalSnapshot | None:
+        """The snapshot read directly by ID, the authoritative answer; None when it is gone."""
+        ...
+
+    async def find_owned(self, volume_id: str, owner_uid: str) -> list[ExternalSnapshot]:
+        """Every snapshot of the disk tagged with this owner, oldest first."""
+        ...
+
+    async def create(self, request: CreateRequest) -> ExternalSnapshot:
+        """Create a snapshot tagged with ``request.owner``."""
+        ...
+
+    async def update(self, snapshot_id: str, changes: Changes) -> ExternalSnapshot:
+        """Change name and/or description."""
+        ...
+
+    async def delete(self, snapshot_id: str) -> bool:
+        """Start deleting the snapshot; False when it is already gone."""
+        ...
+
+
+@dataclass(frozen=True)
+class Connection:
+    """An external client bound to the account of one class."""
+
+    class_name: str
+    account: AccountRef
+    class_spec: CloudSnapshotClassSpec
+    client: ExternalClient
+
+
+class Connector(Protocol):
+    """Resolves a class (None: the default class) to a Connection; LocalFailure when unusable."""
+
+    async def connect(self, class_name: str | None) -> Connection:
+        """The connection for the class."""
+        ...

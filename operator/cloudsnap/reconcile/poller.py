@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from cloudsnap.evs import EVSClient, EVSError
+from cloudsnap.evs import EVSClient, EVSConnectionError, EVSError
 from cloudsnap.evs.models import ListSnapshotsQuery, Snapshot
 
 # Each id costs ~40 bytes of query string; 100 keeps the request line well under the 8 KiB that
@@ -33,13 +33,17 @@ class BatchPoller:
         self._window = window
         self._ids_per_call = ids_per_call
         self._waiting: dict[str, asyncio.Future[Snapshot | None]] = {}
+        self._in_flight: dict[str, asyncio.Future[Snapshot | None]] = {}
         self._round: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def refresh(self, snapshot_id: str) -> Snapshot | None:
         """The snapshot as EVS sees it in the next round, or None if EVS no longer has it.
 
         Raises the round's EVSError when the list call for this id failed.
         """
+        if self._closed:
+            raise _closed_error()
         future = self._waiting.get(snapshot_id)
         if future is None:
             future = asyncio.get_running_loop().create_future()
@@ -51,9 +55,14 @@ class BatchPoller:
     async def _run_round(self) -> None:
         await asyncio.sleep(self._window)
         batch, self._waiting = self._waiting, {}
+        self._in_flight.update(batch)
         ids = list(batch)
         chunks = [ids[i : i + self._ids_per_call] for i in range(0, len(ids), self._ids_per_call)]
-        await asyncio.gather(*(self._query(chunk, batch) for chunk in chunks))
+        try:
+            await asyncio.gather(*(self._query(chunk, batch) for chunk in chunks))
+        finally:
+            for sid in ids:
+                self._in_flight.pop(sid, None)
         if self._waiting:
             self._round = asyncio.create_task(self._run_round())
 
@@ -73,14 +82,24 @@ class BatchPoller:
             _settle(futures[sid], found.get(sid))
 
     async def aclose(self) -> None:
-        """Stop the pending round; waiters get cancelled."""
+        """Stop the pending round; every waiter, queued or in a list call, gets a retryable
+        error at once instead of waiting forever on a poller that is gone."""
+        self._closed = True
+        pending = {**self._in_flight, **self._waiting}
         if self._round is not None:
             self._round.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._round
-        for future in self._waiting.values():
-            future.cancel()
+        for future in pending.values():
+            _settle(future, _closed_error())
         self._waiting.clear()
+        self._in_flight.clear()
+
+
+def _closed_error() -> EVSConnectionError:
+    return EVSConnectionError(
+        "the class's EVS client was replaced (class or Secret changed); retrying", retryable=True
+    )
 
 
 def _settle(future: asyncio.Future[Snapshot | None], outcome: Snapshot | EVSError | None) -> None:

@@ -1,49 +1,92 @@
 """The generic lifecycle loop: one step from a CloudSnapshot body to a Result.
 
-A step reads the resource, asks the external client what EVS holds, makes at most one mutating
-call, and returns what to persist (status, finalizer), what to announce (events) and when to come
-back. It never loops or sleeps itself: the caller's scheduler does, so a thousand resources waiting
-on EVS cost a thousand queue entries. The caller must persist ``Result.status_patch`` of a step
-that created a snapshot before it runs the next step for that resource: that is what makes
-``status.snapshotID`` appear "at once".
+A step reads the resource, asks the external client what the cloud holds, makes at most one
+mutating call for the resource itself, and returns what to persist (status, finalizer), what to
+announce (events) and when to come back. It never loops or sleeps itself: the caller's scheduler
+does. The caller must persist ``Result.status`` of a step before it runs the next step for
+that resource: that is what makes ``status.snapshotID`` appear "at once", and what the identity
+and ownership rules below rely on (docs/ownership.md):
+
+- The UID is the identity: memory is keyed by UID; the caller's writes carry it as a precondition.
+- Look before you create, unless durable state (status) and this process's memory both prove that
+  no create was ever sent for the UID; the lookup lists the disk's snapshots and matches the
+  owner-UID tag. Extra snapshots with our tag (a create EVS applied after we gave up on it) are
+  deleted once settled, keeping the oldest usable one.
+- Own before you mutate: update or delete only a snapshot tagged with this resource's UID, or one
+  it adopted that no earlier resource claims.
+- The account is pinned in status; a changed account is AccountChanged, never "not found".
+- Absence is confirmed: NotFound only after two observations a grace period apart.
 """
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import random
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
 
 import pydantic
 
 from cloudsnap.api import (
+    CONDITION_REASON_PATTERN,
+    AccountRef,
     CloudSnapshotSpec,
     CloudSnapshotStatus,
     Condition,
     ConditionStatus,
+    DeletionPolicy,
     StatusError,
     effective_deletion_policy,
+    effective_snapshot_name,
+    recorded_deletion_policy,
 )
-from cloudsnap.evs import EVSError, Snapshot
-from cloudsnap.reconcile.accounts import Account, Accounts
 from cloudsnap.reconcile.backoff import Timing
-from cloudsnap.reconcile.external import External, Observation, Source, Target
+from cloudsnap.reconcile.external import (
+    Changes,
+    Connection,
+    Connector,
+    CreateRequest,
+    ExternalSnapshot,
+    Owner,
+    State,
+)
 from cloudsnap.reconcile.failures import (
+    ACCOUNT_CHANGED,
+    ALREADY_OWNED,
+    CLASS_NOT_FOUND,
     INVALID_SPEC,
     SNAPSHOT_NOT_FOUND,
+    STEP_DEADLINE,
+    Cause,
+    ExternalError,
     Failure,
     Kind,
     LocalFailure,
-    blame_class,
-    classify,
 )
 
 READY = "Ready"
 SYNCED = "Synced"
 EventType = Literal["Normal", "Warning"]
-_KEEP: Any = object()
+DELETE_FAILED = "DeleteFailed"
+# A repeating error's last-seen time is refreshed at most this often: a write per retry would
+# cost more than the freshness is worth.
+ERROR_REFRESH = timedelta(seconds=60)
+# Ready reasons that say more than a failure's "Error"/"Pending" would: a later failure keeps them.
+_STICKY_READY_REASONS = frozenset({"NotFound", ALREADY_OWNED, "Deleting"})
+_REASON = re.compile(CONDITION_REASON_PATTERN)
+
+
+class Outcome(enum.StrEnum):
+    """How a step ended; also the reconcile outcome metric label."""
+
+    SUCCESS = "success"
+    INVALID = Kind.INVALID.value
+    BLOCKED = Kind.BLOCKED.value
+    TRANSIENT = Kind.TRANSIENT.value
 
 
 @dataclass(frozen=True)
@@ -59,18 +102,45 @@ class Event:
 class Result:
     """The outcome of one step.
 
-    ``status_patch`` is a JSON merge patch for the status subresource (None: nothing changed).
+    ``status`` is the whole new status to write (None: nothing changed).
     ``finalizer`` is True to add ours before anything else, False to remove it after the status,
     None to leave it. ``requeue_after`` None means wait for the next change of the resource.
+    ``parked_on_volume``: blocked by the disk's snapshot quota, worth retrying when a snapshot of
+    that disk is deleted; ``freed_volume``: this step saw one of ours on that disk deleted.
     """
 
-    outcome: str
-    status_patch: dict[str, Any] | None = None
+    outcome: Outcome
+    status: dict[str, Any] | None = None
     events: tuple[Event, ...] = ()
     requeue_after: float | None = None
     finalizer: bool | None = None
     became_ready: bool = False
     phase: str = ""
+    parked_on_volume: str | None = None
+    freed_volume: str | None = None
+    duplicates_deleted: int = 0
+
+
+class Claims(Protocol):
+    """What the caller knows of the other CloudSnapshots: who claims which snapshot."""
+
+    def resource(self, uid: str) -> str | None:
+        """``namespace/name`` of the live CloudSnapshot with this UID, if any."""
+        ...
+
+    def prior_claimant(self, snapshot_id: str, uid: str) -> str | None:
+        """``namespace/name`` of another CloudSnapshot whose claim on the snapshot comes first."""
+        ...
+
+
+class NoClaims:
+    """Claims when the caller tracks no other resources."""
+
+    def resource(self, uid: str) -> str | None:
+        return None
+
+    def prior_claimant(self, snapshot_id: str, uid: str) -> str | None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -86,11 +156,19 @@ class _Resource:
     has_finalizer: bool
 
     @property
-    def target(self) -> Target:
-        return Target(self.namespace, self.name, self.uid, self.spec, self.status.snapshot_id)
+    def owner(self) -> Owner:
+        return Owner(self.uid, self.namespace, self.name)
+
+    @property
+    def volume_id(self) -> str | None:
+        return self.status.volume_id or self.spec.volume_id
 
     def condition(self, kind: str) -> Condition | None:
         return next((c for c in self.status.conditions if c.type == kind), None)
+
+    def reason(self, kind: str) -> str | None:
+        cond = self.condition(kind)
+        return cond.reason if cond else None
 
 
 @dataclass
@@ -105,15 +183,25 @@ class _Draft:
         self.status = self.res.status.model_copy(deep=True)
         self.status.observed_generation = self.res.generation
 
-    def mirror(self, snapshot: Snapshot | None) -> None:
-        if snapshot is None:
-            self.status.phase = ""
-            return
+    def mirror(self, snapshot: ExternalSnapshot) -> None:
         self.status.snapshot_id = snapshot.id
-        self.status.phase = snapshot.status
+        self.status.volume_id = snapshot.volume_id
+        self.status.phase = snapshot.phase
         self.status.size = snapshot.size
         self.status.created_at = snapshot.created_at
         self.status.updated_at = snapshot.updated_at
+        self.status.missing_since = None
+
+    def pin(self, conn: Connection, *, adopted: bool) -> None:
+        """Record where the snapshot lives and the deletion policy in force, once."""
+        if self.status.account is None:
+            self.status.account = conn.account
+        if self.status.deletion_policy is None:
+            self.status.deletion_policy = recorded_deletion_policy(
+                self.res.spec, conn.class_spec, adopted=adopted
+            )
+        if adopted:
+            self.status.adopted = True
 
     def condition(self, kind: str, status: ConditionStatus, reason: str, message: str) -> None:
         old = self.res.condition(kind)
@@ -133,66 +221,99 @@ class _Draft:
         self.condition(SYNCED, "True", "ReconcileSuccess", "the EVS snapshot matches the spec")
         self.status.error = None
 
-    def failed(self, failure: Failure) -> None:
-        self.condition(SYNCED, "False", "ReconcileError", failure.describe())
+    def failed(self, failure: Failure, reason: str) -> bool:
+        """Record the failure; True when it is a new one (worth an Event)."""
+        self.condition(SYNCED, "False", reason, f"{failure.code}: {failure.message}")
         old = self.res.status.error
-        same = old is not None and (old.code, old.message) == (failure.code, failure.message)
+        if old is not None and (old.code, old.message) == (failure.code, failure.message):
+            if self.now - old.time >= ERROR_REFRESH:
+                self.status.error = old.model_copy(
+                    update={"time": self.now, "request_id": failure.request_id or old.request_id}
+                )
+            return False
         self.status.error = StatusError(
             code=failure.code,
             message=failure.message,
             retryable=failure.retryable,
-            time=old.time if old is not None and same else self.now,
+            request_id=failure.request_id,
+            first_seen=self.now,
+            time=self.now,
         )
+        return True
 
-    def patch(self) -> dict[str, Any] | None:
-        """A merge patch from the current status to the draft; None when they are equal."""
-        new = _dump(self.status)
-        old = self.res.raw_status
-        patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
-        patch.update({k: None for k in old if k not in new})
-        return patch or None
+    def changed(self) -> dict[str, Any] | None:
+        """The new status as Kubernetes stores it; None when it equals the current one."""
+        new = self.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return None if new == self.res.raw_status else new
 
 
-def _dump(status: CloudSnapshotStatus) -> dict[str, Any]:
-    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
+@dataclass(frozen=True)
+class _Pending:
+    """A create request in flight, remembered so a step cut short still records it."""
+
+    conn: Connection
+    sent: datetime
 
 
 class Reconciler:
-    """Turns a CloudSnapshot body into the next Result, talking to EVS through its class."""
+    """Turns a CloudSnapshot body into the next Result, talking to the cloud through its class."""
 
     def __init__(
         self,
-        accounts: Accounts,
+        connector: Connector,
         *,
         finalizer: str,
+        claims: Claims | None = None,
         timing: Timing | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC).replace(microsecond=0),
     ) -> None:
-        self._accounts = accounts
+        self._connector = connector
         self._finalizer = finalizer
+        self.claims: Claims = claims or NoClaims()
         self._timing = timing or Timing()
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._clock = clock
         self._attempts: dict[str, int] = {}
-        self._fresh: set[str] = set()
+        # UIDs this process saw being born (a watch ADDED event, not the initial listing) ...
+        self._born: set[str] = set()
+        # ... and UIDs it sent a create for, whatever came of it.
+        self._sent: set[str] = set()
+        self._pending: dict[str, _Pending] = {}
+
+    def witness_birth(self, uid: str) -> None:
+        """The caller saw this resource created while it was the only one reconciling."""
+        self._born.add(uid)
 
     def forget(self, uid: str) -> None:
         """Drop what is remembered of a resource that is gone."""
         self._attempts.pop(uid, None)
-        self._fresh.discard(uid)
+        self._born.discard(uid)
+        self._sent.discard(uid)
+        self._pending.pop(uid, None)
+
+    def forget_all(self) -> None:
+        """Drop all memory, e.g. on losing or gaining leadership: it no longer proves anything."""
+        self._attempts.clear()
+        self._born.clear()
+        self._sent.clear()
+        self._pending.clear()
 
     async def reconcile(self, body: Mapping[str, Any]) -> Result:
-        """One step for the resource in ``body`` (a raw Kubernetes object)."""
+        """One step for the resource in ``body`` (a raw Kubernetes object), within a deadline."""
         try:
             res = self._parse(body)
         except pydantic.ValidationError as exc:
             return self._invalid_body(body, exc)
-        if res.deleting:
-            if not res.has_finalizer:
-                return Result(outcome="success")
-            return await self._finalize(res)
-        return await self._ensure(res)
+        try:
+            async with asyncio.timeout(self._timing.step_deadline):
+                if res.deleting:
+                    if not res.has_finalizer:
+                        return Result(Outcome.SUCCESS)
+                    return await self._finalize(res)
+                return await self._ensure(res)
+        except TimeoutError:
+            return self._deadline_passed(res)
 
     def _parse(self, body: Mapping[str, Any]) -> _Resource:
         meta = body.get("metadata", {})
@@ -225,283 +346,573 @@ class Reconciler:
             has_finalizer=False,
         )
         failure = Failure(INVALID_SPEC, f"the resource does not parse: {fields}", Kind.INVALID)
-        return self._failed(stub, failure)
+        return self._failed(_Draft(stub, self._clock()), failure)
 
-    # -- create / adopt / update / follow ---------------------------------------------------
+    # -- connecting ---------------------------------------------------------------------------
+
+    async def _connect(self, res: _Resource) -> Connection:
+        """The pinned class (a new default class never moves a resource), else the spec's.
+
+        Raises LocalFailure when the class is unusable or its account is no longer the pinned one.
+        """
+        pinned = res.status.account
+        conn = await self._connector.connect(pinned.class_name if pinned else res.spec.class_name)
+        if pinned is not None and _where(pinned) != _where(conn.account):
+            changed = ", ".join(
+                f"{label} {old} -> {new}"
+                for label, old, new in zip(
+                    ("region", "projectID", "endpoint"),
+                    _where(pinned),
+                    _where(conn.account),
+                    strict=True,
+                )
+                if old != new
+            )
+            message = (
+                f"CloudSnapshotClass {pinned.class_name} now points at another account"
+                f" ({changed}); the snapshot lives in the one recorded in status.account."
+                " Restore the class, or create a class for the new account for new snapshots"
+            )
+            raise LocalFailure(Failure(ACCOUNT_CHANGED, message, Kind.BLOCKED))
+        return conn
+
+    # -- create / adopt / update / follow ----------------------------------------------------
 
     async def _ensure(self, res: _Resource) -> Result:
+        draft = _Draft(res, self._clock())
         try:
-            account = await self._accounts.resolve(res.spec.class_name)
+            conn = await self._connect(res)
         except LocalFailure as exc:
-            return self._failed(res, exc.failure)
+            return self._failed(draft, exc.failure)
+        if not (res.status.snapshot_id or res.spec.snapshot_id or res.spec.volume_id):
+            message = "spec needs volumeID (to create a snapshot) or snapshotID (to adopt one)"
+            return self._failed(draft, Failure(INVALID_SPEC, message, Kind.INVALID))
         if not res.has_finalizer and not _vanished_before(res):
             return self._add_finalizer(res)
-        external = External(account)
-        target = res.target
-        if res.uid in self._fresh:
-            # We added the finalizer ourselves one step ago, and a create is only ever sent
-            # while it is on: no snapshot of this resource can exist, so skip the lookup.
-            self._fresh.discard(res.uid)
-            return await self._create(res, account, external, target)
         try:
-            seen = await external.observe(target)
-        except EVSError as exc:
-            return self._failed(res, _evs_failure(account, exc, "show"))
-        if seen.snapshot is None and seen.source is not None:
-            return self._vanished(res, seen)
-        if seen.snapshot is None:
-            return await self._create(res, account, external, target)
-        return await self._follow(res, account, external, target, seen)
-
-    def _cannot_create(self, res: _Resource) -> Result:
-        """Neither a disk to snapshot nor a snapshot to adopt: only the spec can fix that."""
-        message = "spec needs volumeID (to create a snapshot) or snapshotID (to adopt one)"
-        return self._failed(res, Failure(INVALID_SPEC, message, Kind.INVALID), release=True)
+            if res.status.snapshot_id:
+                return await self._follow(draft, conn, res.status.snapshot_id)
+            if res.spec.snapshot_id:
+                return await self._adopt(draft, conn, res.spec.snapshot_id)
+            return await self._create_or_find(draft, conn)
+        except ExternalError as exc:
+            return self._failed(draft, exc.failure)
 
     def _add_finalizer(self, res: _Resource) -> Result:
-        """Hold the resource before the first EVS call that may leave a snapshot behind."""
+        """Hold the resource before the first cloud call that may leave a snapshot behind."""
         events: tuple[Event, ...] = ()
-        if not (res.status.snapshot_id or res.spec.snapshot_id):
-            self._fresh.add(res.uid)
-            if not res.status.error:
-                what = f"snapshot of volume {res.spec.volume_id}"
-                events = (Event("Normal", "Creating", f"creating an EVS {what}"),)
-        return Result(outcome="success", events=events, requeue_after=0.0, finalizer=True)
+        if not (res.status.snapshot_id or res.spec.snapshot_id or res.status.error):
+            what = f"snapshot of volume {res.spec.volume_id}"
+            events = (Event("Normal", "Creating", f"creating an EVS {what}"),)
+        return Result(Outcome.SUCCESS, events=events, requeue_after=0.0, finalizer=True)
 
-    async def _create(
-        self, res: _Resource, account: Account, external: External, target: Target
-    ) -> Result:
-        if res.spec.volume_id is None:
-            return self._cannot_create(res)
+    def _never_sent(self, res: _Resource) -> bool:
+        """Whether status and memory together prove no create was ever sent for this UID."""
+        status = res.status
+        durable = not (status.snapshot_id or status.account or status.unanswered_create_time)
+        return durable and res.uid in self._born and res.uid not in self._sent
+
+    async def _create_or_find(self, draft: _Draft, conn: Connection) -> Result:
+        res = draft.res
+        assert res.spec.volume_id is not None  # _ensure checked
+        if not self._never_sent(res):
+            owned = await conn.client.find_owned(res.spec.volume_id, res.uid)
+            if owned:
+                keep = _oldest_usable(owned)
+                draft.pin(conn, adopted=False)
+                message = f"found EVS snapshot {keep.id} by its owner-uid tag"
+                return await self._follow_found(
+                    draft, conn, keep, owned, (Event("Normal", "Found", message),)
+                )
+        return await self._create(draft, conn, res.spec.volume_id)
+
+    async def _create(self, draft: _Draft, conn: Connection, volume_id: str) -> Result:
+        res = draft.res
+        spec = res.spec
+        request = CreateRequest(
+            owner=res.owner,
+            volume_id=volume_id,
+            name=effective_snapshot_name(res.namespace, res.name, spec),
+            description=spec.description,
+            force=spec.force,
+            metadata=dict(spec.metadata),
+        )
+        self._sent.add(res.uid)
+        self._pending[res.uid] = _Pending(conn, draft.now)
         try:
-            snapshot = await external.create(target)
-        except EVSError as exc:
-            failure = _evs_failure(account, exc, "create")
-            # A refusal (4xx) made nothing: no snapshot can exist, so no finalizer is needed
-            # until the next attempt. After a transient failure the create may have happened.
-            return self._failed(res, failure, release=failure.kind is not Kind.TRANSIENT)
+            snapshot = await conn.client.create(request)
+        except ExternalError as exc:
+            del self._pending[res.uid]
+            failure = exc.failure
+            if _may_have_happened(failure):
+                draft.pin(conn, adopted=False)
+                draft.status.unanswered_create_time = draft.now
+            if failure.cause is Cause.QUOTA:
+                failure = Failure(
+                    failure.code,
+                    f"disk {volume_id} already has as many snapshots as EVS allows; retried when"
+                    f" one of them is deleted ({failure.message})",
+                    failure.kind,
+                    failure.request_id,
+                    failure.cause,
+                )
+                result = self._failed(draft, failure)
+                return _replace(result, parked_on_volume=volume_id)
+            return self._failed(draft, failure)
+        del self._pending[res.uid]
         self._attempts.pop(res.uid, None)
-        draft = _Draft(res, self._clock())
         draft.mirror(snapshot)
+        draft.pin(conn, adopted=False)
         draft.synced()
-        self._ready_from_phase(draft, snapshot)
+        self._ready_from_state(draft, snapshot)
         event = Event(
-            "Normal", "Created", f"EVS accepted snapshot {snapshot.id} ({snapshot.status})"
+            "Normal", "Created", f"EVS accepted snapshot {snapshot.id} ({snapshot.phase})"
         )
         return Result(
-            outcome="success",
-            status_patch=draft.patch(),
+            Outcome.SUCCESS,
+            status=draft.changed(),
             events=(event,),
             requeue_after=self._timing.poll,
-            phase=snapshot.status,
+            phase=snapshot.phase,
         )
 
-    async def _follow(
-        self,
-        res: _Resource,
-        account: Account,
-        external: External,
-        target: Target,
-        seen: Observation,
-    ) -> Result:
-        snapshot = seen.snapshot
-        assert snapshot is not None
-        events: list[Event] = []
-        if not res.status.snapshot_id:
-            how = "spec.snapshotID" if seen.source is Source.SPEC else "its owner-uid tag"
-            events.append(
-                Event("Normal", "Adopted", f"adopted EVS snapshot {snapshot.id} by {how}")
+    async def _adopt(self, draft: _Draft, conn: Connection, snapshot_id: str) -> Result:
+        """Take over an existing snapshot named by spec.snapshotID, unless another owns it."""
+        res = draft.res
+        snapshot = await conn.client.observe(snapshot_id) or await conn.client.confirm(snapshot_id)
+        if snapshot is None:
+            message = (
+                f"EVS snapshot {snapshot_id} named by spec.snapshotID does not exist in the"
+                f" account of CloudSnapshotClass {conn.class_name}"
             )
-        if snapshot.status == "available" and external.needs_update(target, snapshot):
-            try:
-                snapshot = await external.update(target, snapshot)
-            except EVSError as exc:
-                failure = _evs_failure(account, exc, "update")
-                return self._failed(res, failure, snapshot=snapshot, events=events)
-            events.append(Event("Normal", "Updated", f"updated name/description of {snapshot.id}"))
+            draft.condition(READY, "False", "NotFound", message)
+            return self._failed(draft, Failure(SNAPSHOT_NOT_FOUND, message, Kind.BLOCKED))
+        refusal = self._foreign_owner(res, snapshot, adopting=True)
+        if refusal is not None:
+            return self._refused(draft, refusal)
+        draft.pin(conn, adopted=snapshot.owner_uid != res.uid)
+        how = "its owner-uid tag" if snapshot.owner_uid == res.uid else "spec.snapshotID"
+        event = Event("Normal", "Adopted", f"adopted EVS snapshot {snapshot.id} by {how}")
+        return await self._follow_found(draft, conn, snapshot, [snapshot], (event,))
+
+    def _foreign_owner(
+        self, res: _Resource, snapshot: ExternalSnapshot, *, adopting: bool
+    ) -> str | None:
+        """Why this resource may not act on the snapshot, or None when it may."""
+        tag = snapshot.owner_uid
+        if tag is not None and tag != res.uid:
+            other = self.claims.resource(tag)
+            if not adopting or other is not None:
+                who = f"CloudSnapshot {other}" if other else f"the CloudSnapshot with UID {tag}"
+                return f"EVS snapshot {snapshot.id} belongs to {who} (its owner-uid tag)"
+        if adopting or res.status.adopted:
+            other = self.claims.prior_claimant(snapshot.id, res.uid)
+            if other is not None:
+                return f"EVS snapshot {snapshot.id} is already claimed by CloudSnapshot {other}"
+        volume = res.spec.volume_id
+        if not adopting and not res.status.adopted and volume not in (None, snapshot.volume_id):
+            return f"EVS snapshot {snapshot.id} is of disk {snapshot.volume_id}, not of {volume}"
+        return None
+
+    def _refused(self, draft: _Draft, why: str) -> Result:
+        """Never mutate what another resource owns: say so and wait for a change."""
+        failure = Failure(
+            ALREADY_OWNED, f"{why}; this resource will not change or delete it", Kind.BLOCKED
+        )
+        draft.condition(READY, "False", ALREADY_OWNED, failure.message)
+        return self._failed(draft, failure)
+
+    async def _follow(self, draft: _Draft, conn: Connection, snapshot_id: str) -> Result:
+        """Look at the known snapshot (batched) and bring status and EVS in line."""
+        snapshot = await conn.client.observe(snapshot_id)
+        if snapshot is None:
+            return await self._absent(draft, conn, snapshot_id)
+        owned = [snapshot]
+        if draft.res.status.unanswered_create_time is not None and draft.res.volume_id:
+            owned = await conn.client.find_owned(draft.res.volume_id, draft.res.uid) or owned
+            if all(snap.id != snapshot.id for snap in owned):
+                owned = [snapshot, *owned]
+        keep = _oldest_usable(owned) if len(owned) > 1 else snapshot
+        return await self._follow_found(draft, conn, keep, owned, ())
+
+    async def _follow_found(
+        self,
+        draft: _Draft,
+        conn: Connection,
+        snapshot: ExternalSnapshot,
+        owned: list[ExternalSnapshot],
+        events: tuple[Event, ...],
+    ) -> Result:
+        res = draft.res
+        refusal = self._foreign_owner(res, snapshot, adopting=False)
+        if refusal is not None:
+            return self._refused(draft, refusal)
+        out = list(events)
+        if snapshot.state is State.READY:
+            changes = _wanted(res, snapshot)
+            if changes:
+                try:
+                    snapshot = await conn.client.update(snapshot.id, changes)
+                except ExternalError as exc:
+                    if exc.failure.cause is Cause.NOT_FOUND:
+                        return await self._absent(draft, conn, snapshot.id)
+                    raise
+                out.append(Event("Normal", "Updated", f"updated name/description of {snapshot.id}"))
+        deleted, waiting = await self._remove_duplicates(conn, snapshot, owned, out)
         self._attempts.pop(res.uid, None)
-        draft = _Draft(res, self._clock())
         draft.mirror(snapshot)
         draft.synced()
-        became_ready = self._ready_from_phase(draft, snapshot)
+        self._close_doubt(draft, waiting)
+        became_ready = self._ready_from_state(draft, snapshot)
         if became_ready:
-            events.append(Event("Normal", "Available", f"EVS snapshot {snapshot.id} is available"))
-        elif snapshot.status == "error" and _reason(res, READY) != "Error":
-            events.append(Event("Warning", "Failed", f"EVS snapshot {snapshot.id} is in error"))
-        if snapshot.status in ("available", "error"):
+            out.append(Event("Normal", "Available", f"EVS snapshot {snapshot.id} is available"))
+        elif snapshot.state is State.FAILED and res.reason(READY) != "Error":
+            out.append(Event("Warning", "Failed", f"EVS snapshot {snapshot.id} is in error"))
+        if snapshot.state.settled and draft.status.unanswered_create_time is None:
             delay = self._timing.jittered(self._timing.resync, self._rng)
         else:
             delay = self._timing.poll
         return Result(
-            outcome="success",
-            status_patch=draft.patch(),
-            events=tuple(events),
+            Outcome.SUCCESS,
+            status=draft.changed(),
+            events=tuple(out),
             requeue_after=delay,
             became_ready=became_ready,
-            phase=snapshot.status,
+            phase=snapshot.phase,
+            duplicates_deleted=deleted,
         )
 
-    def _ready_from_phase(self, draft: _Draft, snapshot: Snapshot) -> bool:
-        """Set Ready from the EVS status; True when Ready has just turned True."""
-        was_ready = _condition_status(draft.res, READY) == "True"
-        phase = snapshot.status
-        if phase == "available":
-            draft.condition(READY, "True", "Available", f"EVS snapshot {snapshot.id} is available")
-            return not was_ready
-        if phase == "creating":
-            # No progress percentage here: it would cost a status write per poll.
-            message = f"EVS snapshot {snapshot.id} is being created"
-            draft.condition(READY, "False", "Creating", message)
-        elif phase == "error":
-            draft.condition(READY, "False", "Error", f"EVS snapshot {snapshot.id} is in error")
-        else:
-            draft.condition(READY, "False", "Pending", f"EVS snapshot {snapshot.id} is {phase}")
-        return False
+    async def _remove_duplicates(
+        self,
+        conn: Connection,
+        keep: ExternalSnapshot,
+        owned: list[ExternalSnapshot],
+        events: list[Event],
+    ) -> tuple[int, bool]:
+        """Delete the settled extras tagged with this resource; (deleted, some still waiting)."""
+        deleted = 0
+        waiting = False
+        for extra in owned:
+            if extra.id == keep.id or extra.state is State.DELETING:
+                continue
+            if not extra.state.settled:
+                waiting = True
+                continue
+            if await conn.client.delete(extra.id):
+                deleted += 1
+                events.append(
+                    Event(
+                        "Warning",
+                        "DuplicateDeleted",
+                        f"deleted EVS snapshot {extra.id}: a second snapshot tagged with this"
+                        f" resource (an unanswered create applied late); kept {keep.id}",
+                    )
+                )
+        return deleted, waiting
 
-    def _vanished(self, res: _Resource, seen: Observation) -> Result:
-        """The snapshot we knew is gone from EVS: say so, never make a new one."""
-        gone = res.status.snapshot_id or res.spec.snapshot_id
-        draft = _Draft(res, self._clock())
-        draft.mirror(None)
-        message = f"EVS snapshot {gone} does not exist; it is not re-created"
-        if seen.source is Source.SPEC and not res.status.snapshot_id:
-            message = f"EVS snapshot {gone} named by spec.snapshotID does not exist"
+    def _close_doubt(self, draft: _Draft, waiting: bool) -> None:
+        """Stop looking for late creates once the window after the last unanswered one ends."""
+        since = draft.status.unanswered_create_time
+        if since is None or waiting:
+            return
+        if draft.now - since >= timedelta(seconds=self._timing.create_doubt):
+            draft.status.unanswered_create_time = None
+
+    async def _absent(self, draft: _Draft, conn: Connection, snapshot_id: str) -> Result:
+        """The known snapshot was not listed: confirm before believing it (docs/ownership.md).
+
+        A list may lag behind a fresh create, so absence counts only after the first minute of
+        the snapshot's life, only when a direct read by ID agrees, and only when it holds in two
+        observations at least the grace period apart.
+        """
+        res = draft.res
+        created = res.status.created_at
+        young = created is not None and draft.now - created < timedelta(
+            seconds=self._timing.absence_grace
+        )
+        if not young:
+            found = await conn.client.confirm(snapshot_id)
+            if found is not None:
+                return await self._follow_found(draft, conn, found, [found], ())
+        first = res.status.missing_since
+        if young or first is None:
+            if not young:
+                draft.status.missing_since = draft.now
+            return Result(
+                Outcome.SUCCESS,
+                status=draft.changed(),
+                requeue_after=self._timing.absence_grace if not young else self._timing.poll,
+                phase=res.status.phase or "",
+            )
+        if draft.now - first < timedelta(seconds=self._timing.absence_grace):
+            left = self._timing.absence_grace - (draft.now - first).total_seconds()
+            return Result(Outcome.SUCCESS, requeue_after=left, phase=res.status.phase or "")
+        return self._vanished(draft, snapshot_id)
+
+    def _vanished(self, draft: _Draft, snapshot_id: str) -> Result:
+        """The snapshot is confirmed gone from EVS: say so, never make a new one."""
+        res = draft.res
+        draft.status.phase = None
+        message = f"EVS snapshot {snapshot_id} does not exist; it is not re-created"
         draft.condition(READY, "False", "NotFound", message)
-        draft.failed(Failure(SNAPSHOT_NOT_FOUND, message, Kind.BLOCKED))
+        failure = Failure(SNAPSHOT_NOT_FOUND, message, Kind.BLOCKED)
+        draft.failed(failure, _synced_reason(failure))
         events: tuple[Event, ...] = ()
-        if _reason(res, READY) != "NotFound":
+        if res.reason(READY) != "NotFound":
             events = (Event("Warning", "NotFound", message),)
         return Result(
-            outcome=Kind.BLOCKED.value,
-            status_patch=draft.patch(),
+            Outcome.BLOCKED,
+            status=draft.changed(),
             events=events,
             requeue_after=self._timing.jittered(self._timing.resync, self._rng),
             finalizer=False if res.has_finalizer else None,
         )
 
+    def _ready_from_state(self, draft: _Draft, snapshot: ExternalSnapshot) -> bool:
+        """Set Ready from the snapshot's state; True when Ready has just turned True."""
+        was_ready = _condition_status(draft.res, READY) == "True"
+        if snapshot.state is State.READY:
+            draft.condition(READY, "True", "Available", f"EVS snapshot {snapshot.id} is available")
+            return not was_ready
+        if snapshot.state is State.CREATING:
+            # No progress percentage here: it would cost a status write per poll.
+            message = f"EVS snapshot {snapshot.id} is being created"
+            draft.condition(READY, "False", "Creating", message)
+        elif snapshot.state is State.FAILED:
+            draft.condition(READY, "False", "Error", f"EVS snapshot {snapshot.id} is in error")
+        else:
+            message = f"EVS snapshot {snapshot.id} is {snapshot.phase}"
+            draft.condition(READY, "False", "Pending", message)
+        return False
+
     # -- errors -------------------------------------------------------------------------------
 
     def _failed(
         self,
-        res: _Resource,
+        draft: _Draft,
         failure: Failure,
         *,
-        snapshot: Snapshot | None = _KEEP,
-        events: list[Event] | None = None,
-        release: bool = False,
-        ready_reason: str = "",
+        events: tuple[Event, ...] = (),
     ) -> Result:
-        """Record the failure and pick when to retry, by its class (DESIGN.md §2)."""
-        draft = _Draft(res, self._clock())
-        if snapshot is not _KEEP:
-            draft.mirror(snapshot)
-        draft.failed(failure)
-        if ready_reason:
-            draft.condition(READY, "False", ready_reason, failure.describe())
-        elif not draft.status.snapshot_id:
-            reason = "Pending" if failure.kind is Kind.TRANSIENT else "Error"
-            draft.condition(READY, "False", reason, failure.describe())
-        out = list(events or [])
-        old = res.status.error
-        if old is None or (old.code, old.message) != (failure.code, failure.message):
+        """Record the failure on the draft and pick when to retry, by its class."""
+        res = draft.res
+        is_new = draft.failed(failure, _synced_reason(failure))
+        ready = next((c for c in draft.status.conditions if c.type == READY), None)
+        keep_ready = ready is not None and ready.reason in _STICKY_READY_REASONS
+        if not draft.status.snapshot_id and not keep_ready:
+            ready_reason = "Pending" if failure.kind is Kind.TRANSIENT else "Error"
+            draft.condition(READY, "False", ready_reason, f"{failure.code}: {failure.message}")
+        out = list(events)
+        if is_new:
             out.append(Event("Warning", "Failed", failure.describe()))
-        if failure.kind is Kind.TRANSIENT:
-            attempt = self._attempts.get(res.uid, 0)
-            self._attempts[res.uid] = attempt + 1
-            delay: float | None = self._timing.backoff.delay(attempt, self._rng)
-        else:
-            self._attempts.pop(res.uid, None)
-            blocked = failure.kind is Kind.BLOCKED
-            delay = self._timing.jittered(self._timing.blocked, self._rng) if blocked else None
         return Result(
-            outcome=failure.kind.value,
-            status_patch=draft.patch(),
+            Outcome(failure.kind.value),
+            status=draft.changed(),
             events=tuple(out),
-            requeue_after=delay,
-            finalizer=False if release and res.has_finalizer else None,
+            requeue_after=self._retry_delay(res.uid, failure.kind),
             phase=draft.status.phase or "",
         )
+
+    def _retry_delay(self, uid: str, kind: Kind) -> float | None:
+        if kind is Kind.TRANSIENT:
+            attempt = self._attempts.get(uid, 0)
+            self._attempts[uid] = attempt + 1
+            return self._timing.backoff.delay(attempt, self._rng)
+        self._attempts.pop(uid, None)
+        if kind is Kind.BLOCKED:
+            return self._timing.jittered(self._timing.blocked, self._rng)
+        return None
+
+    def _deadline_passed(self, res: _Resource) -> Result:
+        """The step ran past its deadline (a stuck call): record it; a cut create is in doubt."""
+        draft = _Draft(res, self._clock())
+        pending = self._pending.pop(res.uid, None)
+        if pending is not None:
+            draft.pin(pending.conn, adopted=False)
+            draft.status.unanswered_create_time = pending.sent
+        message = f"a reconcile step took longer than {self._timing.step_deadline:g}s; retrying"
+        return self._failed(draft, Failure(STEP_DEADLINE, message, Kind.TRANSIENT))
 
     # -- deletion -----------------------------------------------------------------------------
 
     async def _finalize(self, res: _Resource) -> Result:
-        account: Account | None = None
-        try:
-            account = await self._accounts.resolve(res.spec.class_name)
-        except LocalFailure as exc:
-            if effective_deletion_policy(res.spec, None) == "Delete":
-                return self._failed(res, exc.failure, ready_reason="Deleting")
-        policy = effective_deletion_policy(res.spec, account.spec if account else None)
-        known = res.status.snapshot_id or res.spec.snapshot_id
-        if policy == "Retain" or account is None:
-            what = f"EVS snapshot {known}" if known else "no EVS snapshot"
-            event = Event("Normal", "Retained", f"deletionPolicy Retain: {what} kept")
-            return self._released(res, (event,))
-        external = External(account)
-        try:
-            seen = await external.observe(res.target)
-        except EVSError as exc:
-            failure = _evs_failure(account, exc, "show")
-            return self._failed(res, failure, ready_reason="Deleting")
-        snapshot = seen.snapshot
-        if snapshot is None:
-            message = f"EVS snapshot {known} is gone" if known else "no EVS snapshot to delete"
-            event = Event("Normal", "Deleted", message)
-            return self._released(res, (event,))
         draft = _Draft(res, self._clock())
-        draft.mirror(snapshot)
-        if snapshot.status in ("available", "error"):
-            try:
-                accepted = await external.delete(snapshot)
-            except EVSError as exc:
-                failure = _evs_failure(account, exc, "delete")
-                return self._failed(res, failure, snapshot=snapshot, ready_reason="Deleting")
-            if not accepted:
-                event = Event("Normal", "Deleted", f"EVS snapshot {snapshot.id} is gone")
-                return self._released(res, (event,))
-            draft.status.phase = "deleting"
-            message = f"deleting EVS snapshot {snapshot.id}"
-        elif snapshot.status == "error_deleting":
-            failure = Failure("EVS.2019", f"EVS failed to delete {snapshot.id}", Kind.BLOCKED)
-            return self._failed(res, failure, snapshot=snapshot, ready_reason="Deleting")
-        elif snapshot.status == "deleting":
-            message = f"waiting for EVS to finish deleting {snapshot.id}"
-        else:
-            message = f"waiting for EVS snapshot {snapshot.id} to leave {snapshot.status}"
+        status = res.status
+        policy = effective_deletion_policy(res.spec, status, None)
+        refused = res.status.error is not None and res.status.error.code == ALREADY_OWNED
+        if refused or (policy == "Retain" and not status.unanswered_create_time):
+            return self._release_retained(res, refused=refused)
+        if not status.snapshot_id and not status.adopted and self._never_sent(res):
+            return self._released(res, Event("Normal", "Deleted", "no EVS snapshot to delete"))
+        try:
+            conn = await self._connect(res)
+        except LocalFailure as exc:
+            return self._failed(draft, _way_out(exc.failure, policy))
+        policy = policy or effective_deletion_policy(res.spec, status, conn.class_spec)
+        try:
+            return await self._delete_owned(draft, conn, policy or "Delete")
+        except ExternalError as exc:
+            draft.condition(
+                READY, "False", "Deleting", f"{exc.failure.code}: {exc.failure.message}"
+            )
+            return self._failed(draft, exc.failure)
+
+    async def _delete_owned(
+        self, draft: _Draft, conn: Connection, policy: DeletionPolicy
+    ) -> Result:
+        """Delete this resource's snapshot (and any tagged extras); release once all are gone."""
+        res = draft.res
+        status = res.status
+        known = status.snapshot_id
+        volume = res.volume_id
+        candidates: list[ExternalSnapshot] = []
+        if known:
+            found = await conn.client.observe(known) or await conn.client.confirm(known)
+            if found is not None:
+                refusal = self._foreign_owner(res, found, adopting=False)
+                if refusal is not None:
+                    return self._release_retained(res, refused=True)
+                candidates.append(found)
+        if volume and not status.adopted and (not known or status.unanswered_create_time):
+            for snap in await conn.client.find_owned(volume, res.uid):
+                if all(snap.id != other.id for other in candidates):
+                    candidates.append(snap)
+        if policy == "Retain":
+            keep = _oldest_usable(candidates) if candidates else None
+            candidates = [snap for snap in candidates if keep is None or snap.id != keep.id]
+        doubt_left = self._doubt_left(draft)
+        if not candidates and doubt_left <= 0:
+            if policy == "Retain":
+                return self._release_retained(res, refused=False)
+            message = f"EVS snapshot {known} is gone" if known else "no EVS snapshot to delete"
+            return _replace(
+                self._released(res, Event("Normal", "Deleted", message)), freed_volume=volume
+            )
+        messages: list[str] = []
+        events: list[Event] = []
+        for snap in candidates:
+            messages.append(await self._delete_one(conn, snap, events))
+        if doubt_left > 0:
+            messages.append(
+                f"waiting {doubt_left:.0f}s for an unanswered create request that EVS may still"
+                " apply"
+            )
+        message = "; ".join(messages)
+        if candidates and candidates[0].id == known:
+            draft.mirror(candidates[0])
+            draft.status.phase = "deleting" if candidates[0].state.settled else candidates[0].phase
         self._attempts.pop(res.uid, None)
         draft.synced()
         draft.condition(READY, "False", "Deleting", message)
-        events: tuple[Event, ...] = ()
-        if _reason(res, READY) != "Deleting" or snapshot.status in ("available", "error"):
-            events = (Event("Normal", "Deleting", message),)
+        if res.reason(READY) != "Deleting":
+            events.insert(0, Event("Normal", "Deleting", message))
+        delay = self._timing.poll if candidates else max(self._timing.poll, doubt_left)
         return Result(
-            outcome="success",
-            status_patch=draft.patch(),
-            events=events,
-            requeue_after=self._timing.poll,
+            Outcome.SUCCESS,
+            status=draft.changed(),
+            events=tuple(events),
+            requeue_after=delay,
             phase=draft.status.phase or "",
         )
 
-    def _released(self, res: _Resource, events: tuple[Event, ...]) -> Result:
+    async def _delete_one(
+        self, conn: Connection, snapshot: ExternalSnapshot, events: list[Event]
+    ) -> str:
+        """One snapshot's deletion step; what it is waiting for."""
+        if snapshot.state.settled:
+            if await conn.client.delete(snapshot.id):
+                return f"deleting EVS snapshot {snapshot.id}"
+            return f"EVS snapshot {snapshot.id} is gone"
+        if snapshot.state is State.DELETE_FAILED:
+            message = (
+                f"EVS failed to delete snapshot {snapshot.id} ({snapshot.phase});"
+                " this needs a Huawei Cloud support case"
+            )
+            if not any(event.reason == DELETE_FAILED for event in events):
+                events.append(Event("Warning", DELETE_FAILED, message))
+            return message
+        if snapshot.state is State.DELETING:
+            return f"waiting for EVS to finish deleting {snapshot.id}"
+        return f"waiting for EVS snapshot {snapshot.id} to leave {snapshot.phase}"
+
+    def _doubt_left(self, draft: _Draft) -> float:
+        since = draft.status.unanswered_create_time
+        if since is None:
+            return 0.0
+        return self._timing.create_doubt - (draft.now - since).total_seconds()
+
+    def _release_retained(self, res: _Resource, *, refused: bool) -> Result:
+        known = res.status.snapshot_id
+        if refused:
+            message = "the EVS snapshot belongs to another resource: left untouched"
+        else:
+            what = f"EVS snapshot {known}" if known else "no EVS snapshot"
+            message = f"deletionPolicy Retain: {what} kept"
+        return self._released(res, Event("Normal", "Retained", message))
+
+    def _released(self, res: _Resource, event: Event) -> Result:
         self._attempts.pop(res.uid, None)
-        return Result(outcome="success", events=events, finalizer=False)
+        return Result(Outcome.SUCCESS, events=(event,), finalizer=False)
 
 
-def _evs_failure(account: Account, exc: EVSError, operation: str) -> Failure:
-    secret = account.spec.credentials_secret_ref.name
-    return blame_class(classify(exc, operation), account.class_name, secret)
+def _synced_reason(failure: Failure) -> str:
+    """The Synced reason: a local code as it is (ClassNotFound, AlreadyOwned, ...), else the
+    generic ReconcileError (provider codes such as EVS.5413 are no valid reason)."""
+    return failure.code if _REASON.match(failure.code) else "ReconcileError"
+
+
+def _replace(result: Result, **changes: Any) -> Result:
+    return Result(**{**result.__dict__, **changes})
+
+
+def _where(account: AccountRef) -> tuple[str, str, str]:
+    return (account.region, account.project_id, account.endpoint)
+
+
+def _may_have_happened(failure: Failure) -> bool:
+    """Whether a failed create may still have made a snapshot (its answer never came)."""
+    return failure.kind is Kind.TRANSIENT and failure.cause is not Cause.THROTTLED
+
+
+def _way_out(failure: Failure, policy: DeletionPolicy | None) -> Failure:
+    """A deletion blocked on the class: say how to get the resource released."""
+    if failure.code not in (CLASS_NOT_FOUND, ACCOUNT_CHANGED):
+        return failure
+    hint = (
+        "recreate the class (or restore its account) so the snapshot can be deleted, or set"
+        " spec.deletionPolicy: Retain to keep the EVS snapshot and release this resource"
+    )
+    if policy is None:
+        hint = f"{hint} (no deletion policy was recorded, and only the class could say)"
+    return Failure(failure.code, f"{failure.message}; {hint}", failure.kind)
+
+
+def _oldest_usable(snapshots: list[ExternalSnapshot]) -> ExternalSnapshot:
+    """The one snapshot to keep among several of one owner: the oldest usable, else the oldest."""
+    ordered = sorted(snapshots, key=lambda snap: (snap.created_at, snap.id))
+    return next((snap for snap in ordered if snap.state.usable), ordered[0])
+
+
+def _wanted(res: _Resource, snapshot: ExternalSnapshot) -> Changes:
+    """Fields to change. A snapshot we made follows the spec fully; an adopted one only in the
+    fields the spec sets, so adopting never renames or wipes a snapshot unasked."""
+    spec = res.spec
+    ours = snapshot.owner_uid == res.uid
+    wanted_name = effective_snapshot_name(res.namespace, res.name, spec) if ours else spec.name
+    name = wanted_name if wanted_name is not None and wanted_name != snapshot.name else None
+    description = None
+    if (ours or spec.description is not None) and (spec.description or "") != (
+        snapshot.description or ""
+    ):
+        description = spec.description or ""
+    return Changes(name=name, description=description)
 
 
 def _vanished_before(res: _Resource) -> bool:
     """The resource's snapshot was found gone earlier: observing it again needs no finalizer."""
-    return bool(res.status.snapshot_id) and _reason(res, READY) == "NotFound"
+    return bool(res.status.snapshot_id) and res.reason(READY) == "NotFound"
 
 
 def _condition_status(res: _Resource, kind: str) -> str | None:
     cond = res.condition(kind)
     return cond.status if cond else None
-
-
-def _reason(res: _Resource, kind: str) -> str | None:
-    cond = res.condition(kind)
-    return cond.reason if cond else None

@@ -40,14 +40,12 @@ class Scheduler(Generic[K]):
         self._lanes: tuple[list[tuple[float, int, K]], ...] = ([], [])
         self._known: set[K] = set()
         self._seq = 0
-        self._running: set[K] = set()
+        self._running: dict[K, float] = {}
+        self._last_progress = float("-inf")
         self._again: dict[K, float] = {}
         self._dropped: set[K] = set()
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-
-    def __len__(self) -> int:
-        return len(self._due) + len(self._running)
 
     def enqueue(self, key: K, delay: float = 0.0) -> None:
         """Ask for ``key`` to be worked on in ``delay`` seconds (or earlier if already due)."""
@@ -89,6 +87,19 @@ class Scheduler(Generic[K]):
             lane[:] = [entry for entry in lane if self._due.get(entry[2]) == (entry[0], index)]
             heapq.heapify(lane)
 
+    def stalled_for(self) -> float:
+        """Seconds that work has been due or running with no step finishing; 0 when idle.
+
+        The watchdog behind /healthz: a scheduler whose steps all hang, or that stopped
+        dispatching, shows a growing figure, and the liveness probe restarts the pod.
+        """
+        now = asyncio.get_running_loop().time()
+        waiting = [when for when, _lane in self._due.values() if when <= now]
+        waiting.extend(self._running.values())
+        if not waiting:
+            return 0.0
+        return max(0.0, now - max(self._last_progress, min(waiting)))
+
     def pending(self, key: K) -> float | None:
         """Loop time at which ``key`` is due, if it is queued."""
         due = self._due.get(key)
@@ -108,7 +119,7 @@ class Scheduler(Generic[K]):
                     if key is None:
                         self._slots.release()
                         break
-                    self._running.add(key)
+                    self._running[key] = loop.time()
                     task = asyncio.create_task(self._process(key))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
@@ -141,7 +152,8 @@ class Scheduler(Generic[K]):
             log.exception("Unexpected failure while reconciling %s; retrying in 30s", key)
             delay = 30.0
         finally:
-            self._running.discard(key)
+            self._running.pop(key, None)
+            self._last_progress = asyncio.get_running_loop().time()
             self._slots.release()
         again = self._again.pop(key, None)
         if key in self._dropped:

@@ -1,0 +1,219 @@
+"""The EVS implementation of the external client: what EVS calls things and how it fails.
+
+Everything EVS-specific that the lifecycle needs lives here: the status words and their generic
+``State``, the error codes and their class (docs/evs.md), the owner-UID metadata tag that lets a
+snapshot be recognised again after a lost create answer, and the account a class resolves to.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from cloudsnap.api import (
+    OWNER_NAME_METADATA_KEY,
+    OWNER_NAMESPACE_METADATA_KEY,
+    OWNER_UID_METADATA_KEY,
+    AccountRef,
+)
+from cloudsnap.evs import UNSET, CreateSnapshotRequest, EVSAPIError, EVSError, ListSnapshotsQuery
+from cloudsnap.evs import Snapshot as EVSSnapshot
+from cloudsnap.reconcile.accounts import Account, Accounts
+from cloudsnap.reconcile.external import (
+    Changes,
+    Connection,
+    CreateRequest,
+    ExternalSnapshot,
+    State,
+)
+from cloudsnap.reconcile.failures import Cause, ExternalError, Failure, Kind
+
+_STATES = {
+    "creating": State.CREATING,
+    "available": State.READY,
+    "error": State.FAILED,
+    "deleting": State.DELETING,
+    "error_deleting": State.DELETE_FAILED,
+}
+
+AUTH_CODES = frozenset({"APIG.0301", "EVS.5401", "EVS.5403", "EVS.0001", "EVS.0002"})
+QUOTA_CODE = "EVS.5413"
+THROTTLED_CODE = "APIG.0308"
+# error_deleting (EVS.2019), not available (EVS.2043), delete refused in this status (EVS.1047).
+_BLOCKED_CODES = AUTH_CODES | {QUOTA_CODE, "EVS.2019", "EVS.2043", "EVS.1047"}
+# Cinder's wording for a disk that is attached, which EVS inherits (docs/evs.md, "Errors").
+_IN_USE_HINTS = ("in-use", "must be available")
+
+
+class EVSConnector:
+    """Connects a class to its EVS account (a Connector)."""
+
+    def __init__(self, accounts: Accounts) -> None:
+        self._accounts = accounts
+
+    async def connect(self, class_name: str | None) -> Connection:
+        """The class's account and an EVS client bound to it; LocalFailure when unusable."""
+        account = await self._accounts.resolve(class_name)
+        return Connection(
+            class_name=account.class_name,
+            account=account_ref(account),
+            class_spec=account.spec,
+            client=EVSExternal(account),
+        )
+
+
+def account_ref(account: Account) -> AccountRef:
+    """Where snapshots made with the account live: region, project and endpoint host."""
+    spec = account.spec
+    return AccountRef(
+        class_name=account.class_name,
+        region=spec.region,
+        project_id=spec.project_id,
+        endpoint=urlsplit(spec.evs_endpoint()).netloc,
+    )
+
+
+class EVSExternal:
+    """Snapshot operations over one account's client and batch poller (an ExternalClient)."""
+
+    def __init__(self, account: Account) -> None:
+        self._account = account
+
+    async def observe(self, snapshot_id: str) -> ExternalSnapshot | None:
+        """Batched with every other resource of the class polling now (one list call)."""
+        try:
+            found = await self._account.poller.refresh(snapshot_id)
+        except EVSError as exc:
+            raise self._error(exc, "list") from None
+        return None if found is None else _external(found)
+
+    async def confirm(self, snapshot_id: str) -> ExternalSnapshot | None:
+        """A direct show: a 404 here is EVS's own word that the snapshot is gone."""
+        try:
+            found = await self._account.client.show_snapshot(snapshot_id)
+        except EVSAPIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise self._error(exc, "show") from None
+        except EVSError as exc:
+            raise self._error(exc, "show") from None
+        return _external(found)
+
+    async def find_owned(self, volume_id: str, owner_uid: str) -> list[ExternalSnapshot]:
+        """List the disk's snapshots (by volume_id, never by name: names change) and keep the
+        ones tagged with the owner. A disk holds few snapshots (EVS allows 7), so one page."""
+        query = ListSnapshotsQuery(volume_id=volume_id)
+        owned: list[ExternalSnapshot] = []
+        try:
+            async for snapshot in self._account.client.iter_snapshots(query):
+                if snapshot.metadata.get(OWNER_UID_METADATA_KEY) == owner_uid:
+                    owned.append(_external(snapshot))
+        except EVSError as exc:
+            raise self._error(exc, "list") from None
+        return sorted(owned, key=lambda snap: (snap.created_at, snap.id))
+
+    async def create(self, request: CreateRequest) -> ExternalSnapshot:
+        """POST the snapshot, always tagged with its owner's identity."""
+        owner = request.owner
+        metadata = dict(request.metadata) | {
+            OWNER_UID_METADATA_KEY: owner.uid,
+            OWNER_NAMESPACE_METADATA_KEY: owner.namespace,
+            OWNER_NAME_METADATA_KEY: owner.name,
+        }
+        body = CreateSnapshotRequest(
+            volume_id=request.volume_id,
+            name=request.name,
+            description=request.description,
+            force=request.force,
+            metadata=metadata,
+        )
+        try:
+            return _external(await self._account.client.create_snapshot(body))
+        except EVSError as exc:
+            raise self._error(exc, "create") from None
+
+    async def update(self, snapshot_id: str, changes: Changes) -> ExternalSnapshot:
+        """PUT only the fields that change."""
+        name = UNSET if changes.name is None else changes.name
+        description = UNSET if changes.description is None else changes.description
+        try:
+            updated = await self._account.client.update_snapshot(
+                snapshot_id, name=name, description=description
+            )
+        except EVSError as exc:
+            raise self._error(exc, "update") from None
+        return _external(updated)
+
+    async def delete(self, snapshot_id: str) -> bool:
+        """DELETE the snapshot; False when EVS says it is already gone."""
+        try:
+            await self._account.client.delete_snapshot(snapshot_id)
+        except EVSAPIError as exc:
+            if exc.status_code == 404:
+                return False
+            raise self._error(exc, "delete") from None
+        except EVSError as exc:
+            raise self._error(exc, "delete") from None
+        return True
+
+    def _error(self, exc: EVSError, operation: str) -> ExternalError:
+        failure = classify(exc, operation)
+        return ExternalError(blame_class(failure, self._account))
+
+
+def _external(snapshot: EVSSnapshot) -> ExternalSnapshot:
+    return ExternalSnapshot(
+        id=snapshot.id,
+        state=_STATES.get(snapshot.status, State.BUSY),
+        phase=snapshot.status,
+        volume_id=snapshot.volume_id,
+        owner_uid=snapshot.metadata.get(OWNER_UID_METADATA_KEY),
+        name=snapshot.name,
+        description=snapshot.description,
+        size=snapshot.size,
+        created_at=snapshot.created_at,
+        updated_at=snapshot.updated_at,
+    )
+
+
+def classify(exc: EVSError, operation: str) -> Failure:
+    """Map an EVS client error to a Failure (the table in docs/evs.md).
+
+    A 404 on create means the disk is missing (blocked: someone may create it); on update or show
+    it means the snapshot is not there (the caller re-observes before believing it).
+    """
+    request_id = exc.request_id
+    if isinstance(exc, EVSAPIError) and (exc.status_code == 429 or exc.code == THROTTLED_CODE):
+        code = exc.code or "HTTP.429"
+        return Failure(code, exc.message, Kind.TRANSIENT, request_id, Cause.THROTTLED)
+    if not isinstance(exc, EVSAPIError) or exc.retryable:
+        code = exc.code or _transport_code(exc)
+        return Failure(code, exc.message, Kind.TRANSIENT, request_id)
+    status = exc.status_code or 0
+    code = exc.code or f"HTTP.{status}"
+    if code == QUOTA_CODE:
+        return Failure(code, exc.message, Kind.BLOCKED, request_id, Cause.QUOTA)
+    if status == 404:
+        kind = Kind.BLOCKED if operation == "create" else Kind.TRANSIENT
+        return Failure(code, exc.message, kind, request_id, Cause.NOT_FOUND)
+    if code in _BLOCKED_CODES or status in (401, 403, 413):
+        return Failure(code, exc.message, Kind.BLOCKED, request_id)
+    if operation == "create" and any(hint in exc.message for hint in _IN_USE_HINTS):
+        return Failure(code, exc.message, Kind.BLOCKED, request_id)
+    return Failure(code, exc.message, Kind.INVALID, request_id)
+
+
+def blame_class(failure: Failure, account: Account) -> Failure:
+    """Name the class and its Secret in an authentication failure: that is where the fix lies."""
+    if failure.code not in AUTH_CODES and not failure.code.startswith(("HTTP.401", "HTTP.403")):
+        return failure
+    secret = account.spec.credentials_secret_ref.name
+    note = f"CloudSnapshotClass {account.class_name}: check the credentials in Secret {secret}"
+    return Failure(
+        failure.code, f"{failure.message} ({note})", failure.kind, failure.request_id, failure.cause
+    )
+
+
+def _transport_code(exc: EVSError) -> str:
+    if exc.status_code is not None:
+        return f"HTTP.{exc.status_code}"
+    return type(exc).__name__.removeprefix("EVS").removesuffix("Error") or "Error"
