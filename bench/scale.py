@@ -1,6 +1,6 @@
 """`make bench`: N CloudSnapshots applied at once against the whole real stack, timed and costed.
 
-DESIGN.md §5 asks that 1,000 resources applied at once all be Ready within about a minute on a
+The target: 1,000 resources applied at once all Ready within about a minute on a
 2-core machine, with bounded EVS calls and Kubernetes writes per resource and memory flat in the
 number of resources. This measures exactly that, end to end and black-box: a real control plane,
 the EVS simulator and the operator as separate processes (started by the sandbox's helpers), the

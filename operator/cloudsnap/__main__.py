@@ -15,7 +15,7 @@ import pydantic
 from cloudsnap import logs, metrics
 from cloudsnap.api import crdgen
 from cloudsnap.handlers import FINALIZER, Controller, Memo, configure, registry
-from cloudsnap.kube import ClassCache, KubeWriter, SecretCache, load_config
+from cloudsnap.kube import ClassCache, KubeWriter, SecretCache, load_config, wait_for_api
 from cloudsnap.reconcile import Accounts, EVSConnector, Reconciler
 from cloudsnap.settings import Settings, add_run_arguments, from_arguments
 
@@ -33,6 +33,7 @@ async def run(config: Settings) -> None:
         secrets,
         timeout=config.evs_timeout_seconds,
         observer=metrics.observe_evs_request,
+        limiter_observer=metrics.observe_rate_limit_wait,
     )
     reconciler = Reconciler(EVSConnector(accounts), finalizer=FINALIZER, timing=config.timing())
     controller = Controller(reconciler, writer, max_workers=config.max_workers)
@@ -50,6 +51,7 @@ async def run(config: Settings) -> None:
             lambda: ready.is_set() and classes.synced and secrets.synced,
             lambda: controller.scheduler.stalled_for() < config.watchdog_seconds,
         )
+    await wait_for_api(api, None if config.all_namespaces else config.namespace[0])
     scope = "all namespaces" if config.all_namespaces else ", ".join(config.namespace)
     log.info("watching CloudSnapshots in %s; Secrets in %s", scope, config.operator_namespace)
     try:

@@ -33,8 +33,6 @@ from cloudsnap.reconcile.failures import ALREADY_OWNED
 from cloudsnap.settings import Settings
 
 FINALIZER = f"{GROUP}/snapshot-protection"
-# kopf's own annotations, should any kopf feature ever store state: short and in our group.
-KOPF_PREFIX = f"kopf.{GROUP}"
 # A 409 on the finalizer patch means our copy is behind the watch; it catches up within moments.
 CONFLICT_RETRY_SECONDS = 0.5
 # Events posted at once; each in-flight post holds an API connection.
@@ -407,10 +405,6 @@ class Memo:
 def configure(settings: kopf.OperatorSettings, config: Settings) -> None:
     """kopf settings, each chosen on purpose (see the module docstring for the storage choice)."""
     settings.peering.standalone = True  # one replica; no KopfPeering objects, no RBAC for them
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=KOPF_PREFIX, key="last"
-    )
     # Only our explicit Events are posted, never kopf's log lines (those stay in the log).
     settings.posting.enabled = True
     settings.posting.loggers = False

@@ -52,6 +52,37 @@ def load_config() -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(config)
 
 
+async def wait_for_api(api: kubernetes.client.ApiClient, namespace: str | None) -> None:
+    """Wait until the API server serves CloudSnapshots (the CRD established, its storage ready).
+
+    Installed together with the operator, the CRD can still be initialising when the operator
+    starts; kopf would log each refused listing as an ERROR. One INFO line instead.
+    """
+    custom = kubernetes.client.CustomObjectsApi(api)
+
+    def probe() -> None:
+        if namespace is None:
+            custom.list_cluster_custom_object(GROUP, VERSION, SNAPSHOT_PLURAL, limit=1)
+        else:
+            custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, SNAPSHOT_PLURAL, limit=1
+            )
+
+    loop = asyncio.get_running_loop()
+    told = False
+    while True:
+        try:
+            await loop.run_in_executor(None, probe)
+            return
+        except ApiException as exc:
+            if exc.status not in (404, 429, 503):
+                return  # not a start-up race: kopf reports it in its own words
+            if not told:
+                log.info("waiting for the API server to serve CloudSnapshots (%s)", exc.reason)
+                told = True
+        await asyncio.sleep(1.0)
+
+
 class KubeWriter:
     """Patches CloudSnapshots through the status subresource and the main resource."""
 

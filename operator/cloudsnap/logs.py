@@ -98,6 +98,7 @@ def configure(level: str, fmt: str) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     # Per-request chatter of the HTTP stacks is noise even at DEBUG, and the Kubernetes client
-    # logs whole response bodies (Secrets included) at DEBUG.
-    for noisy in ("httpx", "httpcore", "urllib3", "aiohttp.access", "kubernetes"):
+    # logs whole response bodies (Secrets included) at DEBUG. kopf's per-object logger says
+    # "Handler ... succeeded" for every watch event; our own step log says what was done.
+    for noisy in ("httpx", "httpcore", "urllib3", "aiohttp.access", "kubernetes", "kopf.objects"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -85,6 +85,11 @@ TIME_TO_READY_SECONDS = Histogram(
 )
 
 
+def observe_rate_limit_wait(class_name: str, seconds: float) -> None:
+    """Record one wait for a class's rate limiter; fits ``Accounts(limiter_observer=...)``."""
+    RATE_LIMIT_WAIT_SECONDS.labels(cls=class_name).observe(seconds)
+
+
 def observe_evs_request(operation: str, code: str, seconds: float) -> None:
     """Record one EVS request; its signature fits ``EVSClient(observer=...)`` as is."""
     EVS_REQUESTS_TOTAL.labels(operation=operation, code=code).inc()

@@ -3,7 +3,8 @@
 Entry points: ``evs_simulator.testing.running_simulator`` (in-process), the ``evs-simulator``
 console script, and ``evs_simulator.admin_client.AdminClient`` for the ``/_sim/`` admin API.
 
-Choices made where EVS-API.md leaves the behaviour open (tests in tests/simulator pin each one):
+Choices made where the EVS documentation (docs/evs.md) leaves the behaviour open (tests in
+tests/simulator pin each one):
 
 - Authentication failures of every kind (signature, unknown AK, skew over 15 minutes, security
   token, X-Project-Id or URL project mismatch, bad X-Auth-Token) are the gateway's 401 APIG.0301;

@@ -72,7 +72,7 @@ def test_errors_fall_in_the_three_classes(error: EVSAPIError, operation: str, ki
 
 
 async def test_token_bucket_holds_the_rate_after_the_burst() -> None:
-    bucket = TokenBucket(rate=100.0, burst=5, label="test")
+    bucket = TokenBucket(rate=100.0, burst=5)
     started = time.monotonic()
     waits = [await bucket.acquire() for _ in range(25)]
     elapsed = time.monotonic() - started

@@ -70,7 +70,7 @@ def test_logs_redact_registered_secrets_and_credential_patterns(
     secret = "registered-secret-value-123"
     logs.REDACTOR.add(secret)
     kopf_log = logging.getLogger("kopf.objects")
-    kopf_log.debug("secret in kopf's log: %s", secret)
+    kopf_log.warning("secret in kopf's log: %s", secret)
     logging.getLogger("cloudsnap").info(
         "Authorization: SDK-HMAC-SHA256 Access=AK, SignedHeaders=host, Signature=%s",
         "ab" * 32,

@@ -32,6 +32,7 @@ from cloudsnap.api.models import (
     SecretReference,
     StatusError,
     effective_deletion_policy,
+    invalid_fields,
     recorded_deletion_policy,
 )
 from cloudsnap.api.naming import effective_snapshot_name
@@ -64,5 +65,6 @@ __all__ = [
     "StatusError",
     "effective_deletion_policy",
     "effective_snapshot_name",
+    "invalid_fields",
     "recorded_deletion_policy",
 ]

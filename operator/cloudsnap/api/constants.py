@@ -1,4 +1,4 @@
-"""Names of the custom resources and the fixed strings of the public API (DESIGN.md §1).
+"""Names of the custom resources and the fixed strings of the public API (docs/lifecycle.md).
 
 Kept apart from the models so the handlers, the CRD generator and the tests all spell a group, a
 plural or a reserved prefix the same way.

@@ -2,8 +2,9 @@
 
 The models are the single source: pydantic's JSON schema of each spec and status is rewritten into
 the structural OpenAPI v3 subset Kubernetes accepts ($refs inlined, optional unions collapsed,
-titles dropped), and wrapped in a CRD with the names, printer columns and subresources of
-DESIGN.md §1. The output is deterministic so a test can compare it with what is committed.
+titles dropped), and wrapped in a CRD with the names, printer columns and subresources the
+public API promises (docs/lifecycle.md). The output is deterministic so a test can compare it
+with what is committed.
 """
 
 import pathlib

@@ -1,4 +1,4 @@
-"""Pydantic models of the CloudSnapshot and CloudSnapshotClass resources (DESIGN.md §1).
+"""Pydantic models of the CloudSnapshot and CloudSnapshotClass resources (docs/lifecycle.md).
 
 They are the single source of the public API: the operator parses raw Kubernetes bodies with them
 (`CloudSnapshotSpec.model_validate(body["spec"])`) and writes status with
@@ -8,16 +8,15 @@ the CEL rules attached with `json_schema_extra` are what the API server enforces
 Python names are snake_case; the Kubernetes (camelCase) names are the aliases.
 """
 
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     Base64Bytes,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
     field_validator,
 )
 
@@ -32,6 +31,7 @@ from cloudsnap.api.constants import (
     RESERVED_NAME_PREFIX,
     SNAPSHOT_KIND,
 )
+from cloudsnap.utc import UTCDateTime
 
 UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 OPTIONAL_UUID_PATTERN = f"^({UUID_PATTERN[1:-1]})?$"
@@ -69,17 +69,16 @@ def _fixed_at_creation(field: str, zero: str) -> JsonDict:
     )
 
 
+def invalid_fields(exc: ValidationError) -> str:
+    """The dotted paths of the fields a validation error names, for one-line messages."""
+    return ", ".join(".".join(str(part) for part in err["loc"]) for err in exc.errors())
+
+
 def validations(*rules: JsonDict) -> JsonDict:
     """The `json_schema_extra` that attaches CEL rules to a field or a model."""
     return {"x-kubernetes-validations": list(rules)}
 
 
-def _as_utc(value: datetime) -> datetime:
-    """EVS times carry no zone but are UTC; Kubernetes needs RFC 3339 with a zone."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-UTCDateTime = Annotated[datetime, AfterValidator(_as_utc)]
 MetadataValue = Annotated[str, StringConstraints(max_length=METADATA_VALUE_MAX_LENGTH)]
 
 
@@ -390,6 +389,15 @@ class CloudSnapshotClassSpec(_Model):
     def evs_endpoint(self) -> str:
         """The explicit endpoint (e.g. a simulator), else the region's public one."""
         return self.endpoint or f"https://evs.{self.region}.myhuaweicloud.com"
+
+    def tls_verify(self) -> bool | str:
+        """What the EVS client verifies the endpoint with: nothing, this PEM CA bundle, or the
+        system roots."""
+        if self.insecure_skip_tls_verify:
+            return False
+        if self.ca_bundle:
+            return self.ca_bundle.decode()
+        return True
 
 
 class CloudSnapshotClass(_Model):

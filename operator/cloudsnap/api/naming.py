@@ -1,4 +1,4 @@
-"""The EVS snapshot name a CloudSnapshot gets when its spec names none (DESIGN.md §1)."""
+"""The EVS snapshot name a CloudSnapshot gets when its spec names none (docs/lifecycle.md)."""
 
 import hashlib
 

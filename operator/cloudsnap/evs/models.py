@@ -8,22 +8,16 @@ zone and are UTC, so they are made timezone-aware here once for every caller.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-
-def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+from cloudsnap.utc import UTCDateTime
 
 
 def _none_as(empty: Callable[[], Any]) -> BeforeValidator:
     """EVS sends null for some fields that are simply empty; read them as the empty value."""
     return BeforeValidator(lambda value: empty() if value is None else value)
-
-
-UTCDateTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class Snapshot(BaseModel):

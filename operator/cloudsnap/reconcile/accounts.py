@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pydantic
 
-from cloudsnap.api import CloudSnapshotClass, CloudSnapshotClassSpec
+from cloudsnap.api import CloudSnapshotClass, CloudSnapshotClassSpec, invalid_fields
 from cloudsnap.evs import AKSKAuth, EVSClient, Observer
 from cloudsnap.reconcile.failures import (
     CLASS_NOT_FOUND,
@@ -78,12 +79,14 @@ class Accounts:
         timeout: float = 30.0,
         poll_window: float = 0.2,
         observer: Observer | None = None,
+        limiter_observer: Callable[[str, float], None] | None = None,
     ) -> None:
         self._classes = classes
         self._secrets = secrets
         self._timeout = timeout
         self._poll_window = poll_window
         self._observer = observer
+        self._limiter_observer = limiter_observer
         self._accounts: dict[str, Account] = {}
         self._retired: set[asyncio.Task[None]] = set()
 
@@ -148,13 +151,18 @@ class Accounts:
         token: str | None,
         fingerprint: str,
     ) -> Account:
-        bucket = TokenBucket(spec.rate_limit.requests_per_second, spec.rate_limit.burst, label=name)
+        wait_observer = None
+        if self._limiter_observer is not None:
+            wait_observer = functools.partial(self._limiter_observer, name)
+        bucket = TokenBucket(
+            spec.rate_limit.requests_per_second, spec.rate_limit.burst, observer=wait_observer
+        )
         client = EVSClient(
             spec.evs_endpoint(),
             AKSKAuth(access_key, secret_key, spec.project_id, security_token=token),
             spec.project_id,
             timeout=self._timeout,
-            verify=_tls(spec),
+            verify=spec.tls_verify(),
             observer=self._observer,
             limiter=bucket.acquire,
         )
@@ -199,17 +207,8 @@ def _parse_class(raw: Mapping[str, Any], name: str) -> CloudSnapshotClass:
     try:
         return CloudSnapshotClass.model_validate(raw)
     except pydantic.ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors())
+        fields = invalid_fields(exc)
         raise _blocked(INVALID_CLASS, f"CloudSnapshotClass {name} is invalid: {fields}") from None
-
-
-def _tls(spec: CloudSnapshotClassSpec) -> bool | str:
-    """The client's ``verify``: off, the class's PEM CA bundle, or the system store."""
-    if spec.insecure_skip_tls_verify:
-        return False
-    if spec.ca_bundle:
-        return spec.ca_bundle.decode()
-    return True
 
 
 def _fingerprint(

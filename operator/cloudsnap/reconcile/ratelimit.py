@@ -10,7 +10,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from cloudsnap.metrics import RATE_LIMIT_WAIT_SECONDS
+WaitObserver = Callable[[float], None]
+"""Hears how long each acquire waited (the operator feeds a histogram with it)."""
 
 
 class TokenBucket:
@@ -21,14 +22,14 @@ class TokenBucket:
         rate: float,
         burst: int,
         *,
-        label: str = "",
+        observer: WaitObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
         self.rate = rate
         self.burst = burst
-        self._label = label
+        self._observer = observer
         self._clock = clock
         self._tokens = float(burst)
         self._stamp = clock()
@@ -52,5 +53,6 @@ class TokenBucket:
                 self._refill()
             self._tokens -= 1.0
         waited = self._clock() - started
-        RATE_LIMIT_WAIT_SECONDS.labels(cls=self._label).observe(waited)
+        if self._observer is not None:
+            self._observer(waited)
         return waited

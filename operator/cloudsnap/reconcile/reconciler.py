@@ -42,6 +42,7 @@ from cloudsnap.api import (
     StatusError,
     effective_deletion_policy,
     effective_snapshot_name,
+    invalid_fields,
     recorded_deletion_policy,
 )
 from cloudsnap.reconcile.backoff import Timing
@@ -316,37 +317,26 @@ class Reconciler:
             return self._deadline_passed(res)
 
     def _parse(self, body: Mapping[str, Any]) -> _Resource:
-        meta = body.get("metadata", {})
         raw_status = dict(body.get("status") or {})
-        return _Resource(
-            namespace=str(meta.get("namespace", "")),
-            name=str(meta.get("name", "")),
-            uid=str(meta.get("uid", "")),
-            generation=int(meta.get("generation") or 0),
+        return _resource(
+            body,
             spec=CloudSnapshotSpec.model_validate(body.get("spec") or {}),
             status=CloudSnapshotStatus.model_validate(raw_status),
-            raw_status=raw_status,
-            deleting=bool(meta.get("deletionTimestamp")),
-            has_finalizer=self._finalizer in (meta.get("finalizers") or ()),
+            has_finalizer=self._finalizer in (body.get("metadata", {}).get("finalizers") or ()),
         )
 
     def _invalid_body(self, body: Mapping[str, Any], exc: pydantic.ValidationError) -> Result:
         """A body the CRD schema should have refused: report it, never crash, never call EVS."""
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
-        meta = body.get("metadata", {})
-        stub = _Resource(
-            namespace=str(meta.get("namespace", "")),
-            name=str(meta.get("name", "")),
-            uid=str(meta.get("uid", "")),
-            generation=int(meta.get("generation") or 0),
+        stub = _resource(
+            body,
             spec=CloudSnapshotSpec.model_construct(),
             status=CloudSnapshotStatus(),
-            raw_status=dict(body.get("status") or {}),
-            deleting=False,
             has_finalizer=False,
         )
-        failure = Failure(INVALID_SPEC, f"the resource does not parse: {fields}", Kind.INVALID)
-        return self._failed(_Draft(stub, self._clock()), failure)
+        message = f"the resource does not parse: {invalid_fields(exc)}"
+        return self._failed(
+            _Draft(stub, self._clock()), Failure(INVALID_SPEC, message, Kind.INVALID)
+        )
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -853,6 +843,27 @@ class Reconciler:
     def _released(self, res: _Resource, event: Event) -> Result:
         self._attempts.pop(res.uid, None)
         return Result(Outcome.SUCCESS, events=(event,), finalizer=False)
+
+
+def _resource(
+    body: Mapping[str, Any],
+    *,
+    spec: CloudSnapshotSpec,
+    status: CloudSnapshotStatus,
+    has_finalizer: bool,
+) -> _Resource:
+    meta = body.get("metadata", {})
+    return _Resource(
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid", "")),
+        generation=int(meta.get("generation") or 0),
+        spec=spec,
+        status=status,
+        raw_status=dict(body.get("status") or {}),
+        deleting=bool(meta.get("deletionTimestamp")),
+        has_finalizer=has_finalizer,
+    )
 
 
 def _synced_reason(failure: Failure) -> str:
