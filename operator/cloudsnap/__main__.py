@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import kopf
 import pydantic
@@ -15,7 +16,15 @@ import pydantic
 from cloudsnap import logs, metrics
 from cloudsnap.api import crdgen
 from cloudsnap.handlers import FINALIZER, Controller, Memo, configure, registry
-from cloudsnap.kube import ClassCache, KubeWriter, SecretCache, load_config, wait_for_api
+from cloudsnap.kube import (
+    ClassCache,
+    KubeLeaseStore,
+    KubeWriter,
+    SecretCache,
+    load_config,
+    wait_for_api,
+)
+from cloudsnap.leader import Elector
 from cloudsnap.reconcile import Accounts, EVSConnector, Reconciler
 from cloudsnap.settings import Settings, add_run_arguments, from_arguments
 
@@ -28,15 +37,27 @@ async def run(config: Settings) -> None:
     writer = KubeWriter(api)
     classes = ClassCache(api)
     secrets = SecretCache(api, config.operator_namespace)
+    elector = _elector(api, config) if config.leader_election else None
+    may_act = elector.may_act if elector is not None else (lambda: True)
     accounts = Accounts(
         classes,
         secrets,
         timeout=config.evs_timeout_seconds,
         observer=metrics.observe_evs_request,
         limiter_observer=metrics.observe_rate_limit_wait,
+        guard=may_act,
+        user_agent=f"cloudsnap/{config.identity}",
     )
     reconciler = Reconciler(EVSConnector(accounts), finalizer=FINALIZER, timing=config.timing())
-    controller = Controller(reconciler, writer, max_workers=config.max_workers)
+    controller = Controller(reconciler, writer, max_workers=config.max_workers, may_act=may_act)
+    campaign = None
+    if elector is not None:
+        controller.stop_leading()  # a standby until the Lease is ours
+        elector.on_started = lambda: _leading(controller, elector, True)
+        elector.on_stopped = lambda: _leading(controller, elector, False)
+        campaign = asyncio.create_task(elector.run(), name="cloudsnap-leader-election")
+    else:
+        metrics.LEADER.set(1)
     classes.on_change = secrets.on_change = lambda _name: controller.retry_blocked()
     classes.start()
     secrets.start()
@@ -65,12 +86,30 @@ async def run(config: Settings) -> None:
             memo=Memo(controller),
         )
     finally:
+        if campaign is not None:
+            campaign.cancel()  # releases the Lease, after kopf's cleanup stopped the steps
+            await asyncio.gather(campaign, return_exceptions=True)
         classes.stop()
         secrets.stop()
         await accounts.aclose()
         writer.close()
         if runner is not None:
             await runner.cleanup()
+
+
+def _elector(api: Any, config: Settings) -> Elector:
+    store = KubeLeaseStore(api, config.operator_namespace, config.lease_name)
+    return Elector(store, config.identity, timing=config.lease_timing())
+
+
+def _leading(controller: Controller, elector: Elector, leading: bool) -> None:
+    """Leadership changed: start or stop reconciling, and say so in the metrics."""
+    metrics.LEADER.set(1 if leading else 0)
+    metrics.LEADER_TRANSITIONS.inc()
+    if leading:
+        controller.start_leading()
+    else:
+        controller.stop_leading()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -108,8 +108,10 @@ class Controller:
         *,
         max_workers: int,
         post_event: Callable[[Mapping[str, Any], Event], None] | None = None,
+        may_act: Callable[[], bool] = lambda: True,
     ) -> None:
         self._reconciler = reconciler
+        self._may_act = may_act
         self._writer = writer
         self._post_event = post_event or _post_kopf_event
         self._bodies: dict[str, dict[str, Any]] = {}
@@ -131,8 +133,8 @@ class Controller:
         if event_type == "DELETED":
             self._drop(uid)
             return
-        if event_type == "ADDED" and _unborn(body):
-            # Created while we watch: nothing can have been sent for it before us.
+        if event_type == "ADDED" and _unborn(body) and self._may_act():
+            # Created while we watch and lead: nothing can have been sent for it before us.
             self._reconciler.witness_birth(uid)
         self._remember(uid, body)
         generation = int(meta.get("generation") or 0)
@@ -157,6 +159,18 @@ class Controller:
             self._runner.cancel()
             await asyncio.gather(self._runner, return_exceptions=True)
             self._runner = None
+
+    def start_leading(self) -> None:
+        """This replica now holds the Lease: what it remembers proves nothing about what the
+        previous leader sent, so forget it, and look at every resource again."""
+        self._reconciler.forget_all()
+        for uid in self._seen:
+            self.scheduler.enqueue(uid)
+        self.scheduler.resume()
+
+    def stop_leading(self) -> None:
+        """This replica lost (or gave up) the Lease: start nothing, cancel what runs."""
+        self.scheduler.pause()
 
     def retry_blocked(self) -> None:
         """A class or Secret changed: resources waiting on one try again now."""
@@ -224,7 +238,7 @@ class Controller:
     async def step(self, uid: str) -> float | None:
         """One persisted reconcile step; seconds until the next one (None: on the next change)."""
         body = self._bodies.get(uid)
-        if body is None:
+        if body is None or not self._may_act():
             return None
         started = time.perf_counter()
         result = await self._reconciler.reconcile(body)
@@ -248,6 +262,8 @@ class Controller:
             await self._persist(uid, body, result)
         except Conflict:
             return CONFLICT_RETRY_SECONDS
+        except NotLeading:
+            return None
         finally:
             if uid not in self._seen:
                 # The DELETED event came while a write was in flight; the write's answer must
@@ -278,13 +294,17 @@ class Controller:
                 self.scheduler.enqueue(waiting)
 
     async def _persist(self, uid: str, body: dict[str, Any], result: Result) -> None:
-        """Finalizer first (it must hold before a create), then status, events, release."""
+        """Finalizer first (it must hold before a create), then status, events, release.
+
+        Each write first checks that this replica may still act (it holds the Lease).
+        """
+        writer = _Fenced(self._writer, self._may_act)
         meta = body.get("metadata", {})
         namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
         current = body
         finalizers = list(meta.get("finalizers") or [])
         if result.finalizer is True and FINALIZER not in finalizers:
-            fresh = await self._writer.set_finalizers(
+            fresh = await writer.set_finalizers(
                 namespace, name, uid, [*finalizers, FINALIZER], _version_text(body)
             )
             if fresh is None:
@@ -292,16 +312,17 @@ class Controller:
             current = fresh
             self._remember(uid, fresh)
         if result.status is not None:
-            fresh = await self._writer.patch_status(namespace, name, uid, result.status)
+            fresh = await writer.patch_status(namespace, name, uid, result.status)
             if fresh is None:
                 return
             current = fresh
             self._remember(uid, fresh)
         for event in result.events:
+            writer.check()
             self._post_event(current, event)
         if result.finalizer is False and FINALIZER in finalizers:
             remaining = [f for f in current["metadata"].get("finalizers") or [] if f != FINALIZER]
-            fresh = await self._writer.set_finalizers(
+            fresh = await writer.set_finalizers(
                 namespace, name, uid, remaining, _version_text(current)
             )
             if fresh is not None:
@@ -312,6 +333,34 @@ class Controller:
         metrics.SNAPSHOTS.clear()
         for phase, count in counts.items():
             metrics.SNAPSHOTS.labels(phase=phase).set(count)
+
+
+class NotLeading(Exception):
+    """A write was about to leave a replica that no longer holds the Lease."""
+
+
+@dataclass(frozen=True)
+class _Fenced:
+    """The writer, behind a check that this replica may still act."""
+
+    writer: Writer
+    may_act: Callable[[], bool]
+
+    def check(self) -> None:
+        if not self.may_act():
+            raise NotLeading
+
+    async def patch_status(
+        self, namespace: str, name: str, uid: str, status: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        self.check()
+        return await self.writer.patch_status(namespace, name, uid, status)
+
+    async def set_finalizers(
+        self, namespace: str, name: str, uid: str, finalizers: Sequence[str], version: str
+    ) -> dict[str, Any] | None:
+        self.check()
+        return await self.writer.set_finalizers(namespace, name, uid, finalizers, version)
 
 
 def _unborn(body: Mapping[str, Any]) -> bool:

@@ -19,12 +19,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from cloudsnap.api import CLASS_PLURAL, GROUP, SNAPSHOT_PLURAL, VERSION
+from cloudsnap.leader import LeaseConflict, LeaseRecord
 from cloudsnap.logs import REDACTOR
 from cloudsnap.reconcile.failures import CACHE_NOT_SYNCED, Failure, Kind, LocalFailure
 
@@ -155,12 +157,30 @@ class KubeWriter:
                 return None
             if exc.status == 409:
                 raise Conflict(f"{namespace}/{name} changed meanwhile") from None
-            if exc.status == 422 and _failed_test(exc, "/metadata/uid"):
-                return None  # a newer object of the same name: ours is gone
-            if exc.status == 422 and _failed_test(exc, "/metadata/resourceVersion"):
-                raise Conflict(f"{namespace}/{name} changed meanwhile") from None
+            if exc.status == 422:
+                # A failed JSON-patch test comes back as a bare 422: look at what is stored now.
+                stored = await self._read(namespace, name)
+                if stored is None or _uid_of(stored) != _tested(body, "/metadata/uid"):
+                    return None  # ours is gone; a newer object of the same name is not ours
+                version = _tested(body, "/metadata/resourceVersion")
+                if version is not None and _version_of(stored) != version:
+                    raise Conflict(f"{namespace}/{name} changed meanwhile") from None
             raise
         return result
+
+    async def _read(self, namespace: str, name: str) -> dict[str, Any] | None:
+        def get() -> Any:
+            return self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, SNAPSHOT_PLURAL, name
+            )
+
+        try:
+            found: dict[str, Any] = await self._run(get)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
 
     def close(self) -> None:
         """Stop the thread pool."""
@@ -175,10 +195,17 @@ def _api_message(exc: ApiException) -> str:
         return ""
 
 
-def _failed_test(exc: ApiException, path: str) -> bool:
-    """Whether a JSON patch was refused because its ``test`` of ``path`` failed."""
-    text = str(exc.body or "")
-    return "test" in text and path in text
+def _tested(patch: list[dict[str, Any]], path: str) -> str | None:
+    """The value a JSON patch tests ``path`` for, if it does."""
+    return next((op["value"] for op in patch if op["op"] == "test" and op["path"] == path), None)
+
+
+def _uid_of(obj: Mapping[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("uid", ""))
+
+
+def _version_of(obj: Mapping[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("resourceVersion", ""))
 
 
 class WatchCache:
@@ -390,3 +417,85 @@ def _decode_secret(obj: dict[str, Any]) -> dict[str, str]:
         REDACTOR.add(text)
         data[key] = text
     return data
+
+
+class KubeLeaseStore:
+    """The Lease through the official client (in a thread pool, like the other writes)."""
+
+    def __init__(self, api: kubernetes.client.ApiClient, namespace: str, name: str) -> None:
+        self._api = kubernetes.client.CoordinationV1Api(api)
+        self._namespace = namespace
+        self._name = name
+
+    async def _run(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, fn)
+
+    async def get(self) -> LeaseRecord | None:
+        try:
+            lease = await self._run(
+                lambda: self._api.read_namespaced_lease(self._name, self._namespace)
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _record(lease)
+
+    async def create(self, holder: str, duration: int) -> LeaseRecord:
+        body = {
+            "metadata": {"name": self._name, "namespace": self._namespace},
+            "spec": _spec(holder, duration, 0, acquired=True),
+        }
+        try:
+            lease = await self._run(
+                lambda: self._api.create_namespaced_lease(self._namespace, body)  # type: ignore[arg-type]
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise LeaseConflict from None
+            raise
+        return _record(lease)
+
+    async def update(
+        self, old: LeaseRecord, holder: str, duration: int, transitions: int
+    ) -> LeaseRecord:
+        body = {
+            "metadata": {
+                "name": self._name,
+                "namespace": self._namespace,
+                "resourceVersion": old.resource_version,
+            },
+            "spec": _spec(holder, duration, transitions, acquired=holder != old.holder),
+        }
+        try:
+            lease = await self._run(
+                lambda: self._api.replace_namespaced_lease(self._name, self._namespace, body)  # type: ignore[arg-type]
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise LeaseConflict from None
+            raise
+        return _record(lease)
+
+
+def _spec(holder: str, duration: int, transitions: int, *, acquired: bool) -> dict[str, Any]:
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    spec: dict[str, Any] = {
+        "holderIdentity": holder,
+        "leaseDurationSeconds": duration,
+        "leaseTransitions": transitions,
+        "renewTime": now,
+    }
+    if acquired:
+        spec["acquireTime"] = now
+    return spec
+
+
+def _record(lease: Any) -> LeaseRecord:
+    spec = lease.spec
+    return LeaseRecord(
+        holder=spec.holder_identity or "",
+        duration=int(spec.lease_duration_seconds or 0),
+        transitions=int(spec.lease_transitions or 0),
+        resource_version=str(lease.metadata.resource_version),
+    )

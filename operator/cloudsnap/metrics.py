@@ -77,6 +77,16 @@ DUPLICATES_DELETED = Counter(
     " its answer was lost), deleted by the operator.",
     registry=REGISTRY,
 )
+LEADER = Gauge(
+    "cloudsnap_leader",
+    "1 while this replica holds the leader Lease (or runs without leader election), else 0.",
+    registry=REGISTRY,
+)
+LEADER_TRANSITIONS = Counter(
+    "cloudsnap_leader_transitions_total",
+    "Times this replica started or stopped leading.",
+    registry=REGISTRY,
+)
 TIME_TO_READY_SECONDS = Histogram(
     "cloudsnap_snapshot_time_to_ready_seconds",
     "Time from a CloudSnapshot's creation to its Ready condition turning True.",

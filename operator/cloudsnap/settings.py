@@ -7,17 +7,25 @@ environment are JSON (CLOUDSNAP_NAMESPACE='["a","b"]'), as the Helm chart writes
 from __future__ import annotations
 
 import argparse
+import secrets
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cloudsnap.leader import LeaseTiming
 from cloudsnap.reconcile import Backoff, Timing
 
 _SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+def _default_identity() -> str:
+    """The pod name (the hostname), made unique so a restarted pod is a new candidate."""
+    return f"{socket.gethostname()}_{secrets.token_hex(3)}"
 
 
 def _own_namespace() -> str:
@@ -60,6 +68,15 @@ class Settings(BaseSettings):
     """The longest one reconcile step may run before it is cut and retried."""
     watchdog_seconds: float = Field(600.0, gt=0)
     """/healthz fails when due work has made no progress for this long."""
+    leader_election: bool = True
+    """Reconcile only while holding the Lease (needed with more than one replica)."""
+    lease_name: str = "cloudsnap-operator"
+    """Name of the Lease, in the operator's namespace; one per install."""
+    lease_duration_seconds: float = Field(15.0, gt=0)
+    renew_deadline_seconds: float = Field(10.0, gt=0)
+    retry_period_seconds: float = Field(2.0, gt=0)
+    identity: str = Field(default_factory=lambda: _default_identity())
+    """This replica's name in the Lease and in the User-Agent of its EVS calls."""
     max_workers: int = Field(64, ge=1)
     """Resources reconciled at the same time (coroutines, not threads)."""
     evs_timeout_seconds: float = Field(30.0, gt=0)
@@ -71,6 +88,14 @@ class Settings(BaseSettings):
         if not self.all_namespaces and not self.namespace:
             raise ValueError("choose the namespaces to watch: --namespace NS or --all-namespaces")
         return self
+
+    def lease_timing(self) -> LeaseTiming:
+        """The leader election intervals these settings describe."""
+        return LeaseTiming(
+            lease_duration=self.lease_duration_seconds,
+            renew_deadline=self.renew_deadline_seconds,
+            retry_period=self.retry_period_seconds,
+        )
 
     def timing(self) -> Timing:
         """The reconcile intervals these settings describe."""
@@ -103,6 +128,17 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--create-doubt-seconds", type=float, metavar="S", help="late-create window")
     add("--step-deadline-seconds", type=float, metavar="S", help="longest reconcile step")
     add("--watchdog-seconds", type=float, metavar="S", help="stalled work fails /healthz")
+    add(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="reconcile only while holding the Lease (default on)",
+    )
+    add("--lease-name", metavar="NAME", help="the Lease, in the operator namespace")
+    add("--lease-duration-seconds", type=float, metavar="S", help="Lease duration")
+    add("--renew-deadline-seconds", type=float, metavar="S", help="leader stops if not renewed")
+    add("--retry-period-seconds", type=float, metavar="S", help="Lease acquire/renew interval")
+    add("--identity", metavar="ID", help="this replica's name (default: hostname + suffix)")
     add("--max-workers", type=int, metavar="N", help="resources reconciled concurrently")
     add("--evs-timeout-seconds", type=float, metavar="S", help="timeout of one EVS request")
 

@@ -122,7 +122,8 @@ def test_the_token_is_the_chart_account_and_is_refused_the_rest(
 ) -> None:
     account, _ = chart_identity
     kubeconfig = service_account_kubeconfig(cluster, namespace, account, tmp_path / "sa.kubeconfig")
-    as_operator = {**cluster.env, "KUBECONFIG": str(kubeconfig)}
+    # The chart names the Lease after the release and lets the account renew only that one.
+    as_operator = {**cluster.env, "KUBECONFIG": str(kubeconfig), "CLOUDSNAP_LEASE_NAME": account}
     whoami = json.loads(_kubectl(as_operator, namespace, "auth", "whoami", "-o", "json").stdout)
     assert (
         whoami["status"]["userInfo"]["username"] == f"system:serviceaccount:{namespace}:{account}"
@@ -148,7 +149,8 @@ async def test_core_scenario_as_the_chart_service_account(
 ) -> None:
     account, watched = chart_identity
     kubeconfig = service_account_kubeconfig(cluster, namespace, account, tmp_path / "sa.kubeconfig")
-    as_operator = {**cluster.env, "KUBECONFIG": str(kubeconfig)}
+    # The chart names the Lease after the release and lets the account renew only that one.
+    as_operator = {**cluster.env, "KUBECONFIG": str(kubeconfig), "CLOUDSNAP_LEASE_NAME": account}
     operator = start_operator(
         tmp_path, as_operator, namespaces=watched, operator_namespace=namespace
     )

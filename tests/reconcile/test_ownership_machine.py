@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +39,7 @@ from tests.reconcile.harness import SECRET_NAME, FakeCluster, World
 
 settings.register_profile(
     "ci",
-    max_examples=int(os.environ.get("OWNERSHIP_EXAMPLES", "12")),
+    max_examples=int(os.environ.get("OWNERSHIP_EXAMPLES", "40")),
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
@@ -73,8 +74,9 @@ FAULTS = {
     "5xx burst": [{"operation": "*", "kind": "error", "status": 503, "count": 3}],
     "429 burst": [{"operation": "*", "kind": "error", "status": 429, "count": 3}],
 }
-# Steps run by hand: the scheduler stays off so Hypothesis alone decides the interleaving.
-STEPS_TO_SETTLE = 400
+# Steps run by hand: the scheduler stays off so Hypothesis alone decides the interleaving. At the
+# end, steps run until every object is gone; the grace periods above take real time.
+SETTLE_SECONDS = 30.0
 
 
 class OwnershipMachine(RuleBasedStateMachine):
@@ -330,13 +332,16 @@ class OwnershipMachine(RuleBasedStateMachine):
         self.cluster.secrets[SECRET_NAME] = self.good_secret()
         for name in list(self.world.objects):
             self.delete(name)
-        for _ in range(STEPS_TO_SETTLE):
-            if not self.world.objects:
-                break
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while self.world.objects and time.monotonic() < deadline:
             for name in list(self.world.objects):
                 self.step(name)
             self.run(asyncio.sleep(0.01))  # grace periods are measured in real time
-        assert not self.world.objects, f"never released: {sorted(self.world.objects)}"
+        stuck = {
+            name: (body.get("status", {}).get("conditions"), body.get("status", {}).get("error"))
+            for name, body in self.world.objects.items()
+        }
+        assert not stuck, f"never released: {stuck}"
         self.at_most_one_snapshot_per_owner()
         self.nothing_deleted_without_a_delete_policy()
         for snap in self.snapshots():

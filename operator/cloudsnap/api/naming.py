@@ -12,7 +12,7 @@ _ESCAPE_PREFIX = "k8s-"
 def effective_snapshot_name(namespace: str, name: str, spec: CloudSnapshotSpec) -> str:
     """spec.name, else "<namespace>-<name>" made to fit EVS's rules.
 
-    The default must be stable (the identity lookup lists by name), fit 255 UTF-8 bytes and never
+    The default must be stable (it is what a rename is compared with), fit 255 UTF-8 bytes and never
     look like a backup's snapshot; admission already guarantees all that for an explicit name.
     """
     if spec.name is not None:

@@ -106,6 +106,8 @@ class EVSClient:
         transport: httpx.AsyncBaseTransport | None = None,
         observer: Observer | None = None,
         limiter: Limiter | None = None,
+        guard: Callable[[], bool] | None = None,
+        user_agent: str = "cloudsnap",
     ) -> None:
         url = httpx.URL(endpoint)
         if url.scheme not in ("http", "https") or not url.host:
@@ -116,6 +118,7 @@ class EVSClient:
         self._timeout = timeout
         self._observer = observer
         self._limiter = limiter
+        self._guard = guard
         self._auth = auth
         self._secrets = auth.secret_values() if isinstance(auth, HoldsSecrets) else ()
         self._http = httpx.AsyncClient(
@@ -124,7 +127,7 @@ class EVSClient:
             verify=_tls(verify),
             transport=transport,
             limits=DEFAULT_LIMITS,
-            headers={"Accept": "application/json", "User-Agent": "cloudsnap"},
+            headers={"Accept": "application/json", "User-Agent": user_agent},
         )
 
     def __repr__(self) -> str:
@@ -242,6 +245,12 @@ class EVSClient:
         if self._limiter is not None:
             # Queueing for the rate limit is not waiting for EVS: it stays outside the deadline.
             await self._limiter()
+        if self._guard is not None and not self._guard():
+            # Checked after the wait, right before sending: a replica that lost its Lease while
+            # queued for the rate limit sends nothing.
+            raise EVSConnectionError(
+                f"{operation} not sent: this replica may not act now", retryable=True
+            )
         outcome: str | None = None
         started = time.perf_counter()
         try:

@@ -80,6 +80,8 @@ class Accounts:
         poll_window: float = 0.2,
         observer: Observer | None = None,
         limiter_observer: Callable[[str, float], None] | None = None,
+        guard: Callable[[], bool] | None = None,
+        user_agent: str = "cloudsnap",
     ) -> None:
         self._classes = classes
         self._secrets = secrets
@@ -87,6 +89,8 @@ class Accounts:
         self._poll_window = poll_window
         self._observer = observer
         self._limiter_observer = limiter_observer
+        self._guard = guard
+        self._user_agent = user_agent
         self._accounts: dict[str, Account] = {}
         self._retired: set[asyncio.Task[None]] = set()
 
@@ -165,6 +169,8 @@ class Accounts:
             verify=spec.tls_verify(),
             observer=self._observer,
             limiter=bucket.acquire,
+            guard=self._guard,
+            user_agent=self._user_agent,
         )
         poller = BatchPoller(client, window=self._poll_window)
         return Account(name, spec, client, poller, fingerprint)

@@ -405,15 +405,19 @@ class Reconciler:
     async def _create_or_find(self, draft: _Draft, conn: Connection) -> Result:
         res = draft.res
         assert res.spec.volume_id is not None  # _ensure checked
-        if not self._never_sent(res):
-            owned = await conn.client.find_owned(res.spec.volume_id, res.uid)
-            if owned:
-                keep = _oldest_usable(owned)
-                draft.pin(conn, adopted=False)
-                message = f"found EVS snapshot {keep.id} by its owner-uid tag"
-                return await self._follow_found(
-                    draft, conn, keep, owned, (Event("Normal", "Found", message),)
-                )
+        if self._never_sent(res):
+            return await self._create(draft, conn, res.spec.volume_id)
+        owned = await conn.client.find_owned(res.spec.volume_id, res.uid)
+        if owned:
+            keep = _oldest_usable(owned)
+            draft.pin(conn, adopted=False)
+            message = f"found EVS snapshot {keep.id} by its owner-uid tag"
+            return await self._follow_found(
+                draft, conn, keep, owned, (Event("Normal", "Found", message),)
+            )
+        # A create may have been sent before (by a process that crashed before it could record
+        # it) and not be listed yet: keep looking for a second snapshot for a while.
+        draft.status.unanswered_create_time = draft.now
         return await self._create(draft, conn, res.spec.volume_id)
 
     async def _create(self, draft: _Draft, conn: Connection, volume_id: str) -> Result:
@@ -432,7 +436,7 @@ class Reconciler:
         try:
             snapshot = await conn.client.create(request)
         except ExternalError as exc:
-            del self._pending[res.uid]
+            self._pending.pop(res.uid, None)
             failure = exc.failure
             if _may_have_happened(failure):
                 draft.pin(conn, adopted=False)
@@ -449,7 +453,7 @@ class Reconciler:
                 result = self._failed(draft, failure)
                 return _replace(result, parked_on_volume=volume_id)
             return self._failed(draft, failure)
-        del self._pending[res.uid]
+        self._pending.pop(res.uid, None)
         self._attempts.pop(res.uid, None)
         draft.mirror(snapshot)
         draft.pin(conn, adopted=False)
@@ -477,7 +481,7 @@ class Reconciler:
             )
             draft.condition(READY, "False", "NotFound", message)
             return self._failed(draft, Failure(SNAPSHOT_NOT_FOUND, message, Kind.BLOCKED))
-        refusal = self._foreign_owner(res, snapshot, adopting=True)
+        refusal = self._foreign_owner(res, snapshot, adopting=True, adopted=False)
         if refusal is not None:
             return self._refused(draft, refusal)
         draft.pin(conn, adopted=snapshot.owner_uid != res.uid)
@@ -486,21 +490,27 @@ class Reconciler:
         return await self._follow_found(draft, conn, snapshot, [snapshot], (event,))
 
     def _foreign_owner(
-        self, res: _Resource, snapshot: ExternalSnapshot, *, adopting: bool
+        self, res: _Resource, snapshot: ExternalSnapshot, *, adopting: bool, adopted: bool
     ) -> str | None:
-        """Why this resource may not act on the snapshot, or None when it may."""
+        """Why this resource may not act on the snapshot, or None when it may.
+
+        ``adopting``: spec.snapshotID asks for it now; ``adopted``: status says it was adopted.
+        A snapshot tagged with another live resource is never ours; one tagged with a resource
+        that is gone (kept by Retain) may be adopted, by the resource that claims it first.
+        """
         tag = snapshot.owner_uid
         if tag is not None and tag != res.uid:
             other = self.claims.resource(tag)
-            if not adopting or other is not None:
+            if other is not None or not (adopting or adopted):
                 who = f"CloudSnapshot {other}" if other else f"the CloudSnapshot with UID {tag}"
                 return f"EVS snapshot {snapshot.id} belongs to {who} (its owner-uid tag)"
-        if adopting or res.status.adopted:
+        if adopting or adopted:
             other = self.claims.prior_claimant(snapshot.id, res.uid)
             if other is not None:
                 return f"EVS snapshot {snapshot.id} is already claimed by CloudSnapshot {other}"
+            return None
         volume = res.spec.volume_id
-        if not adopting and not res.status.adopted and volume not in (None, snapshot.volume_id):
+        if volume not in (None, snapshot.volume_id):
             return f"EVS snapshot {snapshot.id} is of disk {snapshot.volume_id}, not of {volume}"
         return None
 
@@ -534,9 +544,13 @@ class Reconciler:
         events: tuple[Event, ...],
     ) -> Result:
         res = draft.res
-        refusal = self._foreign_owner(res, snapshot, adopting=False)
+        adopted = bool(draft.status.adopted) or (
+            res.spec.snapshot_id == snapshot.id and snapshot.owner_uid != res.uid
+        )
+        refusal = self._foreign_owner(res, snapshot, adopting=False, adopted=adopted)
         if refusal is not None:
             return self._refused(draft, refusal)
+        draft.pin(conn, adopted=adopted)  # resources older than the record get it here
         out = list(events)
         if snapshot.state is State.READY:
             changes = _wanted(res, snapshot)
@@ -558,10 +572,13 @@ class Reconciler:
             out.append(Event("Normal", "Available", f"EVS snapshot {snapshot.id} is available"))
         elif snapshot.state is State.FAILED and res.reason(READY) != "Error":
             out.append(Event("Warning", "Failed", f"EVS snapshot {snapshot.id} is in error"))
-        if snapshot.state.settled and draft.status.unanswered_create_time is None:
-            delay = self._timing.jittered(self._timing.resync, self._rng)
-        else:
+        if not snapshot.state.settled:
             delay = self._timing.poll
+        elif draft.status.unanswered_create_time is not None:
+            # Looking for a late second snapshot: a few looks over the window, not one a poll.
+            delay = max(self._timing.poll, self._timing.create_doubt / 10)
+        else:
+            delay = self._timing.jittered(self._timing.resync, self._rng)
         return Result(
             Outcome.SUCCESS,
             status=draft.changed(),
@@ -759,7 +776,8 @@ class Reconciler:
         if known:
             found = await conn.client.observe(known) or await conn.client.confirm(known)
             if found is not None:
-                refusal = self._foreign_owner(res, found, adopting=False)
+                adopted = bool(status.adopted)
+                refusal = self._foreign_owner(res, found, adopting=False, adopted=adopted)
                 if refusal is not None:
                     return self._release_retained(res, refused=True)
                 candidates.append(found)
@@ -781,7 +799,7 @@ class Reconciler:
         messages: list[str] = []
         events: list[Event] = []
         for snap in candidates:
-            messages.append(await self._delete_one(conn, snap, events))
+            messages.append(await self._delete_one(res, conn, snap, events))
         if doubt_left > 0:
             messages.append(
                 f"waiting {doubt_left:.0f}s for an unanswered create request that EVS may still"
@@ -806,7 +824,7 @@ class Reconciler:
         )
 
     async def _delete_one(
-        self, conn: Connection, snapshot: ExternalSnapshot, events: list[Event]
+        self, res: _Resource, conn: Connection, snapshot: ExternalSnapshot, events: list[Event]
     ) -> str:
         """One snapshot's deletion step; what it is waiting for."""
         if snapshot.state.settled:
@@ -818,7 +836,8 @@ class Reconciler:
                 f"EVS failed to delete snapshot {snapshot.id} ({snapshot.phase});"
                 " this needs a Huawei Cloud support case"
             )
-            if not any(event.reason == DELETE_FAILED for event in events):
+            ready = res.condition(READY)
+            if ready is None or message not in ready.message:  # announced once, not every poll
                 events.append(Event("Warning", DELETE_FAILED, message))
             return message
         if snapshot.state is State.DELETING:

@@ -45,6 +45,7 @@ class Scheduler(Generic[K]):
         self._again: dict[K, float] = {}
         self._dropped: set[K] = set()
         self._wakeup = asyncio.Event()
+        self._paused = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     def enqueue(self, key: K, delay: float = 0.0) -> None:
@@ -87,12 +88,28 @@ class Scheduler(Generic[K]):
             lane[:] = [entry for entry in lane if self._due.get(entry[2]) == (entry[0], index)]
             heapq.heapify(lane)
 
+    def pause(self) -> None:
+        """Start nothing more and cancel the work in flight (a replica that lost its Lease).
+
+        Keys stay queued; a cancelled key is not requeued: whoever resumes enqueues what it needs.
+        """
+        self._paused = True
+        for task in list(self._tasks):
+            task.cancel()
+
+    def resume(self) -> None:
+        """Dispatch again."""
+        self._paused = False
+        self._wakeup.set()
+
     def stalled_for(self) -> float:
         """Seconds that work has been due or running with no step finishing; 0 when idle.
 
         The watchdog behind /healthz: a scheduler whose steps all hang, or that stopped
         dispatching, shows a growing figure, and the liveness probe restarts the pod.
         """
+        if self._paused:
+            return 0.0
         now = asyncio.get_running_loop().time()
         waiting = [when for when, _lane in self._due.values() if when <= now]
         waiting.extend(self._running.values())
@@ -111,7 +128,7 @@ class Scheduler(Generic[K]):
         try:
             while True:
                 self._wakeup.clear()
-                while True:
+                while not self._paused:
                     # Take the slot first, then the key: whatever is most urgent once a worker
                     # is free goes, not what was first in line when the wait began.
                     await self._slots.acquire()
@@ -124,7 +141,7 @@ class Scheduler(Generic[K]):
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
                 tops = [lane[0][0] for lane in self._lanes if lane]
-                timeout = min(tops) - loop.time() if tops else None
+                timeout = min(tops) - loop.time() if tops and not self._paused else None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout)
         finally:

@@ -1,0 +1,136 @@
+"""Leader election against an in-memory Lease, with fake clocks: who leads, when, and fencing."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from cloudsnap.leader import Elector, LeaseConflict, LeaseRecord, LeaseTiming
+
+TIMING = LeaseTiming(lease_duration=15.0, renew_deadline=10.0, retry_period=2.0)
+
+
+class MemoryLease:
+    """One Lease with resource versions, refusing writes at a stale version like the API."""
+
+    def __init__(self) -> None:
+        self.record: LeaseRecord | None = None
+        self.versions = itertools.count(1)
+        self.down = False
+
+    async def get(self) -> LeaseRecord | None:
+        if self.down:
+            raise ConnectionError("API server unreachable")
+        return self.record
+
+    async def create(self, holder: str, duration: int) -> LeaseRecord:
+        if self.record is not None:
+            raise LeaseConflict
+        self.record = LeaseRecord(holder, duration, 0, str(next(self.versions)))
+        return self.record
+
+    async def update(
+        self, old: LeaseRecord, holder: str, duration: int, transitions: int
+    ) -> LeaseRecord:
+        if self.down:
+            raise ConnectionError("API server unreachable")
+        if self.record is None or self.record.resource_version != old.resource_version:
+            raise LeaseConflict
+        self.record = LeaseRecord(holder, duration, transitions, str(next(self.versions)))
+        return self.record
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def elector(lease: MemoryLease, name: str, clock: Clock, log: list[str]) -> Elector:
+    return Elector(
+        lease,
+        name,
+        timing=TIMING,
+        clock=clock,
+        on_started=lambda: log.append(f"{name} started"),
+        on_stopped=lambda: log.append(f"{name} stopped"),
+    )
+
+
+async def test_first_candidate_leads_and_the_other_waits_out_the_lease() -> None:
+    lease, clock, log = MemoryLease(), Clock(), []
+    a, b = elector(lease, "a", clock, log), elector(lease, "b", clock, log)
+    await a._try_once()
+    await b._try_once()
+    assert (a.leading, b.leading) == (True, False)
+    assert a.may_act()
+    assert not b.may_act()
+    # a dies silently. b must see the record unchanged for a whole lease duration on its clock.
+    clock.now += TIMING.lease_duration - 1
+    await b._try_once()
+    assert not b.leading
+    clock.now += 1
+    await b._try_once()
+    assert b.leading
+    assert lease.record is not None
+    assert lease.record.holder == "b"
+    assert lease.record.transitions == 1
+    assert log == ["a started", "b started"]
+
+
+async def test_a_renewing_leader_is_never_displaced() -> None:
+    lease, clock, log = MemoryLease(), Clock(), []
+    a, b = elector(lease, "a", clock, log), elector(lease, "b", clock, log)
+    await a._try_once()
+    for _ in range(30):  # a minute of renewals every retry period
+        clock.now += TIMING.retry_period
+        await a._try_once()
+        await b._try_once()
+    assert a.leading
+    assert not b.leading
+    assert log == ["a started"]
+
+
+async def test_a_leader_that_cannot_renew_stops_acting_before_anyone_can_take_over() -> None:
+    lease, clock, log = MemoryLease(), Clock(), []
+    a, b = elector(lease, "a", clock, log), elector(lease, "b", clock, log)
+    await a._try_once()
+    await b._try_once()  # b saw a's record now
+    lease.down = True  # a's renewals fail from here on; b cannot read either
+    clock.now += TIMING.renew_deadline - 0.1
+    assert a.may_act()
+    clock.now += 0.1
+    # Fenced by its own clock at once, before its loop even runs again.
+    assert not a.may_act()
+    await a._try_once()
+    assert log == ["a started", "a stopped"]
+    lease.down = False
+    await b._try_once()
+    assert not b.leading  # the record is a's unchanged, but b waits a whole lease duration
+    clock.now += TIMING.lease_duration
+    await b._try_once()
+    assert b.leading
+    # The gap: a stopped at renew_deadline, b started at >= lease_duration after its last look.
+    assert TIMING.lease_duration - TIMING.renew_deadline >= 5.0
+
+
+async def test_release_hands_over_at_the_next_retry() -> None:
+    lease, clock, log = MemoryLease(), Clock(), []
+    a, b = elector(lease, "a", clock, log), elector(lease, "b", clock, log)
+    await a._try_once()
+    await b._try_once()
+    a._stop_leading("shutting down")
+    await a._release()
+    assert lease.record is not None
+    assert lease.record.holder == ""
+    clock.now += TIMING.retry_period
+    await b._try_once()
+    assert b.leading
+
+
+def test_timing_must_leave_a_margin() -> None:
+    with pytest.raises(ValueError, match="renew deadline"):
+        LeaseTiming(lease_duration=10.0, renew_deadline=10.0, retry_period=2.0)
