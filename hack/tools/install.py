@@ -1,10 +1,16 @@
-"""Build the pinned control-plane tools (kube-apiserver, etcd, helm) into a versioned cache.
+"""Build the pinned tools (kube-apiserver, etcd, helm, promql-check) into a versioned cache.
 
 There is no container engine and no binary download here, so the tools are compiled from their
 Go modules. Each tool has a small Go module under hack/tools/<name>/ whose go.mod/go.sum pin every
 dependency, which makes the build reproducible. Builds are slow on a cold machine (tens of
 minutes for kube-apiserver), so the result lives outside the checkout, keyed by the versions, and a
-warm run only checks that each binary reports the expected version.
+warm run only checks that each binary reports the expected version. When a pin changes, the
+binaries whose own version did not change are copied from the previous cache directory instead of
+being built again.
+
+promql-check is this project's own small program (hack/tools/promql/main.go) around Prometheus's
+rule-file and PromQL parsers: the checks of promtool's `check rules` that the chart's tests need,
+for a fraction of promtool's build (which compiles every service-discovery SDK).
 
 Run: ``python -m hack.tools.install`` (``make tools``).
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -26,6 +33,9 @@ from pathlib import Path
 KUBE_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.7.3"
 HELM_VERSION = "v4.3.1"
+# The github.com/prometheus/prometheus module release that promql-check parses with (Prometheus 3.x
+# publishes its Go module as v0.3xx.y).
+PROMETHEUS_VERSION = "v0.316.0"
 
 TOOLS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TOOLS_DIR.parent.parent
@@ -49,6 +59,19 @@ def _kube_ldflags() -> list[str]:
 def _helm_ldflags() -> list[str]:
     """Helm's default version string is only major.minor; stamp the patch release."""
     return [f"-X helm.sh/helm/v4/internal/version.version={HELM_VERSION}"]
+
+
+def _promql_source() -> str:
+    """Digest of promql-check's own source: a change to it rebuilds the binary in place."""
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum", "main.go"):
+        digest.update((TOOLS_DIR / "promql" / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _promql_ldflags() -> list[str]:
+    """promql-check reports the source digest it was built from next to Prometheus's version."""
+    return [f"-X main.source={_promql_source()}"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +99,9 @@ TOOLS: tuple[Tool, ...] = (
          HELM_VERSION, _helm_ldflags),
     Tool("kube-apiserver", "kube", "k8s.io/kubernetes/cmd/kube-apiserver", KUBE_VERSION,
          ("--version",), f"Kubernetes {KUBE_VERSION}", _kube_ldflags),
+    Tool("promql-check", "promql", ".", PROMETHEUS_VERSION, ("--version",),
+         f"promql-check prometheus {PROMETHEUS_VERSION} source {_promql_source()}",
+         _promql_ldflags),
 )  # fmt: skip
 
 
@@ -91,7 +117,7 @@ def cache_root() -> Path:
 
 
 def tools_bin() -> Path:
-    """The versioned directory holding kube-apiserver, etcd and helm."""
+    """The versioned directory holding every tool in TOOLS."""
     return cache_root() / versions_key() / "bin"
 
 
@@ -164,6 +190,23 @@ def build(tool: Tool, dest: Path, log: Callable[[str], None]) -> None:
     log(f"{tool.name}: built in {_elapsed(time.monotonic() - started)}")
 
 
+def reuse(tool: Tool, dest: Path, log: Callable[[str], None]) -> bool:
+    """Copy the tool from another versions directory of the cache if it is the pinned release there.
+
+    Adding a tool or bumping one pin changes the directory name; without this, every other tool
+    (kube-apiserver: tens of minutes) would be built again for nothing.
+    """
+    for candidate in sorted(cache_root().glob(f"*/bin/{tool.name}")):
+        if candidate == dest or installed_version(candidate, tool) is None:
+            continue
+        tmp = dest.with_name(f".{dest.name}.partial")
+        shutil.copy2(candidate, tmp)
+        tmp.replace(dest)
+        log(f"{tool.name} {tool.version}: copied from {candidate.parent.parent.name}")
+        return True
+    return False
+
+
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
     """Serialise concurrent installs (two terminals, or CI next to a developer)."""
@@ -201,6 +244,8 @@ def install(log: Callable[[str], None] = print) -> Path:
         for tool in TOOLS:
             dest = bin_dir / tool.name
             version = installed_version(dest, tool)
+            if version is None and reuse(tool, dest, log):
+                version = installed_version(dest, tool)
             if version is None:
                 if shutil.which("go") is None:
                     raise SystemExit(f"{tool.name} must be built but `go` is not on PATH")

@@ -53,7 +53,12 @@ def test_tools_bin_is_versioned_under_xdg_cache_home(
     bin_dir = install.tools_bin()
 
     assert bin_dir == tmp_path / "cloudsnap" / "tools" / install.versions_key() / "bin"
-    for version in (install.KUBE_VERSION, install.ETCD_VERSION, install.HELM_VERSION):
+    for version in (
+        install.KUBE_VERSION,
+        install.ETCD_VERSION,
+        install.HELM_VERSION,
+        install.PROMETHEUS_VERSION,
+    ):
         assert version in install.versions_key()
 
 
@@ -78,3 +83,24 @@ def test_missing_binary_is_not_installed(tmp_path: Path) -> None:
     helm = next(tool for tool in install.TOOLS if tool.name == "helm")
 
     assert install.installed_version(tmp_path / "helm", helm) is None
+
+
+def test_a_pinned_binary_is_copied_from_another_versions_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    etcd = next(tool for tool in install.TOOLS if tool.name == "etcd")
+    for key, version in (("a-older", "3.6.16"), ("b-other-pins", install.ETCD_VERSION.lstrip("v"))):
+        binary = install.cache_root() / key / "bin" / "etcd"
+        binary.parent.mkdir(parents=True)
+        binary.write_text(f"#!/bin/sh\nprintf '%s\\n' 'etcd Version: {version}'\n")
+        binary.chmod(0o755)
+    bin_dir = install.tools_bin()
+    bin_dir.mkdir(parents=True)
+    messages: list[str] = []
+
+    assert install.reuse(etcd, bin_dir / "etcd", messages.append)
+    assert install.installed_version(bin_dir / "etcd", etcd) is not None
+    assert messages == [f"etcd {install.ETCD_VERSION}: copied from b-other-pins"]
+    helm = next(tool for tool in install.TOOLS if tool.name == "helm")
+    assert not install.reuse(helm, bin_dir / "helm", messages.append)
