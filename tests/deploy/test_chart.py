@@ -48,6 +48,8 @@ def test_default_rendering_is_the_expected_set_of_objects(home: Path) -> None:
         "ClusterRoleBinding",
         "Deployment",
         "Role",
+        "Role",
+        "RoleBinding",
         "RoleBinding",
         "Service",
         "ServiceAccount",
@@ -122,11 +124,33 @@ def test_cluster_role_holds_no_write_on_classes_and_no_secrets(home: Path) -> No
         assert "namespaces" not in rule["resources"], "kopf lists namespaces only when namespaced"
         if rule["resources"] == ["cloudsnapshotclasses"]:
             assert rule["verbs"] == ["list", "watch"]
-    (secrets_role,) = find(template(home), "Role")
+    roles = {role["metadata"]["name"]: role for role in find(template(home), "Role")}
+    assert set(roles) == {
+        "rel-cloudsnap-operator-secrets",
+        "rel-cloudsnap-operator-leader-election",
+    }
+    secrets_role = roles["rel-cloudsnap-operator-secrets"]
     assert secrets_role["metadata"]["namespace"] == "cloudsnap-system"
     assert secrets_role["rules"] == [
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]}
     ]
+
+
+def test_leader_election_may_renew_only_its_own_lease(home: Path) -> None:
+    roles = {role["metadata"]["name"]: role for role in find(template(home), "Role")}
+    election = roles["rel-cloudsnap-operator-leader-election"]
+    assert election["metadata"]["namespace"] == "cloudsnap-system"
+    assert election["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["rel-cloudsnap-operator"],
+            "verbs": ["get", "update"],
+        },
+    ]
+    off = template(home, "leaderElection.enabled=false")
+    assert [r["metadata"]["name"] for r in find(off, "Role")] == ["rel-cloudsnap-operator-secrets"]
 
 
 def test_watch_namespaces_grant_per_namespace_roles_only(home: Path) -> None:
