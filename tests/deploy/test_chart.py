@@ -280,3 +280,12 @@ def test_manifests_build_with_kustomize() -> None:
     kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(built) if doc)
     assert kinds.count("CustomResourceDefinition") == 2
     assert {"Namespace", "Deployment", "ClusterRole", "Role", "ServiceAccount"} <= set(kinds)
+
+
+def test_schema_refuses_several_replicas_without_leader_election(home: Path) -> None:
+    override = "replicaCount=2,leaderElection.enabled=false"
+    result = helm(home, "template", "rel", str(CHART), "--set", override, check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert template(home, "replicaCount=1,leaderElection.enabled=false")
+    assert template(home, "replicaCount=2")

@@ -37,6 +37,7 @@ class Release:
         return f"system:serviceaccount:{self.namespace}:{self.name}-cloudsnap-operator"
 
     def can_i(self, verb: str, resource: str, *scope: str) -> bool:
+        resource = resource.format(release=self.name)
         result = self.cluster.kubectl(
             "auth", "can-i", verb, resource, f"--as={self.service_account}", *scope, check=False
         )
@@ -115,6 +116,8 @@ ALL = "--all-namespaces"
 SNAPSHOTS = "cloudsnapshots.evs.cloudsnap.io"
 CLASSES = "cloudsnapshotclasses.evs.cloudsnap.io"
 CRDS = "customresourcedefinitions.apiextensions.k8s.io"
+LEASES = "leases.coordination.k8s.io"
+OWN_LEASE = "{release}-cloudsnap-operator"  # the chart names the Lease after the release
 
 # (verb, resource, where): "own" = the operator's namespace, "other" = any other namespace.
 NEEDED = [
@@ -129,6 +132,9 @@ NEEDED = [
     ("watch", CRDS, ""),
     ("list", "secrets", "own"),
     ("watch", "secrets", "own"),
+    ("create", LEASES, "own"),
+    ("get", f"{LEASES}/{OWN_LEASE}", "own"),
+    ("update", f"{LEASES}/{OWN_LEASE}", "own"),
 ]
 FORBIDDEN = [
     ("get", "secrets", "other"),
@@ -161,6 +167,9 @@ FORBIDDEN = [
     ("escalate", "roles.rbac.authorization.k8s.io", "own"),
     ("impersonate", "users", ""),
     ("list", "kopfpeerings.kopf.dev", ALL),
+    ("update", f"{LEASES}/someone-elses", "own"),
+    ("delete", f"{LEASES}/{OWN_LEASE}", "own"),
+    ("create", LEASES, "other"),
 ]
 
 
