@@ -774,7 +774,10 @@ class Reconciler:
         volume = res.volume_id
         candidates: list[ExternalSnapshot] = []
         if known:
-            found = await conn.client.observe(known) or await conn.client.confirm(known)
+            found = await conn.client.observe(known)
+            if found is None and status.phase != "deleting":
+                # Not listed, and not because we deleted it: a list may lag; ask directly.
+                found = await conn.client.confirm(known)
             if found is not None:
                 adopted = bool(status.adopted)
                 refusal = self._foreign_owner(res, found, adopting=False, adopted=adopted)
