@@ -415,12 +415,14 @@ class Reconciler:
             return await self._follow_found(
                 draft, conn, keep, owned, (Event("Normal", "Found", message),)
             )
-        # A create may have been sent before (by a process that crashed before it could record
-        # it) and not be listed yet: keep looking for a second snapshot for a while.
-        draft.status.unanswered_create_time = draft.now
-        return await self._create(draft, conn, res.spec.volume_id)
+        return await self._create(draft, conn, res.spec.volume_id, looked=True)
 
-    async def _create(self, draft: _Draft, conn: Connection, volume_id: str) -> Result:
+    async def _create(
+        self, draft: _Draft, conn: Connection, volume_id: str, *, looked: bool = False
+    ) -> Result:
+        """Send the create. ``looked``: a lookup found nothing first, so a create sent before
+        (by a process that crashed before it could record it) may still not be listed: then a
+        snapshot made now is followed by a search for a late second one."""
         res = draft.res
         spec = res.spec
         request = CreateRequest(
@@ -455,6 +457,8 @@ class Reconciler:
             return self._failed(draft, failure)
         self._pending.pop(res.uid, None)
         self._attempts.pop(res.uid, None)
+        if looked:
+            draft.status.unanswered_create_time = draft.now
         draft.mirror(snapshot)
         draft.pin(conn, adopted=False)
         draft.synced()
