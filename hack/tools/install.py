@@ -1,4 +1,4 @@
-"""Build the pinned tools (kube-apiserver, etcd, helm, promql-check) into a versioned cache.
+"""Build the pinned tools (kube-apiserver, etcd, helm, promql-check, kube-score) into a cache.
 
 There is no container engine and no binary download here, so the tools are compiled from their
 Go modules. Each tool has a small Go module under hack/tools/<name>/ whose go.mod/go.sum pin every
@@ -11,6 +11,10 @@ being built again.
 promql-check is this project's own small program (hack/tools/promql/main.go) around Prometheus's
 rule-file and PromQL parsers: the checks of promtool's `check rules` that the chart's tests need,
 for a fraction of promtool's build (which compiles every service-discovery SDK).
+
+kube-score is the chart's outside judge (tests/deploy/test_kube_score.py): a static checker of
+Kubernetes objects for reliability and security practice, built from its own module in about a
+minute.
 
 Run: ``python -m hack.tools.install`` (``make tools``).
 """
@@ -36,6 +40,7 @@ HELM_VERSION = "v4.3.1"
 # The github.com/prometheus/prometheus module release that promql-check parses with (Prometheus 3.x
 # publishes its Go module as v0.3xx.y).
 PROMETHEUS_VERSION = "v0.316.0"
+KUBE_SCORE_VERSION = "v1.20.0"
 
 TOOLS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TOOLS_DIR.parent.parent
@@ -59,6 +64,11 @@ def _kube_ldflags() -> list[str]:
 def _helm_ldflags() -> list[str]:
     """Helm's default version string is only major.minor; stamp the patch release."""
     return [f"-X helm.sh/helm/v4/internal/version.version={HELM_VERSION}"]
+
+
+def _kube_score_ldflags() -> list[str]:
+    """kube-score reports "development" unless its release build stamps the version."""
+    return [f"-X main.version={KUBE_SCORE_VERSION}"]
 
 
 def _promql_source() -> str:
@@ -102,6 +112,9 @@ TOOLS: tuple[Tool, ...] = (
     Tool("promql-check", "promql", ".", PROMETHEUS_VERSION, ("--version",),
          f"promql-check prometheus {PROMETHEUS_VERSION} source {_promql_source()}",
          _promql_ldflags),
+    Tool("kube-score", "kube-score", "github.com/zegl/kube-score/cmd/kube-score",
+         KUBE_SCORE_VERSION, ("version",), f"kube-score version: {KUBE_SCORE_VERSION},",
+         _kube_score_ldflags),
 )  # fmt: skip
 
 

@@ -58,6 +58,7 @@ def test_tools_bin_is_versioned_under_xdg_cache_home(
         install.ETCD_VERSION,
         install.HELM_VERSION,
         install.PROMETHEUS_VERSION,
+        install.KUBE_SCORE_VERSION,
     ):
         assert version in install.versions_key()
 
