@@ -47,6 +47,8 @@ def test_default_rendering_is_the_expected_set_of_objects(home: Path) -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
         "Role",
         "Role",
         "RoleBinding",
@@ -60,7 +62,6 @@ def test_deployment_is_locked_down(home: Path) -> None:
     objects = template(home)
     (deployment,) = find(objects, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     container = _container(objects)
@@ -72,7 +73,9 @@ def test_deployment_is_locked_down(home: Path) -> None:
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"] == {"drop": ["ALL"]}
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert {"requests", "limits"} <= container["resources"].keys()
+    for bound in ("requests", "limits"):
+        assert {"cpu", "memory", "ephemeral-storage"} <= container["resources"][bound].keys()
+    assert container["imagePullPolicy"] == "Always"
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
@@ -149,7 +152,7 @@ def test_leader_election_may_renew_only_its_own_lease(home: Path) -> None:
             "verbs": ["get", "update"],
         },
     ]
-    off = template(home, "leaderElection.enabled=false")
+    off = template(home, "replicaCount=1", "leaderElection.enabled=false")
     assert [r["metadata"]["name"] for r in find(off, "Role")] == ["rel-cloudsnap-operator-secrets"]
 
 
@@ -175,13 +178,269 @@ def test_watch_namespaces_grant_per_namespace_roles_only(home: Path) -> None:
     assert "CLOUDSNAP_ALL_NAMESPACES" not in env
 
 
-def test_disruption_budget_only_with_more_than_one_replica(home: Path) -> None:
-    assert find(template(home), "PodDisruptionBudget") == []
-    objects = template(home, "replicaCount=2")
-    (pdb,) = find(objects, "PodDisruptionBudget")
-    assert pdb["spec"]["minAvailable"] == 1
+ROLLING = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+SELECTOR = {"app.kubernetes.io/name": "cloudsnap-operator", "app.kubernetes.io/instance": "rel"}
+
+
+def _deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
     (deployment,) = find(objects, "Deployment")
-    assert "strategy" not in deployment["spec"]
+    return dict(deployment)
+
+
+@pytest.mark.parametrize(
+    ("sets", "replicas", "strategy"),
+    [
+        ((), 2, ROLLING),
+        (("replicaCount=1",), 1, ROLLING),
+        (("replicaCount=3",), 3, ROLLING),
+        (("replicaCount=1", "leaderElection.enabled=false"), 1, {"type": "Recreate"}),
+        (("replicaCount=0", "leaderElection.enabled=false"), 0, {"type": "Recreate"}),
+    ],
+)
+def test_rolling_updates_whenever_the_lease_keeps_old_and_new_apart(
+    home: Path, sets: tuple[str, ...], replicas: int, strategy: dict[str, Any]
+) -> None:
+    deployment = _deployment(template(home, *sets))
+    assert deployment["spec"]["replicas"] == replicas
+    assert deployment["spec"]["strategy"] == strategy
+
+
+def test_disruption_budget_with_the_two_default_replicas(home: Path) -> None:
+    (pdb,) = find(template(home), "PodDisruptionBudget")
+    assert pdb["metadata"]["namespace"] == "cloudsnap-system"
+    assert pdb["spec"] == {
+        "minAvailable": 1,
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        "selector": {"matchLabels": SELECTOR},
+    }
+    assert find(template(home, "replicaCount=1"), "PodDisruptionBudget") == []
+    (percent,) = find(
+        template(home, "replicaCount=4", "podDisruptionBudget.minAvailable=50%"),
+        "PodDisruptionBudget",
+    )
+    assert percent["spec"]["minAvailable"] == "50%"
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ("podDisruptionBudget.minAvailable=2",),
+        ("replicaCount=3", "podDisruptionBudget.minAvailable=3"),
+    ],
+)
+def test_a_budget_that_forbids_every_eviction_is_refused(home: Path, sets: tuple[str, ...]) -> None:
+    args = ["template", "rel", str(CHART)]
+    for value in sets:
+        args += ["--set", value]
+    result = helm(home, *args, check=False)
+    assert result.returncode != 0
+    assert "would forbid every voluntary eviction" in result.stderr
+
+
+def test_replicas_prefer_different_nodes_by_default(home: Path) -> None:
+    pod = _deployment(template(home))["spec"]["template"]["spec"]
+    assert pod["affinity"] == {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": SELECTOR},
+                    },
+                }
+            ]
+        }
+    }
+    assert pod["topologySpreadConstraints"] == [
+        {
+            "topologyKey": "kubernetes.io/hostname",
+            "maxSkew": 1,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": SELECTOR},
+            "matchLabelKeys": ["pod-template-hash"],
+        }
+    ]
+    # The selector labels the defaults use are the pods' own.
+    labels = _deployment(template(home))["spec"]["template"]["metadata"]["labels"]
+    assert SELECTOR.items() <= labels.items()
+
+
+def test_anti_affinity_presets_and_overrides(home: Path) -> None:
+    hard = _deployment(template(home, "podAntiAffinityPreset=hard"))["spec"]["template"]["spec"]
+    assert hard["affinity"]["podAntiAffinity"] == {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": SELECTOR}}
+        ]
+    }
+    none = _deployment(template(home, "podAntiAffinityPreset=none"))["spec"]["template"]["spec"]
+    assert "affinity" not in none
+    node_term = "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+    added = _deployment(
+        template(
+            home,
+            f"{node_term}.nodeSelectorTerms[0].matchExpressions[0].key=pool",
+            f"{node_term}.nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+        )
+    )["spec"]["template"]["spec"]["affinity"]
+    assert added.keys() == {"nodeAffinity", "podAntiAffinity"}, "nodeAffinity adds to the preset"
+    own = "affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0]"
+    replaced = _deployment(
+        template(
+            home,
+            f"{own}.topologyKey=topology.kubernetes.io/zone",
+            f"{own}.labelSelector.matchLabels.app=mine",
+        )
+    )["spec"]["template"]["spec"]["affinity"]
+    assert replaced == {
+        "podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "topologyKey": "topology.kubernetes.io/zone",
+                    "labelSelector": {"matchLabels": {"app": "mine"}},
+                }
+            ]
+        }
+    }
+
+
+def test_topology_spread_overrides(home: Path) -> None:
+    off = _deployment(template(home, "topologySpreadConstraints=null"))
+    assert "topologySpreadConstraints" not in off["spec"]["template"]["spec"]
+    zone = "topologySpreadConstraints[0]"
+    own = _deployment(
+        template(
+            home,
+            f"{zone}.topologyKey=topology.kubernetes.io/zone",
+            f"{zone}.maxSkew=2",
+            f"{zone}.whenUnsatisfiable=DoNotSchedule",
+            f"{zone}.labelSelector.matchLabels.app=mine",
+        )
+    )
+    assert own["spec"]["template"]["spec"]["topologySpreadConstraints"] == [
+        {
+            "topologyKey": "topology.kubernetes.io/zone",
+            "maxSkew": 2,
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app": "mine"}},
+        }
+    ]
+
+
+def _network_policy(home: Path, *sets: str) -> dict[str, Any]:
+    (policy,) = find(template(home, *sets), "NetworkPolicy")
+    return dict(policy)
+
+
+def _tcp(*ports: int) -> list[dict[str, Any]]:
+    return [{"port": port, "protocol": "TCP"} for port in ports]
+
+
+def test_network_policy_defaults_admit_nothing_and_send_only_what_the_operator_needs(
+    home: Path,
+) -> None:
+    policy = _network_policy(home)
+    assert policy["metadata"]["namespace"] == "cloudsnap-system"
+    spec = policy["spec"]
+    assert spec["podSelector"] == {"matchLabels": SELECTOR}
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["ingress"] == []
+    assert spec["egress"] == [
+        {"ports": _tcp(443, 6443)},
+        {"ports": _tcp(443)},
+        {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+    ]
+
+
+def test_network_policy_from_values(home: Path) -> None:
+    spec = _network_policy(
+        home,
+        "operator.metricsPort=9090",
+        "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.team=monitoring",
+        "networkPolicy.metricsFrom[1].ipBlock.cidr=192.0.2.0/24",
+        "networkPolicy.apiServer.cidrs={198.51.100.10/32,2001:db8::1/128}",
+        "networkPolicy.apiServer.ports={6443}",
+        "networkPolicy.evsEgress.cidrs={203.0.113.0/24}",
+        "networkPolicy.evsEgress.ports={443,8443}",
+        "networkPolicy.dns.to[0].podSelector.matchLabels.k8s-app=kube-dns",
+        "networkPolicy.dns.to[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=kube-system",
+        "networkPolicy.dns.ports={5353}",
+    )["spec"]
+    assert spec["ingress"] == [
+        {
+            "from": [
+                {"namespaceSelector": {"matchLabels": {"team": "monitoring"}}},
+                {"ipBlock": {"cidr": "192.0.2.0/24"}},
+            ],
+            "ports": _tcp(9090),
+        }
+    ]
+    api, evs, dns = spec["egress"]
+    assert api == {
+        "ports": _tcp(6443),
+        "to": [{"ipBlock": {"cidr": "198.51.100.10/32"}}, {"ipBlock": {"cidr": "2001:db8::1/128"}}],
+    }
+    assert evs == {"ports": _tcp(443, 8443), "to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}]}
+    assert dns == {
+        "ports": [{"port": 5353, "protocol": "UDP"}, {"port": 5353, "protocol": "TCP"}],
+        "to": [
+            {
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                },
+            }
+        ],
+    }
+    assert find(template(home, "networkPolicy.enabled=false"), "NetworkPolicy") == []
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--set", "networkPolicy.apiServer.cidrs={10.0.0.1}", "/networkPolicy/apiServer/cidrs/0"),
+        (
+            "--set",
+            "networkPolicy.evsEgress.cidrs={300.0.0.0/8}",
+            "/networkPolicy/evsEgress/cidrs/0",
+        ),
+        ("--set", "networkPolicy.apiServer.ports={0}", "/networkPolicy/apiServer/ports/0"),
+        ("--set", "networkPolicy.evsEgress.ports={65536}", "/networkPolicy/evsEgress/ports/0"),
+        ("--set", "networkPolicy.evsEgress.ports=https", "/networkPolicy/evsEgress/ports"),
+        ("--set-json", "networkPolicy.dns.ports=[]", "/networkPolicy/dns/ports"),
+        ("--set-json", "networkPolicy.metricsFrom=[{}]", "/networkPolicy/metricsFrom/0"),
+        ("--set-json", 'networkPolicy.metricsFrom=[{"podSelecter":{}}]', "podSelecter"),
+        (
+            "--set-json",
+            'networkPolicy.metricsFrom=[{"ipBlock":{"cidr":"10.0.0.0/8"},"podSelector":{}}]',
+            "/networkPolicy/metricsFrom/0",
+        ),
+        ("--set-json", 'networkPolicy.dns.to=[{"ipBlock":{}}]', "/networkPolicy/dns/to/0/ipBlock"),
+        ("--set", "networkPolicy.egress=all", "egress"),
+        ("--set", "networkPolicy.enabled=yes", "/networkPolicy/enabled"),
+        ("--set", "podAntiAffinityPreset=strict", "podAntiAffinityPreset"),
+        ("--set", "affinity.antiAffinity.x=y", "'antiAffinity'"),
+        ("--set", "topologySpreadConstraints[0].maxSkew=0", "/topologySpreadConstraints/0"),
+        (
+            "--set",
+            "topologySpreadConstraints[0].whenUnsatisfiable=Never",
+            "/topologySpreadConstraints/0",
+        ),
+        ("--set", "podDisruptionBudget.minAvailable=0", "/podDisruptionBudget/minAvailable"),
+        (
+            "--set",
+            "podDisruptionBudget.unhealthyPodEvictionPolicy=Never",
+            "/podDisruptionBudget/unhealthyPodEvictionPolicy",
+        ),
+    ],
+)
+def test_schema_refuses_bad_placement_and_network_values(
+    home: Path, option: str, value: str, message: str
+) -> None:
+    result = helm(home, "template", "rel", str(CHART), option, value, check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert message in result.stderr
 
 
 def test_class_and_secret_from_values(home: Path) -> None:
@@ -283,9 +542,10 @@ def test_manifests_build_with_kustomize() -> None:
 
 
 def test_schema_refuses_several_replicas_without_leader_election(home: Path) -> None:
-    override = "replicaCount=2,leaderElection.enabled=false"
-    result = helm(home, "template", "rel", str(CHART), "--set", override, check=False)
-    assert result.returncode != 0
-    assert "values don't meet the specifications of the schema" in result.stderr
+    for override in ("replicaCount=2,leaderElection.enabled=false", "leaderElection.enabled=false"):
+        result = helm(home, "template", "rel", str(CHART), "--set", override, check=False)
+        assert result.returncode != 0
+        assert "values don't meet the specifications of the schema" in result.stderr
+        assert "/leaderElection/enabled" in result.stderr, "the error names the key"
     assert template(home, "replicaCount=1,leaderElection.enabled=false")
     assert template(home, "replicaCount=2")

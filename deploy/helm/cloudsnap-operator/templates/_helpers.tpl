@@ -67,3 +67,33 @@ app.kubernetes.io/part-of: cloudsnap
   resources: [events]
   verbs: [create]
 {{- end }}
+
+{{/* affinity from values, plus the podAntiAffinityPreset unless affinity.podAntiAffinity is set. */}}
+{{- define "cloudsnap.affinity" -}}
+{{- $affinity := deepCopy (default (dict) .Values.affinity) }}
+{{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (include "cloudsnap.selectorLabels" . | fromYaml)) }}
+{{- if not (hasKey $affinity "podAntiAffinity") }}
+{{- if eq .Values.podAntiAffinityPreset "soft" }}
+{{- $_ := set $affinity "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" 100 "podAffinityTerm" $term))) }}
+{{- else if eq .Values.podAntiAffinityPreset "hard" }}
+{{- $_ := set $affinity "podAntiAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term)) }}
+{{- end }}
+{{- end }}
+{{- toYaml $affinity }}
+{{- end }}
+
+{{/* topologySpreadConstraints from values; an entry without labelSelector selects this release's pods. */}}
+{{- define "cloudsnap.topologySpreadConstraints" -}}
+{{- $constraints := list }}
+{{- range .Values.topologySpreadConstraints }}
+{{- $constraint := deepCopy . }}
+{{- if not (hasKey $constraint "labelSelector") }}
+{{- $_ := set $constraint "labelSelector" (dict "matchLabels" (include "cloudsnap.selectorLabels" $ | fromYaml)) }}
+{{- if not (hasKey $constraint "matchLabelKeys") }}
+{{- $_ := set $constraint "matchLabelKeys" (list "pod-template-hash") }}
+{{- end }}
+{{- end }}
+{{- $constraints = append $constraints $constraint }}
+{{- end }}
+{{- toYaml $constraints }}
+{{- end }}
