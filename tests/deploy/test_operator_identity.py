@@ -28,15 +28,6 @@ from evs_simulator.admin_client import AdminClient
 from tests.deploy.support import CHART
 from tests.fixtures.operator import condition, eventually
 
-METRIC_FAMILIES = {
-    "cloudsnap_reconciles",
-    "cloudsnap_reconcile_duration_seconds",
-    "cloudsnap_evs_requests",
-    "cloudsnap_evs_request_duration_seconds",
-    "cloudsnap_snapshots",
-    "cloudsnap_rate_limiter_wait_seconds",
-    "cloudsnap_snapshot_time_to_ready_seconds",
-}
 # An RBAC refusal reads 'User "system:serviceaccount:..." cannot <verb> resource ...'. Other 403s,
 # such as events refused in a namespace another test is tearing down, say nothing about our RBAC.
 RBAC_DENIED = re.compile(r'User \\?"system:serviceaccount:[^"\\]+\\?" cannot \w+ resource')
@@ -111,6 +102,16 @@ async def cloud(cluster: Cluster, namespace: str, tmp_path: Path) -> AsyncIterat
         sim.process.stop()
 
 
+def sample(exposition: str, name: str, **labels: str) -> float:
+    """Sample `name` summed over the series carrying `labels`; 0 when there is none."""
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(exposition)
+        for s in family.samples
+        if s.name == name and labels.items() <= s.labels.items()
+    )
+
+
 def _kubectl(env: dict[str, str], namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["kubectl", "-n", namespace, *args], capture_output=True, text=True, env=env, check=False
@@ -181,9 +182,23 @@ async def test_core_scenario_as_the_chart_service_account(
         # Events are posted in the background after the status write: wait for it, don't race.
         await eventually(lambda: "Available" in reasons(), timeout=30, what="an Available event")
 
+        # The metrics record the work the account's RBAC let the operator do (read the Lease,
+        # class, Secret; patch finalizer and status), not merely that the families exist.
         exposition = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=10).text
-        families = {f.name for f in text_string_to_metric_families(exposition)}
-        assert families >= METRIC_FAMILIES
+        calls = sum((await cloud.admin.calls()).values())
+        assert sample(exposition, "cloudsnap_leader") == 1
+        assert sample(exposition, "cloudsnap_reconciles_total", outcome="success") >= 3
+        assert (
+            sample(exposition, "cloudsnap_evs_requests_total", operation="create", code="202") == 1
+        )
+        limiter = {"cls": cloud.class_name}
+        assert sample(exposition, "cloudsnap_rate_limiter_wait_seconds_count", **limiter) == calls
+        assert sample(exposition, "cloudsnap_snapshot_time_to_ready_seconds_count") == 1
+        available = sample(exposition, "cloudsnap_snapshots", phase="available")
+        if watched:
+            assert available == 1
+        else:  # cluster-wide it also counts what other tests left in their namespaces
+            assert available >= 1
         summary = [
             line
             for line in exposition.splitlines()

@@ -1,17 +1,28 @@
 """The issue's scenario table, one test per row: the operator as a process, the simulator as EVS.
 
-Everything is observed from outside: the CloudSnapshot through kubectl, the cloud through the
-simulator's admin API (its snapshot set and per-operation call counters).
+Everything is observed from outside: the CloudSnapshot through kubectl (and, where a claim is
+"never" or "once", every version a watch saw), the cloud through the simulator's admin API (its
+snapshot set and per-operation call counters), the operator's work through its /metrics. A window
+in which something must not happen is shown to hold the retries or resyncs that could make it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
+import threading
+import time
 import uuid
-from datetime import UTC, datetime
-from typing import Any
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
+import httpx
+import kubernetes
+import pytest
+from hack.cluster import Cluster
 from hack.sandbox import class_manifests
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.http.http_config import HttpConfig
@@ -21,16 +32,181 @@ from huaweicloudsdkevs.v2 import (
     CreateSnapshotRequestBody,
     EvsClient,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
+from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
+from cloudsnap.handlers import FINALIZER
 from tests.fixtures.operator import Stack, StartStack, condition, eventually
 
 OWNER_KEY = "cloudsnap.io/owner-uid"
+# The blocked scenarios run with a short blocked-retry interval, so that the window they watch
+# holds several retries (the default is two minutes). It stays above the transient backoff cap of
+# the fixture's timings (2 s, plus 25 % jitter): a blocked failure mistaken for a transient one
+# would retry faster than any gap allowed below.
+BLOCKED_RETRY_SECONDS = 4.0
+RETRY_JITTER = 0.1  # the operator spreads each blocked retry by +-10 %
+# How far apart the test may see two calls that were exactly one interval apart: its probe period
+# (0.25 s) and round trips, twice, plus the step's own calls on a busy machine.
+SEEN_SLACK = 0.8
+RETRIES_WATCHED = 3
+# The absence grace of the drift scenario: longer than a resync (2 s), so the second look that
+# confirms the absence is a separate, later observation.
+ABSENCE_GRACE_SECONDS = 3
 
 
 def parse_time(text: str) -> datetime:
     """EVS times carry no zone (they are UTC); Kubernetes ones end in Z."""
     parsed = datetime.fromisoformat(text.removesuffix("Z"))
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def evs_codes(stack: Stack, operation: str | None = None) -> Counter[str]:
+    """EVS answers the operator counted (its cloudsnap_evs_requests_total), by code."""
+    url = f"http://127.0.0.1:{stack.operator.metrics_port}/metrics"
+    codes: Counter[str] = Counter()
+    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+        for sample in family.samples:
+            if sample.name == "cloudsnap_evs_requests_total" and operation in (
+                None,
+                sample.labels["operation"],
+            ):
+                codes[sample.labels["code"]] += int(sample.value)
+    return +codes
+
+
+class History:
+    """Every version of the CloudSnapshot `name` the API server hands out, from before it exists.
+
+    Lists, then watches from the listing's resourceVersion in a thread, so no write between two
+    polls escapes: a finalizer removed and added again shows as two versions.
+    """
+
+    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
+        load = kubernetes.config.new_client_from_config
+        self._api = load(config_file=str(cluster.kubeconfig))
+        self._custom = kubernetes.client.CustomObjectsApi(self._api)
+        self._args = (GROUP, VERSION, namespace, SNAPSHOT_PLURAL)
+        self._selector = f"metadata.name={name}"
+        listing = cast(
+            dict[str, Any],
+            self._custom.list_namespaced_custom_object(*self._args, field_selector=self._selector),
+        )
+        self._versions: list[dict[str, Any]] = list(listing["items"])
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None
+        start = str(listing["metadata"]["resourceVersion"])
+        self._thread = threading.Thread(target=self._follow, args=(start,), daemon=True)
+        self._thread.start()
+
+    def _follow(self, version: str) -> None:
+        try:
+            while not self._stop.is_set():
+                for event in kubernetes.watch.Watch().stream(
+                    self._custom.list_namespaced_custom_object,
+                    *self._args,
+                    field_selector=self._selector,
+                    resource_version=version,
+                    timeout_seconds=5,
+                ):
+                    if event["type"] == "ERROR":
+                        raise RuntimeError(f"watch failed: {event['object']}")
+                    self._versions.append(event["object"])
+                    version = str(event["object"]["metadata"]["resourceVersion"])
+                    if self._stop.is_set():
+                        return
+        except BaseException as exc:
+            self._failure = exc
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Every version seen so far, oldest first."""
+        assert self._failure is None, f"the watch failed: {self._failure!r}"
+        return list(self._versions)
+
+    def finalizer_writes(self) -> int:
+        """How often metadata.finalizers changed."""
+        return sum(
+            (old["metadata"].get("finalizers") or []) != (new["metadata"].get("finalizers") or [])
+            for old, new in itertools.pairwise(self.versions())
+        )
+
+    def status_writes(self) -> list[dict[str, Any]]:
+        """Each change of the status: the top-level fields it changed, with their new values."""
+        changes = []
+        for old, new in itertools.pairwise(self.versions()):
+            before, after = old.get("status") or {}, new.get("status") or {}
+            if before != after:
+                keys = sorted(set(before) | set(after))
+                changes.append({k: after.get(k) for k in keys if before.get(k) != after.get(k)})
+        return changes
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._api.close()
+
+
+@pytest.fixture
+def stack_watches() -> Iterator[list[History]]:
+    """Histories a test started; stopped at teardown."""
+    started: list[History] = []
+    yield started
+    for history in started:
+        history.stop()
+
+
+def history(started: list[History], stack: Stack, name: str) -> History:
+    watched = History(stack.cluster, stack.namespace, name)
+    started.append(watched)
+    return watched
+
+
+async def create_calls_seen(stack: Stack, count: int, *, timeout: float) -> list[float]:
+    """Wait for the simulator's `count`-th create call; when (monotonic) each one was seen."""
+    seen: list[float] = []
+
+    async def probe() -> bool:
+        total = (await stack.calls()).get("create", 0)
+        now = time.monotonic()
+        seen.extend([now] * (total - len(seen)))  # calls that came together share a time
+        return total >= count
+
+    await eventually(probe, timeout=timeout, what=f"{count} create call(s)")
+    return seen
+
+
+async def assert_blocked_create_retried_slowly(
+    stack: Stack, name: str, watched: History
+) -> list[float]:
+    """A blocked create comes back at the blocked interval, with no write or Event per retry.
+
+    Watches RETRIES_WATCHED retries after the first attempt (so the window is shown to hold them,
+    not assumed) and returns the gaps between the create calls. Only `name` exists in the stack,
+    so every create call is one of its attempts.
+    """
+    low = BLOCKED_RETRY_SECONDS * (1 - RETRY_JITTER) - SEEN_SLACK
+    high = BLOCKED_RETRY_SECONDS * (1 + RETRY_JITTER) + SEEN_SLACK
+    attempts = 1 + RETRIES_WATCHED
+    seen = await create_calls_seen(stack, attempts, timeout=attempts * high + 30)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(seen)]
+    assert all(low <= gap <= high for gap in gaps), (
+        f"create attempts {gaps} s apart; blocked retries come every"
+        f" {BLOCKED_RETRY_SECONDS} s +-{RETRY_JITTER:.0%}"
+    )
+    assert len(seen) == attempts, f"{len(seen)} creates where {attempts} were due"
+    # The finalizer was added once, before the first attempt, and stays: no churn per retry.
+    finalizers = [v["metadata"].get("finalizers") for v in watched.versions()]
+    assert watched.finalizer_writes() == 1, f"finalizers version by version: {finalizers}"
+    assert FINALIZER in stack.must_get(name)["metadata"]["finalizers"]
+    # The failure was written once; a retry that fails the same way changes nothing to write.
+    writes = watched.status_writes()
+    assert len(writes) == 1, f"status writes: {[sorted(w) for w in writes]}; last: {writes[-1]}"
+    # One Failed Event for the failure, none per retry (the last retry's would have been posted
+    # long before the next create call was seen).
+    events: Counter[str] = Counter()
+    for event in stack.events(name):
+        events[event["reason"]] += event.get("count", 1)
+    assert events == Counter({"Creating": 1, "Failed": 1}), events
+    return gaps
 
 
 async def test_create_becomes_ready(stack: Stack) -> None:
@@ -61,7 +237,13 @@ async def test_create_becomes_ready(stack: Stack) -> None:
     assert (await stack.calls())["create"] == 1
 
 
-async def test_in_use_disk_without_force_is_blocked(stack: Stack) -> None:
+async def test_in_use_disk_without_force_is_blocked(
+    start_stack: StartStack, stack_watches: list[History]
+) -> None:
+    stack = await start_stack(
+        settings={"CLOUDSNAP_BLOCKED_RETRY_SECONDS": f"{BLOCKED_RETRY_SECONDS}"}
+    )
+    watched = history(stack_watches, stack, "inuse")
     volume = await stack.add_volume(status="in-use")
     stack.apply("inuse", volumeID=volume)
 
@@ -71,12 +253,10 @@ async def test_in_use_disk_without_force_is_blocked(stack: Stack) -> None:
     assert "in-use" in message
     assert condition(obj, "Ready")["status"] == "False"
     assert obj["status"]["error"]["retryable"] is False
-    await eventually(lambda: "Failed" in stack.event_reasons("inuse"), what="a Failed event")
-    creates = (await stack.calls())["create"]
 
-    await stack.resync_window()
-    assert (await stack.calls())["create"] == creates + 1  # the witness's, none for "inuse"
+    await assert_blocked_create_retried_slowly(stack, "inuse", watched)
     assert await stack.snapshots_of(volume) == []
+    assert stack.must_get("inuse")["status"]["error"]["code"] == obj["status"]["error"]["code"]
 
 
 async def test_in_use_disk_with_force_becomes_ready(stack: Stack) -> None:
@@ -88,7 +268,13 @@ async def test_in_use_disk_with_force_becomes_ready(stack: Stack) -> None:
     assert obj["status"]["snapshotID"] == snap["id"]
 
 
-async def test_disk_not_found_is_terminal(stack: Stack) -> None:
+async def test_disk_not_found_is_blocked_and_retried_slowly(
+    start_stack: StartStack, stack_watches: list[History]
+) -> None:
+    stack = await start_stack(
+        settings={"CLOUDSNAP_BLOCKED_RETRY_SECONDS": f"{BLOCKED_RETRY_SECONDS}"}
+    )
+    watched = history(stack_watches, stack, "nodisk")
     stack.apply("nodisk", volumeID=str(uuid.uuid4()))
 
     obj = await stack.wait_condition("nodisk", "Synced", "False")
@@ -97,11 +283,11 @@ async def test_disk_not_found_is_terminal(stack: Stack) -> None:
     assert error["retryable"] is False
     assert "EVS.5404" in condition(obj, "Synced")["message"]
     assert condition(obj, "Ready")["status"] == "False"
-    creates = (await stack.calls())["create"]
 
-    await stack.resync_window()
-    assert (await stack.calls())["create"] == creates + 1  # the witness's only: no retry loop
+    # Not terminal: the disk may yet be created, so the create is retried, but only slowly.
+    await assert_blocked_create_retried_slowly(stack, "nodisk", watched)
     assert stack.must_get("nodisk")["status"]["error"]["code"] == "EVS.5404"
+    assert [s for s in await stack.admin.snapshots() if not s.get("deleted")] == []
 
 
 async def test_name_and_description_change_is_one_put(stack: Stack) -> None:
@@ -216,7 +402,12 @@ async def test_adopt_existing_snapshot_id(stack: Stack) -> None:
     assert "Adopted" in stack.event_reasons("adopted")
 
 
-async def test_snapshot_removed_behind_our_back_is_not_recreated(stack: Stack) -> None:
+async def test_snapshot_removed_behind_our_back_is_not_recreated(
+    start_stack: StartStack, stack_watches: list[History]
+) -> None:
+    grace = ABSENCE_GRACE_SECONDS
+    stack = await start_stack(settings={"CLOUDSNAP_ABSENCE_GRACE_SECONDS": str(grace)})
+    watched = history(stack_watches, stack, "drift")
     volume = await stack.add_volume()
     stack.apply("drift", volumeID=volume)
     obj = await stack.wait_condition("drift", "Ready", "True")
@@ -224,12 +415,35 @@ async def test_snapshot_removed_behind_our_back_is_not_recreated(stack: Stack) -
 
     await stack.admin.remove_snapshot(obj["status"]["snapshotID"])
 
-    await stack.wait_condition("drift", "Ready", "False", reason="NotFound")
+    obj = await stack.wait_condition("drift", "Ready", "False", reason="NotFound", timeout=30)
+    # Absence is confirmed, not believed at first sight: the first look that missed the snapshot
+    # recorded when (Ready still True), and NotFound came from a look at least the grace later.
+    missing_since = parse_time(obj["status"]["missingSince"])
+    declared = parse_time(condition(obj, "Ready")["lastTransitionTime"])
+    assert declared - missing_since >= timedelta(seconds=grace), (
+        f"missing since {missing_since:%T}, NotFound at {declared:%T}: not {grace} s apart"
+    )
+    first_miss = next(v for v in watched.versions() if v.get("status", {}).get("missingSince"))
+    assert condition(first_miss, "Ready")["status"] == "True", first_miss["status"]
+    assert obj["status"]["snapshotID"], "the resource still names the snapshot it lost"
+    # Nothing left to protect: the finalizer goes, so the resource can be deleted.
+    assert FINALIZER not in (obj["metadata"].get("finalizers") or [])
     await eventually(lambda: "NotFound" in stack.event_reasons("drift"), what="a NotFound event")
-    await stack.resync_window()
-    assert (await stack.calls())["create"] == creates + 1  # the witness's only
+
+    # Each later resync looks again and must not re-create it: watch two of them happen (the
+    # operator counts its steps; csnap/drift is the only resource it has).
+    steps = stack.metric("cloudsnap_reconciles_total")
+    await eventually(
+        lambda: stack.metric("cloudsnap_reconciles_total") >= steps + 2,
+        timeout=30,
+        what="two more steps of csnap/drift",
+    )
+    assert (await stack.calls())["create"] == creates, "a snapshot was created after NotFound"
     assert await stack.snapshots_of(volume) == []
-    assert condition(stack.must_get("drift"), "Ready")["reason"] == "NotFound"
+    final = stack.must_get("drift")
+    assert condition(final, "Ready")["reason"] == "NotFound"
+    assert final["status"]["snapshotID"] == obj["status"]["snapshotID"]
+    assert stack.event_reasons("drift").count("NotFound") == 1
 
 
 async def test_5xx_and_429_bursts_end_ready_with_one_snapshot(stack: Stack) -> None:
@@ -253,9 +467,19 @@ async def test_5xx_and_429_bursts_end_ready_with_one_snapshot(stack: Stack) -> N
     [snap] = await stack.snapshots_of(volume)
     assert obj["status"]["snapshotID"] == snap["id"]
     assert not obj["status"].get("error")
+    # Every injected 503 and 429 reached the operator (it counts EVS answers by code) and was
+    # retried: two creates answered 503, three calls 429, the 500s drawn at 30 % up to six, then
+    # exactly one create accepted. And every call the simulator served, the operator counted.
     calls = await stack.calls()
-    assert calls["create"] >= 3, calls  # the two 503s were answered and retried
-    assert sum(calls.values()) >= 2 + 3 + 1, calls  # every 503 and 429 was met, then success
+    codes = evs_codes(stack)
+    creates = evs_codes(stack, "create")
+    assert creates["503"] == 2, creates
+    assert creates["202"] == 1, creates
+    assert codes["429"] == 3, codes
+    assert codes["500"] <= 6, codes
+    assert set(codes) <= {"200", "202", "429", "500", "503"}, codes
+    assert creates.total() == calls["create"], (creates, calls)
+    assert codes.total() == sum(calls.values()), (codes, calls)
     failed = [e for e in stack.events("bursty") if e["reason"] == "Failed"]
     assert sum(e.get("count", 1) for e in failed) <= 5, "transient errors must not storm events"
 
@@ -297,7 +521,9 @@ async def test_wrong_secret_key_names_class_and_never_leaks(start_stack: StartSt
 
     obj = await stack.wait_condition("badkey", "Synced", "False")
     assert stack.class_name in condition(obj, "Synced")["message"]
-    assert obj["status"]["error"]["code"] in {"APIG.0301", "InvalidCredentials"}
+    # The key is there but wrong: EVS's gateway refuses the signature (InvalidCredentials is
+    # the operator's own code for a Secret without a key, which this is not).
+    assert obj["status"]["error"]["code"] == "APIG.0301"
     assert condition(obj, "Ready")["status"] == "False"
     assert await stack.snapshots_of(volume) == []
     stack.assert_secret_absent(wrong)

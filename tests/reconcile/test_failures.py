@@ -6,7 +6,7 @@ import itertools
 from typing import Any
 
 from cloudsnap.handlers import FINALIZER
-from cloudsnap.reconcile import Accounts
+from cloudsnap.reconcile import Accounts, Result
 from evs_simulator.testing import RunningSimulator
 from tests.reconcile.conftest import CLASS, FAST
 from tests.reconcile.harness import SECRET_NAME, FakeCluster, World, wait_until
@@ -14,6 +14,13 @@ from tests.reconcile.harness import SECRET_NAME, FakeCluster, World, wait_until
 
 async def live_snapshots(sim: RunningSimulator) -> list[dict[str, Any]]:
     return [s for s in await sim.admin.snapshots() if not s.get("deleted")]
+
+
+def last_result(world: World, name: str) -> Result:
+    """The latest step result of the resource `name` (others may have stepped since)."""
+    results = [result for who, result in world.results if who == name]
+    assert results, f"{name} was never reconciled"
+    return results[-1]
 
 
 def error_rule(operation: str, status: int, count: int) -> dict[str, Any]:
@@ -71,7 +78,7 @@ async def test_wrong_secret_key_names_the_class_and_never_the_key(
     assert synced["status"] == "False"
     assert f"CloudSnapshotClass {CLASS}" in synced["message"]
     assert SECRET_NAME in synced["message"]
-    assert world.results[-1][1].requeue_after == FAST.blocked
+    assert last_result(world, "db").requeue_after == FAST.blocked
     shown = repr(world.objects) + repr(world.events) + repr(world.results)
     assert wrong not in shown
     assert evs_sim.secret_key not in shown
@@ -114,7 +121,8 @@ async def test_missing_class_secret_and_keys_are_local_blocked_errors(
 
     for name in ("noclass", "nosecret", "nokey"):
         assert FINALIZER not in world.objects[name]["metadata"].get("finalizers", [])
-        assert world.results[-1][1].requeue_after == FAST.blocked
+        last = last_result(world, name)
+        assert (last.outcome, last.requeue_after) == ("blocked", FAST.blocked), (name, last)
     assert sum((await evs_sim.admin.calls()).values()) == 0
 
 
