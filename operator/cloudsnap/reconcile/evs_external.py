@@ -7,6 +7,8 @@ snapshot be recognised again after a lost create answer, and the account a class
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from cloudsnap.api import (
@@ -80,35 +82,31 @@ class EVSExternal:
 
     async def observe(self, snapshot_id: str) -> ExternalSnapshot | None:
         """Batched with every other resource of the class polling now (one list call)."""
-        try:
+        with self._failing_as("list"):
             found = await self._account.poller.refresh(snapshot_id)
-        except EVSError as exc:
-            raise self._error(exc, "list") from None
         return None if found is None else _external(found)
 
     async def confirm(self, snapshot_id: str) -> ExternalSnapshot | None:
         """A direct show: a 404 here is EVS's own word that the snapshot is gone."""
         try:
-            found = await self._account.client.show_snapshot(snapshot_id)
-        except EVSAPIError as exc:
-            if exc.status_code == 404:
+            with self._failing_as("show"):
+                found = await self._account.client.show_snapshot(snapshot_id)
+        except ExternalError as exc:
+            if exc.failure.cause is Cause.NOT_FOUND:
                 return None
-            raise self._error(exc, "show") from None
-        except EVSError as exc:
-            raise self._error(exc, "show") from None
+            raise
         return _external(found)
 
     async def find_owned(self, volume_id: str, owner_uid: str) -> list[ExternalSnapshot]:
         """List the disk's snapshots (by volume_id, never by name: names change) and keep the
         ones tagged with the owner. A disk holds few snapshots (EVS allows 7), so one page."""
         query = ListSnapshotsQuery(volume_id=volume_id)
-        owned: list[ExternalSnapshot] = []
-        try:
-            async for snapshot in self._account.client.iter_snapshots(query):
-                if snapshot.metadata.get(OWNER_UID_METADATA_KEY) == owner_uid:
-                    owned.append(_external(snapshot))
-        except EVSError as exc:
-            raise self._error(exc, "list") from None
+        with self._failing_as("list"):
+            owned = [
+                _external(snapshot)
+                async for snapshot in self._account.client.iter_snapshots(query)
+                if snapshot.metadata.get(OWNER_UID_METADATA_KEY) == owner_uid
+            ]
         return sorted(owned, key=lambda snap: (snap.created_at, snap.id))
 
     async def create(self, request: CreateRequest) -> ExternalSnapshot:
@@ -126,38 +124,38 @@ class EVSExternal:
             force=request.force,
             metadata=metadata,
         )
-        try:
+        with self._failing_as("create"):
             return _external(await self._account.client.create_snapshot(body))
-        except EVSError as exc:
-            raise self._error(exc, "create") from None
 
     async def update(self, snapshot_id: str, changes: Changes) -> ExternalSnapshot:
         """PUT only the fields that change."""
         name = UNSET if changes.name is None else changes.name
         description = UNSET if changes.description is None else changes.description
-        try:
+        with self._failing_as("update"):
             updated = await self._account.client.update_snapshot(
                 snapshot_id, name=name, description=description
             )
-        except EVSError as exc:
-            raise self._error(exc, "update") from None
         return _external(updated)
 
     async def delete(self, snapshot_id: str) -> bool:
         """DELETE the snapshot; False when EVS says it is already gone."""
         try:
-            await self._account.client.delete_snapshot(snapshot_id)
-        except EVSAPIError as exc:
-            if exc.status_code == 404:
+            with self._failing_as("delete"):
+                await self._account.client.delete_snapshot(snapshot_id)
+        except ExternalError as exc:
+            if exc.failure.cause is Cause.NOT_FOUND:
                 return False
-            raise self._error(exc, "delete") from None
-        except EVSError as exc:
-            raise self._error(exc, "delete") from None
+            raise
         return True
 
-    def _error(self, exc: EVSError, operation: str) -> ExternalError:
-        failure = classify(exc, operation)
-        return ExternalError(blame_class(failure, self._account))
+    @contextlib.contextmanager
+    def _failing_as(self, operation: str) -> Iterator[None]:
+        """Turn the EVS client's errors into the generic loop's, classified for ``operation``."""
+        try:
+            yield
+        except EVSError as exc:
+            failure = blame_class(classify(exc, operation), self._account)
+            raise ExternalError(failure) from None
 
 
 def _external(snapshot: EVSSnapshot) -> ExternalSnapshot:
