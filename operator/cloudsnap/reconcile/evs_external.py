@@ -8,6 +8,7 @@ snapshot be recognised again after a lost create answer, and the account a class
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -29,11 +30,12 @@ from cloudsnap.reconcile.external import (
 )
 from cloudsnap.reconcile.failures import Cause, ExternalError, Failure, Kind
 
+DELETING_PHASE = "deleting"
 _STATES = {
     "creating": State.CREATING,
     "available": State.READY,
     "error": State.FAILED,
-    "deleting": State.DELETING,
+    DELETING_PHASE: State.DELETING,
     "error_deleting": State.DELETE_FAILED,
 }
 
@@ -137,16 +139,17 @@ class EVSExternal:
             )
         return _external(updated)
 
-    async def delete(self, snapshot_id: str) -> bool:
-        """DELETE the snapshot; False when EVS says it is already gone."""
+    async def delete(self, snapshot: ExternalSnapshot) -> ExternalSnapshot | None:
+        """DELETE the snapshot (EVS answers 202 and an empty body: it is now ``deleting``);
+        None when EVS says it is already gone."""
         try:
             with self._failing_as("delete"):
-                await self._account.client.delete_snapshot(snapshot_id)
+                await self._account.client.delete_snapshot(snapshot.id)
         except ExternalError as exc:
             if exc.failure.cause is Cause.NOT_FOUND:
-                return False
+                return None
             raise
-        return True
+        return dataclasses.replace(snapshot, state=State.DELETING, phase=DELETING_PHASE)
 
     @contextlib.contextmanager
     def _failing_as(self, operation: str) -> Iterator[None]:

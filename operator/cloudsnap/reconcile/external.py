@@ -110,8 +110,8 @@ class ExternalClient(Protocol):
         """Change name and/or description."""
         ...
 
-    async def delete(self, snapshot_id: str) -> bool:
-        """Start deleting the snapshot; False when it is already gone."""
+    async def delete(self, snapshot: ExternalSnapshot) -> ExternalSnapshot | None:
+        """Start deleting the snapshot: it as it now is (deleting), or None when already gone."""
         ...
 
 

@@ -281,6 +281,8 @@ class Reconciler:
         # ... and UIDs it sent a create for, whatever came of it.
         self._sent: set[str] = set()
         self._pending: dict[str, _Pending] = {}
+        # UIDs whose snapshot this process saw deleting: when the list drops it, it is gone.
+        self._deleting: set[str] = set()
 
     def witness_birth(self, uid: str) -> None:
         """The caller saw this resource created while it was the only one reconciling."""
@@ -292,6 +294,7 @@ class Reconciler:
         self._born.discard(uid)
         self._sent.discard(uid)
         self._pending.pop(uid, None)
+        self._deleting.discard(uid)
 
     def forget_all(self) -> None:
         """Drop all memory, e.g. on losing or gaining leadership: it no longer proves anything."""
@@ -299,6 +302,7 @@ class Reconciler:
         self._born.clear()
         self._sent.clear()
         self._pending.clear()
+        self._deleting.clear()
 
     async def reconcile(self, body: Mapping[str, Any]) -> Result:
         """One step for the resource in ``body`` (a raw Kubernetes object), within a deadline."""
@@ -609,7 +613,7 @@ class Reconciler:
             if not extra.state.settled:
                 waiting = True
                 continue
-            if await conn.client.delete(extra.id):
+            if await conn.client.delete(extra) is not None:
                 deleted += 1
                 events.append(
                     Event(
@@ -779,8 +783,8 @@ class Reconciler:
         candidates: list[ExternalSnapshot] = []
         if known:
             found = await conn.client.observe(known)
-            if found is None and status.phase != "deleting":
-                # Not listed, and not because we deleted it: a list may lag; ask directly.
+            if found is None and res.uid not in self._deleting:
+                # Not listed, and not after we saw it deleting: a list may lag; ask directly.
                 found = await conn.client.confirm(known)
             if found is not None:
                 adopted = bool(status.adopted)
@@ -805,17 +809,20 @@ class Reconciler:
             )
         messages: list[str] = []
         events: list[Event] = []
+        now_known: ExternalSnapshot | None = None
         for snap in candidates:
-            messages.append(await self._delete_one(res, conn, snap, events))
+            message, after = await self._delete_one(res, conn, snap, events)
+            messages.append(message)
+            if snap.id == known:
+                now_known = after
         if doubt_left > 0:
             messages.append(
                 f"waiting {doubt_left:.0f}s for an unanswered create request that EVS may still"
                 " apply"
             )
         message = "; ".join(messages)
-        if candidates and candidates[0].id == known:
-            draft.mirror(candidates[0])
-            draft.status.phase = "deleting" if candidates[0].state.settled else candidates[0].phase
+        if now_known is not None:
+            draft.mirror(now_known)
         self._attempts.pop(res.uid, None)
         draft.synced()
         draft.condition(READY, "False", "Deleting", message)
@@ -832,12 +839,14 @@ class Reconciler:
 
     async def _delete_one(
         self, res: _Resource, conn: Connection, snapshot: ExternalSnapshot, events: list[Event]
-    ) -> str:
-        """One snapshot's deletion step; what it is waiting for."""
+    ) -> tuple[str, ExternalSnapshot | None]:
+        """One snapshot's deletion step: what it is waiting for, and the snapshot as it now is."""
         if snapshot.state.settled:
-            if await conn.client.delete(snapshot.id):
-                return f"deleting EVS snapshot {snapshot.id}"
-            return f"EVS snapshot {snapshot.id} is gone"
+            deleting = await conn.client.delete(snapshot)
+            if deleting is None:
+                return f"EVS snapshot {snapshot.id} is gone", None
+            self._deleting.add(res.uid)
+            return f"deleting EVS snapshot {snapshot.id}", deleting
         if snapshot.state is State.DELETE_FAILED:
             message = (
                 f"EVS failed to delete snapshot {snapshot.id} ({snapshot.phase});"
@@ -846,10 +855,11 @@ class Reconciler:
             ready = res.condition(READY)
             if ready is None or message not in ready.message:  # announced once, not every poll
                 events.append(Event("Warning", DELETE_FAILED, message))
-            return message
+            return message, snapshot
         if snapshot.state is State.DELETING:
-            return f"waiting for EVS to finish deleting {snapshot.id}"
-        return f"waiting for EVS snapshot {snapshot.id} to leave {snapshot.phase}"
+            self._deleting.add(res.uid)
+            return f"waiting for EVS to finish deleting {snapshot.id}", snapshot
+        return f"waiting for EVS snapshot {snapshot.id} to leave {snapshot.phase}", snapshot
 
     def _doubt_left(self, draft: _Draft) -> float:
         since = draft.status.unanswered_create_time
