@@ -28,6 +28,7 @@ def held(world: World, reconciler: Reconciler) -> dict[str, int]:
         "reconciler.born": len(reconciler._born),
         "reconciler.sent": len(reconciler._sent),
         "reconciler.pending": len(reconciler._pending),
+        "reconciler.deleting": len(reconciler._deleting),
     }
 
 
