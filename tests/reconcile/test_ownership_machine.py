@@ -85,9 +85,10 @@ class OwnershipMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.exits = contextlib.AsyncExitStack()
         seeds = tuple(f"{disk}:10" for disk in DISKS)
+        # Two accounts; seeded apart so that they never hand out the same snapshot ID.
         self.sims: list[RunningSimulator] = [
-            self.run(self.exits.enter_async_context(running_simulator(volumes=seeds)))
-            for _ in range(2)
+            self.run(self.exits.enter_async_context(running_simulator(volumes=seeds, seed=seed)))
+            for seed in (1, 2)
         ]
         self.cluster = FakeCluster()
         self.cluster.add_class(MAIN, endpoint=self.sims[0].endpoint, project_id=self.project)
@@ -298,10 +299,9 @@ class OwnershipMachine(RuleBasedStateMachine):
 
     @invariant()
     def status_names_only_own_snapshots(self) -> None:
-        by_id = {s["id"]: s for s in self.snapshots() if not s["deleted"]}
         for body in self.world.objects.values():
             status = body.get("status") or {}
-            snap = by_id.get(status.get("snapshotID", ""))
+            snap = self.snapshot_in_its_account(status)
             if snap is None:
                 continue
             uid = body["metadata"]["uid"]
@@ -314,6 +314,17 @@ class OwnershipMachine(RuleBasedStateMachine):
             else:
                 assert owner == uid, f"{uid} names snapshot {snap['id']} of owner {owner}"
                 assert snap["volume_id"] == body["spec"].get("volumeID")
+
+    def snapshot_in_its_account(self, status: dict[str, Any]) -> dict[str, Any] | None:
+        """The live snapshot status names, looked up in the account status records."""
+        account = status.get("account")
+        if not status.get("snapshotID") or account is None:
+            return None
+        sim = next(s for s in self.sims if s.endpoint.endswith(account["endpoint"]))
+        found = self.run(sim.admin.snapshots())
+        return next(
+            (s for s in found if s["id"] == status["snapshotID"] and not s["deleted"]), None
+        )
 
     def teardown(self) -> None:
         try:
