@@ -21,7 +21,7 @@ from cloudsnap.evs import (
     TokenAuth,
 )
 from evs_simulator.testing import RunningSimulator, running_simulator
-from tests.fixtures.operator import eventually
+from tests.waiting import eventually
 
 MISSING_ID = "00000000-0000-4000-8000-000000000000"
 

@@ -21,7 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from cloudsnap import metrics
 from cloudsnap.evs import AKSKAuth, CreateSnapshotRequest, EVSAPIError, EVSClient, EVSTimeoutError
 from evs_simulator.testing import RunningSimulator
-from tests.fixtures.operator import Stack, eventually
+from tests.fixtures.operator import Stack
+from tests.waiting import eventually
 
 MISSING_ID = "00000000-0000-4000-8000-000000000000"
 

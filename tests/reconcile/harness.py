@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cloudsnap.api import API_VERSION, CLASS_KIND, DEFAULT_CLASS_ANNOTATION, SNAPSHOT_KIND
@@ -115,13 +115,7 @@ class World:
         self.objects: dict[str, dict[str, Any]] = {}
         self.events: list[tuple[str, Event]] = []
         self.writes: list[tuple[str, str]] = []
-        self.recorder = RecordingReconciler(reconciler)
-        self.controller = Controller(
-            self.recorder,  # type: ignore[arg-type]
-            self,
-            max_workers=64,
-            post_event=lambda body, event: self.events.append((body["metadata"]["name"], event)),
-        )
+        self.recorder, self.controller = self._operator(reconciler)
         self._version = 0
 
     @property
@@ -130,15 +124,20 @@ class World:
 
     def restart(self, reconciler: Reconciler) -> None:
         """A new operator process: fresh memory, then the initial listing of every object."""
-        self.recorder = RecordingReconciler(reconciler)
-        self.controller = Controller(
-            self.recorder,  # type: ignore[arg-type]
+        self.recorder, self.controller = self._operator(reconciler)
+        for body in self.objects.values():
+            self.controller.observe(None, copy.deepcopy(body))
+
+    def _operator(self, reconciler: Reconciler) -> tuple[RecordingReconciler, Controller]:
+        """The operator's Controller around `reconciler`, writing to and posting Events in here."""
+        recorder = RecordingReconciler(reconciler)
+        controller = Controller(
+            recorder,  # type: ignore[arg-type]
             self,
             max_workers=64,
             post_event=lambda body, event: self.events.append((body["metadata"]["name"], event)),
         )
-        for body in self.objects.values():
-            self.controller.observe(None, copy.deepcopy(body))
+        return recorder, controller
 
     async def __aenter__(self) -> World:
         self.controller.start()
@@ -252,10 +251,3 @@ class World:
 
     def reasons(self, name: str) -> list[str]:
         return [event.reason for who, event in self.events if who == name]
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``predicate`` on the event loop until it holds; fail after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)

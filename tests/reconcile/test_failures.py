@@ -9,7 +9,8 @@ from cloudsnap.handlers import FINALIZER
 from cloudsnap.reconcile import Accounts, Result
 from evs_simulator.testing import RunningSimulator
 from tests.reconcile.conftest import CLASS, FAST
-from tests.reconcile.harness import SECRET_NAME, FakeCluster, World, wait_until
+from tests.reconcile.harness import SECRET_NAME, FakeCluster, World
+from tests.waiting import eventually
 
 
 async def live_snapshots(sim: RunningSimulator) -> list[dict[str, Any]]:
@@ -36,7 +37,7 @@ async def test_5xx_and_429_bursts_are_retried_and_end_with_one_snapshot(
         [error_rule("create", 503, 2), error_rule("list", 500, 2), throttled]
     )
     world.apply("db", volumeID=volume)
-    await wait_until(lambda: world.is_ready("db"))
+    await eventually(lambda: world.is_ready("db"), timeout=10)
     assert len(await live_snapshots(evs_sim)) == 1
     transient = [r for who, r in world.results if r.outcome == "transient"]
     assert len(transient) >= 3
@@ -57,7 +58,7 @@ async def test_lost_create_answer_is_adopted_by_identity(
         [{"operation": "create", "kind": "lost_response", "rate": 1.0, "count": 1}]
     )
     world.apply("db", volumeID=volume)
-    await wait_until(lambda: world.is_ready("db"))
+    await eventually(lambda: world.is_ready("db"), timeout=10)
     snaps = await live_snapshots(evs_sim)
     assert len(snaps) == 1
     assert world.objects["db"]["status"]["snapshotID"] == snaps[0]["id"]
@@ -71,7 +72,7 @@ async def test_wrong_secret_key_names_the_class_and_never_the_key(
     wrong = "wrong-secret-key-that-must-never-leak"
     fake.secrets[SECRET_NAME]["secretKey"] = wrong
     world.apply("db", volumeID=volume)
-    await wait_until(lambda: world.condition("db", "Synced") is not None)
+    await eventually(lambda: world.condition("db", "Synced") is not None, timeout=10)
     status = world.objects["db"]["status"]
     assert status["error"]["code"] == "APIG.0301"
     synced = world.condition("db", "Synced")
@@ -89,10 +90,10 @@ async def test_fixed_secret_lets_the_next_attempt_succeed(
 ) -> None:
     fake.secrets[SECRET_NAME]["secretKey"] = "not-the-key"
     world.apply("db", volumeID=volume)
-    await wait_until(lambda: world.condition("db", "Synced") is not None)
+    await eventually(lambda: world.condition("db", "Synced") is not None, timeout=10)
     fake.secrets[SECRET_NAME]["secretKey"] = evs_sim.secret_key
     world.controller.retry_blocked()  # what the Secret watch does
-    await wait_until(lambda: world.is_ready("db"))
+    await eventually(lambda: world.is_ready("db"), timeout=10)
     assert "error" not in world.objects["db"]["status"]
 
 
@@ -100,21 +101,21 @@ async def test_missing_class_secret_and_keys_are_local_blocked_errors(
     world: World, evs_sim: RunningSimulator, volume: str, fake: FakeCluster
 ) -> None:
     world.apply("noclass", volumeID=volume, className="nope")
-    await wait_until(lambda: world.condition("noclass", "Synced") is not None)
+    await eventually(lambda: world.condition("noclass", "Synced") is not None, timeout=10)
     error = world.objects["noclass"]["status"]["error"]
     assert (error["code"], error["retryable"]) == ("ClassNotFound", False)
     assert "nope" in error["message"]
 
     fake.secrets.clear()
     world.apply("nosecret", volumeID=volume)
-    await wait_until(lambda: world.condition("nosecret", "Synced") is not None)
+    await eventually(lambda: world.condition("nosecret", "Synced") is not None, timeout=10)
     error = world.objects["nosecret"]["status"]["error"]
     assert error["code"] == "SecretNotFound"
     assert f"class {CLASS}" in error["message"]
 
     fake.secrets[SECRET_NAME] = {"accessKey": evs_sim.access_key}
     world.apply("nokey", volumeID=volume)
-    await wait_until(lambda: world.condition("nokey", "Synced") is not None)
+    await eventually(lambda: world.condition("nokey", "Synced") is not None, timeout=10)
     error = world.objects["nokey"]["status"]["error"]
     assert error["code"] == "InvalidCredentials"
     assert "secretKey" in error["message"]
@@ -131,7 +132,7 @@ async def test_no_default_class_is_class_not_found(
 ) -> None:
     fake.classes[CLASS]["metadata"]["annotations"] = {}
     world.apply("db", volumeID=volume)
-    await wait_until(lambda: world.condition("db", "Synced") is not None)
+    await eventually(lambda: world.condition("db", "Synced") is not None, timeout=10)
     assert world.objects["db"]["status"]["error"]["code"] == "ClassNotFound"
 
 

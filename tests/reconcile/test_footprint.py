@@ -8,7 +8,8 @@ import uuid
 
 from cloudsnap.reconcile import Reconciler
 from evs_simulator.testing import RunningSimulator
-from tests.reconcile.harness import World, wait_until
+from tests.reconcile.harness import World
+from tests.waiting import eventually
 
 
 def held(world: World, reconciler: Reconciler) -> dict[str, int]:
@@ -42,14 +43,14 @@ async def test_created_then_deleted_resources_leave_no_entries_behind(
     # One that never turns Ready: a well-formed ID of a disk EVS does not have, so its create
     # reaches EVS, is refused, and is remembered (a create was sent) until it is deleted.
     world.apply("broken", volumeID=str(uuid.uuid4()))
-    await wait_until(lambda: all(world.is_ready(name) for name in names), timeout=30)
-    await wait_until(lambda: world.condition("broken", "Synced") is not None)
+    await eventually(lambda: all(world.is_ready(name) for name in names), timeout=30)
+    await eventually(lambda: world.condition("broken", "Synced") is not None, timeout=10)
     during = held(world, reconciler)
     assert during["bodies"] == during["seen"] == during["scheduler.known"] == len(names) + 1
     for name in [*names, "broken"]:
         world.delete(name)
-    await wait_until(lambda: not world.objects, timeout=30)
-    await wait_until(lambda: not world.controller.scheduler._running)
+    await eventually(lambda: not world.objects, timeout=30)
+    await eventually(lambda: not world.controller.scheduler._running, timeout=10)
     assert held(world, reconciler) == dict.fromkeys(during, 0)
 
 
@@ -57,7 +58,7 @@ async def test_only_the_fields_the_steps_read_are_kept_per_resource(
     world: World, volume: str
 ) -> None:
     world.apply("db", volumeID=volume)
-    await wait_until(lambda: world.is_ready("db"))
+    await eventually(lambda: world.is_ready("db"), timeout=10)
     meta = world.objects["db"]["metadata"]
     meta["labels"] = {"team": "storage"}
     meta["annotations"] = {"kubectl.kubernetes.io/last-applied-configuration": "{}"}

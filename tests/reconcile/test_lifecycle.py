@@ -12,9 +12,9 @@ from cloudsnap.evs import AKSKAuth, CreateSnapshotRequest, EVSClient
 from cloudsnap.handlers import CONFLICT_RETRY_SECONDS, FINALIZER
 from cloudsnap.reconcile import Reconciler
 from evs_simulator.testing import RunningSimulator
-from tests.fixtures.operator import eventually
 from tests.reconcile.conftest import FAST
-from tests.reconcile.harness import World, wait_until
+from tests.reconcile.harness import World
+from tests.waiting import eventually
 
 
 async def live_snapshots(sim: RunningSimulator) -> list[dict[str, Any]]:
@@ -25,7 +25,7 @@ async def test_create_becomes_ready_with_mirrored_status(
     world: World, evs_sim: RunningSimulator, volume: str
 ) -> None:
     world.apply("db", volumeID=volume, description="daily")
-    await wait_until(lambda: world.is_ready("db"))
+    await eventually(lambda: world.is_ready("db"), timeout=10)
     status = world.objects["db"]["status"]
     [snap] = await live_snapshots(evs_sim)
     assert status["snapshotID"] == snap["id"]
@@ -46,7 +46,7 @@ async def test_create_to_ready_costs_one_create_and_shared_polls(
 ) -> None:
     """EVS calls per snapshot from create to Ready: the figure the issue asks for."""
     world.apply("db", volumeID=volume)
-    await wait_until(lambda: world.is_ready("db"))
+    await eventually(lambda: world.is_ready("db"), timeout=10)
     calls = await evs_sim.admin.calls()
     assert calls.get("create") == 1
     assert calls.get("show", 0) == 0
@@ -66,7 +66,7 @@ async def test_in_use_disk_without_force_is_blocked_and_retried_slowly(
 ) -> None:
     disk = await evs_sim.admin.add_volume(size=5, status="in-use")
     world.apply("attached", volumeID=disk["id"])
-    await wait_until(lambda: world.condition("attached", "Synced") is not None)
+    await eventually(lambda: world.condition("attached", "Synced") is not None, timeout=10)
     synced = world.condition("attached", "Synced")
     assert synced["status"] == "False"
     assert "in-use" in synced["message"]
@@ -89,7 +89,7 @@ async def test_in_use_disk_with_force_becomes_ready(
 ) -> None:
     disk = await evs_sim.admin.add_volume(size=5, status="in-use")
     world.apply("attached", volumeID=disk["id"], force=True)
-    await wait_until(lambda: world.is_ready("attached"))
+    await eventually(lambda: world.is_ready("attached"), timeout=10)
     assert len(await live_snapshots(evs_sim)) == 1
 
 
@@ -97,7 +97,7 @@ async def test_missing_disk_is_a_blocked_evs_5404_without_retry_loop(
     world: World, evs_sim: RunningSimulator
 ) -> None:
     world.apply("nodisk", volumeID="5aa119a8-d25b-45a7-8d1b-88e127885635")
-    await wait_until(lambda: world.condition("nodisk", "Synced") is not None)
+    await eventually(lambda: world.condition("nodisk", "Synced") is not None, timeout=10)
     error = world.objects["nodisk"]["status"]["error"]
     assert error["code"] == "EVS.5404"
     assert error["retryable"] is False
@@ -109,9 +109,9 @@ async def test_name_and_description_change_is_one_put(
     world: World, evs_sim: RunningSimulator, volume: str
 ) -> None:
     world.apply("db", volumeID=volume, name="first", description="one")
-    await wait_until(lambda: world.is_ready("db"))
+    await eventually(lambda: world.is_ready("db"), timeout=10)
     world.change_spec("db", name="second", description="two")
-    await wait_until(lambda: world.objects["db"]["status"]["observedGeneration"] == 2)
+    await eventually(lambda: world.objects["db"]["status"]["observedGeneration"] == 2, timeout=10)
     [snap] = await live_snapshots(evs_sim)
     assert (snap["name"], snap["description"]) == ("second", "two")
     assert (await evs_sim.admin.calls()).get("update") == 1
@@ -123,9 +123,9 @@ async def test_delete_with_policy_delete_removes_the_snapshot(
     world: World, evs_sim: RunningSimulator, volume: str
 ) -> None:
     world.apply("db", volumeID=volume, deletionPolicy="Delete")
-    await wait_until(lambda: world.is_ready("db"))
+    await eventually(lambda: world.is_ready("db"), timeout=10)
     world.delete("db")
-    await wait_until(lambda: "db" not in world.objects)
+    await eventually(lambda: "db" not in world.objects, timeout=10)
     assert await live_snapshots(evs_sim) == []
     reasons = [e.reason for who, e in world.events if who == "db"]
     assert reasons[-2:] == ["Deleting", "Deleted"]
@@ -135,9 +135,9 @@ async def test_delete_with_policy_retain_keeps_the_snapshot(
     world: World, evs_sim: RunningSimulator, volume: str
 ) -> None:
     world.apply("db", volumeID=volume, deletionPolicy="Retain")
-    await wait_until(lambda: world.is_ready("db"))
+    await eventually(lambda: world.is_ready("db"), timeout=10)
     world.delete("db")
-    await wait_until(lambda: "db" not in world.objects)
+    await eventually(lambda: "db" not in world.objects, timeout=10)
     assert len(await live_snapshots(evs_sim)) == 1
     assert (await evs_sim.admin.calls()).get("delete", 0) == 0
     assert world.events[-1][1].reason == "Retained"
@@ -148,9 +148,9 @@ async def test_class_policy_applies_when_the_resource_names_none(
 ) -> None:
     fake.classes["sim"]["spec"]["deletionPolicy"] = "Retain"
     world.apply("db", volumeID=volume)
-    await wait_until(lambda: world.is_ready("db"))
+    await eventually(lambda: world.is_ready("db"), timeout=10)
     world.delete("db")
-    await wait_until(lambda: "db" not in world.objects)
+    await eventually(lambda: "db" not in world.objects, timeout=10)
     assert len(await live_snapshots(evs_sim)) == 1
 
 
@@ -159,15 +159,17 @@ async def test_delete_while_creating_waits_then_deletes(
 ) -> None:
     # Pin the snapshot in "creating" as soon as it exists, delete the resource, then let it go.
     world.apply("slow", volumeID=volume)
-    await wait_until(lambda: bool(world.objects["slow"].get("status", {}).get("snapshotID")))
+    await eventually(
+        lambda: bool(world.objects["slow"].get("status", {}).get("snapshotID")), timeout=10
+    )
     sid = world.objects["slow"]["status"]["snapshotID"]
     await evs_sim.admin.set_snapshot_status(sid, "creating")
     world.delete("slow")
-    await wait_until(lambda: "Deleting" in world.reasons("slow"))
+    await eventually(lambda: "Deleting" in world.reasons("slow"), timeout=10)
     assert world.condition("slow", "Ready")["reason"] == "Deleting"
     assert (await evs_sim.admin.calls()).get("delete", 0) == 0
     await evs_sim.admin.set_snapshot_status(sid, "available")
-    await wait_until(lambda: "slow" not in world.objects)
+    await eventually(lambda: "slow" not in world.objects, timeout=10)
     assert await live_snapshots(evs_sim) == []
     assert (await evs_sim.admin.calls()).get("delete") == 1
 
@@ -181,7 +183,7 @@ async def test_adopt_existing_snapshot_id_makes_no_create_call(
     await wait_until_available(evs_sim, existing.id)
     before = (await evs_sim.admin.calls()).get("create")
     world.apply("adopted", snapshotID=existing.id, deletionPolicy="Retain")
-    await wait_until(lambda: world.is_ready("adopted"))
+    await eventually(lambda: world.is_ready("adopted"), timeout=10)
     assert world.objects["adopted"]["status"]["snapshotID"] == existing.id
     assert (await evs_sim.admin.calls()).get("create") == before
     assert "Adopted" in world.reasons("adopted")
@@ -202,12 +204,12 @@ async def test_snapshot_removed_behind_our_back_is_reported_not_recreated(
     world: World, evs_sim: RunningSimulator, volume: str
 ) -> None:
     world.apply("db", volumeID=volume)
-    await wait_until(lambda: world.is_ready("db"))
+    await eventually(lambda: world.is_ready("db"), timeout=10)
     await evs_sim.admin.remove_snapshot(world.objects["db"]["status"]["snapshotID"])
     await world.step("db")  # the drift resync: absent once, not yet believed
     assert world.condition("db", "Ready")["status"] == "True"
     world.controller.scheduler.enqueue(world.uid("db"))  # the scheduler takes it from here
-    await wait_until(lambda: world.condition("db", "Ready")["reason"] == "NotFound")
+    await eventually(lambda: world.condition("db", "Ready")["reason"] == "NotFound", timeout=10)
     ready = world.condition("db", "Ready")
     assert ready["status"] == "False"
     # Believed only after direct reads by ID a grace period apart, the first one recorded.
@@ -232,7 +234,7 @@ async def test_a_hundred_resources_share_poll_calls(
     names = [f"r{i}" for i in range(100)]
     for i, name in enumerate(names):
         world.apply(name, volumeID=disks[i % 20])
-    await wait_until(lambda: all(world.is_ready(n) for n in names), timeout=30)
+    await eventually(lambda: all(world.is_ready(n) for n in names), timeout=30)
     calls = await evs_sim.admin.calls()
     assert calls.get("create") == 100
     assert calls.get("show", 0) == 0
@@ -247,7 +249,7 @@ async def test_finalizer_write_on_a_stale_copy_is_retried_not_forced(
     world = World(reconciler)  # scheduler not running: the test drives the steps
     world.apply("db", volumeID=volume)
     key = world.uid("db")
-    await wait_until(lambda: world.controller.scheduler.pending(key) is not None)
+    await eventually(lambda: world.controller.scheduler.pending(key) is not None, timeout=10)
     # Someone else writes the object; its watch event has not reached the controller yet.
     world.objects["db"]["metadata"]["labels"] = {"team": "db"}
     world.objects["db"]["metadata"]["resourceVersion"] = "999"
@@ -263,7 +265,7 @@ async def test_spec_without_volume_or_snapshot_id_is_invalid_not_a_crash(
     world: World, evs_sim: RunningSimulator
 ) -> None:
     world.apply("empty")  # the CRD refuses this; the operator must still not crash on it
-    await wait_until(lambda: world.condition("empty", "Synced") is not None)
+    await eventually(lambda: world.condition("empty", "Synced") is not None, timeout=10)
     error = world.objects["empty"]["status"]["error"]
     assert error["code"] == "InvalidSpec"
     assert world.results[-1][1].requeue_after is None  # waits for a spec change

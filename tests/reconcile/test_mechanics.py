@@ -19,7 +19,7 @@ from cloudsnap.evs import (
 from cloudsnap.reconcile import Accounts, Backoff, Kind, Scheduler, TokenBucket, classify
 from evs_simulator.testing import RunningSimulator
 from tests.reconcile.conftest import CLASS
-from tests.reconcile.harness import wait_until
+from tests.waiting import eventually
 
 
 def test_backoff_grows_exponentially_and_is_capped() -> None:
@@ -103,12 +103,12 @@ async def test_scheduler_coalesces_requests_and_never_runs_a_key_twice_at_once()
         for _ in range(10):
             scheduler.enqueue("a")
         scheduler.enqueue("b", delay=3600)
-        await wait_until(lambda: runs.get("a") == 1, timeout=5)
+        await eventually(lambda: runs.get("a") == 1, timeout=5)
         scheduler.enqueue("a")  # arrives while "a" runs: must run again afterwards, not now
         scheduler.enqueue("a")
         assert runs["a"] == 1
         release.set()
-        await wait_until(lambda: runs.get("a") == 2, timeout=5)
+        await eventually(lambda: runs.get("a") == 2, timeout=5)
         assert overlaps == []
         assert "b" not in runs
         assert scheduler.pending("b") is not None
@@ -135,11 +135,11 @@ async def test_scheduler_serves_keys_in_flight_before_a_backlog_of_new_ones() ->
     runner = asyncio.create_task(scheduler.run())
     try:
         scheduler.enqueue("in-flight")
-        await wait_until(lambda: bool(order), timeout=5)
+        await eventually(lambda: bool(order), timeout=5)
         for index in range(5):
             scheduler.enqueue(f"new-{index}")
         gate.set()
-        await wait_until(lambda: len(order) >= 7, timeout=5)
+        await eventually(lambda: len(order) >= 7, timeout=5)
         assert order == ["in-flight", "in-flight"] + [f"new-{index}" for index in range(5)]
     finally:
         runner.cancel()

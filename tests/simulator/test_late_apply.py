@@ -24,8 +24,8 @@ from cloudsnap.evs import (
 )
 from evs_simulator.state import MAX_SNAPSHOTS_PER_VOLUME
 from evs_simulator.testing import RunningSimulator, running_simulator
-from tests.fixtures.operator import eventually
 from tests.simulator.signed import assert_evs_error, evs_client
+from tests.waiting import eventually
 
 LATE = 1.5
 MISSING = "00000000-0000-4000-8000-000000000000"

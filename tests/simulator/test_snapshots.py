@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from evs_simulator.testing import RunningSimulator, running_simulator
-from tests.fixtures.operator import eventually
 from tests.simulator.signed import assert_evs_error, evs_client
+from tests.waiting import eventually
 
 EVS_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$")
 MISSING = "00000000-0000-4000-8000-000000000000"
