@@ -7,13 +7,15 @@ import copy
 from datetime import datetime
 from typing import Any
 
+import pytest
+
 from cloudsnap.api import OWNER_UID_METADATA_KEY
 from cloudsnap.evs import AKSKAuth, CreateSnapshotRequest, EVSClient
 from cloudsnap.handlers import CONFLICT_RETRY_SECONDS, FINALIZER
 from cloudsnap.reconcile import Reconciler
 from evs_simulator.testing import RunningSimulator
-from tests.reconcile.conftest import FAST
-from tests.reconcile.harness import World
+from tests.reconcile.conftest import CLASS, FAST
+from tests.reconcile.harness import FakeCluster, World
 from tests.waiting import eventually
 
 
@@ -119,39 +121,34 @@ async def test_name_and_description_change_is_one_put(
     assert world.reasons("db").count("Updated") == 1
 
 
-async def test_delete_with_policy_delete_removes_the_snapshot(
-    world: World, evs_sim: RunningSimulator, volume: str
+@pytest.mark.parametrize(
+    ("spec", "class_policy", "kept"),
+    [
+        pytest.param({"deletionPolicy": "Delete"}, None, False, id="Delete"),
+        pytest.param({"deletionPolicy": "Retain"}, None, True, id="Retain"),
+        pytest.param({}, "Retain", True, id="none-named-class-Retain"),
+    ],
+)
+async def test_deletion_policy_decides_whether_the_snapshot_outlives_the_resource(
+    world: World,
+    evs_sim: RunningSimulator,
+    volume: str,
+    fake: FakeCluster,
+    spec: dict[str, str],
+    class_policy: str | None,
+    kept: bool,
 ) -> None:
-    world.apply("db", volumeID=volume, deletionPolicy="Delete")
+    """The resource's deletionPolicy decides; where it names none, its class's does."""
+    if class_policy is not None:
+        fake.classes[CLASS]["spec"]["deletionPolicy"] = class_policy
+    world.apply("db", volumeID=volume, **spec)
     await eventually(lambda: world.is_ready("db"), timeout=10)
     world.delete("db")
     await eventually(lambda: "db" not in world.objects, timeout=10)
-    assert await live_snapshots(evs_sim) == []
-    reasons = [e.reason for who, e in world.events if who == "db"]
-    assert reasons[-2:] == ["Deleting", "Deleted"]
-
-
-async def test_delete_with_policy_retain_keeps_the_snapshot(
-    world: World, evs_sim: RunningSimulator, volume: str
-) -> None:
-    world.apply("db", volumeID=volume, deletionPolicy="Retain")
-    await eventually(lambda: world.is_ready("db"), timeout=10)
-    world.delete("db")
-    await eventually(lambda: "db" not in world.objects, timeout=10)
-    assert len(await live_snapshots(evs_sim)) == 1
-    assert (await evs_sim.admin.calls()).get("delete", 0) == 0
-    assert world.events[-1][1].reason == "Retained"
-
-
-async def test_class_policy_applies_when_the_resource_names_none(
-    world: World, evs_sim: RunningSimulator, volume: str, fake: Any
-) -> None:
-    fake.classes["sim"]["spec"]["deletionPolicy"] = "Retain"
-    world.apply("db", volumeID=volume)
-    await eventually(lambda: world.is_ready("db"), timeout=10)
-    world.delete("db")
-    await eventually(lambda: "db" not in world.objects, timeout=10)
-    assert len(await live_snapshots(evs_sim)) == 1
+    assert len(await live_snapshots(evs_sim)) == (1 if kept else 0)
+    assert (await evs_sim.admin.calls()).get("delete", 0) == (0 if kept else 1)
+    last = ["Retained"] if kept else ["Deleting", "Deleted"]
+    assert world.reasons("db")[-len(last) :] == last
 
 
 async def test_delete_while_creating_waits_then_deletes(
