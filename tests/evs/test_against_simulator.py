@@ -21,6 +21,7 @@ from cloudsnap.evs import (
     TokenAuth,
 )
 from evs_simulator.testing import RunningSimulator, running_simulator
+from tests.fixtures.simulator import operator_client
 from tests.waiting import eventually
 
 MISSING_ID = "00000000-0000-4000-8000-000000000000"
@@ -35,8 +36,7 @@ async def sim() -> AsyncIterator[RunningSimulator]:
 
 @pytest.fixture
 async def client(sim: RunningSimulator) -> AsyncIterator[EVSClient]:
-    auth = AKSKAuth(sim.access_key, sim.secret_key, sim.project_id)
-    async with EVSClient(sim.endpoint, auth, sim.project_id, timeout=5.0) as evs:
+    async with operator_client(sim, timeout=5.0) as evs:
         yield evs
 
 
@@ -197,13 +197,8 @@ async def test_injected_server_errors_are_retryable(
 async def test_hanging_request_times_out(sim: RunningSimulator) -> None:
     await sim.admin.set_faults([{"operation": "list", "kind": "hang", "rate": 1.0}])
     seen: list[tuple[str, str]] = []
-    auth = AKSKAuth(sim.access_key, sim.secret_key, sim.project_id)
-    async with EVSClient(
-        sim.endpoint,
-        auth,
-        sim.project_id,
-        timeout=0.3,
-        observer=lambda op, outcome, _seconds: seen.append((op, outcome)),
+    async with operator_client(
+        sim, timeout=0.3, observer=lambda op, outcome, _seconds: seen.append((op, outcome))
     ) as evs:
         with pytest.raises(EVSTimeoutError) as caught:
             await evs.list_snapshots()
@@ -222,10 +217,7 @@ async def test_waiting_for_the_rate_limiter_does_not_count_against_the_timeout(
         await asyncio.sleep(0.6)
         waited.append(0.6)
 
-    auth = AKSKAuth(sim.access_key, sim.secret_key, sim.project_id)
-    async with EVSClient(
-        sim.endpoint, auth, sim.project_id, timeout=0.2, limiter=slow_limiter
-    ) as evs:
+    async with operator_client(sim, timeout=0.2, limiter=slow_limiter) as evs:
         page = await evs.list_snapshots()
     assert page.count == 0
     assert waited == [0.6]

@@ -19,9 +19,10 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloudsnap import metrics
-from cloudsnap.evs import AKSKAuth, CreateSnapshotRequest, EVSAPIError, EVSClient, EVSTimeoutError
+from cloudsnap.evs import CreateSnapshotRequest, EVSAPIError, EVSTimeoutError
 from evs_simulator.testing import RunningSimulator
 from tests.fixtures.operator import Stack
+from tests.fixtures.simulator import operator_client
 from tests.waiting import eventually
 
 MISSING_ID = "00000000-0000-4000-8000-000000000000"
@@ -106,14 +107,7 @@ async def test_evs_calls_are_counted_by_operation_and_code(
     under its operation and HTTP code (or timeout), each latency in the histogram."""
     volume = (await evs_sim.admin.add_volume(size=1))["id"]
     before = (await server.get("/metrics")).text
-    auth = AKSKAuth(evs_sim.access_key, evs_sim.secret_key, evs_sim.project_id)
-    async with EVSClient(
-        evs_sim.endpoint,
-        auth,
-        evs_sim.project_id,
-        timeout=0.5,
-        observer=metrics.observe_evs_request,
-    ) as evs:
+    async with operator_client(evs_sim, timeout=0.5, observer=metrics.observe_evs_request) as evs:
         await evs.create_snapshot(CreateSnapshotRequest(volume_id=volume))
         for _ in range(2):
             with pytest.raises(EVSAPIError):

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from cloudsnap.api import OWNER_UID_METADATA_KEY
-from cloudsnap.evs import AKSKAuth, CreateSnapshotRequest, EVSClient
+from cloudsnap.evs import CreateSnapshotRequest
 from cloudsnap.handlers import CONFLICT_RETRY_SECONDS, FINALIZER
 from cloudsnap.reconcile import Reconciler
 from evs_simulator.testing import RunningSimulator
+from tests.fixtures.simulator import operator_client
 from tests.reconcile.conftest import CLASS, FAST
 from tests.reconcile.harness import FakeCluster, World
 from tests.waiting import eventually
@@ -174,8 +175,7 @@ async def test_delete_while_creating_waits_then_deletes(
 async def test_adopt_existing_snapshot_id_makes_no_create_call(
     world: World, evs_sim: RunningSimulator, volume: str
 ) -> None:
-    auth = AKSKAuth(evs_sim.access_key, evs_sim.secret_key, evs_sim.project_id)
-    async with EVSClient(evs_sim.endpoint, auth, evs_sim.project_id) as client:
+    async with operator_client(evs_sim) as client:
         existing = await client.create_snapshot(CreateSnapshotRequest(volume_id=volume, name="x"))
     await wait_until_available(evs_sim, existing.id)
     before = (await evs_sim.admin.calls()).get("create")

@@ -9,15 +9,14 @@ import time
 import pytest
 
 from cloudsnap.evs import (
-    AKSKAuth,
     CreateSnapshotRequest,
     EVSAPIError,
-    EVSClient,
     EVSConnectionError,
     EVSTimeoutError,
 )
 from cloudsnap.reconcile import Accounts, Backoff, Kind, Scheduler, TokenBucket, classify
 from evs_simulator.testing import RunningSimulator
+from tests.fixtures.simulator import operator_client
 from tests.reconcile.conftest import CLASS
 from tests.waiting import eventually
 
@@ -149,8 +148,7 @@ async def test_scheduler_serves_keys_in_flight_before_a_backlog_of_new_ones() ->
 async def test_poller_answers_many_waiters_with_few_list_calls(
     evs_sim: RunningSimulator, accounts: Accounts, volume: str
 ) -> None:
-    auth = AKSKAuth(evs_sim.access_key, evs_sim.secret_key, evs_sim.project_id)
-    async with EVSClient(evs_sim.endpoint, auth, evs_sim.project_id) as client:
+    async with operator_client(evs_sim) as client:
         disks = [volume] + [(await evs_sim.admin.add_volume(size=1))["id"] for _ in range(29)]
         made = await asyncio.gather(
             *(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from cloudsnap.evs import AKSKAuth, EVSClient
 from evs_simulator.faults import OPERATIONS
 from evs_simulator.testing import running_simulator
+from tests.fixtures.simulator import operator_client
 from tests.simulator.signed import evs_client
 from tests.simulator.wire import raw_request
 
@@ -23,8 +23,7 @@ async def test_calls_are_split_by_user_agent() -> None:
             assert (await tool_a.get("/cloudsnapshots/detail")).status_code == 200
             for _ in range(2):
                 assert (await tool_b.get("/cloudsnapshots/detail")).status_code == 200
-        auth = AKSKAuth(sim.access_key, sim.secret_key, sim.project_id)
-        async with EVSClient(sim.endpoint, auth, sim.project_id) as operator:
+        async with operator_client(sim) as operator:
             await operator.list_snapshots()
         target = f"/v2/{sim.project_id}/cloudsnapshots/detail"
         assert await raw_request(sim.endpoint, "GET", target) == 401

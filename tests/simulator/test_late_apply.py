@@ -15,15 +15,14 @@ import httpx
 import pytest
 
 from cloudsnap.evs import (
-    AKSKAuth,
     CreateSnapshotRequest,
-    EVSClient,
     EVSConnectionError,
     EVSError,
     EVSTimeoutError,
 )
 from evs_simulator.state import MAX_SNAPSHOTS_PER_VOLUME
 from evs_simulator.testing import RunningSimulator, running_simulator
+from tests.fixtures.simulator import operator_client
 from tests.simulator.signed import assert_evs_error, evs_client
 from tests.waiting import eventually
 
@@ -97,8 +96,7 @@ async def test_the_operators_client_sees_a_retryable_failure_yet_the_snapshot_co
 ) -> None:
     volume = await evs_sim.admin.add_volume()
     await evs_sim.admin.set_faults([late(then)])
-    auth = AKSKAuth(evs_sim.access_key, evs_sim.secret_key, evs_sim.project_id)
-    async with EVSClient(evs_sim.endpoint, auth, evs_sim.project_id, timeout=0.3) as client:
+    async with operator_client(evs_sim, timeout=0.3) as client:
         sent = time.monotonic()
         with pytest.raises(failure) as caught:
             await client.create_snapshot(

@@ -11,6 +11,7 @@ from cloudsnap.evs import AKSKAuth, CreateSnapshotRequest, EVSAPIError, EVSClien
 from evs_simulator.faults import OPERATIONS
 from evs_simulator.testing import RunningSimulator, running_simulator
 from evs_simulator.throttle import RateLimit, Throttle
+from tests.fixtures.simulator import operator_client
 from tests.simulator.clock import FakeClock
 from tests.simulator.signed import assert_evs_error, evs_client
 
@@ -73,8 +74,7 @@ async def list_status(client: httpx.AsyncClient) -> int:
 
 async def test_over_the_limit_is_a_retryable_apig_0308_for_the_client() -> None:
     async with running_simulator(rate_limits=f"list={TRICKLE}/2") as sim:
-        auth = AKSKAuth(sim.access_key, sim.secret_key, sim.project_id)
-        async with EVSClient(sim.endpoint, auth, sim.project_id) as client:
+        async with operator_client(sim) as client:
             for _ in range(2):
                 assert (await client.list_snapshots()).count == 0
             with pytest.raises(EVSAPIError) as caught:
@@ -93,8 +93,7 @@ async def test_over_the_limit_is_a_retryable_apig_0308_for_the_client() -> None:
 async def test_a_throttled_create_is_not_applied() -> None:
     async with running_simulator(rate_limits=f"create={TRICKLE}") as sim:
         volume = await sim.admin.add_volume()
-        auth = AKSKAuth(sim.access_key, sim.secret_key, sim.project_id)
-        async with EVSClient(sim.endpoint, auth, sim.project_id) as client:
+        async with operator_client(sim) as client:
             request = CreateSnapshotRequest(volume_id=volume["id"], name="once")
             await client.create_snapshot(request)
             with pytest.raises(EVSAPIError, match=r"APIG\.0308"):
