@@ -5,4 +5,5 @@ pytest_plugins: list[str] = [
     "tests.fixtures.cluster",
     "tests.fixtures.crds",
     "tests.fixtures.operator",
+    "tests.fixtures.watching",
 ]

@@ -19,44 +19,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from hack.cluster import Cluster
 from hack.sandbox import Simulator, class_manifests, start_operator, start_simulator
 from prometheus_client.parser import text_string_to_metric_families
 
 from evs_simulator.admin_client import AdminClient
 from tests.deploy.support import CHART
-from tests.fixtures.operator import condition, eventually
+from tests.fixtures.cluster import service_account_kubeconfig
+from tests.fixtures.operator import condition
+from tests.waiting import eventually
 
 # An RBAC refusal reads 'User "system:serviceaccount:..." cannot <verb> resource ...'. Other 403s,
 # such as events refused in a namespace another test is tearing down, say nothing about our RBAC.
 RBAC_DENIED = re.compile(r'User \\?"system:serviceaccount:[^"\\]+\\?" cannot \w+ resource')
-
-
-def service_account_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
-    """A kubeconfig for the admin's server and CA, authenticating with the account's token."""
-    token = cluster.kubectl(
-        "create", "token", account, "--namespace", namespace, "--duration=1h"
-    ).stdout.strip()
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])
-    server = next(c for c in admin["clusters"] if c["name"] == context["context"]["cluster"])
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "cluster", "cluster": server["cluster"]}],
-        "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [
-            {
-                "name": "sa",
-                "context": {"cluster": "cluster", "user": account, "namespace": namespace},
-            }
-        ],
-        "current-context": "sa",
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
 
 
 @pytest.fixture(params=["all-namespaces", "watched-namespace"])

@@ -16,7 +16,8 @@ import json
 import re
 from collections import Counter
 
-from tests.fixtures.operator import Stack, StartStack, condition, eventually
+from tests.fixtures.operator import Stack, StartStack, condition
+from tests.waiting import eventually
 
 BATCH = 10
 WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}

@@ -18,34 +18,26 @@ import asyncio
 import itertools
 import json
 import re
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
-import kubernetes
 import pytest
-import yaml
 from hack.cluster import Cluster
 from hack.cluster.controlplane import free_port
 from hack.sandbox import BIN, ManagedProcess, OperatorProcess, class_manifests
-from huaweicloudsdkcore.auth.credentials import BasicCredentials
-from huaweicloudsdkcore.http.http_config import HttpConfig
-from huaweicloudsdkevs.v2 import (
-    CreateSnapshotOption,
-    CreateSnapshotRequest,
-    CreateSnapshotRequestBody,
-    EvsClient,
-)
 
-from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.kube import Conflict, KubeWriter
 from evs_simulator.admin_client import AdminClient
-from tests.fixtures.operator import Stack, StartStack, condition, eventually
+from tests.e2e.support import make_snapshot_outside, parse_time
+from tests.fixtures.cluster import service_account_kubeconfig
+from tests.fixtures.operator import Stack, StartStack, condition
+from tests.fixtures.watching import WatchObject, api_client
+from tests.waiting import eventually
 
 OWNER_KEY = "cloudsnap.io/owner-uid"
 FINALIZER = "evs.cloudsnap.io/snapshot-protection"
@@ -53,12 +45,6 @@ CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "cloudsnap-ope
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def parse_time(text: str) -> datetime:
-    """EVS times carry no zone (they are UTC); Kubernetes ones end in Z."""
-    parsed = datetime.fromisoformat(text.removesuffix("Z"))
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
 def uid_of(obj: dict[str, Any]) -> str:
@@ -127,79 +113,6 @@ def manifest(namespace: str, name: str, **spec: Any) -> str:
             "spec": spec,
         }
     )
-
-
-def api_client(cluster: Cluster) -> kubernetes.client.ApiClient:
-    """A Kubernetes API client for the test cluster (as its administrator)."""
-    load = kubernetes.config.new_client_from_config
-    client: kubernetes.client.ApiClient = load(config_file=str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
-    return client
-
-
-class ObjectWatch:
-    """Every version of the CloudSnapshots called `name` that the API server hands out.
-
-    Lists first, then watches from the listing's resourceVersion in a daemon thread, so every
-    version written after the constructor returns is recorded, whatever its UID.
-    """
-
-    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
-        self._api = api_client(cluster)
-        self._custom = kubernetes.client.CustomObjectsApi(self._api)
-        self._args = (GROUP, VERSION, namespace, SNAPSHOT_PLURAL)
-        self._selector = f"metadata.name={name}"
-        listing = cast(
-            dict[str, Any],
-            self._custom.list_namespaced_custom_object(*self._args, field_selector=self._selector),
-        )
-        self._objects: list[dict[str, Any]] = list(listing["items"])
-        self._stop = threading.Event()
-        version = str(listing["metadata"]["resourceVersion"])
-        self._thread = threading.Thread(target=self._follow, args=(version,), daemon=True)
-        self._thread.start()
-
-    def _follow(self, version: str) -> None:
-        while not self._stop.is_set():
-            stream = kubernetes.watch.Watch().stream(  # type: ignore[no-untyped-call]
-                self._custom.list_namespaced_custom_object,
-                *self._args,
-                field_selector=self._selector,
-                resource_version=version,
-                timeout_seconds=5,
-            )
-            for event in stream:
-                obj = event["object"]
-                if event["type"] == "ERROR":
-                    raise RuntimeError(f"watch failed: {obj}")
-                self._objects.append(obj)
-                version = str(obj["metadata"]["resourceVersion"])
-                if self._stop.is_set():
-                    return
-
-    def versions(self, uid: str | None = None) -> list[dict[str, Any]]:
-        """Every object version seen (of one UID when given), oldest first."""
-        assert self._thread.is_alive() or self._stop.is_set(), "the watch thread died"
-        return [obj for obj in list(self._objects) if uid is None or uid_of(obj) == uid]
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self._api.close()  # type: ignore[no-untyped-call]
-
-
-@pytest.fixture
-def watches() -> Iterator[list[ObjectWatch]]:
-    """Watches a test started; stopped at teardown."""
-    started: list[ObjectWatch] = []
-    yield started
-    for started_watch in started:
-        started_watch.stop()
-
-
-def watch(watches: list[ObjectWatch], stack: Stack, name: str) -> ObjectWatch:
-    started = ObjectWatch(stack.cluster, stack.namespace, name)
-    watches.append(started)
-    return started
 
 
 # -- 1. rename during a retried create ------------------------------------------------------
@@ -325,14 +238,14 @@ async def test_2_finalizer_stripped_during_create_backoff_still_one_snapshot(
 
 @pytest.mark.parametrize("how", ["released", "forced"])
 async def test_3_recreated_same_name_never_reports_old_snapshot(
-    start_stack: StartStack, watches: list[ObjectWatch], how: str
+    start_stack: StartStack, watch: WatchObject, how: str
 ) -> None:
     """The first object's create is on the wire (7 s) when it is deleted. released: the user
     waits for the operator (policy Delete) and re-creates the name on another disk the moment
     it is free. forced: the user strips the finalizer, so the name is free while the old
     create is still in flight, and re-creates it on the same disk at once."""
     stack = await start_stack()
-    seen = watch(watches, stack, "same")
+    seen = watch(stack, "same")
     old_volume = await stack.add_volume()
     new_volume = await stack.add_volume() if how == "released" else old_volume
     await stack.admin.set_faults(
@@ -525,12 +438,12 @@ async def test_4b_newer_default_class_does_not_move_an_existing_resource(
 
 
 async def test_4c_list_lag_never_declares_a_new_snapshot_not_found(
-    start_stack: StartStack, watches: list[ObjectWatch]
+    start_stack: StartStack, watch: WatchObject
 ) -> None:
     lag, grace = 8.0, 2.0
     stack = await start_stack(settings={"CLOUDSNAP_ABSENCE_GRACE_SECONDS": str(grace)})
     await stack.admin.set_list_lag(lag)
-    seen = watch(watches, stack, "lagged")
+    seen = watch(stack, "lagged")
     volume = await stack.add_volume()
     stack.apply("lagged", volumeID=volume)
     obj = await stack.wait_condition("lagged", "Ready", "True", timeout=30)
@@ -586,24 +499,6 @@ async def test_5a_adopting_another_resources_snapshot_is_refused_and_harmless(
     assert (await stack.calls()).get("delete", 0) == 0
 
 
-def make_snapshot_outside(stack: Stack, volume_id: str) -> str:
-    """A snapshot made by someone else, with the official SDK (no owner tag)."""
-    config = HttpConfig.get_default_config()
-    config.timeout = 10
-    client = (
-        EvsClient.new_builder()
-        .with_http_config(config)
-        .with_credentials(
-            BasicCredentials(stack.sim.access_key, stack.sim.secret_key, stack.sim.project_id)
-        )
-        .with_endpoints([stack.sim.endpoint])
-        .build()
-    )
-    body = CreateSnapshotRequestBody(CreateSnapshotOption(volume_id=volume_id, name="handmade"))
-    response = client.create_snapshot(CreateSnapshotRequest(body=body))
-    return str(response.snapshot.id)
-
-
 async def test_5b_second_adopter_of_a_claimed_snapshot_is_refused_and_harmless(
     stack: Stack,
 ) -> None:
@@ -657,11 +552,11 @@ async def test_5c_snapshot_kept_from_a_deleted_resource_can_be_adopted(stack: St
 
 
 async def test_6_rename_404_is_reobserved_and_ends_not_found_after_grace(
-    start_stack: StartStack, watches: list[ObjectWatch]
+    start_stack: StartStack, watch: WatchObject
 ) -> None:
     grace = 3.0
     stack = await start_stack(settings={"CLOUDSNAP_ABSENCE_GRACE_SECONDS": str(grace)})
-    seen = watch(watches, stack, "renamed")
+    seen = watch(stack, "renamed")
     volume = await stack.add_volume()
     stack.apply("renamed", volumeID=volume, name="one")
     obj = await stack.wait_condition("renamed", "Ready", "True")
@@ -806,7 +701,7 @@ async def test_8_deleted_class_blocks_delete_with_way_out_and_recorded_retain_re
 
 
 async def test_9_quota_blocked_without_churn_and_retried_when_a_sibling_is_deleted(
-    start_stack: StartStack, watches: list[ObjectWatch]
+    start_stack: StartStack, watch: WatchObject
 ) -> None:
     blocked_retry = 2.0
     stack = await start_stack(settings={"CLOUDSNAP_BLOCKED_RETRY_SECONDS": str(blocked_retry)})
@@ -818,7 +713,7 @@ async def test_9_quota_blocked_without_churn_and_retried_when_a_sibling_is_delet
         await stack.wait_condition(name, "Ready", "True")
     assert len(await stack.snapshots_of(volume)) == 7
 
-    seen = watch(watches, stack, "eighth")
+    seen = watch(stack, "eighth")
     stack.apply("eighth", volumeID=volume)
     blocked = await stack.wait_condition("eighth", "Synced", "False", timeout=30)
     message = condition(blocked, "Synced")["message"]
@@ -860,27 +755,6 @@ async def test_9_quota_blocked_without_churn_and_retried_when_a_sibling_is_delet
 
 
 # -- 10. watch caches that never sync ----------------------------------------------------------
-
-
-def service_account_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
-    """A kubeconfig for the admin's server and CA, authenticating with the account's token."""
-    token = cluster.kubectl(
-        "create", "token", account, "--namespace", namespace, "--duration=1h"
-    ).stdout.strip()
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])
-    server = next(c for c in admin["clusters"] if c["name"] == context["context"]["cluster"])
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "cluster", "cluster": server["cluster"]}],
-        "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "cluster", "user": account}}],
-        "current-context": "sa",
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
 
 
 async def test_10_unreadable_secrets_keep_readyz_false_and_are_logged_sparingly(

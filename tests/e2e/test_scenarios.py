@@ -11,32 +11,21 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from datetime import timedelta
+from typing import Any
 
 import httpx
-import kubernetes
-import pytest
-from hack.cluster import Cluster
 from hack.sandbox import class_manifests
-from huaweicloudsdkcore.auth.credentials import BasicCredentials
-from huaweicloudsdkcore.http.http_config import HttpConfig
-from huaweicloudsdkevs.v2 import (
-    CreateSnapshotOption,
-    CreateSnapshotRequest,
-    CreateSnapshotRequestBody,
-    EvsClient,
-)
 from prometheus_client.parser import text_string_to_metric_families
 
-from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.handlers import FINALIZER
-from tests.fixtures.operator import Stack, StartStack, condition, eventually
+from tests.e2e.support import make_snapshot_outside, parse_time
+from tests.fixtures.operator import Stack, StartStack, condition
+from tests.fixtures.watching import ObjectWatch, WatchObject
+from tests.waiting import eventually
 
 OWNER_KEY = "cloudsnap.io/owner-uid"
 # The blocked scenarios run with a short blocked-retry interval, so that the window they watch
@@ -54,12 +43,6 @@ RETRIES_WATCHED = 3
 ABSENCE_GRACE_SECONDS = 3
 
 
-def parse_time(text: str) -> datetime:
-    """EVS times carry no zone (they are UTC); Kubernetes ones end in Z."""
-    parsed = datetime.fromisoformat(text.removesuffix("Z"))
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
-
-
 def evs_codes(stack: Stack, operation: str | None = None) -> Counter[str]:
     """EVS answers the operator counted (its cloudsnap_evs_requests_total), by code."""
     url = f"http://127.0.0.1:{stack.operator.metrics_port}/metrics"
@@ -72,92 +55,6 @@ def evs_codes(stack: Stack, operation: str | None = None) -> Counter[str]:
             ):
                 codes[sample.labels["code"]] += int(sample.value)
     return +codes
-
-
-class History:
-    """Every version of the CloudSnapshot `name` the API server hands out, from before it exists.
-
-    Lists, then watches from the listing's resourceVersion in a thread, so no write between two
-    polls escapes: a finalizer removed and added again shows as two versions.
-    """
-
-    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
-        load = kubernetes.config.new_client_from_config
-        self._api = load(config_file=str(cluster.kubeconfig))
-        self._custom = kubernetes.client.CustomObjectsApi(self._api)
-        self._args = (GROUP, VERSION, namespace, SNAPSHOT_PLURAL)
-        self._selector = f"metadata.name={name}"
-        listing = cast(
-            dict[str, Any],
-            self._custom.list_namespaced_custom_object(*self._args, field_selector=self._selector),
-        )
-        self._versions: list[dict[str, Any]] = list(listing["items"])
-        self._stop = threading.Event()
-        self._failure: BaseException | None = None
-        start = str(listing["metadata"]["resourceVersion"])
-        self._thread = threading.Thread(target=self._follow, args=(start,), daemon=True)
-        self._thread.start()
-
-    def _follow(self, version: str) -> None:
-        try:
-            while not self._stop.is_set():
-                for event in kubernetes.watch.Watch().stream(
-                    self._custom.list_namespaced_custom_object,
-                    *self._args,
-                    field_selector=self._selector,
-                    resource_version=version,
-                    timeout_seconds=5,
-                ):
-                    if event["type"] == "ERROR":
-                        raise RuntimeError(f"watch failed: {event['object']}")
-                    self._versions.append(event["object"])
-                    version = str(event["object"]["metadata"]["resourceVersion"])
-                    if self._stop.is_set():
-                        return
-        except BaseException as exc:
-            self._failure = exc
-
-    def versions(self) -> list[dict[str, Any]]:
-        """Every version seen so far, oldest first."""
-        assert self._failure is None, f"the watch failed: {self._failure!r}"
-        return list(self._versions)
-
-    def finalizer_writes(self) -> int:
-        """How often metadata.finalizers changed."""
-        return sum(
-            (old["metadata"].get("finalizers") or []) != (new["metadata"].get("finalizers") or [])
-            for old, new in itertools.pairwise(self.versions())
-        )
-
-    def status_writes(self) -> list[dict[str, Any]]:
-        """Each change of the status: the top-level fields it changed, with their new values."""
-        changes = []
-        for old, new in itertools.pairwise(self.versions()):
-            before, after = old.get("status") or {}, new.get("status") or {}
-            if before != after:
-                keys = sorted(set(before) | set(after))
-                changes.append({k: after.get(k) for k in keys if before.get(k) != after.get(k)})
-        return changes
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self._api.close()
-
-
-@pytest.fixture
-def stack_watches() -> Iterator[list[History]]:
-    """Histories a test started; stopped at teardown."""
-    started: list[History] = []
-    yield started
-    for history in started:
-        history.stop()
-
-
-def history(started: list[History], stack: Stack, name: str) -> History:
-    watched = History(stack.cluster, stack.namespace, name)
-    started.append(watched)
-    return watched
 
 
 async def create_calls_seen(stack: Stack, count: int, *, timeout: float) -> list[float]:
@@ -175,7 +72,7 @@ async def create_calls_seen(stack: Stack, count: int, *, timeout: float) -> list
 
 
 async def assert_blocked_create_retried_slowly(
-    stack: Stack, name: str, watched: History
+    stack: Stack, name: str, watched: ObjectWatch
 ) -> list[float]:
     """A blocked create comes back at the blocked interval, with no write or Event per retry.
 
@@ -238,12 +135,12 @@ async def test_create_becomes_ready(stack: Stack) -> None:
 
 
 async def test_in_use_disk_without_force_is_blocked(
-    start_stack: StartStack, stack_watches: list[History]
+    start_stack: StartStack, watch: WatchObject
 ) -> None:
     stack = await start_stack(
         settings={"CLOUDSNAP_BLOCKED_RETRY_SECONDS": f"{BLOCKED_RETRY_SECONDS}"}
     )
-    watched = history(stack_watches, stack, "inuse")
+    watched = watch(stack, "inuse")
     volume = await stack.add_volume(status="in-use")
     stack.apply("inuse", volumeID=volume)
 
@@ -269,12 +166,12 @@ async def test_in_use_disk_with_force_becomes_ready(stack: Stack) -> None:
 
 
 async def test_disk_not_found_is_blocked_and_retried_slowly(
-    start_stack: StartStack, stack_watches: list[History]
+    start_stack: StartStack, watch: WatchObject
 ) -> None:
     stack = await start_stack(
         settings={"CLOUDSNAP_BLOCKED_RETRY_SECONDS": f"{BLOCKED_RETRY_SECONDS}"}
     )
-    watched = history(stack_watches, stack, "nodisk")
+    watched = watch(stack, "nodisk")
     stack.apply("nodisk", volumeID=str(uuid.uuid4()))
 
     obj = await stack.wait_condition("nodisk", "Synced", "False")
@@ -369,24 +266,6 @@ async def test_delete_while_creating_waits_then_deletes(start_stack: StartStack)
     assert (await stack.calls())["delete"] == 1  # no DELETE was sent while it was creating
 
 
-def make_snapshot_outside(stack: Stack, volume_id: str) -> str:
-    """A snapshot made by someone else, with the official SDK, as a user adopting it would have."""
-    config = HttpConfig.get_default_config()
-    config.timeout = 10
-    client = (
-        EvsClient.new_builder()
-        .with_http_config(config)
-        .with_credentials(
-            BasicCredentials(stack.sim.access_key, stack.sim.secret_key, stack.sim.project_id)
-        )
-        .with_endpoints([stack.sim.endpoint])
-        .build()
-    )
-    body = CreateSnapshotRequestBody(CreateSnapshotOption(volume_id=volume_id, name="handmade"))
-    response = client.create_snapshot(CreateSnapshotRequest(body=body))
-    return str(response.snapshot.id)
-
-
 async def test_adopt_existing_snapshot_id(stack: Stack) -> None:
     volume = await stack.add_volume(size=7)
     snapshot_id = await asyncio.to_thread(make_snapshot_outside, stack, volume)
@@ -403,11 +282,11 @@ async def test_adopt_existing_snapshot_id(stack: Stack) -> None:
 
 
 async def test_snapshot_removed_behind_our_back_is_not_recreated(
-    start_stack: StartStack, stack_watches: list[History]
+    start_stack: StartStack, watch: WatchObject
 ) -> None:
     grace = ABSENCE_GRACE_SECONDS
     stack = await start_stack(settings={"CLOUDSNAP_ABSENCE_GRACE_SECONDS": str(grace)})
-    watched = history(stack_watches, stack, "drift")
+    watched = watch(stack, "drift")
     volume = await stack.add_volume()
     stack.apply("drift", volumeID=volume)
     obj = await stack.wait_condition("drift", "Ready", "True")
