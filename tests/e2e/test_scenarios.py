@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from hack.sandbox import class_manifests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -134,26 +135,37 @@ async def test_create_becomes_ready(stack: Stack) -> None:
     assert (await stack.calls())["create"] == 1
 
 
-async def test_in_use_disk_without_force_is_blocked(
-    start_stack: StartStack, watch: WatchObject
+@pytest.mark.parametrize(
+    ("disk", "code", "says"),
+    [
+        pytest.param("in-use", "EVS.5400", "in-use", id="in-use-disk-without-force"),
+        pytest.param(None, "EVS.5404", "EVS.5404", id="disk-not-found"),
+    ],
+)
+async def test_blocked_create_is_retried_slowly(
+    start_stack: StartStack, watch: WatchObject, disk: str | None, code: str, says: str
 ) -> None:
+    """EVS refuses the create for its disk (in use without force, or no such disk). Blocked, not
+    terminal: the disk may yet be freed or created, so the create is retried, but only slowly."""
     stack = await start_stack(
         settings={"CLOUDSNAP_BLOCKED_RETRY_SECONDS": f"{BLOCKED_RETRY_SECONDS}"}
     )
-    watched = watch(stack, "inuse")
-    volume = await stack.add_volume(status="in-use")
-    stack.apply("inuse", volumeID=volume)
+    watched = watch(stack, "blocked")
+    volume = await stack.add_volume(status=disk) if disk else str(uuid.uuid4())
+    stack.apply("blocked", volumeID=volume)
 
-    obj = await stack.wait_condition("inuse", "Synced", "False", reason="ReconcileError")
+    obj = await stack.wait_condition("blocked", "Synced", "False", reason="ReconcileError")
+    error = obj["status"]["error"]
+    assert error["code"] == code
+    assert error["retryable"] is False
     message = condition(obj, "Synced")["message"]
-    assert obj["status"]["error"]["code"] in message
-    assert "in-use" in message
+    assert code in message
+    assert says in message
     assert condition(obj, "Ready")["status"] == "False"
-    assert obj["status"]["error"]["retryable"] is False
 
-    await assert_blocked_create_retried_slowly(stack, "inuse", watched)
-    assert await stack.snapshots_of(volume) == []
-    assert stack.must_get("inuse")["status"]["error"]["code"] == obj["status"]["error"]["code"]
+    await assert_blocked_create_retried_slowly(stack, "blocked", watched)
+    assert stack.must_get("blocked")["status"]["error"]["code"] == code
+    assert [s for s in await stack.admin.snapshots() if not s.get("deleted")] == []
 
 
 async def test_in_use_disk_with_force_becomes_ready(stack: Stack) -> None:
@@ -163,28 +175,6 @@ async def test_in_use_disk_with_force_becomes_ready(stack: Stack) -> None:
     obj = await stack.wait_condition("forced", "Ready", "True")
     [snap] = await stack.snapshots_of(volume)
     assert obj["status"]["snapshotID"] == snap["id"]
-
-
-async def test_disk_not_found_is_blocked_and_retried_slowly(
-    start_stack: StartStack, watch: WatchObject
-) -> None:
-    stack = await start_stack(
-        settings={"CLOUDSNAP_BLOCKED_RETRY_SECONDS": f"{BLOCKED_RETRY_SECONDS}"}
-    )
-    watched = watch(stack, "nodisk")
-    stack.apply("nodisk", volumeID=str(uuid.uuid4()))
-
-    obj = await stack.wait_condition("nodisk", "Synced", "False")
-    error = obj["status"]["error"]
-    assert error["code"] == "EVS.5404"
-    assert error["retryable"] is False
-    assert "EVS.5404" in condition(obj, "Synced")["message"]
-    assert condition(obj, "Ready")["status"] == "False"
-
-    # Not terminal: the disk may yet be created, so the create is retried, but only slowly.
-    await assert_blocked_create_retried_slowly(stack, "nodisk", watched)
-    assert stack.must_get("nodisk")["status"]["error"]["code"] == "EVS.5404"
-    assert [s for s in await stack.admin.snapshots() if not s.get("deleted")] == []
 
 
 async def test_name_and_description_change_is_one_put(stack: Stack) -> None:
