@@ -41,6 +41,7 @@ from tests.waiting import eventually
 
 OWNER_KEY = "cloudsnap.io/owner-uid"
 FINALIZER = "evs.cloudsnap.io/snapshot-protection"
+REMOVE_FINALIZERS = '[{"op":"remove","path":"/metadata/finalizers"}]'  # a JSON patch
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "cloudsnap-operator"
 
 
@@ -215,7 +216,7 @@ async def test_2_finalizer_stripped_during_create_backoff_still_one_snapshot(
         "stripped",
         "--type=json",
         "-p",
-        '[{"op":"remove","path":"/metadata/finalizers"}]',
+        REMOVE_FINALIZERS,
         "-o",
         "json",
     )
@@ -236,6 +237,24 @@ async def test_2_finalizer_stripped_during_create_backoff_still_one_snapshot(
 # -- 3. deleted and re-created under the same name while a step is in flight ---------------------
 
 
+async def delete_during_create(
+    stack: Stack, name: str, volume: str, *, create_seconds: float, strip_finalizer: bool
+) -> str:
+    """Apply `name` and delete it while its create is on the wire (`create_seconds` long); with
+    `strip_finalizer` the user also removes the finalizer, so the name is free at once. Returns
+    the deleted object's UID."""
+    await stack.admin.set_faults(
+        [{"operation": "create", "kind": "latency", "latency_seconds": create_seconds, "count": 1}]
+    )
+    stack.apply(name, volumeID=volume)
+    await wait_calls(stack.admin, "create", 1)
+    uid = uid_of(stack.must_get(name))
+    stack.kubectl("delete", "csnap", name, "--wait=false")
+    if strip_finalizer:
+        stack.kubectl("patch", "csnap", name, "--type=json", "-p", REMOVE_FINALIZERS)
+    return uid
+
+
 @pytest.mark.parametrize("how", ["released", "forced"])
 async def test_3_recreated_same_name_never_reports_old_snapshot(
     start_stack: StartStack, watch: WatchObject, how: str
@@ -248,23 +267,10 @@ async def test_3_recreated_same_name_never_reports_old_snapshot(
     seen = watch(stack, "same")
     old_volume = await stack.add_volume()
     new_volume = await stack.add_volume() if how == "released" else old_volume
-    await stack.admin.set_faults(
-        [{"operation": "create", "kind": "latency", "latency_seconds": 7.0, "count": 1}]
+    old_uid = await delete_during_create(
+        stack, "same", old_volume, create_seconds=7.0, strip_finalizer=how == "forced"
     )
-    stack.apply("same", volumeID=old_volume)
-    await wait_calls(stack.admin, "create", 1)
-    old_uid = uid_of(stack.must_get("same"))
-
-    stack.kubectl("delete", "csnap", "same", "--wait=false")
     if how == "forced":
-        stack.kubectl(
-            "patch",
-            "csnap",
-            "same",
-            "--type=json",
-            "-p",
-            '[{"op":"remove","path":"/metadata/finalizers"}]',
-        )
         assert stack.get("same") is None
         assert await tagged(stack.admin, old_uid) == []  # the create is still on the wire
 
@@ -322,15 +328,9 @@ async def test_3b_step_of_a_resource_deleted_while_its_create_is_in_flight_ends_
     here once made the scheduler log an unexpected failure and retry 30 s later)."""
     stack = await start_stack()
     volume = await stack.add_volume()
-    await stack.admin.set_faults(
-        [{"operation": "create", "kind": "latency", "latency_seconds": 3.0, "count": 1}]
+    uid = await delete_during_create(
+        stack, "vanishing", volume, create_seconds=3.0, strip_finalizer=True
     )
-    stack.apply("vanishing", volumeID=volume)
-    await wait_calls(stack.admin, "create", 1)
-    uid = uid_of(stack.must_get("vanishing"))
-    stack.kubectl("delete", "csnap", "vanishing", "--wait=false")
-    remove = '[{"op":"remove","path":"/metadata/finalizers"}]'
-    stack.kubectl("patch", "csnap", "vanishing", "--type=json", "-p", remove)
     await eventually(lambda: tagged(stack.admin, uid), what="the in-flight create applied")
     await stack.resync_window()  # the operator went on working after the answer came back
     log = stack.operator.process.log_text()
