@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 from tests.fixtures.operator import Stack, StartStack, condition
 from tests.waiting import eventually
@@ -74,6 +76,35 @@ def report(what: str, writes: Counter[str], calls: Counter[str]) -> None:
     )
 
 
+async def cost_of(
+    stack: Stack,
+    what: str,
+    names: list[str],
+    kubectl: tuple[str, ...],
+    *,
+    input: str | None = None,
+    own_write: str,
+    done: Callable[[], Any],
+    last_event: str,
+) -> tuple[Counter[str], Counter[str]]:
+    """What the batch `names` cost from the user's `kubectl` until `done` holds and each resource
+    has posted its `last_event`: the API server's writes, less the user's own (`own_write`, once
+    per resource), and the EVS calls; both are reported."""
+    writes_before, calls_before = api_writes(stack), Counter(await stack.calls())
+    stack.kubectl(*kubectl, input=input)
+    await eventually(done, timeout=120, what=f"{BATCH} CloudSnapshots: {what}")
+    await eventually(
+        lambda: all(last_event in stack.event_reasons(name) for name in names),
+        what=f"every {last_event} event",
+    )
+    writes = api_writes(stack) - writes_before
+    writes[own_write] -= BATCH
+    writes = +writes
+    calls = Counter(await stack.calls()) - calls_before
+    report(what, writes, calls)
+    return writes, calls
+
+
 async def test_api_writes_and_evs_calls_per_snapshot(start_stack: StartStack) -> None:
     # No resync inside the windows: what is measured is the way from create to Ready to gone.
     stack = await start_stack(resync_seconds=600)
@@ -81,23 +112,20 @@ async def test_api_writes_and_evs_calls_per_snapshot(start_stack: StartStack) ->
     names = [f"cost-{i}" for i in range(BATCH)]
 
     # -- create -> Ready ------------------------------------------------------------------------
-    writes_before, calls_before = api_writes(stack), Counter(await stack.calls())
-    stack.kubectl("apply", "-f", "-", input=batch_manifest(stack, names, volumes))
-
     def all_ready() -> bool:
         ready = [condition(obj, "Ready").get("status") == "True" for obj in stack.all()]
         return sum(ready) == BATCH
 
-    await eventually(all_ready, timeout=120, what=f"{BATCH} CloudSnapshots Ready")
-    await eventually(
-        lambda: all("Available" in stack.event_reasons(name) for name in names),
-        what="every Available event",
+    writes, calls = await cost_of(
+        stack,
+        "create -> Ready",
+        names,
+        ("apply", "-f", "-"),
+        input=batch_manifest(stack, names, volumes),
+        own_write="POST cloudsnapshots 201",
+        done=all_ready,
+        last_event="Available",
     )
-    writes = api_writes(stack) - writes_before
-    writes["POST cloudsnapshots 201"] -= BATCH  # the test's own kubectl apply
-    writes = +writes
-    calls = Counter(await stack.calls()) - calls_before
-    report("create -> Ready", writes, calls)
 
     # Per resource: the finalizer; status at the create (snapshotID, Creating) and at Ready;
     # the Creating, Created and Available Events. Nothing refused, nothing retried.
@@ -114,23 +142,19 @@ async def test_api_writes_and_evs_calls_per_snapshot(start_stack: StartStack) ->
     assert 1 <= calls["list"] <= LIST_CALLS_AT_MOST, calls
 
     # -- delete -> gone -------------------------------------------------------------------------
-    writes_before, calls_before = api_writes(stack), Counter(await stack.calls())
-    stack.kubectl("delete", "csnap", *names, "--wait=false")
-
     async def all_gone() -> bool:
         live = [s for s in await stack.admin.snapshots() if not s.get("deleted")]
         return not stack.all() and not live
 
-    await eventually(all_gone, timeout=120, what=f"{BATCH} CloudSnapshots and snapshots gone")
-    await eventually(
-        lambda: all("Deleted" in stack.event_reasons(name) for name in names),
-        what="every Deleted event",
+    writes, calls = await cost_of(
+        stack,
+        "delete -> gone",
+        names,
+        ("delete", "csnap", *names, "--wait=false"),
+        own_write="DELETE cloudsnapshots 200",
+        done=all_gone,
+        last_event="Deleted",
     )
-    writes = api_writes(stack) - writes_before
-    writes["DELETE cloudsnapshots 200"] -= BATCH  # the test's own kubectl delete
-    writes = +writes
-    calls = Counter(await stack.calls()) - calls_before
-    report("delete -> gone", writes, calls)
 
     # Per resource: status at the DELETE (Deleting); the Deleting and Deleted Events; the
     # finalizer's removal. The simulator deletes faster than a poll, so the first poll finds it
