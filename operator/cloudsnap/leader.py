@@ -13,6 +13,12 @@ availability"):
   ``lease_duration - renew_deadline`` margin (5 s with the defaults) absorbs the time a cancelled
   call needs to stop and the rate at which two clocks drift apart (well under 1 % on real hosts:
   under 0.15 s over 15 s).
+- A renewal counts from the moment its write was *sent*, not from when its answer came back: the
+  API server may have applied it long before the answer reaches a paused or partitioned replica,
+  and a successor counts its lease duration from when it saw that write. Counting from the answer
+  would let a replica that wakes up to a late answer act again beside its successor.
+- A leader that reads the Lease held by someone else stops at once; each try is bounded by the
+  renew deadline, so a request that never returns cannot hang the campaign.
 - On shutdown the holder releases the Lease (empty holder, 1 s duration), so a rolling update hands
   over within about one ``retry_period`` instead of a whole ``lease_duration``.
 """
@@ -119,7 +125,13 @@ class Elector:
         """Campaign and renew until cancelled; then release the Lease if held."""
         try:
             while True:
-                await self._try_once()
+                try:
+                    async with asyncio.timeout(self.timing.renew_deadline):
+                        await self._try_once()
+                except TimeoutError:
+                    # A renewal this late could not have kept the Lease anyway (may_act counts
+                    # from the send); the next try stops leading if the deadline has passed.
+                    log.warning("leader election: no answer within %gs", self.timing.renew_deadline)
                 await asyncio.sleep(self.timing.retry_period)
         finally:
             if self._leading:
@@ -137,24 +149,29 @@ class Elector:
                 self._observed, self._observed_at = record, self._clock()
                 self._holder_is(record.holder)
             if record is None:
+                sent = self._clock()
                 record = await self._store.create(self.identity, self._duration())
-                self._won(record, changed_hands=True)
+                self._won(record, sent_at=sent)
                 return
             mine = record.holder == self.identity
+            if self._leading and not mine:
+                self._stop_leading(f"the Lease is held by {record.holder or 'nobody'}")
             expired = self._clock() - self._observed_at >= max(record.duration, 1)
             if not (mine or not record.holder or expired):
                 return
             transitions = record.transitions + (0 if mine else 1)
+            sent = self._clock()
             fresh = await self._store.update(record, self.identity, self._duration(), transitions)
-            self._won(fresh, changed_hands=not mine)
+            self._won(fresh, sent_at=sent)
         except LeaseConflict:
             return
         except Exception as exc:
             log.warning("leader election: %s: %s", type(exc).__name__, exc)
 
-    def _won(self, record: LeaseRecord, *, changed_hands: bool) -> None:
+    def _won(self, record: LeaseRecord, *, sent_at: float) -> None:
+        """Our write of the Lease succeeded; it was sent at ``sent_at`` (our clock)."""
         self._observed, self._observed_at = record, self._clock()
-        self._renewed_at = self._observed_at
+        self._renewed_at = sent_at
         self._holder_is(record.holder)
         if not self._leading:
             self._leading = True
