@@ -35,6 +35,8 @@ from cloudsnap.settings import Settings
 FINALIZER = f"{GROUP}/snapshot-protection"
 # A 409 on the finalizer patch means our copy is behind the watch; it catches up within moments.
 CONFLICT_RETRY_SECONDS = 0.5
+# A step fenced off because this replica may not act now comes back this much later.
+NOT_LEADING_RETRY_SECONDS = 1.0
 # Events posted at once; each in-flight post holds an API connection.
 POSTING_WORKERS = 16
 # Retries of one Event post, in seconds. Events are best effort (status carries the truth), and
@@ -136,16 +138,28 @@ class Controller:
         if event_type == "ADDED" and _unborn(body) and self._may_act():
             # Created while we watch and lead: nothing can have been sent for it before us.
             self._reconciler.witness_birth(uid)
-        self._remember(uid, body)
         generation = int(meta.get("generation") or 0)
         deleting = bool(meta.get("deletionTimestamp"))
+        lost_finalizer = not deleting and self._lost_finalizer(uid, body)
+        self._remember(uid, body)
         seen = self._seen.get(uid)
         if seen is None:
             self._seen[uid] = _Seen(generation, deleting)
             self.scheduler.enqueue(uid)
-        elif (seen.generation, seen.deleting) != (generation, deleting):
+        elif (seen.generation, seen.deleting) != (generation, deleting) or lost_finalizer:
+            # Our finalizer removed from a live resource (`kubectl replace` or an apply of a
+            # manifest without it) changes no generation, but it leaves the snapshot unprotected
+            # until it is put back: a delete meanwhile would leave the snapshot behind.
             seen.generation, seen.deleting = generation, deleting
             self.scheduler.enqueue(uid)
+
+    def _lost_finalizer(self, uid: str, body: Mapping[str, Any]) -> bool:
+        """Whether ``body`` lacks our finalizer while the stored, not newer, body had it."""
+        old = self._bodies.get(uid)
+        if old is None or _version(old) > _version(body):
+            return False
+        had = FINALIZER in (old.get("metadata", {}).get("finalizers") or ())
+        return had and FINALIZER not in (body.get("metadata", {}).get("finalizers") or ())
 
     def start(self) -> None:
         """Start the scheduler once, from inside a kopf handler: kopf keeps its Event queue in
@@ -238,8 +252,14 @@ class Controller:
     async def step(self, uid: str) -> float | None:
         """One persisted reconcile step; seconds until the next one (None: on the next change)."""
         body = self._bodies.get(uid)
-        if body is None or not self._may_act():
+        if body is None:
             return None
+        if not self._may_act():
+            # Fenced. If the Lease is lost, the paused scheduler holds this and start_leading
+            # requeues everything; but a renewal sent just before the renew deadline and answered
+            # just after it lets this replica act again without a new start, and then only this
+            # brings the resource back (returning None left it unscheduled until it changed).
+            return NOT_LEADING_RETRY_SECONDS
         started = time.perf_counter()
         result = await self._reconciler.reconcile(body)
         elapsed = time.perf_counter() - started
@@ -263,7 +283,7 @@ class Controller:
         except Conflict:
             return CONFLICT_RETRY_SECONDS
         except NotLeading:
-            return None
+            return NOT_LEADING_RETRY_SECONDS
         finally:
             if uid not in self._seen:
                 # The DELETED event came while a write was in flight; the write's answer must
