@@ -6,16 +6,17 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import kopf
+import kubernetes
 import pydantic
 
 from cloudsnap import logs, metrics
 from cloudsnap.api import crdgen
-from cloudsnap.handlers import FINALIZER, Controller, Memo, configure, registry
+from cloudsnap.handlers import FINALIZER, Controller, Memo, NotLeading, configure, registry
 from cloudsnap.kube import (
     ClassCache,
     KubeLeaseStore,
@@ -34,11 +35,11 @@ log = logging.getLogger("cloudsnap")
 async def run(config: Settings) -> None:
     """Run until SIGINT/SIGTERM: caches, scheduler, kopf's watch, and the metrics/probe server."""
     api = load_config()
-    writer = KubeWriter(api)
     classes = ClassCache(api)
     secrets = SecretCache(api, config.operator_namespace)
     elector = _elector(api, config) if config.leader_election else None
     may_act = elector.may_act if elector is not None else (lambda: True)
+    writer = KubeWriter(api if elector is None else _FencedApiClient(api.configuration, may_act))
     accounts = Accounts(
         classes,
         secrets,
@@ -75,9 +76,12 @@ async def run(config: Settings) -> None:
     await wait_for_api(api, None if config.all_namespaces else config.namespace[0])
     scope = "all namespaces" if config.all_namespaces else ", ".join(config.namespace)
     log.info("watching CloudSnapshots in %s; Secrets in %s", scope, config.operator_namespace)
+    handlers = registry()
+    if campaign is not None:
+        kopf.on.cleanup(registry=handlers)(_releasing(campaign))
     try:
         await kopf.operator(
-            registry=registry(),
+            registry=handlers,
             settings=settings,
             standalone=True,
             clusterwide=config.all_namespaces,
@@ -97,9 +101,46 @@ async def run(config: Settings) -> None:
             await runner.cleanup()
 
 
+class _FencedApiClient(kubernetes.client.ApiClient):
+    """The API client of the CloudSnapshot writes, fenced where the write leaves.
+
+    The controller checks ``may_act`` before it hands a write to the writer's threads, but a
+    write can wait there (a busy pool; the process paused by SIGSTOP, a VM freeze) until after
+    the Lease has passed to a successor, and would then overwrite the successor's status with a
+    stale one. So every write is checked again in the thread that sends it, right before it is
+    sent. Reads are not fenced.
+    """
+
+    def __init__(self, configuration: Any, may_act: Callable[[], bool]) -> None:
+        super().__init__(configuration)
+        self._may_act = may_act
+
+    def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if method.upper() not in ("GET", "HEAD") and not self._may_act():
+            raise NotLeading(f"{method} {url} not sent: this replica may not act now")
+        return super().call_api(method, url, *args, **kwargs)
+
+
 def _elector(api: Any, config: Settings) -> Elector:
     store = KubeLeaseStore(api, config.operator_namespace, config.lease_name)
     return Elector(store, config.identity, timing=config.lease_timing())
+
+
+def _releasing(campaign: asyncio.Task[None]) -> Callable[..., Awaitable[None]]:
+    """A kopf cleanup handler that hands the Lease over as soon as the steps have stopped.
+
+    kopf returns from a SIGTERM only after giving its per-object workers up to 5 s more to end,
+    and a worker lives `queueing.idle_timeout` after its last event: releasing only once
+    `kopf.operator` returned made a rolling update hand over in 6 s instead of 2 whenever an
+    event had come in during the last seconds.
+    """
+
+    async def release_lease(memo: Memo, **_: Any) -> None:
+        await memo.controller.stop()  # no step runs or starts from here on
+        campaign.cancel()  # stops leading (may_act turns False), then releases the Lease
+        await asyncio.gather(campaign, return_exceptions=True)
+
+    return release_lease
 
 
 def _leading(controller: Controller, elector: Elector, leading: bool) -> None:
