@@ -91,6 +91,9 @@ class RecordingReconciler:
     def forget(self, uid: str) -> None:
         self.inner.forget(uid)
 
+    def forget_all(self) -> None:
+        self.inner.forget_all()
+
     def witness_birth(self, uid: str) -> None:
         self.inner.witness_birth(uid)
 
@@ -115,6 +118,7 @@ class World:
         self.objects: dict[str, dict[str, Any]] = {}
         self.events: list[tuple[str, Event]] = []
         self.writes: list[tuple[str, str]] = []
+        self.leading = True  # whether the operator holds the Lease (may act)
         self.recorder, self.controller = self._operator(reconciler)
         self._version = 0
 
@@ -136,6 +140,7 @@ class World:
             self,
             max_workers=64,
             post_event=lambda body, event: self.events.append((body["metadata"]["name"], event)),
+            may_act=lambda: self.leading,
         )
         return recorder, controller
 
@@ -148,7 +153,8 @@ class World:
 
     # -- what a user does --------------------------------------------------------------------
 
-    def apply(self, name: str, /, **spec: Any) -> dict[str, Any]:
+    def apply(self, name: str, /, *, finalizers: Sequence[str] = (), **spec: Any) -> dict[str, Any]:
+        """Create the resource; ``finalizers`` as an earlier operator process may have left them."""
         body = {
             "apiVersion": API_VERSION,
             "kind": SNAPSHOT_KIND,
@@ -161,6 +167,8 @@ class World:
             },
             "spec": spec,
         }
+        if finalizers:
+            body["metadata"]["finalizers"] = list(finalizers)
         self.objects[name] = body
         self._changed(name, "ADDED")
         return body

@@ -258,6 +258,47 @@ async def test_finalizer_write_on_a_stale_copy_is_retried_not_forced(
     assert world.objects["db"]["metadata"]["labels"] == {"team": "db"}
 
 
+async def _created_while_standing_by(
+    world: World, evs_sim: RunningSimulator, volume: str, finalizers: tuple[str, ...]
+) -> dict[str, Any]:
+    """Apply `db` while the operator does not lead, then lead: Ready, and the step results."""
+    world.leading = False
+    world.apply("db", finalizers=finalizers, volumeID=volume)
+    await eventually(lambda: world.controller.resource(world.uid("db")), timeout=10)
+    world.leading = True
+    world.controller.start_leading()
+    await eventually(lambda: world.is_ready("db"), timeout=10)
+    calls = await evs_sim.admin.calls()
+    assert calls.get("create") == 1
+    assert calls.get("list", 0) >= 2  # the lookup by disk before the create, then polls
+    return world.objects["db"]
+
+
+async def test_resource_not_seen_born_is_looked_up_and_its_deletion_waits_for_nothing(
+    world: World, evs_sim: RunningSimulator, volume: str
+) -> None:
+    """Created while the operator was down or standing by: it looks before it creates, but since
+    it put the finalizer on itself, no earlier create can exist, so nothing waits for one and the
+    deletion is not held for the late-create window."""
+    body = await _created_while_standing_by(world, evs_sim, volume, finalizers=())
+    assert "unansweredCreateTime" not in body["status"]
+    assert all("unansweredCreateTime" not in (r.status or {}) for _, r in world.results)
+    world.delete("db")
+    await eventually(lambda: "db" not in world.objects, timeout=10)
+    assert await live_snapshots(evs_sim) == []
+    deleting = [r.status for _, r in world.results if r.status and "Deleting" in str(r.status)]
+    assert not any("unanswered create" in str(status) for status in deleting)
+
+
+async def test_resource_an_earlier_process_held_waits_for_a_late_create(
+    world: World, evs_sim: RunningSimulator, volume: str
+) -> None:
+    """Our finalizer was already on, with no trace in status: an earlier process may have sent a
+    create and died before recording it, so the create made now opens the late-create window."""
+    body = await _created_while_standing_by(world, evs_sim, volume, finalizers=(FINALIZER,))
+    assert body["status"]["unansweredCreateTime"]
+
+
 async def test_spec_without_volume_or_snapshot_id_is_invalid_not_a_crash(
     world: World, evs_sim: RunningSimulator
 ) -> None:

@@ -278,6 +278,8 @@ class Reconciler:
         self._attempts: dict[str, int] = {}
         # UIDs this process saw being born (a watch ADDED event, not the initial listing) ...
         self._born: set[str] = set()
+        # ... UIDs whose finalizer it put on a body with no trace of a create in status ...
+        self._held: set[str] = set()
         # ... and UIDs it sent a create for, whatever came of it.
         self._sent: set[str] = set()
         self._pending: dict[str, _Pending] = {}
@@ -292,6 +294,7 @@ class Reconciler:
         """Drop what is remembered of a resource that is gone."""
         self._attempts.pop(uid, None)
         self._born.discard(uid)
+        self._held.discard(uid)
         self._sent.discard(uid)
         self._pending.pop(uid, None)
         self._deleting.discard(uid)
@@ -300,6 +303,7 @@ class Reconciler:
         """Drop all memory, e.g. on losing or gaining leadership: it no longer proves anything."""
         self._attempts.clear()
         self._born.clear()
+        self._held.clear()
         self._sent.clear()
         self._pending.clear()
         self._deleting.clear()
@@ -394,6 +398,8 @@ class Reconciler:
 
     def _add_finalizer(self, res: _Resource) -> Result:
         """Hold the resource before the first cloud call that may leave a snapshot behind."""
+        if _traceless(res.status):
+            self._held.add(res.uid)
         events: tuple[Event, ...] = ()
         if not (res.status.snapshot_id or res.spec.snapshot_id or res.status.error):
             what = f"snapshot of volume {res.spec.volume_id}"
@@ -402,9 +408,16 @@ class Reconciler:
 
     def _never_sent(self, res: _Resource) -> bool:
         """Whether status and memory together prove no create was ever sent for this UID."""
-        status = res.status
-        durable = not (status.snapshot_id or status.account or status.unanswered_create_time)
-        return durable and res.uid in self._born and res.uid not in self._sent
+        return _traceless(res.status) and res.uid in self._born and res.uid not in self._sent
+
+    def _first_to_hold(self, res: _Resource) -> bool:
+        """Whether this process put the finalizer on a traceless body and sent nothing since.
+
+        Creates are only sent once the finalizer is on, so nobody sent one before, short of a
+        crash between a create and its status write followed by the finalizer being stripped
+        (`kubectl replace`). The lookup still covers that; no late create is waited for.
+        """
+        return _traceless(res.status) and res.uid in self._held and res.uid not in self._sent
 
     async def _create_or_find(self, draft: _Draft, conn: Connection) -> Result:
         res = draft.res
@@ -419,14 +432,15 @@ class Reconciler:
             return await self._follow_found(
                 draft, conn, keep, owned, (Event("Normal", "Found", message),)
             )
-        return await self._create(draft, conn, res.spec.volume_id, looked=True)
+        looked = not self._first_to_hold(res)
+        return await self._create(draft, conn, res.spec.volume_id, looked=looked)
 
     async def _create(
         self, draft: _Draft, conn: Connection, volume_id: str, *, looked: bool = False
     ) -> Result:
-        """Send the create. ``looked``: a lookup found nothing first, so a create sent before
-        (by a process that crashed before it could record it) may still not be listed: then a
-        snapshot made now is followed by a search for a late second one."""
+        """Send the create. ``looked``: a lookup found nothing first, yet a create may have been
+        sent before (by a process that crashed before it could record it) and may still not be
+        listed: then a snapshot made now is followed by a search for a late second one."""
         res = draft.res
         spec = res.spec
         request = CreateRequest(
@@ -953,6 +967,11 @@ def _wanted(res: _Resource, snapshot: ExternalSnapshot) -> Changes:
     ):
         description = spec.description or ""
     return Changes(name=name, description=description)
+
+
+def _traceless(status: CloudSnapshotStatus) -> bool:
+    """Status records no create: no snapshot ID, no pinned account, no unanswered create."""
+    return not (status.snapshot_id or status.account or status.unanswered_create_time)
 
 
 def _vanished_before(res: _Resource) -> bool:
