@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PKGS := operator/cloudsnap operator/evs_simulator
 
-.PHONY: all venv lint test unit tools crds chart-crds manifests lock sandbox bench clean
+.PHONY: all venv lint test unit tools crds chart-crds manifests lock sandbox bench ha-trials chaos clean
 
 all: test
 
@@ -57,6 +57,16 @@ sandbox: tools
 # Scale benchmark, minutes long, not part of `make test`; e.g. BENCH_ARGS='--count 100 1000'.
 bench: tools
 	$(BIN)/python -m bench.scale $(BENCH_ARGS)
+
+# Leader election with two replicas (SIGKILL, SIGTERM, SIGSTOP the leader), default Lease timings,
+# about 15 minutes, not part of `make test`; e.g. HA_ARGS='--kill-trials 3 --timing 4 3 1'.
+ha-trials: tools
+	$(BIN)/python -m bench.ha $(HA_ARGS)
+
+# Two replicas, EVS faults, the leader SIGKILLed during creates and deletes; minutes long, not part
+# of `make test` (tests/e2e/test_chaos_small.py is its small version); e.g. CHAOS_ARGS='--seed 2'.
+chaos: tools
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -120,6 +120,8 @@ class Controller:
         self._seen: dict[str, _Seen] = {}
         self._claims: dict[str, set[str]] = {}
         self._parked: dict[str, set[str]] = {}
+        # Resources whose finalizer this controller is removing itself (the write in flight).
+        self._releasing: set[str] = set()
         self.scheduler: Scheduler[str] = Scheduler(self.step, concurrency=max_workers)
         self._runner: asyncio.Task[None] | None = None
         reconciler.claims = self
@@ -154,9 +156,10 @@ class Controller:
             self.scheduler.enqueue(uid)
 
     def _lost_finalizer(self, uid: str, body: Mapping[str, Any]) -> bool:
-        """Whether ``body`` lacks our finalizer while the stored, not newer, body had it."""
+        """Whether ``body`` lacks our finalizer while the stored, not newer, body had it, and not
+        because this controller removed it (its own release, whose event can beat the answer)."""
         old = self._bodies.get(uid)
-        if old is None or _version(old) > _version(body):
+        if old is None or _version(old) > _version(body) or uid in self._releasing:
             return False
         had = FINALIZER in (old.get("metadata", {}).get("finalizers") or ())
         return had and FINALIZER not in (body.get("metadata", {}).get("finalizers") or ())
@@ -342,11 +345,15 @@ class Controller:
             self._post_event(current, event)
         if result.finalizer is False and FINALIZER in finalizers:
             remaining = [f for f in current["metadata"].get("finalizers") or [] if f != FINALIZER]
-            fresh = await writer.set_finalizers(
-                namespace, name, uid, remaining, _version_text(current)
-            )
-            if fresh is not None:
-                self._remember(uid, fresh)
+            self._releasing.add(uid)
+            try:
+                fresh = await writer.set_finalizers(
+                    namespace, name, uid, remaining, _version_text(current)
+                )
+                if fresh is not None:
+                    self._remember(uid, fresh)
+            finally:
+                self._releasing.discard(uid)
 
     def _publish_phases(self) -> None:
         counts = Counter(seen.phase or "pending" for seen in self._seen.values())

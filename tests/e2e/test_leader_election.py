@@ -1,0 +1,298 @@
+"""Leader election end to end: two operator processes, one Lease, the real API server.
+
+Each replica runs under its own identity, which its EVS calls carry as `User-Agent:
+cloudsnap/<identity>`, so the simulator's per-agent counts say which replica called what. Short
+timings (Lease 3 s, renew deadline 2 s, retry 0.5 s) keep handovers to seconds. The harness
+(bench/ha.py) is the one `make ha-trials` measures the default timings with.
+
+The last tests need no cluster: the Elector against a Lease whose answers can be held back (as a
+paused process or a slow network holds them), and the fence on the writer's own client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubernetes
+import pytest
+import urllib3
+from bench.ha import (
+    MUTATING,
+    Pair,
+    Replica,
+    duplicate_owners,
+    kube_client,
+    start_pair,
+    step_lines,
+    wrong_ids,
+)
+from hack.cluster import Cluster
+from hack.sandbox import wait_until
+
+from cloudsnap.__main__ import _FencedApiClient
+from cloudsnap.handlers import NotLeading
+from cloudsnap.leader import Elector, LeaseConflict, LeaseRecord, LeaseTiming
+
+TIMING = (3.0, 2.0, 0.5)
+SETTINGS = {
+    "CLOUDSNAP_POLL_SECONDS": "0.5",
+    "CLOUDSNAP_BACKOFF_BASE_SECONDS": "0.2",
+    "CLOUDSNAP_BACKOFF_MAX_SECONDS": "2",
+    "CLOUDSNAP_EVS_TIMEOUT_SECONDS": "10",
+    "CLOUDSNAP_CREATE_DOUBT_SECONDS": "10",
+}
+TIMEOUT = 60.0
+
+
+@pytest.fixture
+def pair(
+    cluster: Cluster, cloudsnap_crds: object, namespace: str, tmp_path: Path
+) -> Iterator[Pair]:
+    """Replica a (leading) and replica b (standby) watching the test's namespace."""
+    with kube_client(cluster.kubeconfig) as kube:
+        started = start_pair(
+            cluster,
+            kube,
+            tmp_path,
+            namespace=namespace,
+            operator_namespace=namespace,
+            timing=TIMING,
+            settings=SETTINGS,
+            create_seconds=0.5,
+            delete_seconds=0.5,
+        )
+        try:
+            yield started
+        finally:
+            started.close()
+
+
+def noticed_loss(replica: Replica, since: int) -> bool:
+    """The replica logged, after byte `since`, that it stopped leading."""
+    return any("stops leading" in str(e.get("message")) for e in replica.log_entries(since))
+
+
+def test_only_the_leader_reconciles(pair: Pair) -> None:
+    leader, standby = pair.replicas
+    assert pair.holder() == leader.identity
+    volume = pair.admin.add_volumes(1)[0]
+    names = [f"snap-{i}" for i in range(3)]
+    for name in names:
+        pair.create(name, volume)
+    pair.wait_ready(names, TIMEOUT)
+
+    assert pair.calls(leader)["create"] == len(names)
+    assert pair.calls(standby).total() == 0, "the standby called EVS"
+    assert step_lines(standby.log_entries(standby.log_start)) == [], "the standby ran steps"
+    assert leader.metric("cloudsnap_leader") == 1
+    assert standby.metric("cloudsnap_leader") == 0
+    assert duplicate_owners(pair.admin.snapshots()) == {}
+
+
+def test_killing_the_leader_hands_over(pair: Pair) -> None:
+    leader, standby = pair.replicas
+    volume = pair.admin.add_volumes(1)[0]
+    pair.create("before", volume)
+    pair.wait_ready(["before"], TIMEOUT)
+
+    leader.kill()
+    pair.create("after", volume)  # only the standby can make this one Ready
+    pair.wait_ready(["after"], TIMEOUT + TIMING[0])
+    assert pair.holder() == standby.identity
+    assert pair.calls(standby)["create"] == 1
+    assert standby.metric("cloudsnap_leader") == 1
+
+    # The killed replica comes back as a standby under a new identity and leaves the work alone.
+    leader.start()
+    pair.create("later", volume)
+    pair.wait_ready(["later"], TIMEOUT)
+    assert pair.holder() == standby.identity
+    assert pair.calls(leader).total() == 0, "the restarted replica called EVS as a standby"
+    snapshots = pair.admin.snapshots()
+    assert duplicate_owners(snapshots) == {}
+    assert wrong_ids(pair.items(), snapshots) == []
+
+
+def test_a_stopped_leader_sends_nothing_after_it_wakes(pair: Pair) -> None:
+    """SIGSTOP the leader; while it sleeps, give it work of every mutating kind (creates, a
+    rename, a delete); the standby takes over and does it. SIGCONT: the old leader's watch then
+    delivers all that work at once, and it must send no mutating EVS call and write nothing."""
+    leader, standby = pair.replicas
+    volume, other = pair.admin.add_volumes(2)
+    pair.create("renamed", volume)
+    pair.create("deleted", volume)
+    pair.wait_ready(["renamed", "deleted"], TIMEOUT)
+
+    leader.pause()
+    offset = leader.log_size()
+    new = ["new-0", "new-1", "new-2"]
+    for name in new:
+        pair.create(name, other)
+    pair.patch_spec("renamed", {"name": "renamed-while-stopped"})
+    pair.delete("deleted")
+    wait_until(
+        lambda: pair.holder() == standby.identity,
+        timeout=TIMEOUT,
+        what="the standby taking the Lease",
+    )
+
+    def successor_done() -> bool:
+        snapshots = {s["id"]: s for s in pair.admin.snapshots()}
+        renamed = pair.get("renamed") or {}
+        snapshot = snapshots.get((renamed.get("status") or {}).get("snapshotID", ""), {})
+        return pair.get("deleted") is None and snapshot.get("name") == "renamed-while-stopped"
+
+    pair.wait_ready(new, TIMEOUT)
+    wait_until(successor_done, timeout=TIMEOUT, what="the successor renaming and deleting")
+    before = pair.calls(leader)
+
+    leader.resume()
+    wait_until(lambda: noticed_loss(leader, offset), timeout=TIMEOUT, what="the loss noticed")
+    wait_until(lambda: leader.metric("cloudsnap_leader") == 0, timeout=TIMEOUT, what="leader 0")
+    # One more piece of work after the wake-up, done by the successor: the old leader's watch
+    # has delivered everything up to it by then.
+    pair.create("witness", volume)
+    pair.wait_ready(["witness", *new], TIMEOUT)
+
+    after = pair.calls(leader)
+    sent = after - before
+    assert {op: sent[op] for op in MUTATING if sent[op]} == {}, f"sent after waking: {sent}"
+    assert sent.total() == 0, f"EVS reads after waking: {sent}"
+    assert step_lines(leader.log_entries(offset)) == [], "the old leader ran steps after waking"
+    snapshots = pair.admin.snapshots()
+    assert duplicate_owners(snapshots) == {}
+    assert wrong_ids(pair.items(), snapshots) == []
+    assert leader.alive
+
+
+def test_a_leader_stopped_mid_step_sends_no_create_after_it_wakes(pair: Pair) -> None:
+    """Steps in flight when the process stops: resources born while nobody leads make the next
+    leader look (an EVS list, 3 s slow here) before it creates. Stopped while those lookups are at
+    the simulator, the replica wakes to their answers and its steps go on to the create: the
+    fence must refuse it, since the Lease has passed on meanwhile."""
+    first, second = pair.replicas
+    volume = pair.admin.add_volumes(1)[0]
+    pair.admin.set_faults([{"operation": "list", "kind": "latency", "latency_seconds": 3.0}], 0)
+    first.kill()
+    names = [f"orphan-{i}" for i in range(3)]
+    for name in names:
+        pair.create(name, volume)  # the standby sees them born, but not while it leads
+    wait_until(
+        lambda: pair.holder() == second.identity, timeout=TIMEOUT, what="the standby leading"
+    )
+    wait_until(
+        lambda: pair.calls(second)["list"] >= len(names),
+        timeout=TIMEOUT,
+        what="its lookups at the simulator",
+    )
+    assert pair.calls(second)["create"] == 0
+    second.pause()
+    offset = second.log_size()
+    first.start()  # a new candidate, which takes the Lease once it has gone stale
+    wait_until(lambda: pair.holder() == first.identity, timeout=TIMEOUT, what="the handover")
+    before = pair.calls(second)
+
+    second.resume()
+    wait_until(lambda: noticed_loss(second, offset), timeout=TIMEOUT, what="the loss noticed")
+    pair.admin.clear_faults()
+    pair.wait_ready(names, TIMEOUT)
+
+    sent = pair.calls(second) - before
+    assert {op: sent[op] for op in MUTATING if sent[op]} == {}, f"sent after waking: {sent}"
+    snapshots = pair.admin.snapshots()
+    assert duplicate_owners(snapshots) == {}
+    assert wrong_ids(pair.items(), snapshots) == []
+
+
+# -- in process: the Elector's clock rule, and the writer's fence ----------------------------------
+
+
+class HeldLease:
+    """One Lease that applies each write at once but may hold back its answer until released."""
+
+    def __init__(self) -> None:
+        self.record: LeaseRecord | None = None
+        self.versions = itertools.count(1)
+        self.held: asyncio.Event | None = None
+
+    async def get(self) -> LeaseRecord | None:
+        return self.record
+
+    async def create(self, holder: str, duration: int) -> LeaseRecord:
+        if self.record is not None:
+            raise LeaseConflict
+        self.record = LeaseRecord(holder, duration, 0, str(next(self.versions)))
+        return self.record
+
+    async def update(
+        self, old: LeaseRecord, holder: str, duration: int, transitions: int
+    ) -> LeaseRecord:
+        if self.record is None or self.record.resource_version != old.resource_version:
+            raise LeaseConflict
+        self.record = applied = LeaseRecord(holder, duration, transitions, str(next(self.versions)))
+        if self.held is not None:
+            await self.held.wait()
+        return applied
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_renewal_answered_late_counts_from_when_it_was_sent() -> None:
+    """The API server applies a renewal, but its answer reaches the leader only after the
+    standby has waited out the Lease and taken over (the leader was paused, or the network held
+    the answer). Counted from the answer, the renewal would let the old leader act again beside
+    its successor for a whole renew deadline; counted from the send, it may not act at all, and
+    the next look at the Lease, held by someone else, ends its leadership."""
+    timing = LeaseTiming(lease_duration=15.0, renew_deadline=10.0, retry_period=2.0)
+    lease, clock = HeldLease(), FakeClock()
+    a = Elector(lease, "a", timing=timing, clock=clock)
+    b = Elector(lease, "b", timing=timing, clock=clock)
+    await a._try_once()
+    await b._try_once()
+    assert a.may_act()
+    assert not b.may_act()
+
+    clock.now += timing.retry_period
+    answer = lease.held = asyncio.Event()
+    renewal = asyncio.create_task(a._try_once())
+    await asyncio.sleep(0)  # sent and applied; the answer is held
+    lease.held = None
+    await b._try_once()  # b sees the renewal ...
+    clock.now += timing.lease_duration
+    await b._try_once()  # ... and a whole lease duration later takes over
+    assert b.may_act()
+
+    answer.set()  # a's renewal answer arrives only now
+    await renewal
+    assert not a.may_act(), "the old leader may act again beside its successor"
+    clock.now += timing.retry_period
+    await a._try_once()
+    assert not a.leading
+    assert b.may_act()
+
+
+def test_the_writer_sends_no_write_once_the_replica_may_not_act() -> None:
+    """The fence of the CloudSnapshot writes sits in the client, in the thread that sends them:
+    a write handed to it before the Lease was lost is not sent after."""
+    configuration = kubernetes.client.Configuration()
+    configuration.host = "http://127.0.0.1:9"  # nothing listens: a sent request would fail there
+    allowed = False
+    api = kubernetes.client.CustomObjectsApi(_FencedApiClient(configuration, lambda: allowed))
+    with pytest.raises(NotLeading):
+        api.patch_namespaced_custom_object_status(
+            "evs.cloudsnap.io", "v1alpha1", "ns", "cloudsnapshots", "name", [{"op": "test"}]
+        )
+    allowed = True
+    with pytest.raises(urllib3.exceptions.MaxRetryError):  # sent, to where nothing listens
+        api.patch_namespaced_custom_object_status(
+            "evs.cloudsnap.io", "v1alpha1", "ns", "cloudsnapshots", "name", [{"op": "test"}]
+        )
