@@ -4,6 +4,8 @@ error shapes and faults as they arrive through a real HTTP stack."""
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,11 +17,13 @@ from cloudsnap.evs import (
     EVSAPIError,
     EVSClient,
     EVSConnectionError,
+    EVSNotSent,
     EVSTimeoutError,
     ListSnapshotsQuery,
     Snapshot,
     TokenAuth,
 )
+from cloudsnap.evs.client import DEFAULT_LIMITS
 from evs_simulator.testing import RunningSimulator, running_simulator
 from tests.fixtures.simulator import operator_client
 from tests.waiting import eventually
@@ -236,3 +240,33 @@ async def test_lost_response_is_a_connection_error_yet_the_snapshot_exists(
     await sim.admin.clear_faults()
     [found] = (await client.list_snapshots(ListSnapshotsQuery(volume_id=volume["id"]))).snapshots
     assert found.name == "lost"
+
+
+async def test_the_guard_is_asked_when_the_bytes_would_leave_not_when_the_call_starts(
+    sim: RunningSimulator,
+) -> None:
+    """A create that passed every earlier point and then waited (here for a pooled connection;
+    in life also a process paused by SIGSTOP) is not sent once the guard says no, and says so:
+    a replica that lost its Lease meanwhile must not create beside its successor."""
+    volume = await sim.admin.add_volume(size=1)
+    await sim.admin.set_faults([{"operation": "list", "kind": "latency", "latency_seconds": 3.0}])
+    open_until = math.inf
+    pool = DEFAULT_LIMITS.max_connections
+    async with operator_client(
+        sim, timeout=10.0, guard=lambda: time.monotonic() < open_until
+    ) as evs:
+        lists = [asyncio.create_task(evs.list_snapshots()) for _ in range(pool)]
+        await eventually(
+            lambda: _count(sim, "list", pool), timeout=10, what="every connection busy"
+        )
+        open_until = time.monotonic() + 1.0  # no from here on; the lists are answered at 3 s
+        with pytest.raises(EVSNotSent) as caught:
+            await evs.create_snapshot(CreateSnapshotRequest(volume_id=volume["id"], name="late"))
+        assert caught.value.retryable
+        assert all(page.count == 0 for page in await asyncio.gather(*lists))
+    assert (await sim.admin.calls()).get("create", 0) == 0
+    assert await sim.admin.snapshots() == []
+
+
+async def _count(sim: RunningSimulator, operation: str, expected: int) -> bool:
+    return (await sim.admin.calls()).get(operation, 0) >= expected

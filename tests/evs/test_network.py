@@ -174,7 +174,10 @@ async def test_tls_verification_follows_verify(tmp_path: Path, trust: str) -> No
     verify = choices[trust]
     async with (
         raw_server(not_found, serving) as endpoint,
-        EVSClient(endpoint, AKSKAuth("AK", "SK", "p"), "p", verify=verify) as client,
+        # Guarded as the operator's clients are: the TLS stream is wrapped after the handshake.
+        EVSClient(
+            endpoint, AKSKAuth("AK", "SK", "p"), "p", verify=verify, guard=lambda: True
+        ) as client,
     ):
         if trust == "system":
             with pytest.raises(EVSConnectionError, match="CERTIFICATE_VERIFY_FAILED"):

@@ -6,6 +6,7 @@ from cloudsnap.evs.errors import (
     EVSAPIError,
     EVSConnectionError,
     EVSError,
+    EVSNotSent,
     EVSResponseError,
     EVSTimeoutError,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "EVSClient",
     "EVSConnectionError",
     "EVSError",
+    "EVSNotSent",
     "EVSResponseError",
     "EVSTimeoutError",
     "ListSnapshotsQuery",

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 from urllib.parse import quote
 
+import httpcore
 import httpx
 from pydantic import BaseModel, ValidationError
 
@@ -25,6 +26,7 @@ from cloudsnap.evs.auth import HoldsSecrets
 from cloudsnap.evs.errors import (
     EVSAPIError,
     EVSConnectionError,
+    EVSNotSent,
     EVSResponseError,
     EVSTimeoutError,
     is_retryable,
@@ -92,6 +94,93 @@ def _tls(verify: bool | str) -> bool | ssl.SSLContext:
     return ssl.create_default_context(cafile=verify)
 
 
+class _Fenced(Exception):
+    """The guard refused to let a request's bytes leave."""
+
+
+class _GuardedStream(httpcore.AsyncNetworkStream):
+    """A connection that asks the guard before every write, so nothing leaves while it says no."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream, guard: Callable[[], bool]) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    async def read(
+        self,
+        max_bytes: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+    ) -> bytes:
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(
+        self,
+        buffer: bytes,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+    ) -> None:
+        if not self._guard():
+            raise _Fenced
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+    ) -> httpcore.AsyncNetworkStream:
+        tls = await self._inner.start_tls(ssl_context, server_hostname, timeout)
+        return _GuardedStream(tls, self._guard)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Opens connections that ask the guard before every write."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend, guard: Callable[[], bool]) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _GuardedStream(stream, self._guard)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._inner.connect_unix_socket(path, timeout, socket_options)
+        return _GuardedStream(stream, self._guard)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _guard_writes(client: httpx.AsyncClient, guard: Callable[[], bool]) -> None:
+    """Make every connection of ``client`` (proxied ones too) ask ``guard`` before each write.
+
+    Checked any earlier, a request could pass the check, wait (for a pooled connection, or with
+    the whole process paused by SIGSTOP or a VM freeze) and go out once the answer had become no.
+    httpx has no public hook this late, so the backend of each httpcore pool is wrapped.
+    """
+    for transport in (client._transport, *client._mounts.values()):
+        pool = getattr(transport, "_pool", None)
+        if isinstance(pool, httpcore.AsyncConnectionPool):
+            pool._network_backend = _GuardedBackend(pool._network_backend, guard)
+
+
 class EVSClient:
     """The six snapshot operations of EVS v2 for one project, over one pooled HTTP client."""
 
@@ -118,7 +207,6 @@ class EVSClient:
         self._timeout = timeout
         self._observer = observer
         self._limiter = limiter
-        self._guard = guard
         self._auth = auth
         self._secrets = auth.secret_values() if isinstance(auth, HoldsSecrets) else ()
         self._http = httpx.AsyncClient(
@@ -129,6 +217,8 @@ class EVSClient:
             limits=DEFAULT_LIMITS,
             headers={"Accept": "application/json", "User-Agent": user_agent},
         )
+        if guard is not None:
+            _guard_writes(self._http, guard)
 
     def __repr__(self) -> str:
         return (
@@ -245,12 +335,6 @@ class EVSClient:
         if self._limiter is not None:
             # Queueing for the rate limit is not waiting for EVS: it stays outside the deadline.
             await self._limiter()
-        if self._guard is not None and not self._guard():
-            # Checked after the wait, right before sending: a replica that lost its Lease while
-            # queued for the rate limit sends nothing.
-            raise EVSConnectionError(
-                f"{operation} not sent: this replica may not act now", retryable=True
-            )
         outcome: str | None = None
         started = time.perf_counter()
         try:
@@ -262,6 +346,8 @@ class EVSClient:
             raise EVSTimeoutError(
                 f"no answer to {operation} within {self._timeout:g}s", retryable=True
             ) from None
+        except _Fenced:
+            raise EVSNotSent(f"{operation} not sent: this replica may not act now") from None
         except httpx.DecodingError as exc:
             outcome = "connection_error"
             raise EVSResponseError(

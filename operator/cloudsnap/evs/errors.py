@@ -64,6 +64,14 @@ class EVSConnectionError(EVSError):
     """The request could not be sent or its answer was cut off."""
 
 
+class EVSNotSent(EVSError):
+    """The client's guard kept the request from leaving (this replica may not act now):
+    certainly not applied, and worth retrying once the guard allows it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
+
+
 def is_retryable(status_code: int, code: str | None) -> bool:
     """5xx, 429 and the throttled/locked codes pass by themselves; other answers will not change."""
     return status_code >= 500 or status_code == 429 or code in RETRYABLE_CODES

@@ -18,7 +18,14 @@ from cloudsnap.api import (
     OWNER_UID_METADATA_KEY,
     AccountRef,
 )
-from cloudsnap.evs import UNSET, CreateSnapshotRequest, EVSAPIError, EVSError, ListSnapshotsQuery
+from cloudsnap.evs import (
+    UNSET,
+    CreateSnapshotRequest,
+    EVSAPIError,
+    EVSError,
+    EVSNotSent,
+    ListSnapshotsQuery,
+)
 from cloudsnap.evs import Snapshot as EVSSnapshot
 from cloudsnap.reconcile.accounts import Account, Accounts
 from cloudsnap.reconcile.external import (
@@ -28,7 +35,7 @@ from cloudsnap.reconcile.external import (
     ExternalSnapshot,
     State,
 )
-from cloudsnap.reconcile.failures import Cause, ExternalError, Failure, Kind
+from cloudsnap.reconcile.failures import NOT_LEADING, Cause, ExternalError, Failure, Kind
 
 DELETING_PHASE = "deleting"
 _STATES = {
@@ -183,6 +190,8 @@ def classify(exc: EVSError, operation: str) -> Failure:
     it means the snapshot is not there (the caller re-observes before believing it).
     """
     request_id = exc.request_id
+    if isinstance(exc, EVSNotSent):
+        return Failure(NOT_LEADING, exc.message, Kind.TRANSIENT, None, Cause.NOT_SENT)
     if isinstance(exc, EVSAPIError) and (exc.status_code == 429 or exc.code == THROTTLED_CODE):
         code = exc.code or "HTTP.429"
         return Failure(code, exc.message, Kind.TRANSIENT, request_id, Cause.THROTTLED)

@@ -30,6 +30,7 @@ class Cause(enum.Enum):
     NOT_FOUND = "not found"  # the snapshot (or, on create, the disk) does not exist
     QUOTA = "quota"  # the disk has as many snapshots as the provider allows
     THROTTLED = "throttled"  # refused before it reached the service: it certainly did nothing
+    NOT_SENT = "not sent"  # never left this process (it may not act now): it did nothing
 
 
 # Local codes: the reason lies with the cluster's configuration or with ownership, not the cloud.
@@ -43,6 +44,7 @@ ALREADY_OWNED = "AlreadyOwned"
 ACCOUNT_CHANGED = "AccountChanged"
 CACHE_NOT_SYNCED = "CacheNotSynced"
 STEP_DEADLINE = "StepDeadlineExceeded"
+NOT_LEADING = "NotLeading"  # a call held back: this replica does not hold the Lease now
 
 
 @dataclass(frozen=True)

@@ -932,7 +932,7 @@ def _where(account: AccountRef) -> tuple[str, str, str]:
 
 def _may_have_happened(failure: Failure) -> bool:
     """Whether a failed create may still have made a snapshot (its answer never came)."""
-    return failure.kind is Kind.TRANSIENT and failure.cause is not Cause.THROTTLED
+    return failure.kind is Kind.TRANSIENT and failure.cause not in (Cause.THROTTLED, Cause.NOT_SENT)
 
 
 def _way_out(failure: Failure, policy: DeletionPolicy | None) -> Failure:
