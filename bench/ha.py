@@ -75,8 +75,9 @@ READS = ("show", "list")
 STEP_LINE = re.compile(r"^[^/\s]+/[^:\s]+: \w+, \d+ event\(s\), next step in ")
 AUDIT_LOGGER = "bench.k8s"
 # Runs the operator's own entry point after wrapping the two HTTP clients it talks to Kubernetes
-# with (the official client for status, finalizers and the Lease; kopf's aiohttp session for
-# Events), so that each non-GET request is logged, before it is sent, in the replica's log.
+# with (the official client for status, finalizers, Events and the Lease; kopf's aiohttp session,
+# which should write nothing), so that each non-GET request is logged, before it is sent, in the
+# replica's log.
 AUDIT_SHIM = f"""
 import logging, sys
 import aiohttp

@@ -122,7 +122,9 @@ class _FencedApiClient(kubernetes.client.ApiClient):
 
 
 def _elector(api: Any, config: Settings) -> Elector:
-    store = KubeLeaseStore(api, config.operator_namespace, config.lease_name)
+    store = KubeLeaseStore(
+        api, config.operator_namespace, config.lease_name, timeout=config.renew_deadline_seconds
+    )
     return Elector(store, config.identity, timing=config.lease_timing())
 
 

@@ -7,14 +7,14 @@ its progress on the object (a write per retry) or by holding a daemon/timer task
 and wake-ups per resource). An event handler stores nothing on the object, so kopf makes no
 bookkeeping writes at all; the keyed scheduler keeps one small entry per resource. Our finalizer
 is ours (not kopf's, which kopf would strip when no kopf handler needs it) and present only while
-a cloud snapshot may exist. Status goes through the status subresource; events through kopf.
+a cloud snapshot may exist. Status goes through the status subresource; Events through our own
+writer too, so that a replica that lost the Lease posts none either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import sys
 import time
 from collections import Counter
@@ -37,12 +37,6 @@ FINALIZER = f"{GROUP}/snapshot-protection"
 CONFLICT_RETRY_SECONDS = 0.5
 # A step fenced off because this replica may not act now comes back this much later.
 NOT_LEADING_RETRY_SECONDS = 1.0
-# Events posted at once; each in-flight post holds an API connection.
-POSTING_WORKERS = 16
-# Retries of one Event post, in seconds. Events are best effort (status carries the truth), and
-# kopf's default of eight retries over 54 s would let posts refused for good, such as into a
-# namespace being deleted, hold the few posting workers and delay every other resource's Events.
-EVENT_POST_BACKOFFS = (0.5, 1.0, 2.0)
 # The metadata a step, a finalizer write or an Event's object reference reads; nothing else is kept.
 _KEPT_METADATA = (
     "name",
@@ -62,10 +56,11 @@ log = logging.getLogger(__name__)
 
 
 class Writer(Protocol):
-    """The two writes a step needs (KubeWriter in the operator, an in-memory one in tests).
+    """The writes a step needs (KubeWriter in the operator, an in-memory one in tests).
 
-    Both carry the resource's UID as a precondition: a write meant for a deleted resource never
-    lands on a newer one of the same name (the answer is then None, as for a gone object).
+    Status and finalizer writes carry the resource's UID as a precondition: a write meant for a
+    deleted resource never lands on a newer one of the same name (the answer is then None, as for
+    a gone object).
     """
 
     async def patch_status(
@@ -83,6 +78,10 @@ class Writer(Protocol):
         resource_version: str,
     ) -> dict[str, Any] | None:
         """Replace the finalizers at ``resource_version`` (Conflict otherwise); None if gone."""
+        ...
+
+    async def post_event(self, body: Mapping[str, Any], event: Event) -> None:
+        """Record ``event`` on the resource ``body``; best effort, a refusal is not raised."""
         ...
 
 
@@ -109,13 +108,11 @@ class Controller:
         writer: Writer,
         *,
         max_workers: int,
-        post_event: Callable[[Mapping[str, Any], Event], None] | None = None,
         may_act: Callable[[], bool] = lambda: True,
     ) -> None:
         self._reconciler = reconciler
         self._may_act = may_act
         self._writer = writer
-        self._post_event = post_event or _post_kopf_event
         self._bodies: dict[str, dict[str, Any]] = {}
         self._seen: dict[str, _Seen] = {}
         self._claims: dict[str, set[str]] = {}
@@ -341,8 +338,7 @@ class Controller:
             current = fresh
             self._remember(uid, fresh)
         for event in result.events:
-            writer.check()
-            self._post_event(current, event)
+            await writer.post_event(current, event)
         if result.finalizer is False and FINALIZER in finalizers:
             remaining = [f for f in current["metadata"].get("finalizers") or [] if f != FINALIZER]
             self._releasing.add(uid)
@@ -388,6 +384,10 @@ class _Fenced:
     ) -> dict[str, Any] | None:
         self.check()
         return await self.writer.set_finalizers(namespace, name, uid, finalizers, version)
+
+    async def post_event(self, body: Mapping[str, Any], event: Event) -> None:
+        self.check()
+        await self.writer.post_event(body, event)
 
 
 def _unborn(body: Mapping[str, Any]) -> bool:
@@ -444,11 +444,6 @@ def _compact(value: Any) -> Any:
     return value
 
 
-def _post_kopf_event(body: Mapping[str, Any], event: Event) -> None:
-    """Queue a Kubernetes Event through kopf's poster (batched, retried, never blocking a step)."""
-    kopf.event(cast(kopf.Body, body), type=event.type, reason=event.reason, message=event.message)
-
-
 def _uid(body: Mapping[str, Any]) -> str:
     return str(body.get("metadata", {}).get("uid", ""))
 
@@ -481,19 +476,9 @@ class Memo:
 def configure(settings: kopf.OperatorSettings, config: Settings) -> None:
     """kopf settings, each chosen on purpose (see the module docstring for the storage choice)."""
     settings.peering.standalone = True  # one replica; no KopfPeering objects, no RBAC for them
-    # Only our explicit Events are posted, never kopf's log lines (those stay in the log).
-    settings.posting.enabled = True
-    settings.posting.loggers = False
-    # Shown as "From" in `kubectl describe`; the instance is the pod name (its hostname).
-    settings.posting.reporting_component = "cloudsnap-operator"
-    settings.posting.reporting_instance = socket.gethostname()
-    settings.posting.level = logging.WARNING
-    # kopf posts each object's Events from its own worker over an unbounded connection pool, so
-    # a burst of a thousand resources opened a hundred TLS connections of ~130 KiB of buffers
-    # each. A bounded pool of short-lived workers posts the same Events, in the same order.
-    settings.posting.worker_limit = POSTING_WORKERS
-    settings.posting.default_backoffs = EVENT_POST_BACKOFFS
-    settings.posting.idle_timeout = 0.1
+    # Events go through our own writer, fenced like every other write; kopf posts none, and
+    # none of its log lines.
+    settings.posting.enabled = False
     # Server-side watch timeout well under the client one, so idle watches are renewed cleanly.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

@@ -16,6 +16,7 @@ import binascii
 import concurrent.futures
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,9 +26,10 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from cloudsnap.api import CLASS_PLURAL, GROUP, SNAPSHOT_PLURAL, VERSION
+from cloudsnap.api import CLASS_PLURAL, GROUP, SNAPSHOT_KIND, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.leader import LeaseConflict, LeaseRecord
 from cloudsnap.logs import REDACTOR
+from cloudsnap.reconcile import Event
 from cloudsnap.reconcile.failures import CACHE_NOT_SYNCED, Failure, Kind, LocalFailure
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,9 @@ WATCH_TIMEOUT_SECONDS = 300
 SYNC_WAIT_SECONDS = 10.0
 # A cache that keeps failing to list or watch says so this often, not on every retry.
 REPORT_EVERY_SECONDS = 30.0
+# Events name their reporter as this; messages are cut to this many characters, as kopf does.
+EVENT_COMPONENT = "cloudsnap-operator"
+EVENT_MESSAGE_MAX = 1024
 
 
 class Conflict(Exception):
@@ -86,10 +91,21 @@ async def wait_for_api(api: kubernetes.client.ApiClient, namespace: str | None) 
 
 
 class KubeWriter:
-    """Patches CloudSnapshots through the status subresource and the main resource."""
+    """Patches CloudSnapshots through the status subresource and the main resource, and posts
+    their Events."""
 
-    def __init__(self, api: kubernetes.client.ApiClient, *, threads: int = 8) -> None:
+    def __init__(
+        self,
+        api: kubernetes.client.ApiClient,
+        *,
+        threads: int = 8,
+        component: str = EVENT_COMPONENT,
+        instance: str | None = None,
+    ) -> None:
         self._custom = kubernetes.client.CustomObjectsApi(api)
+        self._core = kubernetes.client.CoreV1Api(api)
+        # "From" in `kubectl describe`; the instance is the pod name (its hostname).
+        self._source = {"component": component, "host": instance or socket.gethostname()}
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, "cloudsnap-kube")
 
     async def _run(self, fn: Callable[[], Any]) -> Any:
@@ -129,6 +145,47 @@ class KubeWriter:
             {"op": "add", "path": "/metadata/finalizers", "value": list(finalizers)},
         ]
         return await self._patch(namespace, name, body, status=False)
+
+    async def post_event(self, body: Mapping[str, Any], event: Event) -> None:
+        """Record ``event`` on the resource ``body`` as a core/v1 Event.
+
+        Best effort: status carries the truth, so a post refused (say, into a namespace being
+        deleted) is logged and not retried.
+        """
+        meta = body.get("metadata", {})
+        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        message = event.message
+        if len(message) > EVENT_MESSAGE_MAX:
+            message = message[: EVENT_MESSAGE_MAX - 3] + "..."
+        manifest = {
+            "metadata": {"generateName": f"{name}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": body.get("apiVersion", f"{GROUP}/{VERSION}"),
+                "kind": body.get("kind", SNAPSHOT_KIND),
+                "name": name,
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": event.type,
+            "reason": event.reason,
+            "message": message,
+            "source": self._source,
+            "reportingComponent": self._source["component"],
+            "reportingInstance": self._source["host"],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self._run(
+                lambda: self._core.create_namespaced_event(namespace, manifest)  # type: ignore[arg-type]
+            )
+        except ApiException as exc:
+            log.warning(
+                "Event %s on %s/%s not posted: %s", event.reason, namespace, name, _api_message(exc)
+            )
 
     async def _patch(
         self, namespace: str, name: str, body: list[dict[str, Any]], *, status: bool
@@ -420,12 +477,19 @@ def _decode_secret(obj: dict[str, Any]) -> dict[str, str]:
 
 
 class KubeLeaseStore:
-    """The Lease through the official client (in a thread pool, like the other writes)."""
+    """The Lease through the official client (in a thread pool, like the other writes).
 
-    def __init__(self, api: kubernetes.client.ApiClient, namespace: str, name: str) -> None:
+    Each request gives up after ``timeout`` seconds: the elector bounds a try by the renew
+    deadline, but a thread stuck on a dead connection would stay behind it, one per try.
+    """
+
+    def __init__(
+        self, api: kubernetes.client.ApiClient, namespace: str, name: str, *, timeout: float
+    ) -> None:
         self._api = kubernetes.client.CoordinationV1Api(api)
         self._namespace = namespace
         self._name = name
+        self._timeout = timeout
 
     async def _run(self, fn: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn)
@@ -433,7 +497,9 @@ class KubeLeaseStore:
     async def get(self) -> LeaseRecord | None:
         try:
             lease = await self._run(
-                lambda: self._api.read_namespaced_lease(self._name, self._namespace)
+                lambda: self._api.read_namespaced_lease(
+                    self._name, self._namespace, _request_timeout=self._timeout
+                )
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -448,7 +514,11 @@ class KubeLeaseStore:
         }
         try:
             lease = await self._run(
-                lambda: self._api.create_namespaced_lease(self._namespace, body)  # type: ignore[arg-type]
+                lambda: self._api.create_namespaced_lease(
+                    self._namespace,
+                    body,  # type: ignore[arg-type]
+                    _request_timeout=self._timeout,
+                )
             )
         except ApiException as exc:
             if exc.status == 409:
@@ -469,7 +539,12 @@ class KubeLeaseStore:
         }
         try:
             lease = await self._run(
-                lambda: self._api.replace_namespaced_lease(self._name, self._namespace, body)  # type: ignore[arg-type]
+                lambda: self._api.replace_namespaced_lease(
+                    self._name,
+                    self._namespace,
+                    body,  # type: ignore[arg-type]
+                    _request_timeout=self._timeout,
+                )
             )
         except ApiException as exc:
             if exc.status == 409:

@@ -139,7 +139,6 @@ class World:
             recorder,  # type: ignore[arg-type]
             self,
             max_workers=64,
-            post_event=lambda body, event: self.events.append((body["metadata"]["name"], event)),
             may_act=lambda: self.leading,
         )
         return recorder, controller
@@ -237,6 +236,9 @@ class World:
             self.controller.observe("DELETED", copy.deepcopy(body))
             return copy.deepcopy(body)
         return self._changed(name, "MODIFIED")
+
+    async def post_event(self, body: Mapping[str, Any], event: Event) -> None:
+        self.events.append((body["metadata"]["name"], event))
 
     def _changed(self, name: str, kind: str) -> dict[str, Any]:
         """Bump the version and deliver the watch event on the next loop iteration."""

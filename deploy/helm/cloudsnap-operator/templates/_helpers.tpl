@@ -62,7 +62,7 @@ app.kubernetes.io/part-of: cloudsnap
 - apiGroups: [evs.cloudsnap.io]
   resources: [cloudsnapshots/status]
   verbs: [patch]
-# kopf.event (cloudsnap.handlers._post_kopf_event) posts core/v1 Events: Creating, Created, ...
+# KubeWriter.post_event (cloudsnap.kube) posts core/v1 Events: Creating, Created, ...
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
