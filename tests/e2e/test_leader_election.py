@@ -4,21 +4,14 @@ Each replica runs under its own identity, which its EVS calls carry as `User-Age
 cloudsnap/<identity>`, so the simulator's per-agent counts say which replica called what. Short
 timings (Lease 3 s, renew deadline 2 s, retry 0.5 s) keep handovers to seconds. The harness
 (bench/ha.py) is the one `make ha-trials` measures the default timings with.
-
-The last tests need no cluster: the Elector against a Lease whose answers can be held back (as a
-paused process or a slow network holds them), and the fence on the writer's own client.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
-import kubernetes
 import pytest
-import urllib3
 from bench.ha import (
     MUTATING,
     Pair,
@@ -31,10 +24,6 @@ from bench.ha import (
 )
 from hack.cluster import Cluster
 from hack.sandbox import wait_until
-
-from cloudsnap.__main__ import _FencedApiClient
-from cloudsnap.handlers import NotLeading
-from cloudsnap.leader import Elector, LeaseConflict, LeaseRecord, LeaseTiming
 
 TIMING = (3.0, 2.0, 0.5)
 SETTINGS = {
@@ -205,94 +194,3 @@ def test_a_leader_stopped_mid_step_sends_no_create_after_it_wakes(pair: Pair) ->
     snapshots = pair.admin.snapshots()
     assert duplicate_owners(snapshots) == {}
     assert wrong_ids(pair.items(), snapshots) == []
-
-
-# -- in process: the Elector's clock rule, and the writer's fence ----------------------------------
-
-
-class HeldLease:
-    """One Lease that applies each write at once but may hold back its answer until released."""
-
-    def __init__(self) -> None:
-        self.record: LeaseRecord | None = None
-        self.versions = itertools.count(1)
-        self.held: asyncio.Event | None = None
-
-    async def get(self) -> LeaseRecord | None:
-        return self.record
-
-    async def create(self, holder: str, duration: int) -> LeaseRecord:
-        if self.record is not None:
-            raise LeaseConflict
-        self.record = LeaseRecord(holder, duration, 0, str(next(self.versions)))
-        return self.record
-
-    async def update(
-        self, old: LeaseRecord, holder: str, duration: int, transitions: int
-    ) -> LeaseRecord:
-        if self.record is None or self.record.resource_version != old.resource_version:
-            raise LeaseConflict
-        self.record = applied = LeaseRecord(holder, duration, transitions, str(next(self.versions)))
-        if self.held is not None:
-            await self.held.wait()
-        return applied
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def test_a_renewal_answered_late_counts_from_when_it_was_sent() -> None:
-    """The API server applies a renewal, but its answer reaches the leader only after the
-    standby has waited out the Lease and taken over (the leader was paused, or the network held
-    the answer). Counted from the answer, the renewal would let the old leader act again beside
-    its successor for a whole renew deadline; counted from the send, it may not act at all, and
-    the next look at the Lease, held by someone else, ends its leadership."""
-    timing = LeaseTiming(lease_duration=15.0, renew_deadline=10.0, retry_period=2.0)
-    lease, clock = HeldLease(), FakeClock()
-    a = Elector(lease, "a", timing=timing, clock=clock)
-    b = Elector(lease, "b", timing=timing, clock=clock)
-    await a._try_once()
-    await b._try_once()
-    assert a.may_act()
-    assert not b.may_act()
-
-    clock.now += timing.retry_period
-    answer = lease.held = asyncio.Event()
-    renewal = asyncio.create_task(a._try_once())
-    await asyncio.sleep(0)  # sent and applied; the answer is held
-    lease.held = None
-    await b._try_once()  # b sees the renewal ...
-    clock.now += timing.lease_duration
-    await b._try_once()  # ... and a whole lease duration later takes over
-    assert b.may_act()
-
-    answer.set()  # a's renewal answer arrives only now
-    await renewal
-    assert not a.may_act(), "the old leader may act again beside its successor"
-    clock.now += timing.retry_period
-    await a._try_once()
-    assert not a.leading
-    assert b.may_act()
-
-
-def test_the_writer_sends_no_write_once_the_replica_may_not_act() -> None:
-    """The fence of the CloudSnapshot writes sits in the client, in the thread that sends them:
-    a write handed to it before the Lease was lost is not sent after."""
-    configuration = kubernetes.client.Configuration()
-    configuration.host = "http://127.0.0.1:9"  # nothing listens: a sent request would fail there
-    allowed = False
-    api = kubernetes.client.CustomObjectsApi(_FencedApiClient(configuration, lambda: allowed))
-    with pytest.raises(NotLeading):
-        api.patch_namespaced_custom_object_status(
-            "evs.cloudsnap.io", "v1alpha1", "ns", "cloudsnapshots", "name", [{"op": "test"}]
-        )
-    allowed = True
-    with pytest.raises(urllib3.exceptions.MaxRetryError):  # sent, to where nothing listens
-        api.patch_namespaced_custom_object_status(
-            "evs.cloudsnap.io", "v1alpha1", "ns", "cloudsnapshots", "name", [{"op": "test"}]
-        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import pytest
@@ -12,12 +13,18 @@ TIMING = LeaseTiming(lease_duration=15.0, renew_deadline=10.0, retry_period=2.0)
 
 
 class MemoryLease:
-    """One Lease with resource versions, refusing writes at a stale version like the API."""
+    """One Lease with resource versions, refusing writes at a stale version like the API.
+
+    ``held``: an update is applied at once but its answer waits until the event is set (a paused
+    process or a slow network); ``applied`` is set when such a held update has landed.
+    """
 
     def __init__(self) -> None:
         self.record: LeaseRecord | None = None
         self.versions = itertools.count(1)
         self.down = False
+        self.held: asyncio.Event | None = None
+        self.applied = asyncio.Event()
 
     async def get(self) -> LeaseRecord | None:
         if self.down:
@@ -37,8 +44,11 @@ class MemoryLease:
             raise ConnectionError("API server unreachable")
         if self.record is None or self.record.resource_version != old.resource_version:
             raise LeaseConflict
-        self.record = LeaseRecord(holder, duration, transitions, str(next(self.versions)))
-        return self.record
+        self.record = applied = LeaseRecord(holder, duration, transitions, str(next(self.versions)))
+        if self.held is not None:
+            self.applied.set()
+            await self.held.wait()
+        return applied
 
 
 class Clock:
@@ -134,3 +144,35 @@ async def test_release_hands_over_at_the_next_retry() -> None:
 def test_timing_must_leave_a_margin() -> None:
     with pytest.raises(ValueError, match="renew deadline"):
         LeaseTiming(lease_duration=10.0, renew_deadline=10.0, retry_period=2.0)
+
+
+async def test_a_renewal_answered_late_counts_from_when_it_was_sent() -> None:
+    """The API server applies a renewal, but its answer reaches the leader only after the
+    standby has waited out the Lease and taken over (the leader was paused, or the network held
+    the answer). Counted from the answer, the renewal would let the old leader act again beside
+    its successor for a whole renew deadline; counted from the send, it may not act at all, and
+    the next look at the Lease, held by someone else, ends its leadership."""
+    lease, clock, log = MemoryLease(), Clock(), []
+    a, b = elector(lease, "a", clock, log), elector(lease, "b", clock, log)
+    await a._try_once()
+    await b._try_once()
+    assert a.may_act()
+    assert not b.may_act()
+
+    clock.now += TIMING.retry_period
+    answer = lease.held = asyncio.Event()
+    renewal = asyncio.create_task(a._try_once())
+    await lease.applied.wait()  # sent and applied; the answer is held
+    lease.held = None
+    await b._try_once()  # b sees the renewal ...
+    clock.now += TIMING.lease_duration
+    await b._try_once()  # ... and a whole lease duration later takes over
+    assert b.may_act()
+
+    answer.set()  # a's renewal answer arrives only now
+    await renewal
+    assert not a.may_act(), "the old leader may act again beside its successor"
+    clock.now += TIMING.retry_period
+    await a._try_once()
+    assert not a.leading
+    assert b.may_act()

@@ -1,4 +1,5 @@
-"""Settings from flags and environment, and logs that never carry a secret."""
+"""Settings from flags and environment, logs that never carry a secret, and the fence on the
+Kubernetes client of the writes."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+import kubernetes
 import pytest
+import urllib3
 
 from cloudsnap import logs
-from cloudsnap.__main__ import main
+from cloudsnap.__main__ import _FencedApiClient, main
+from cloudsnap.handlers import NotLeading
 from cloudsnap.settings import Settings, add_run_arguments, from_arguments
 
 
@@ -119,3 +123,21 @@ def test_run_refuses_an_ambiguous_scope_before_touching_the_cluster(
         main(["run", "--namespace", "a", "--all-namespaces"])
     assert exit_info.value.code == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_the_writer_sends_no_write_once_the_replica_may_not_act() -> None:
+    """The fence of the CloudSnapshot writes sits in the client, in the thread that sends them:
+    a write handed to it before the Lease was lost is not sent after."""
+    configuration = kubernetes.client.Configuration()
+    configuration.host = "http://127.0.0.1:9"  # nothing listens: a sent request would fail there
+    allowed = False
+    api = kubernetes.client.CustomObjectsApi(_FencedApiClient(configuration, lambda: allowed))
+    with pytest.raises(NotLeading):
+        api.patch_namespaced_custom_object_status(
+            "evs.cloudsnap.io", "v1alpha1", "ns", "cloudsnapshots", "name", [{"op": "test"}]
+        )
+    allowed = True
+    with pytest.raises(urllib3.exceptions.MaxRetryError):  # sent, to where nothing listens
+        api.patch_namespaced_custom_object_status(
+            "evs.cloudsnap.io", "v1alpha1", "ns", "cloudsnapshots", "name", [{"op": "test"}]
+        )
