@@ -38,15 +38,12 @@ import json
 import math
 import random
 import secrets
-import signal
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hack.sandbox import wait_until
@@ -56,11 +53,12 @@ from bench.ha import (
     FINALIZER,
     OPERATOR_NAMESPACE,
     Pair,
-    _exit_on_signal,
+    add_pair_arguments,
+    begin_run,
     control_plane,
     duplicate_details,
     owner_of,
-    start_pair,
+    running_pair,
     wrong_ids,
 )
 from bench.scale import is_ready
@@ -473,24 +471,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="randomness of kills, ops and faults")
     parser.add_argument("--create-kills", type=int, default=10, help="leader kills during creates")
     parser.add_argument("--delete-kills", type=int, default=5, help="leader kills during deletes")
-    parser.add_argument(
-        "--timing",
-        type=float,
-        nargs=3,
-        default=list(CHAOS_TIMING),
-        metavar=("LEASE", "RENEW", "RETRY"),
-        help="lease duration, renew deadline, retry period (6 4 1; the operator default: 15 10 2)",
-    )
     parser.add_argument("--no-faults", action="store_true", help="no simulator faults")
-    parser.add_argument("--timeout", type=float, default=900.0, help="deadline of each phase (s)")
-    parser.add_argument("--dir", type=Path, help="working directory (logs); default a temp dir")
-    parser.add_argument("--output", type=Path, help="JSON result (default DIR/chaos.json)")
+    add_pair_arguments(parser, timing=CHAOS_TIMING, timeout=900.0)
     args = parser.parse_args(argv)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _exit_on_signal)
-    workdir = args.dir or Path(tempfile.mkdtemp(prefix="cloudsnap-chaos-"))
-    output = args.output or workdir / "chaos.json"
-    timing = (args.timing[0], args.timing[1], args.timing[2])
+    workdir, output, timing = begin_run(args, "chaos")
     config = ChaosConfig(
         count=args.count,
         seed=args.seed,
@@ -506,12 +490,11 @@ def main(argv: list[str] | None = None) -> int:
         f" faults {fault_rules() if config.faults else 'off'}",
         flush=True,
     )
-    with control_plane(workdir) as (cluster, kube):
+    with control_plane(workdir) as cluster:
         namespace = f"chaos-{secrets.token_hex(3)}"
         cluster.kubectl("create", "namespace", namespace)
-        pair = start_pair(
+        with running_pair(
             cluster,
-            kube,
             workdir,
             namespace=namespace,
             operator_namespace=OPERATOR_NAMESPACE,
@@ -520,11 +503,8 @@ def main(argv: list[str] | None = None) -> int:
             create_seconds=1.0,
             delete_seconds=0.5,
             log_level="INFO",
-        )
-        try:
+        ) as pair:
             result = run_chaos(pair, config, lambda text: print(text, flush=True))
-        finally:
-            pair.close()
     report = {
         "config": asdict(config),
         "timing": timing,

@@ -21,7 +21,7 @@ Three experiments, with the default timings (15/10/2 s) unless told otherwise:
   had while the process was stopped were written after it woke.
 
 Each trial's figures go to a JSON file; a table summarises them. The same two-replica harness
-(`start_pair`, `Pair`, `Replica`) is what bench/chaos.py and the leader-election e2e tests use.
+(`running_pair`, `Pair`, `Replica`) is what bench/chaos.py and the leader-election e2e tests use.
 """
 
 from __future__ import annotations
@@ -448,9 +448,9 @@ def timing_settings(timing: tuple[float, float, float]) -> dict[str, str]:
     }
 
 
-def start_pair(
+@contextlib.contextmanager
+def running_pair(
     cluster: Cluster,
-    kube: client.ApiClient,
     workdir: Path,
     *,
     namespace: str,
@@ -461,9 +461,43 @@ def start_pair(
     delete_seconds: float = 1.0,
     audit: bool = False,
     log_level: str = "DEBUG",
-) -> Pair:
+) -> Iterator[Pair]:
     """Simulator, credentials Secret and a class of its own, then replica a (which takes the
-    Lease) and replica b (the standby). The caller closes the Pair."""
+    Lease) and replica b (the standby); all stopped on the way out."""
+    with kube_client(cluster.kubeconfig) as kube:
+        pair = _start_pair(
+            cluster,
+            kube,
+            workdir,
+            namespace=namespace,
+            operator_namespace=operator_namespace,
+            timing=timing,
+            settings=settings,
+            create_seconds=create_seconds,
+            delete_seconds=delete_seconds,
+            audit=audit,
+            log_level=log_level,
+        )
+        try:
+            yield pair
+        finally:
+            pair.close()
+
+
+def _start_pair(
+    cluster: Cluster,
+    kube: client.ApiClient,
+    workdir: Path,
+    *,
+    namespace: str,
+    operator_namespace: str,
+    timing: tuple[float, float, float],
+    settings: Mapping[str, str] | None,
+    create_seconds: float,
+    delete_seconds: float,
+    audit: bool,
+    log_level: str,
+) -> Pair:
     sim = start_simulator(workdir, create_seconds=create_seconds, delete_seconds=delete_seconds)
     token = secrets.token_hex(3)
     pair = Pair(
@@ -892,7 +926,7 @@ def table(report: Obj) -> str:
 
 
 @contextlib.contextmanager
-def control_plane(workdir: Path) -> Iterator[tuple[Cluster, client.ApiClient]]:
+def control_plane(workdir: Path) -> Iterator[Cluster]:
     """etcd + kube-apiserver with the CRDs and the operator namespace; stopped on the way out."""
     with contextlib.ExitStack() as stack:
         print(f"starting etcd and kube-apiserver in {workdir} ...", flush=True)
@@ -901,13 +935,40 @@ def control_plane(workdir: Path) -> Iterator[tuple[Cluster, client.ApiClient]]:
         cluster.kubectl("apply", "-f", str(REPO / "crds"))
         cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE)
-        kube = stack.enter_context(kube_client(plane.kubeconfig))
-        yield cluster, kube
+        yield cluster
 
 
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
     """SIGTERM/SIGHUP unwind like Ctrl-C, so everything started is stopped on the way out."""
     raise SystemExit(128 + signum)
+
+
+def add_pair_arguments(
+    parser: argparse.ArgumentParser, *, timing: tuple[float, float, float], timeout: float
+) -> None:
+    """The options every two-replica benchmark takes: Lease timings, waits, where results go."""
+    default = " ".join(f"{value:g}" for value in timing)
+    parser.add_argument(
+        "--timing",
+        type=float,
+        nargs=3,
+        default=list(timing),
+        metavar=("LEASE", "RENEW", "RETRY"),
+        help=f"lease duration, renew deadline, retry period in seconds ({default};"
+        " the operator's default: 15 10 2)",
+    )
+    parser.add_argument("--timeout", type=float, default=timeout, help="deadline of each wait (s)")
+    parser.add_argument("--dir", type=Path, help="working directory (logs); default a temp dir")
+    parser.add_argument("--output", type=Path, help="JSON result file (default in DIR)")
+
+
+def begin_run(args: argparse.Namespace, name: str) -> tuple[Path, Path, tuple[float, float, float]]:
+    """Unwind on SIGTERM/SIGHUP; the working directory, the result file and the Lease timings."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
+    workdir = args.dir or Path(tempfile.mkdtemp(prefix=f"cloudsnap-{name}-"))
+    output = args.output or workdir / f"{name}.json"
+    return workdir, output, (args.timing[0], args.timing[1], args.timing[2])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -917,44 +978,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--term-trials", type=int, default=10, help="SIGTERM trials (10)")
     parser.add_argument("--stop-trials", type=int, default=10, help="SIGSTOP trials (10)")
     parser.add_argument("--stop-batch", type=int, default=8, help="creates in flight at SIGSTOP")
-    parser.add_argument(
-        "--timing",
-        type=float,
-        nargs=3,
-        default=list(DEFAULT_TIMING),
-        metavar=("LEASE", "RENEW", "RETRY"),
-        help="lease duration, renew deadline, retry period in seconds (default 15 10 2)",
-    )
     parser.add_argument("--create-seconds", type=float, default=2.0, help="simulated create time")
-    parser.add_argument("--timeout", type=float, default=180.0, help="deadline of each wait (s)")
-    parser.add_argument("--dir", type=Path, help="working directory (logs); default a temp dir")
-    parser.add_argument("--output", type=Path, help="JSON result file (default DIR/ha.json)")
+    add_pair_arguments(parser, timing=DEFAULT_TIMING, timeout=180.0)
     args = parser.parse_args(argv)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _exit_on_signal)
-    workdir = args.dir or Path(tempfile.mkdtemp(prefix="cloudsnap-ha-"))
-    output = args.output or workdir / "ha.json"
-    timing = (args.timing[0], args.timing[1], args.timing[2])
+    workdir, output, timing = begin_run(args, "ha")
     report: Obj = {
         "timing": dict(
             zip(("lease_duration", "renew_deadline", "retry_period"), timing, strict=True)
         ),
         "machine": {"cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
     }
-    with control_plane(workdir) as (cluster, kube):
+    with control_plane(workdir) as cluster:
         namespace = f"ha-{secrets.token_hex(3)}"
         cluster.kubectl("create", "namespace", namespace)
-        pair = start_pair(
+        with running_pair(
             cluster,
-            kube,
             workdir,
             namespace=namespace,
             operator_namespace=OPERATOR_NAMESPACE,
             timing=timing,
             create_seconds=args.create_seconds,
             audit=True,
-        )
-        try:
+        ) as pair:
             # Resources a new leader looks at first: its first step is an EVS call.
             volume = pair.admin.add_volumes(1)[0]
             names = [f"base-{i}" for i in range(3)]
@@ -975,8 +1020,6 @@ def main(argv: list[str] | None = None) -> int:
                 trial = stop_trial(pair, index, args.stop_batch, args.timeout)
                 report["sigstop"].append(trial)
                 print(f"sigstop trial {index}: {json.dumps(trial)}", flush=True)
-        finally:
-            pair.close()
     report["machine"]["loadavg_at_end"] = os.getloadavg()
     report["summary"] = summarise(report)
     report["summary"]["writes_while_standby"] = {

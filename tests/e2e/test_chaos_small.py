@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.chaos import CHAOS_SETTINGS, ChaosConfig, run_chaos
-from bench.ha import kube_client, start_pair
+from bench.ha import running_pair
 from hack.cluster import Cluster
 
 TIMING = (3.0, 2.0, 0.5)
@@ -23,23 +23,18 @@ def test_chaos_small(
     cluster: Cluster, cloudsnap_crds: object, namespace: str, tmp_path: Path
 ) -> None:
     config = ChaosConfig(count=20, seed=20, create_kills=2, delete_kills=1, timeout=120.0)
-    with kube_client(cluster.kubeconfig) as kube:
-        pair = start_pair(
-            cluster,
-            kube,
-            tmp_path,
-            namespace=namespace,
-            operator_namespace=namespace,
-            timing=TIMING,
-            settings=SETTINGS,
-            create_seconds=0.5,
-            delete_seconds=0.5,
-            log_level="INFO",
-        )
-        try:
-            result = run_chaos(pair, config, say=print)
-        finally:
-            pair.close()
+    with running_pair(
+        cluster,
+        tmp_path,
+        namespace=namespace,
+        operator_namespace=namespace,
+        timing=TIMING,
+        settings=SETTINGS,
+        create_seconds=0.5,
+        delete_seconds=0.5,
+        log_level="INFO",
+    ) as pair:
+        result = run_chaos(pair, config, say=print)
 
     print(result.line())
     details = result.details

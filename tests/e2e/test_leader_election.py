@@ -17,8 +17,7 @@ from bench.ha import (
     Pair,
     Replica,
     duplicate_owners,
-    kube_client,
-    start_pair,
+    running_pair,
     step_lines,
     wrong_ids,
 )
@@ -41,22 +40,17 @@ def pair(
     cluster: Cluster, cloudsnap_crds: object, namespace: str, tmp_path: Path
 ) -> Iterator[Pair]:
     """Replica a (leading) and replica b (standby) watching the test's namespace."""
-    with kube_client(cluster.kubeconfig) as kube:
-        started = start_pair(
-            cluster,
-            kube,
-            tmp_path,
-            namespace=namespace,
-            operator_namespace=namespace,
-            timing=TIMING,
-            settings=SETTINGS,
-            create_seconds=0.5,
-            delete_seconds=0.5,
-        )
-        try:
-            yield started
-        finally:
-            started.close()
+    with running_pair(
+        cluster,
+        tmp_path,
+        namespace=namespace,
+        operator_namespace=namespace,
+        timing=TIMING,
+        settings=SETTINGS,
+        create_seconds=0.5,
+        delete_seconds=0.5,
+    ) as started:
+        yield started
 
 
 def noticed_loss(replica: Replica, since: int) -> bool:
