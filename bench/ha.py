@@ -908,7 +908,7 @@ def table(report: Obj) -> str:
             f"  SIGSTOP: after SIGCONT the old leader sent {s['mutating_evs_after_wake']} mutating"
             f" EVS calls, {s['read_evs_after_wake']} EVS reads,"
             f" {s['cloudsnapshot_writes_after_wake']} CloudSnapshot writes,"
-            f" {s['event_posts_after_wake']} Event posts (queued in kopf before the stop),"
+            f" {s['event_posts_after_wake']} Event posts,"
             f" {s['lease_writes_after_wake']} Lease writes; steps"
             f" finished after waking {s['steps_after_wake_log']} (log),"
             f" {s['steps_after_wake_metric']:.0f} (metric); takeover p50"
