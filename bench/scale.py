@@ -8,13 +8,16 @@ class's default rate limit unless told otherwise. Each count in `--count` is one
 namespace, fresh disks and a freshly started operator, so the rounds' memory figures compare.
 
 Per round it reports: seconds from the start of the apply until every resource is applied, Ready,
-and announced Available; the same for deleting them all; EVS calls per resource by operation (the
+and announced Created; the same for deleting them all; EVS calls per resource by operation (the
 simulator's own count); Kubernetes writes per resource by verb and resource (the API server's
 `apiserver_request_total`, minus the benchmark's own creates and its one delete-collection); the
 operator's resident memory idle, with N Ready, at its peak and after the deletes; and that the
 simulator holds no snapshot afterwards. Progress is followed with watches, which cost the machine
-under test far less than polling a thousand objects would. Everything started is stopped on the
-way out, on failure and on Ctrl-C too.
+under test far less than polling a thousand objects would. With `--idle-seconds S` it also watches
+the operator for S seconds with every resource Ready (CPU share of one core, EVS calls and writes:
+the drift resyncs), and with `--restart` it then restarts the operator and counts what looking at
+every resource again costs (writes, EVS calls, seconds until each has been stepped). Everything
+started is stopped on the way out, on failure and on Ctrl-C too.
 """
 
 from __future__ import annotations
@@ -82,6 +85,12 @@ def memory_kib(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             fields[key] = int(value.split()[0])
     return fields
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def samples(text: str, name: str) -> Iterator[tuple[dict[str, str], float]]:
@@ -221,7 +230,13 @@ class Stack:
         """`count` fresh available disks; their ids."""
 
         async def add() -> list[str]:
-            made = await asyncio.gather(*(self.admin.add_volume(size=10) for _ in range(count)))
+            slots = asyncio.Semaphore(APPLY_THREADS)  # the admin client's pool is small
+
+            async def one() -> Obj:
+                async with slots:
+                    return await self.admin.add_volume(size=10)
+
+            made = await asyncio.gather(*(one() for _ in range(count)))
             return [str(volume["id"]) for volume in made]
 
         return self.loop.run(add())
@@ -256,6 +271,8 @@ class Round:
     memory_kib: dict[str, int] = field(default_factory=dict)
     operator_metrics: dict[str, float] = field(default_factory=dict)
     snapshots_left: int = -1
+    idle: dict[str, float] = field(default_factory=dict)
+    """With every resource Ready and nothing to do: window, CPU seconds, share of one core."""
 
     def summary(self) -> dict[str, Any]:
         """Plain JSON-able figures, per-resource ratios included."""
@@ -283,6 +300,7 @@ class Round:
             "operator_memory_kib": self.memory_kib,
             "operator_metrics": self.operator_metrics,
             "snapshots_left_in_simulator": self.snapshots_left,
+            "idle_with_all_ready": self.idle,
         }
 
 
@@ -326,26 +344,43 @@ def cloudsnapshot(namespace: str, name: str, volume_id: str) -> Obj:
     }
 
 
-def run_round(
-    stack: Stack, count: int, settings: dict[str, str], timeout: float, create_seconds: float
-) -> Round:
+@dataclass(frozen=True)
+class Plan:
+    """What a round does besides apply, Ready, delete, gone."""
+
+    timeout: float
+    create_seconds: float
+    idle_seconds: float = 0.0
+    """Watch the operator this long with every resource Ready (drift resyncs included)."""
+    restart: bool = False
+    """Then restart it and count what looking at everything again costs."""
+
+
+def run_round(stack: Stack, count: int, settings: dict[str, str], plan: Plan) -> Round:
     """Apply `count` CloudSnapshots at once, wait for Ready, delete them all, wait until gone."""
     namespace = f"bench-{count}-{secrets.token_hex(3)}"
     stack.cluster.kubectl("create", "namespace", namespace)
     disks = stack.add_disks(math.ceil(count / MAX_SNAPSHOTS_PER_VOLUME))
-    result = Round(count, namespace, disks, create_seconds=create_seconds)
-    operator = start_operator(
-        stack.workdir / namespace,
-        stack.cluster.env,
-        namespaces=[namespace],
-        operator_namespace=OPERATOR_NAMESPACE,
-        log_level="INFO",
-        settings=settings,
-    )
+    result = Round(count, namespace, disks, create_seconds=plan.create_seconds)
+    started: list[OperatorProcess] = []
+
+    def start(name: str) -> OperatorProcess:
+        operator = start_operator(
+            stack.workdir / namespace / name,
+            stack.cluster.env,
+            namespaces=[namespace],
+            operator_namespace=OPERATOR_NAMESPACE,
+            log_level="INFO",
+            settings=settings,
+        )
+        started.append(operator)
+        return operator
+
     try:
-        _measure(stack, operator, result, timeout)
+        _measure(stack, start, result, plan)
     finally:
-        operator.process.stop()
+        for operator in started:
+            operator.process.stop()
     return result
 
 
@@ -358,15 +393,17 @@ def _evs_time(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
-def _measure(
-    stack: Stack,
-    operator: OperatorProcess,
-    result: Round,
-    timeout: float,
-) -> None:
-    """The round itself, with the operator running; fills `result`."""
+def _pid(operator: OperatorProcess) -> int:
     assert operator.process.proc is not None
-    pid, count, namespace = operator.process.proc.pid, result.count, result.namespace
+    return operator.process.proc.pid
+
+
+def _measure(
+    stack: Stack, start: Callable[[str], OperatorProcess], result: Round, plan: Plan
+) -> None:
+    """The round itself, starting the operator with `start`; fills `result`."""
+    operator = start("operator")
+    pid, count, namespace, timeout = _pid(operator), result.count, result.namespace, plan.timeout
     custom, core = stack.custom, client.CoreV1Api(stack.kube)
 
     def list_snapshots(**kwargs: Any) -> Any:
@@ -392,7 +429,7 @@ def _measure(
     # --- create: everything at once, until Ready and announced ---
     result.memory_kib["idle"] = memory_kib(pid)["VmRSS"]
     snapshots = Watcher(stack.kube, list_snapshots, key=_name, passed=is_ready)
-    available = events_with("Available")
+    created = events_with("Created")
     calls_before, writes_before = stack.evs_calls(), api_writes(stack.cluster)
     started = time.time()
     with ThreadPoolExecutor(APPLY_THREADS, thread_name_prefix="apply") as pool:
@@ -424,15 +461,15 @@ def _measure(
             check=healthy,
         )
     _raise_failed(creates)
-    announced_at = available.follow(
-        lambda: available.passed == count,
+    announced_at = created.follow(
+        lambda: created.passed == count,
         timeout=timeout,
-        what=f"{count} Available events",
+        what=f"{count} Created events",
         check=lambda: operator_alive(operator),
     )
     result.seconds["applied"] = max(applied_at) - started
     result.seconds["ready"] = ready_at - started
-    result.seconds["available_events"] = announced_at - started
+    result.seconds["created_events"] = announced_at - started
     ready_at_by_name = {name: stamp for name, stamp in snapshots.passed_at.items() if stamp}
     result.ready_after = [stamp - started for stamp in ready_at_by_name.values()]
     # Where each resource's time went: queued until its EVS create was sent, then EVS's own
@@ -447,6 +484,47 @@ def _measure(
     result.writes["create"] = +writes
     result.evs_calls["create"] = stack.evs_calls() - calls_before
     result.memory_kib["ready"] = memory_kib(pid)["VmRSS"]
+
+    # --- idle: everything Ready, nothing to do but the drift resyncs ---
+    if plan.idle_seconds > 0:
+        calls_before, writes_before = stack.evs_calls(), api_writes(stack.cluster)
+        used_before, since = cpu_seconds(pid), time.monotonic()
+        deadline = since + plan.idle_seconds
+        while time.monotonic() < deadline:
+            operator_alive(operator)
+            time.sleep(min(10.0, max(0.0, deadline - time.monotonic())))
+        window = time.monotonic() - since
+        used = cpu_seconds(pid) - used_before
+        result.idle = {
+            "seconds": round(window, 1),
+            "cpu_seconds": round(used, 2),
+            "core_share_percent": round(100 * used / window, 2),
+            "rss_mib": round(memory_kib(pid)["VmRSS"] / 1024, 1),
+        }
+        result.evs_calls["idle"] = stack.evs_calls() - calls_before
+        result.writes["idle"] = +(api_writes(stack.cluster) - writes_before)
+
+    # --- restart: a new process looks at every resource again ---
+    if plan.restart:
+        calls_before, writes_before = stack.evs_calls(), api_writes(stack.cluster)
+        operator.process.stop()
+        stopped = time.time()
+        operator = start("restarted")
+        pid = _pid(operator)
+
+        def stepped() -> float:
+            figures = operator_metrics(operator)
+            return sum(v for k, v in figures.items() if k.startswith("reconciles "))
+
+        while stepped() < count:
+            operator_alive(operator)
+            if time.time() - stopped > timeout:
+                raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {count} steps")
+            time.sleep(0.5)
+        result.seconds["restart_all_observed"] = time.time() - stopped
+        result.evs_calls["restart"] = stack.evs_calls() - calls_before
+        result.writes["restart"] = +(api_writes(stack.cluster) - writes_before)
+        result.memory_kib["restarted"] = memory_kib(pid)["VmRSS"]
 
     # --- delete: one delete-collection, until every resource and snapshot is gone ---
     deleted = events_with("Deleted")
@@ -543,7 +621,7 @@ def table(rounds: list[Round], rate_limit: dict[str, int]) -> str:
     for key, label in (
         ("applied", "s apply start -> all applied"),
         ("ready", "s apply start -> all Ready"),
-        ("available_events", "s apply start -> all Available events"),
+        ("created_events", "s apply start -> all Created events"),
         ("gone", "s delete -> all gone"),
         ("deleted_events", "s delete -> all Deleted events"),
     ):
@@ -554,14 +632,36 @@ def table(rounds: list[Round], rate_limit: dict[str, int]) -> str:
         ("ready_after_evs_available", "Ready after EVS available p50/p90/p99"),
     ):
         rows.append((label, [_quantiles(s[key]) for s in sums]))
-    for phase in ("create", "delete"):
+    for phase in ("create", "idle", "restart", "delete"):
+        if any(phase not in r.evs_calls for r in rounds):
+            continue
         rows.append(
             (f"EVS calls/resource, {phase}", [_ratios(r.evs_calls[phase], r.count) for r in rounds])
         )
         rows.append(
             (f"k8s writes/resource, {phase}", [_ratios(r.writes[phase], r.count) for r in rounds])
         )
-    for key in ("idle", "ready", "peak", "after_delete"):
+    if all(r.idle for r in rounds):
+        rows.append(
+            (
+                "idle: s watched, CPU s, % of a core",
+                [
+                    f"{r.idle['seconds']:.0f}, {r.idle['cpu_seconds']:.1f},"
+                    f" {r.idle['core_share_percent']:.2f} %"
+                    for r in rounds
+                ],
+            )
+        )
+    if all("restart_all_observed" in r.seconds for r in rounds):
+        rows.append(
+            (
+                "s restart -> every resource stepped",
+                [f"{r.seconds['restart_all_observed']:.1f}" for r in rounds],
+            )
+        )
+    for key in ("idle", "ready", "restarted", "peak", "after_delete"):
+        if any(key not in r.memory_kib for r in rounds):
+            continue
         rows.append(
             (f"operator RSS {key} MiB", [f"{r.memory_kib[key] / 1024:.1f}" for r in rounds])
         )
@@ -620,6 +720,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delete-seconds", type=float, default=1.0, help="simulated delete time")
     parser.add_argument("--timeout", type=float, default=600.0, help="deadline of each wait (s)")
     parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=0.0,
+        help="watch the operator's CPU this long with all Ready (e.g. 600; default: skip)",
+    )
+    parser.add_argument(
+        "--restart", action="store_true", help="then restart it and count what that costs"
+    )
+    parser.add_argument(
         "--setting",
         action="append",
         default=[],
@@ -650,7 +759,8 @@ def main(argv: list[str] | None = None) -> int:
     ) as stack:
         for count in args.count:
             print(f"round N={count}: applying, waiting for Ready, deleting ...", flush=True)
-            rounds.append(run_round(stack, count, settings, args.timeout, args.create_seconds))
+            plan = Plan(args.timeout, args.create_seconds, args.idle_seconds, args.restart)
+            rounds.append(run_round(stack, count, settings, plan))
             print(table(rounds[-1:], stack.rate_limit), flush=True)
         effective_limit = stack.rate_limit
     report = {
