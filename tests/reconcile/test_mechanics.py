@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import time
 
@@ -165,3 +166,35 @@ async def test_poller_answers_many_waiters_with_few_list_calls(
     assert seen[0] is None  # removed: reported gone
     assert [s.id for s in seen[1:] if s is not None] == ids[1:]
     assert lists == 2  # 150 waiters, 100 ids per call
+
+
+async def test_a_failed_round_nobody_waits_for_any_more_logs_no_unretrieved_error(
+    evs_sim: RunningSimulator, accounts: Accounts
+) -> None:
+    """A step waiting on a poll round is cancelled (the replica lost the Lease or shuts down) and
+    the round then fails: asyncio must not report "Future exception was never retrieved" as an
+    ERROR for each snapshot of the batch."""
+    unhandled: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    await evs_sim.admin.set_faults(
+        [
+            {"operation": "list", "kind": "latency", "latency_seconds": 0.5},
+            {"operation": "list", "kind": "error", "status": 500},
+        ]
+    )
+    account = await accounts.resolve(CLASS)
+    waiter = asyncio.create_task(account.poller.refresh("snap-1"))
+    await eventually(lambda: _calls(evs_sim, "list"), timeout=10, what="the round's list call")
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    # The round ends with EVS's 500; then nothing refers to its future any more.
+    await eventually(lambda: account.poller._round is None or account.poller._round.done())
+    del waiter
+    gc.collect()  # a future's unretrieved error is reported when it is collected
+    assert unhandled == []
+
+
+async def _calls(sim: RunningSimulator, operation: str) -> int:
+    return int((await sim.admin.calls()).get(operation, 0))

@@ -47,6 +47,9 @@ class BatchPoller:
         future = self._waiting.get(snapshot_id)
         if future is None:
             future = asyncio.get_running_loop().create_future()
+            # Its waiters may all be gone (their steps cancelled on losing the Lease or shutting
+            # down) when the round fails: the error is theirs, not an unretrieved one to log.
+            future.add_done_callback(_retrieved)
             self._waiting[snapshot_id] = future
         if self._round is None or self._round.done():
             self._round = asyncio.create_task(self._run_round())
@@ -100,6 +103,11 @@ def _closed_error() -> EVSConnectionError:
     return EVSConnectionError(
         "the class's EVS client was replaced (class or Secret changed); retrying", retryable=True
     )
+
+
+def _retrieved(future: asyncio.Future[Snapshot | None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _settle(future: asyncio.Future[Snapshot | None], outcome: Snapshot | EVSError | None) -> None:
