@@ -63,7 +63,8 @@ def answering(
     transport = httpx.MockTransport(lambda _: httpx.Response(status, content=body, headers=headers))
     return EVSClient(
         "https://evs.example.test",
-        auth or AKSKAuth("AK", "SK", "proj"),
+        # A secret no generated message will contain: the client redacts its own secrets.
+        auth or AKSKAuth("AK", "secret-key-of-the-error-tests", "proj"),
         "proj",
         transport=transport,
     )
