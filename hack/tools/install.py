@@ -1,4 +1,5 @@
-"""Build the pinned tools (kube-apiserver, etcd, helm, promql-check, kube-score) into a cache.
+"""Build the pinned tools (kube-apiserver, kube-controller-manager, etcd, helm, promql-check,
+kube-score) into a cache.
 
 There is no container engine and no binary download here, so the tools are compiled from their
 Go modules. Each tool has a small Go module under hack/tools/<name>/ whose go.mod/go.sum pin every
@@ -109,6 +110,8 @@ TOOLS: tuple[Tool, ...] = (
          HELM_VERSION, _helm_ldflags),
     Tool("kube-apiserver", "kube", "k8s.io/kubernetes/cmd/kube-apiserver", KUBE_VERSION,
          ("--version",), f"Kubernetes {KUBE_VERSION}", _kube_ldflags),
+    Tool("kube-controller-manager", "kube", "k8s.io/kubernetes/cmd/kube-controller-manager",
+         KUBE_VERSION, ("--version",), f"Kubernetes {KUBE_VERSION}", _kube_ldflags),
     Tool("promql-check", "promql", ".", PROMETHEUS_VERSION, ("--version",),
          f"promql-check prometheus {PROMETHEUS_VERSION} source {_promql_source()}",
          _promql_ldflags),
