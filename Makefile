@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check operator tests bench hack deploy
 	$(BIN)/mypy $(PKGS)
 
-# Pinned kube-apiserver, etcd and helm built from Go modules into a cache outside the checkout.
+# Pinned kube-apiserver, kube-controller-manager, etcd and helm built from Go modules into a cache outside the checkout.
 tools: $(STAMP)
 	$(BIN)/python -m hack.tools.install
 

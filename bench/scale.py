@@ -598,7 +598,7 @@ def running_stack(
     """Control plane, simulator, CRDs, Secret and default class; all stopped on the way out."""
     with contextlib.ExitStack() as stack:
         loop = stack.enter_context(asyncio.Runner())
-        print(f"starting etcd and kube-apiserver in {workdir} ...", flush=True)
+        print(f"starting the control plane in {workdir} ...", flush=True)
         plane = stack.enter_context(ControlPlane(directory=workdir / "cluster"))
         cluster = Cluster(plane.kubeconfig, tool_env(plane.kubeconfig, plane.bin_dir, workdir))
         sim = start_simulator(workdir, create_seconds=create_seconds, delete_seconds=delete_seconds)

@@ -291,7 +291,7 @@ def run_sandbox(workdir: Path) -> None:
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     with contextlib.ExitStack() as stack:
-        print("starting etcd and kube-apiserver ...", flush=True)
+        print("starting etcd, kube-apiserver and kube-controller-manager ...", flush=True)
         plane = stack.enter_context(ControlPlane(directory=workdir / "cluster"))
         cluster = Cluster(plane.kubeconfig, tool_env(plane.kubeconfig, plane.bin_dir, workdir))
         kubectl = cluster.kubectl

@@ -1,4 +1,5 @@
-"""Local Kubernetes control plane (etcd + kube-apiserver) for tests and the sandbox."""
+"""Local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager) for tests and
+the sandbox."""
 
 from hack.cluster.client import Cluster, CommandError, tool_env
 from hack.cluster.controlplane import ControlPlane, ControlPlaneError, stop_all

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line."""
     parser = argparse.ArgumentParser(prog="python -m hack.cluster")
     commands = parser.add_subparsers(dest="command", required=True)
-    up_parser = commands.add_parser("up", help="start etcd + kube-apiserver and block")
+    up_parser = commands.add_parser("up", help="start the control plane and block")
     up_parser.add_argument(
         "--dir",
         type=Path,

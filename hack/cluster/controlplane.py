@@ -1,8 +1,12 @@
-"""An envtest-style Kubernetes control plane: etcd plus kube-apiserver, no kubelet.
+"""A Kubernetes control plane without nodes: etcd, kube-apiserver and kube-controller-manager.
 
 The operator's behaviour only means something against a real API server (CRD schemas, CEL rules,
 the status subresource, RBAC, finalizers), and there is no container engine to run kind, so the
-harness runs the two binaries built by hack.tools.install directly on loopback ports.
+harness runs the binaries built by hack.tools.install directly on loopback ports. The
+controller-manager runs only the controllers a cluster without nodes needs to behave like a real
+one for the operator: PersistentVolumeClaim binding (and the PV/PVC protection finalizers, which
+would otherwise hold every deleted claim), garbage collection by ownerReference, and namespace
+deletion. Each of its controllers acts as its own ServiceAccount, as in kubeadm clusters.
 
 Everything started here is stopped again: ``with ControlPlane() as cp`` stops on exit, an atexit
 hook stops whatever is still running when the interpreter ends, SIGTERM/SIGHUP stop everything
@@ -40,7 +44,24 @@ STOP_GRACE_SECONDS = 15.0
 POLL_SECONDS = 0.2
 START_ATTEMPTS = 3
 _PR_SET_PDEATHSIG = 1
-_OWNED_NAMES = ("etcd", "pki", "apiserver-certs", "kubeconfig", "etcd.log", "kube-apiserver.log")
+# The controllers the harness runs; everything else a real cluster runs needs nodes or pods.
+CONTROLLERS = (
+    "persistentvolume-binder-controller",
+    "persistentvolume-protection-controller",
+    "persistentvolumeclaim-protection-controller",
+    "garbage-collector-controller",
+    "namespace-controller",
+)
+_OWNED_NAMES = (
+    "etcd",
+    "pki",
+    "apiserver-certs",
+    "kubeconfig",
+    "controller-manager.kubeconfig",
+    "etcd.log",
+    "kube-apiserver.log",
+    "kube-controller-manager.log",
+)
 
 
 class ControlPlaneError(RuntimeError):
@@ -169,7 +190,8 @@ atexit.register(stop_all)
 
 
 class ControlPlane:
-    """etcd + kube-apiserver on free loopback ports, with RBAC and an admin client cert.
+    """etcd, kube-apiserver and kube-controller-manager on free loopback ports, with RBAC and an
+    admin client cert.
 
     Start it from a thread that outlives it: children are tied to the starting thread's life.
     """
@@ -188,6 +210,8 @@ class ControlPlane:
         self.kubeconfig = self.directory / "kubeconfig"
         self.server = ""
         self.start_seconds = 0.0
+        # Of start_seconds, the time from a ready API server to a healthy controller-manager.
+        self.controller_manager_seconds = 0.0
         self._processes: list[_Process] = []
 
     def __enter__(self) -> ControlPlane:
@@ -203,11 +227,11 @@ class ControlPlane:
 
     @property
     def pids(self) -> list[int]:
-        """Pids of the running children (etcd first)."""
+        """Pids of the running children (etcd first, the controller-manager last)."""
         return [proc.pid for proc in self._processes]
 
     def start(self) -> ControlPlane:
-        """Bring etcd and kube-apiserver up and write the kubeconfig; retry on a port race.
+        """Bring the servers up and write the kubeconfig; retry on a port race.
 
         Whatever goes wrong (missing binaries included), nothing started is left behind.
         """
@@ -216,7 +240,7 @@ class ControlPlane:
         _install_signal_handlers()
         started = time.monotonic()
         try:
-            for binary in ("etcd", "kube-apiserver"):
+            for binary in ("etcd", "kube-apiserver", "kube-controller-manager"):
                 if not (self.bin_dir / binary).is_file():
                     raise ControlPlaneError(f"{self.bin_dir / binary} missing: run `make tools`")
             for attempt in range(1, START_ATTEMPTS + 1):
@@ -235,7 +259,7 @@ class ControlPlane:
         return self
 
     def wait_for_exit(self, interval: float) -> str:
-        """Block while both servers run; return the name of the first one that exits."""
+        """Block while every server runs; return the name of the first one that exits."""
         while True:
             for proc in self._processes:
                 if proc.popen.poll() is not None:
@@ -243,7 +267,7 @@ class ControlPlane:
             time.sleep(interval)
 
     def stop(self) -> None:
-        """Stop both servers (API server first) and remove the directory if we created it."""
+        """Stop the servers (in reverse start order) and remove the directory if we created it."""
         self._stop_processes()
         with _RUNNING_LOCK:
             _RUNNING.discard(self)
@@ -291,8 +315,9 @@ class ControlPlane:
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--authorization-mode=RBAC",
                 "--allow-privileged=true",
-                # No controller-manager creates the default ServiceAccount, so this plugin would
-                # refuse every pod; envtest turns it off for the same reason.
+                # The serviceaccount controller, which creates each namespace's default
+                # ServiceAccount, is not run (nothing runs pods), so this plugin would refuse every
+                # pod; envtest turns it off for the same reason.
                 "--disable-admission-plugins=ServiceAccount",
                 "--profiling=false",
             ],
@@ -308,7 +333,58 @@ class ControlPlane:
                 "kube-apiserver /readyz",
                 self._processes,
             )
-        self._write_kubeconfig(keys)
+        self._write_kubeconfig(
+            self.kubeconfig, keys, pki_mod.ADMIN_USER, keys.admin_cert, keys.admin_key
+        )
+        ready = time.monotonic()
+        self._start_controller_manager(keys, context)
+        self.controller_manager_seconds = time.monotonic() - ready
+
+    def _start_controller_manager(self, keys: pki_mod.Pki, context: ssl.SSLContext) -> None:
+        """Start kube-controller-manager against the API server and wait until it is healthy.
+
+        It authenticates as system:kube-controller-manager, and each controller gets a token of
+        its own ServiceAccount in kube-system (signed with the API server's service-account key),
+        so every controller holds only its bootstrap RBAC role, as in a kubeadm cluster. It
+        serves /healthz with the API server's certificate (its SANs are the same loopback
+        names), so the probe verifies it against the CA.
+        """
+        kubeconfig = self.directory / "controller-manager.kubeconfig"
+        self._write_kubeconfig(
+            kubeconfig,
+            keys,
+            pki_mod.CONTROLLER_MANAGER_USER,
+            keys.controller_manager_cert,
+            keys.controller_manager_key,
+        )
+        port = free_port()
+        manager = _Process(
+            "kube-controller-manager",
+            [
+                str(self.bin_dir / "kube-controller-manager"),
+                f"--kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--tls-cert-file={keys.serving_cert}",
+                f"--tls-private-key-file={keys.serving_key}",
+                f"--controllers={','.join(CONTROLLERS)}",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={keys.sa_private_key}",
+                f"--root-ca-file={keys.ca_cert}",
+                # One instance per control plane: nothing to elect.
+                "--leader-elect=false",
+                "--profiling=false",
+            ],
+            self.directory / "kube-controller-manager.log",
+        )
+        self._processes.append(manager)
+        with httpx.Client(verify=context, timeout=5.0) as client:
+            _wait_until(
+                lambda: _runs_controllers(client, f"https://127.0.0.1:{port}/healthz?verbose"),
+                self.start_timeout,
+                "kube-controller-manager /healthz to list its controllers",
+                self._processes,
+            )
 
     def _start_etcd(self) -> str:
         client_port, peer_port = free_port(), free_port()
@@ -341,7 +417,11 @@ class ControlPlane:
             )
         return client_url
 
-    def _write_kubeconfig(self, keys: pki_mod.Pki) -> None:
+    def _write_kubeconfig(
+        self, path: Path, keys: pki_mod.Pki, user: str, cert: Path, key: Path
+    ) -> None:
+        """A kubeconfig for the API server (verified against the CA) as this client cert's user."""
+
         def b64(path: Path) -> str:
             return base64.b64encode(path.read_bytes()).decode()
 
@@ -359,23 +439,23 @@ class ControlPlane:
             ],
             "users": [
                 {
-                    "name": pki_mod.ADMIN_USER,
+                    "name": user,
                     "user": {
-                        "client-certificate-data": b64(keys.admin_cert),
-                        "client-key-data": b64(keys.admin_key),
+                        "client-certificate-data": b64(cert),
+                        "client-key-data": b64(key),
                     },
                 }
             ],
             "contexts": [
                 {
                     "name": "cloudsnap-test",
-                    "context": {"cluster": "cloudsnap-test", "user": pki_mod.ADMIN_USER},
+                    "context": {"cluster": "cloudsnap-test", "user": user},
                 }
             ],
             "current-context": "cloudsnap-test",
         }
-        self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.kubeconfig.chmod(0o600)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        path.chmod(0o600)
 
 
 def _answers_ok(client: httpx.Client, url: str) -> bool:
@@ -383,3 +463,14 @@ def _answers_ok(client: httpx.Client, url: str) -> bool:
         return client.get(url).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _runs_controllers(client: httpx.Client, url: str) -> bool:
+    """Whether the controller-manager is healthy and has started every controller it was given:
+    it adds a controller's check only once the controller is built, so an early /healthz "ok"
+    does not yet mean the controllers run."""
+    try:
+        answer = client.get(url)
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 200 and all(f"[+]{name} ok" in answer.text for name in CONTROLLERS)

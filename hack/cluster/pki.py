@@ -1,5 +1,5 @@
-"""Key material for a throwaway control plane: one CA, a serving cert, an admin client cert and
-the service-account signing key pair.
+"""Key material for a throwaway control plane: one CA, a serving cert, an admin client cert, the
+controller-manager's client cert and the service-account signing key pair.
 
 A real CA (rather than --insecure-skip-tls-verify) keeps the kubeconfig honest: every client,
 kubectl and the Python kubernetes client alike, verifies the API server the way it would in a
@@ -22,6 +22,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 VALIDITY = datetime.timedelta(days=2)
 ADMIN_USER = "cloudsnap-admin"
 ADMIN_GROUP = "system:masters"
+# The user the API server's bootstrap RBAC policy grants the controller-manager's own permissions
+# (its controllers then act as their own ServiceAccounts in kube-system).
+CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ class Pki:
     serving_key: Path
     admin_cert: Path
     admin_key: Path
+    controller_manager_cert: Path
+    controller_manager_key: Path
     sa_public_key: Path
     sa_private_key: Path
 
@@ -137,6 +142,9 @@ def generate(directory: Path) -> Pki:
     admin_cert, admin_key = _leaf(
         ca_key, ca_name, _name(ADMIN_USER, ADMIN_GROUP), ExtendedKeyUsageOID.CLIENT_AUTH
     )
+    manager_cert, manager_key = _leaf(
+        ca_key, ca_name, _name(CONTROLLER_MANAGER_USER), ExtendedKeyUsageOID.CLIENT_AUTH
+    )
     sa_key = _key()
     pki = Pki(
         ca_cert=directory / "ca.crt",
@@ -144,6 +152,8 @@ def generate(directory: Path) -> Pki:
         serving_key=directory / "apiserver.key",
         admin_cert=directory / "admin.crt",
         admin_key=directory / "admin.key",
+        controller_manager_cert=directory / "controller-manager.crt",
+        controller_manager_key=directory / "controller-manager.key",
         sa_public_key=directory / "sa.pub",
         sa_private_key=directory / "sa.key",
     )
@@ -152,6 +162,8 @@ def generate(directory: Path) -> Pki:
     _write_key(pki.serving_key, serving_key)
     _write_cert(pki.admin_cert, admin_cert)
     _write_key(pki.admin_key, admin_key)
+    _write_cert(pki.controller_manager_cert, manager_cert)
+    _write_key(pki.controller_manager_key, manager_key)
     _write_key(pki.sa_private_key, sa_key)
     pki.sa_public_key.write_bytes(
         sa_key.public_key().public_bytes(

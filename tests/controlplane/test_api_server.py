@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,83 +15,14 @@ import pytest
 from hack.cluster import Cluster
 from hack.tools.install import KUBE_VERSION
 
+from tests.controlplane.widgets import CEL_MESSAGE, widget
 from tests.fixtures.cluster import KUBECONFIG_ENV
-
-GROUP = "controlplane-test.cloudsnap.io"
-CRD_NAME = f"widgets.{GROUP}"
-CEL_MESSAGE = "replicas must not exceed maxReplicas"
-
-WIDGET_CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": CRD_NAME},
-    "spec": {
-        "group": GROUP,
-        "scope": "Namespaced",
-        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "required": ["replicas", "maxReplicas"],
-                                "properties": {
-                                    "replicas": {"type": "integer", "minimum": 0},
-                                    "maxReplicas": {"type": "integer"},
-                                },
-                                "x-kubernetes-validations": [
-                                    {
-                                        "rule": "self.replicas <= self.maxReplicas",
-                                        "message": CEL_MESSAGE,
-                                    }
-                                ],
-                            },
-                            "status": {
-                                "type": "object",
-                                "properties": {"phase": {"type": "string"}},
-                            },
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
-
-
-def widget(namespace: str, name: str, replicas: int, **extra_spec: Any) -> str:
-    """A Widget manifest as JSON (kubectl reads JSON as well as YAML)."""
-    spec = {"replicas": replicas, "maxReplicas": 3, **extra_spec}
-    return json.dumps(
-        {
-            "apiVersion": f"{GROUP}/v1",
-            "kind": "Widget",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": spec,
-        }
-    )
 
 
 def get_json(cluster: Cluster, *args: str) -> dict[str, Any]:
     """`kubectl get ... -o json`, parsed."""
     result: dict[str, Any] = json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
     return result
-
-
-@pytest.fixture(scope="module")
-def widget_crd(cluster: Cluster) -> Iterator[str]:
-    """The Widget CRD, installed and Established for this module's tests."""
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(WIDGET_CRD))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
-    yield CRD_NAME
-    cluster.kubectl("delete", "crd", CRD_NAME, "--wait=false", "--ignore-not-found")
 
 
 def test_server_reports_the_pinned_version(cluster: Cluster) -> None:

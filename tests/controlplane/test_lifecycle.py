@@ -1,7 +1,8 @@
 """The harness stops everything it started, however its owner ends.
 
 Each test starts a control plane of its own (not the session's), ends it one way or another and
-then checks that no etcd or kube-apiserver pid it had survives and its temp dir is gone.
+then checks that no etcd, kube-apiserver or kube-controller-manager pid it had survives and its
+temp dir is gone.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def test_control_plane_stops_when_its_block_raises(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="test failed"):
         use_then_fail()
 
-    assert len(pids) == 2
+    assert len(pids) == 3
     assert not any(alive(pid) for pid in pids)
     assert not plane.directory.exists()
 
@@ -91,7 +92,8 @@ def test_up_command_leaves_nothing_behind(signum: signal.Signals, tmp_path: Path
         assert match, out.read_text()
         kubeconfig = Path(match.group(1))
         servers = children(up.pid)
-        assert sorted(servers.values()) == ["etcd", "kube-apiserver"]
+        # /proc shows at most 15 characters of a command name.
+        assert sorted(servers.values()) == ["etcd", "kube-apiserver", "kube-controller"]
         cluster = Cluster(kubeconfig, tool_env(kubeconfig, tmp_path, tmp_path))
         assert cluster.kubectl("get", "namespace", "default", "-o", "name").stdout.strip() == (
             "namespace/default"

@@ -16,15 +16,20 @@ def load(path: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(path.read_bytes())
 
 
-def test_admin_and_serving_certs_are_issued_by_the_ca(tmp_path: Path) -> None:
+def test_client_and_serving_certs_are_issued_by_the_ca(tmp_path: Path) -> None:
     keys = pki.generate(tmp_path)
     ca = load(keys.ca_cert)
 
     admin = load(keys.admin_cert)
+    manager = load(keys.controller_manager_cert)
     serving = load(keys.serving_cert)
 
-    admin.verify_directly_issued_by(ca)
-    serving.verify_directly_issued_by(ca)
+    for cert in (admin, manager, serving):
+        cert.verify_directly_issued_by(ca)
+    # The user the bootstrap RBAC policy binds the controller-manager's own role to.
+    assert manager.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == (
+        "system:kube-controller-manager"
+    )
     assert admin.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == (
         "system:masters"
     )
@@ -41,7 +46,12 @@ def test_each_generation_is_fresh_and_private_keys_are_owner_only(tmp_path: Path
     second = pki.generate(tmp_path / "b")
 
     assert first.ca_cert.read_bytes() != second.ca_cert.read_bytes()
-    for key in (first.admin_key, first.serving_key, first.sa_private_key):
+    for key in (
+        first.admin_key,
+        first.controller_manager_key,
+        first.serving_key,
+        first.sa_private_key,
+    ):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
 
 

@@ -23,6 +23,7 @@ def test_a_server_that_dies_at_start_up_is_reported_with_its_log(tmp_path: Path)
     for name, script in (
         ("etcd", "echo 'fatal: data dir is corrupt' >&2\nexit 3\n"),
         ("kube-apiserver", "exit 0\n"),
+        ("kube-controller-manager", "exit 0\n"),
     ):
         (bin_dir / name).write_text(f"#!/bin/sh\n{script}")
         (bin_dir / name).chmod(0o755)
