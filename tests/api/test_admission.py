@@ -18,6 +18,13 @@ SNAPSHOT_ID = "ffa9bc5e-1172-4021-acaf-cdcd78a9584d"
 OTHER_SNAPSHOT_ID = "0b7e2f64-94a3-4c43-9d47-5c0bde5b1a10"
 API_VERSION = "evs.cloudsnap.io/v1alpha1"
 NAME = "db-daily"
+CLAIM = "postgres-data"
+SOURCE_REQUIRED = (
+    "one of spec.volumeID, spec.persistentVolumeClaimName or spec.snapshotID is required"
+)
+ONE_SOURCE_ONLY = (
+    "only one of spec.volumeID, spec.persistentVolumeClaimName and spec.snapshotID may be set"
+)
 
 pytestmark = pytest.mark.usefixtures("cloudsnap_crds")
 
@@ -126,13 +133,29 @@ INVALID_ON_CREATE = {
         snapshot(volumeID=VOLUME_ID, deletionPolicy="Keep"),
         ["spec.deletionPolicy", "Unsupported value", '"Delete"', '"Retain"'],
     ),
-    "neither-volume-nor-snapshot": (
+    "no-source": (
         snapshot(name="orphan"),
-        ["spec", "one of spec.volumeID or spec.snapshotID is required"],
+        ["spec", SOURCE_REQUIRED],
     ),
     "empty-snapshot-id-alone": (
         snapshot(snapshotID=""),
-        ["one of spec.volumeID or spec.snapshotID is required"],
+        [SOURCE_REQUIRED],
+    ),
+    "volume-and-claim": (
+        snapshot(volumeID=VOLUME_ID, persistentVolumeClaimName=CLAIM),
+        ["spec", ONE_SOURCE_ONLY],
+    ),
+    "claim-and-snapshot": (
+        snapshot(persistentVolumeClaimName=CLAIM, snapshotID=SNAPSHOT_ID),
+        [ONE_SOURCE_ONLY],
+    ),
+    "volume-and-snapshot": (
+        snapshot(volumeID=VOLUME_ID, snapshotID=SNAPSHOT_ID),
+        [ONE_SOURCE_ONLY],
+    ),
+    "bad-claim-name": (
+        snapshot(persistentVolumeClaimName="Data_1"),
+        ["spec.persistentVolumeClaimName", "should match"],
     ),
     "force-not-boolean": (
         snapshot(volumeID=VOLUME_ID, force="yes"),
@@ -195,6 +218,17 @@ def test_snapshot_id_change_is_refused(cluster: Cluster, namespace: str) -> None
     assert get(cluster, namespace, "csnap", NAME)["spec"]["snapshotID"] == SNAPSHOT_ID
 
 
+def test_claim_name_change_is_refused(cluster: Cluster, namespace: str) -> None:
+    assert apply(cluster, snapshot(persistentVolumeClaimName=CLAIM), namespace).returncode == 0
+    for spec in ({"persistentVolumeClaimName": "other"}, {"volumeID": VOLUME_ID}):
+        assert_refused(
+            apply(cluster, snapshot(**spec), namespace),
+            "spec.persistentVolumeClaimName",
+            "immutable",
+        )
+    assert get(cluster, namespace, "csnap", NAME)["spec"]["persistentVolumeClaimName"] == CLAIM
+
+
 def test_name_and_description_stay_updatable(cluster: Cluster, namespace: str) -> None:
     assert apply(cluster, snapshot(**CREATED, name="a", description="b"), namespace).returncode == 0
     changed = apply(cluster, snapshot(**CREATED, name="renamed", description="new"), namespace)
@@ -208,6 +242,11 @@ def test_valid_manifests_are_accepted_with_defaults(cluster: Cluster, namespace:
     accepted = {
         "minimal": {"volumeID": VOLUME_ID},
         "adopt": {"snapshotID": SNAPSHOT_ID},
+        "claim": {"persistentVolumeClaimName": CLAIM},
+        "claim-and-documented-empty-snapshot-id": {
+            "persistentVolumeClaimName": CLAIM,
+            "snapshotID": "",
+        },
         "documented-empty-snapshot-id": {"volumeID": VOLUME_ID.upper(), "snapshotID": ""},
         "full": {
             "volumeID": VOLUME_ID,
@@ -288,6 +327,7 @@ def _ready_status() -> dict[str, Any]:
     return {
         "status": {
             "snapshotID": SNAPSHOT_ID,
+            "volumeID": VOLUME_ID,
             "phase": "available",
             "size": 10,
             "conditions": [
@@ -306,15 +346,29 @@ def _ready_status() -> dict[str, Any]:
 def test_printer_columns_and_wait(cluster: Cluster, namespace: str) -> None:
     assert apply(cluster, snapshot(volumeID=VOLUME_ID), namespace).returncode == 0
     assert patch_status(cluster, namespace, _ready_status()).returncode == 0
+    by_claim = snapshot(persistentVolumeClaimName=CLAIM)
+    by_claim["metadata"]["name"] = "z-by-claim"  # listed after NAME
+    assert apply(cluster, by_claim, namespace).returncode == 0
     cluster.kubectl(
         "wait", "--for=condition=Ready", f"csnap/{NAME}", "--namespace", namespace, "--timeout=30s"
     )
     wide = cluster.kubectl("get", "csnap", "--namespace", namespace, "-o", "wide").stdout
-    header, row = wide.splitlines()
-    assert header.split() == ["NAME", "READY", "PHASE", "SNAPSHOT-ID", "SIZE", "AGE", "VOLUME"]
+    header, row, claim_row = wide.splitlines()
+    assert header.split() == [
+        "NAME",
+        "READY",
+        "PHASE",
+        "SNAPSHOT-ID",
+        "SIZE",
+        "SOURCE",
+        "AGE",
+        "VOLUME",
+    ]
     values = row.split()
-    assert values[:5] == [NAME, "True", "available", SNAPSHOT_ID, "10"]
+    assert values[:6] == [NAME, "True", "available", SNAPSHOT_ID, "10", VOLUME_ID]
     assert values[-1] == VOLUME_ID
+    # No status yet: its columns are blank, so the claim is the first value after the name.
+    assert claim_row.split()[:2] == ["z-by-claim", CLAIM]
     narrow = cluster.kubectl("get", "csnap", "--namespace", namespace).stdout
     assert narrow.splitlines()[0].split() == [
         "NAME",
@@ -322,6 +376,7 @@ def test_printer_columns_and_wait(cluster: Cluster, namespace: str) -> None:
         "PHASE",
         "SNAPSHOT-ID",
         "SIZE",
+        "SOURCE",
         "AGE",
     ]
 

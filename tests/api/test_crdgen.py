@@ -136,8 +136,9 @@ def test_snapshot_crd_names_columns_and_subresources() -> None:
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = {column["name"].upper(): column for column in version["additionalPrinterColumns"]}
-    assert list(columns) == ["READY", "PHASE", "SNAPSHOT-ID", "SIZE", "AGE", "VOLUME"]
+    assert list(columns) == ["READY", "PHASE", "SNAPSHOT-ID", "SIZE", "SOURCE", "AGE", "VOLUME"]
     assert columns["READY"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
+    assert columns["SOURCE"]["jsonPath"] == ".spec['persistentVolumeClaimName','volumeID']"
     assert columns["VOLUME"]["priority"] == 1
     assert all("priority" not in column for name, column in columns.items() if name != "VOLUME")
 
@@ -158,7 +159,14 @@ def test_class_crd_is_cluster_scoped_with_defaults() -> None:
 def test_immutable_fields_have_transition_rules() -> None:
     rules = _schema(snapshot_crd())["properties"]["spec"]["x-kubernetes-validations"]
     guarded = {rule["fieldPath"] for rule in rules if "oldSelf" in rule["rule"]}
-    assert guarded == {".volumeID", ".snapshotID", ".force", ".metadata", ".className"}
+    assert guarded == {
+        ".volumeID",
+        ".persistentVolumeClaimName",
+        ".snapshotID",
+        ".force",
+        ".metadata",
+        ".className",
+    }
 
 
 def test_unions_other_than_optional_are_refused() -> None:

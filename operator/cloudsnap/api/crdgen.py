@@ -190,8 +190,21 @@ def snapshot_crd() -> dict[str, Any]:
             _column("Phase", ".status.phase", "string", "Status of the EVS snapshot."),
             _column("Snapshot-ID", ".status.snapshotID", "string", "ID of the EVS snapshot."),
             _column("Size", ".status.size", "integer", "Size of the snapshot in GB."),
+            _column(
+                "Source",
+                ".spec['persistentVolumeClaimName','volumeID']",
+                "string",
+                "The PersistentVolumeClaim, or the ID of the disk, to snapshot.",
+            ),
             _AGE,
-            _column("Volume", ".spec.volumeID", "string", "ID of the source disk.", priority=1),
+            _column(
+                "Volume",
+                ".status.volumeID",
+                "string",
+                "ID of the disk the snapshot was taken of (resolved from the claim for a"
+                " PersistentVolumeClaim source).",
+                priority=1,
+            ),
         ],
         status_subresource=True,
     )

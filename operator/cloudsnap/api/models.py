@@ -81,6 +81,11 @@ def validations(*rules: JsonDict) -> JsonDict:
 
 MetadataValue = Annotated[str, StringConstraints(max_length=METADATA_VALUE_MAX_LENGTH)]
 
+# CEL: which source of a CloudSnapshot a spec names (the documented snapshotID "" names none).
+_VOLUME_SET = "has(self.volumeID)"
+_CLAIM_SET = "has(self.persistentVolumeClaimName)"
+_SNAPSHOT_SET = "(has(self.snapshotID) && self.snapshotID != '')"
+
 
 class _Model(BaseModel):
     """Shared configuration: attribute docstrings become schema descriptions, aliases optional."""
@@ -110,16 +115,24 @@ class ObjectMeta(_Model):
 
 
 class CloudSnapshotSpec(_Model):
-    """Desired state of a CloudSnapshot: which EVS disk to snapshot (or which snapshot to adopt)
-    and the snapshot's name, description and metadata."""
+    """Desired state of a CloudSnapshot: which EVS disk to snapshot (by its ID or through a
+    PersistentVolumeClaim), or which snapshot to adopt, and the snapshot's name, description and
+    metadata."""
 
     model_config = ConfigDict(
         json_schema_extra=validations(
             cel(
-                "has(self.volumeID) || (has(self.snapshotID) && self.snapshotID != '')",
-                "one of spec.volumeID or spec.snapshotID is required",
+                f"{_VOLUME_SET} || {_CLAIM_SET} || {_SNAPSHOT_SET}",
+                "one of spec.volumeID, spec.persistentVolumeClaimName or spec.snapshotID is"
+                " required",
+            ),
+            cel(
+                f"[{_VOLUME_SET}, {_CLAIM_SET}, {_SNAPSHOT_SET}].filter(isSet, isSet).size() <= 1",
+                "only one of spec.volumeID, spec.persistentVolumeClaimName and spec.snapshotID"
+                " may be set",
             ),
             _fixed_at_creation("volumeID", "''"),
+            _fixed_at_creation("persistentVolumeClaimName", "''"),
             _fixed_at_creation("snapshotID", "''"),
             _fixed_at_creation("force", "false"),
             _fixed_at_creation("metadata", "{}"),
@@ -128,8 +141,21 @@ class CloudSnapshotSpec(_Model):
     )
 
     volume_id: str | None = Field(None, alias="volumeID", pattern=UUID_PATTERN)
-    """ID (UUID) of the EVS disk to snapshot, the EVS volume_id. Required unless snapshotID is set;
-    immutable."""
+    """ID (UUID) of the EVS disk to snapshot, the EVS volume_id. Exactly one of volumeID,
+    persistentVolumeClaimName and snapshotID is set; immutable."""
+    persistent_volume_claim_name: str | None = Field(
+        None,
+        alias="persistentVolumeClaimName",
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+    )
+    """Name of a PersistentVolumeClaim in this resource's namespace whose disk to snapshot,
+    instead of volumeID. The claim must be bound to a CSI PersistentVolume of a Huawei Cloud EVS
+    driver (disk.csi.everest.io or evs.csi.huaweicloud.com); its volumeHandle is the disk ID. The
+    disk is resolved once, before the snapshot is made, and kept in status.volumeID and
+    status.persistentVolumeName: the claim bound to another volume later never moves this
+    snapshot. Immutable."""
     name: str | None = Field(
         None,
         min_length=1,
@@ -273,7 +299,12 @@ class CloudSnapshotStatus(_Model):
     updated_at: UTCDateTime | None = Field(None, alias="updatedAt")
     """When EVS last updated the snapshot."""
     volume_id: str | None = Field(None, alias="volumeID", max_length=64)
-    """ID of the EVS disk the snapshot was taken of."""
+    """ID of the EVS disk the snapshot was taken of. For spec.persistentVolumeClaimName, the disk
+    the claim was bound to when the operator resolved it, before making the snapshot; from then on
+    the claim is not looked at again."""
+    persistent_volume_name: str | None = Field(None, alias="persistentVolumeName", max_length=253)
+    """For spec.persistentVolumeClaimName: the PersistentVolume the claim was bound to when the
+    operator resolved it to status.volumeID."""
     adopted: bool | None = None
     """True when the snapshot was adopted through spec.snapshotID rather than created by this
     resource; an adopted snapshot is kept on delete unless spec.deletionPolicy says Delete."""
