@@ -22,11 +22,13 @@ from cloudsnap.kube import (
     KubeLeaseStore,
     KubeWriter,
     SecretCache,
+    VolumeSources,
     load_config,
     wait_for_api,
 )
 from cloudsnap.leader import Elector
 from cloudsnap.reconcile import Accounts, EVSConnector, Reconciler
+from cloudsnap.reconcile.volumes import claim_key, volume_key
 from cloudsnap.settings import Settings, add_run_arguments, from_arguments
 
 log = logging.getLogger("cloudsnap")
@@ -37,6 +39,7 @@ async def run(config: Settings) -> None:
     api = load_config()
     classes = ClassCache(api)
     secrets = SecretCache(api, config.operator_namespace)
+    volumes = VolumeSources(api, [] if config.all_namespaces else config.namespace)
     elector = _elector(api, config) if config.leader_election else None
     may_act = elector.may_act if elector is not None else (lambda: True)
     writer = KubeWriter(api if elector is None else _FencedApiClient(api.configuration, may_act))
@@ -49,7 +52,9 @@ async def run(config: Settings) -> None:
         guard=may_act,
         user_agent=f"cloudsnap/{config.identity}",
     )
-    reconciler = Reconciler(EVSConnector(accounts), finalizer=FINALIZER, timing=config.timing())
+    reconciler = Reconciler(
+        EVSConnector(accounts), finalizer=FINALIZER, volumes=volumes, timing=config.timing()
+    )
     controller = Controller(reconciler, writer, max_workers=config.max_workers, may_act=may_act)
     campaign = None
     if elector is not None:
@@ -60,8 +65,11 @@ async def run(config: Settings) -> None:
     else:
         metrics.LEADER.set(1)
     classes.on_change = secrets.on_change = lambda _name: controller.retry_blocked()
+    volumes.on_claim_change = lambda namespace, name: controller.wake(claim_key(namespace, name))
+    volumes.on_volume_change = lambda name: controller.wake(volume_key(name))
     classes.start()
     secrets.start()
+    volumes.start()
     settings = kopf.OperatorSettings()
     configure(settings, config)
     ready = asyncio.Event()
@@ -95,6 +103,7 @@ async def run(config: Settings) -> None:
             await asyncio.gather(campaign, return_exceptions=True)
         classes.stop()
         secrets.stop()
+        volumes.stop()
         await accounts.aclose()
         writer.close()
         if runner is not None:

@@ -268,8 +268,9 @@ def _version_of(obj: Mapping[str, Any]) -> str:
 class WatchCache:
     """An in-memory copy of one list+watch, fed by a daemon thread.
 
-    ``on_change(name)`` is called on the event loop for every added, modified or deleted object
-    after the initial listing.
+    Objects are kept by ``key`` (their name by default) after ``transform``. ``on_change(key)``
+    is called on the event loop for every added, modified or deleted object after the initial
+    listing.
     """
 
     def __init__(
@@ -279,12 +280,14 @@ class WatchCache:
         lister: Callable[..., Any],
         *args: str,
         transform: Callable[[dict[str, Any]], Any] = lambda obj: obj,
+        key: Callable[[dict[str, Any]], str] = lambda obj: str(obj["metadata"]["name"]),
     ) -> None:
         self._api = api
         self._what = what
         self._lister = lister
         self._args = args
         self._transform = transform
+        self._key = key
         self._items: dict[str, Any] = {}
         self._synced = asyncio.Event()
         self._stop = threading.Event()
@@ -311,10 +314,10 @@ class WatchCache:
         """Whether the initial listing has been loaded."""
         return self._synced.is_set()
 
-    async def get(self, name: str) -> Any:
-        """The object called ``name`` (transformed), or None; waits for the initial listing."""
+    async def get(self, key: str) -> Any:
+        """The object kept under ``key`` (transformed), or None; waits for the initial listing."""
         await self._wait_synced()
-        return self._items.get(name)
+        return self._items.get(key)
 
     async def values(self) -> list[Any]:
         """Every object (transformed); waits for the initial listing."""
@@ -362,9 +365,7 @@ class WatchCache:
 
     def _relist(self) -> str:
         listing = self._plain(self._lister(*self._args, _request_timeout=60))
-        items = {
-            obj["metadata"]["name"]: self._transform(obj) for obj in listing.get("items") or []
-        }
+        items = {self._key(obj): self._transform(obj) for obj in listing.get("items") or []}
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._replace, items)
         return str(listing["metadata"]["resourceVersion"])
@@ -405,17 +406,17 @@ class WatchCache:
                 self.on_change(name)
 
     def _store(self, kind: str, obj: dict[str, Any]) -> None:
-        name = obj["metadata"]["name"]
+        key = self._key(obj)
         value = None if kind == "DELETED" else self._transform(obj)
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._set, name, value)
+        self._loop.call_soon_threadsafe(self._set, key, value)
 
-    def _set(self, name: str, value: Any) -> None:
+    def _set(self, key: str, value: Any) -> None:
         if value is None:
-            self._items.pop(name, None)
+            self._items.pop(key, None)
         else:
-            self._items[name] = value
-        self.on_change(name)
+            self._items[key] = value
+        self.on_change(key)
 
 
 class ClassCache(WatchCache):
@@ -462,6 +463,106 @@ class SecretCache(WatchCache):
         """The decoded data of Secret ``name``, or None."""
         found: Mapping[str, str] | None = await self.get(name)
         return found
+
+
+class VolumeSources:
+    """PersistentVolumeClaims of the watched namespaces and PersistentVolumes cluster-wide, in
+    list+watch caches; a VolumeReader (cloudsnap.reconcile.volumes).
+
+    Claims are watched per watched namespace (the chart grants them there only), or across all
+    namespaces; volumes are cluster-scoped. Each keeps only what resolving a claim reads, so a
+    cluster's thousands of claims and volumes cost little memory. ``on_claim_change(namespace,
+    name)`` and ``on_volume_change(name)`` are called for every change after the first listing.
+    """
+
+    def __init__(self, api: kubernetes.client.ApiClient, namespaces: Sequence[str]) -> None:
+        core = kubernetes.client.CoreV1Api(api)
+        self.on_claim_change: Callable[[str, str], None] = lambda namespace, name: None
+        self.on_volume_change: Callable[[str], None] = lambda name: None
+        if namespaces:
+            self._claims = {
+                namespace: WatchCache(
+                    api,
+                    f"persistentvolumeclaims in {namespace}",
+                    core.list_namespaced_persistent_volume_claim,
+                    namespace,
+                    transform=_slim_claim,
+                    key=_namespaced_key,
+                )
+                for namespace in namespaces
+            }
+        else:
+            self._claims = {
+                "": WatchCache(
+                    api,
+                    "persistentvolumeclaims",
+                    core.list_persistent_volume_claim_for_all_namespaces,
+                    transform=_slim_claim,
+                    key=_namespaced_key,
+                )
+            }
+        self._volumes = WatchCache(
+            api, "persistentvolumes", core.list_persistent_volume, transform=_slim_volume
+        )
+        for cache in self._claims.values():
+            cache.on_change = self._claim_changed
+        self._volumes.on_change = lambda name: self.on_volume_change(name)
+
+    def _claim_changed(self, key: str) -> None:
+        namespace, name = key.split("/", 1)
+        self.on_claim_change(namespace, name)
+
+    def start(self) -> None:
+        """Begin listing and watching in the background."""
+        for cache in (*self._claims.values(), self._volumes):
+            cache.start()
+
+    def stop(self) -> None:
+        """Ask the watch threads to end."""
+        for cache in (*self._claims.values(), self._volumes):
+            cache.stop()
+
+    async def get_claim(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The claim (only the fields a resolution reads), or None."""
+        cache = self._claims.get(namespace) or self._claims.get("")
+        if cache is None:
+            return None  # not a watched namespace: no CloudSnapshot of it is reconciled either
+        found: Mapping[str, Any] | None = await cache.get(f"{namespace}/{name}")
+        return found
+
+    async def get_volume(self, name: str) -> Mapping[str, Any] | None:
+        """The volume (only the fields a resolution reads), or None."""
+        found: Mapping[str, Any] | None = await self._volumes.get(name)
+        return found
+
+
+def _namespaced_key(obj: dict[str, Any]) -> str:
+    meta = obj["metadata"]
+    return f"{meta['namespace']}/{meta['name']}"
+
+
+def _slim_claim(obj: dict[str, Any]) -> dict[str, Any]:
+    """What resolving a claim reads: its identity, the volume it names and its phase."""
+    meta = obj.get("metadata") or {}
+    return {
+        "metadata": {key: meta.get(key) for key in ("namespace", "name", "uid")},
+        "spec": {"volumeName": (obj.get("spec") or {}).get("volumeName")},
+        "status": {"phase": (obj.get("status") or {}).get("phase")},
+    }
+
+
+def _slim_volume(obj: dict[str, Any]) -> dict[str, Any]:
+    """What resolving a claim reads of its volume: the claim it is bound to and its CSI source."""
+    spec = obj.get("spec") or {}
+    ref = spec.get("claimRef") or {}
+    csi = spec.get("csi") or {}
+    return {
+        "metadata": {"name": (obj.get("metadata") or {}).get("name")},
+        "spec": {
+            "claimRef": {key: ref.get(key) for key in ("namespace", "name", "uid")},
+            "csi": {key: csi.get(key) for key in ("driver", "volumeHandle")} if csi else None,
+        },
+    }
 
 
 def _decode_secret(obj: dict[str, Any]) -> dict[str, str]:

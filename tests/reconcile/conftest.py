@@ -46,9 +46,13 @@ async def accounts(fake: FakeCluster) -> AsyncIterator[Accounts]:
 
 
 @pytest.fixture
-def reconciler(accounts: Accounts) -> Reconciler:
+def reconciler(accounts: Accounts, fake: FakeCluster) -> Reconciler:
     return Reconciler(
-        EVSConnector(accounts), finalizer=FINALIZER, timing=FAST, rng=random.Random(7)
+        EVSConnector(accounts),
+        finalizer=FINALIZER,
+        volumes=fake,
+        timing=FAST,
+        rng=random.Random(7),
     )
 
 

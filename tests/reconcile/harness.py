@@ -1,9 +1,10 @@
 """An in-memory stand-in for the Kubernetes side of the operator, for reconcile tests.
 
-``FakeCluster`` answers the ClassReader/SecretReader protocols from dictionaries. ``World`` is a
-small in-memory API server for CloudSnapshots (resource versions, generations, finalizers, watch
-events) wired to the operator's real Controller, Scheduler and Reconciler; only kopf's watch and
-event posting are replaced, so the tests see the sequence of states a cluster would see.
+``FakeCluster`` answers the ClassReader/SecretReader/VolumeReader protocols from dictionaries.
+``World`` is a small in-memory API server for CloudSnapshots (resource versions, generations,
+finalizers, watch events) wired to the operator's real Controller, Scheduler and Reconciler; only
+kopf's watch and event posting are replaced, so the tests see the sequence of states a cluster
+would see.
 """
 
 from __future__ import annotations
@@ -23,11 +24,54 @@ SECRET_NAME = "evs-credentials"
 
 
 class FakeCluster:
-    """Classes and Secrets held in dictionaries."""
+    """Classes, Secrets, PersistentVolumeClaims and PersistentVolumes held in dictionaries."""
 
     def __init__(self) -> None:
         self.classes: dict[str, dict[str, Any]] = {}
         self.secrets: dict[str, dict[str, str]] = {}
+        self.claims: dict[tuple[str, str], dict[str, Any]] = {}
+        self.volumes: dict[str, dict[str, Any]] = {}
+
+    async def get_claim(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self.claims.get((namespace, name))
+
+    async def get_volume(self, name: str) -> Mapping[str, Any] | None:
+        return self.volumes.get(name)
+
+    def add_claim(self, namespace: str, name: str, *, bound_to: str | None = None) -> None:
+        """A claim, Bound to volume ``bound_to`` as the PV binder leaves it, else Pending."""
+        self.claims[(namespace, name)] = {
+            "metadata": {"namespace": namespace, "name": name, "uid": f"uid-{name}"},
+            "spec": {"volumeName": bound_to} if bound_to else {},
+            "status": {"phase": "Bound" if bound_to else "Pending"},
+        }
+
+    def add_volume(
+        self,
+        name: str,
+        *,
+        claim: tuple[str, str] | None = None,
+        csi: Mapping[str, str] | None = None,
+    ) -> None:
+        """A volume, bound to ``claim`` (namespace, name) when given, with this CSI source."""
+        spec: dict[str, Any] = {}
+        if claim is not None:
+            namespace, claim_name = claim
+            spec["claimRef"] = {
+                "namespace": namespace,
+                "name": claim_name,
+                "uid": f"uid-{claim_name}",
+            }
+        if csi is not None:
+            spec["csi"] = dict(csi)
+        else:
+            spec["hostPath"] = {"path": "/data"}
+        self.volumes[name] = {"metadata": {"name": name}, "spec": spec}
+
+    def bind(self, namespace: str, claim: str, volume: str, csi: Mapping[str, str]) -> None:
+        """The claim bound to a new volume with this CSI source, both ways."""
+        self.add_volume(volume, claim=(namespace, claim), csi=csi)
+        self.add_claim(namespace, claim, bound_to=volume)
 
     async def get_class(self, name: str) -> Mapping[str, Any] | None:
         return self.classes.get(name)

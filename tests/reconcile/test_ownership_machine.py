@@ -116,6 +116,7 @@ class OwnershipMachine(RuleBasedStateMachine):
         return Reconciler(
             EVSConnector(accounts),
             finalizer=FINALIZER,
+            volumes=self.cluster,
             timing=TIMING,
             rng=random.Random(0),
         )

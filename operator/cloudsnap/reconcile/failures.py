@@ -43,6 +43,10 @@ SNAPSHOT_NOT_FOUND = "SnapshotNotFound"
 ALREADY_OWNED = "AlreadyOwned"
 ACCOUNT_CHANGED = "AccountChanged"
 CACHE_NOT_SYNCED = "CacheNotSynced"
+# A spec.persistentVolumeClaimName that does not lead to an EVS disk (reconcile/volumes.py).
+CLAIM_NOT_FOUND = "ClaimNotFound"
+CLAIM_NOT_BOUND = "ClaimNotBound"
+UNSUPPORTED_VOLUME = "UnsupportedVolume"
 STEP_DEADLINE = "StepDeadlineExceeded"
 NOT_LEADING = "NotLeading"  # a call held back: this replica does not hold the Lease now
 
@@ -69,7 +73,7 @@ class Failure:
 
 
 class LocalFailure(Exception):
-    """A failure found before any cloud call: a missing class, Secret or key."""
+    """A failure found before any cloud call: a missing class, Secret or key, an unsynced cache."""
 
     def __init__(self, failure: Failure) -> None:
         super().__init__(failure.describe())

@@ -21,6 +21,7 @@ and ownership rules below rely on (docs/ownership.md):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import random
 import re
@@ -68,6 +69,7 @@ from cloudsnap.reconcile.failures import (
     Kind,
     LocalFailure,
 )
+from cloudsnap.reconcile.volumes import ResolvedVolume, Unresolved, VolumeReader, resolve_claim
 
 READY = "Ready"
 SYNCED = "Synced"
@@ -108,6 +110,8 @@ class Result:
     None to leave it. ``requeue_after`` None means wait for the next change of the resource.
     ``parked_on_volume``: blocked by the disk's snapshot quota, worth retrying when a snapshot of
     that disk is deleted; ``freed_volume``: this step saw one of ours on that disk deleted.
+    ``waits_for``: keys of the Kubernetes objects (a claim, its volume) whose change is worth a
+    retry at once (reconcile/volumes.py).
     """
 
     outcome: Outcome
@@ -120,6 +124,7 @@ class Result:
     parked_on_volume: str | None = None
     freed_volume: str | None = None
     duplicates_deleted: int = 0
+    waits_for: tuple[str, ...] = ()
 
 
 class Claims(Protocol):
@@ -163,6 +168,24 @@ class _Resource:
     @property
     def volume_id(self) -> str | None:
         return self.status.volume_id or self.spec.volume_id
+
+    @property
+    def source_volume(self) -> str | None:
+        """The disk to snapshot: spec.volumeID, or the one a claim was resolved to and pinned."""
+        if self.spec.persistent_volume_claim_name:
+            return self.status.volume_id
+        return self.spec.volume_id
+
+    def pinned_to(self, resolved: ResolvedVolume) -> _Resource:
+        """This resource with the disk its claim resolves to recorded in status (not yet
+        persisted: ``raw_status`` stays as stored, so the step writes it)."""
+        status = self.status.model_copy(
+            update={
+                "volume_id": resolved.volume_id,
+                "persistent_volume_name": resolved.persistent_volume,
+            }
+        )
+        return dataclasses.replace(self, status=status)
 
     def condition(self, kind: str) -> Condition | None:
         return next((c for c in self.status.conditions if c.type == kind), None)
@@ -264,6 +287,7 @@ class Reconciler:
         connector: Connector,
         *,
         finalizer: str,
+        volumes: VolumeReader,
         claims: Claims | None = None,
         timing: Timing | None = None,
         rng: random.Random | None = None,
@@ -271,6 +295,7 @@ class Reconciler:
     ) -> None:
         self._connector = connector
         self._finalizer = finalizer
+        self._volumes = volumes
         self.claims: Claims = claims or NoClaims()
         self._timing = timing or Timing()
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
@@ -382,11 +407,32 @@ class Reconciler:
             conn = await self._connect(res)
         except LocalFailure as exc:
             return self._failed(draft, exc.failure)
-        if not (res.status.snapshot_id or res.spec.snapshot_id or res.spec.volume_id):
-            message = "spec needs volumeID (to create a snapshot) or snapshotID (to adopt one)"
+        spec = res.spec
+        if not (
+            res.status.snapshot_id
+            or spec.snapshot_id
+            or spec.volume_id
+            or spec.persistent_volume_claim_name
+        ):
+            message = (
+                "spec needs volumeID or persistentVolumeClaimName (to create a snapshot) or"
+                " snapshotID (to adopt one)"
+            )
             return self._failed(draft, Failure(INVALID_SPEC, message, Kind.INVALID))
+        pinning = _unresolved_claim(res)
+        if pinning is not None:
+            try:
+                resolved = await resolve_claim(self._volumes, res.namespace, pinning)
+            except Unresolved as exc:
+                return _replace(self._failed(draft, exc.failure), waits_for=exc.waits_for)
+            except LocalFailure as exc:
+                return self._failed(draft, exc.failure)
+            res = res.pinned_to(resolved)
+            draft = _Draft(res, draft.now)
         if not res.has_finalizer and not _vanished_before(res):
-            return self._add_finalizer(res)
+            # A claim's disk is pinned in the same step: no create is ever sent before status
+            # names the disk, so a later look for it (after a crash, on delete) knows where.
+            return self._add_finalizer(res, draft.changed() if pinning is not None else None)
         try:
             if res.status.snapshot_id:
                 return await self._follow(draft, conn, res.status.snapshot_id)
@@ -396,15 +442,24 @@ class Reconciler:
         except ExternalError as exc:
             return self._failed(draft, exc.failure)
 
-    def _add_finalizer(self, res: _Resource) -> Result:
-        """Hold the resource before the first cloud call that may leave a snapshot behind."""
+    def _add_finalizer(self, res: _Resource, status: dict[str, Any] | None) -> Result:
+        """Hold the resource before the first cloud call that may leave a snapshot behind
+        (``status``: the claim's disk pinned in this step, written after the finalizer)."""
         if _traceless(res.status):
             self._held.add(res.uid)
         events: tuple[Event, ...] = ()
         if not (res.status.snapshot_id or res.spec.snapshot_id or res.status.error):
-            what = f"snapshot of volume {res.spec.volume_id}"
+            what = f"snapshot of volume {res.source_volume}"
+            claim = res.spec.persistent_volume_claim_name
+            if claim:
+                what += (
+                    f" (PersistentVolumeClaim {claim},"
+                    f" PersistentVolume {res.status.persistent_volume_name})"
+                )
             events = (Event("Normal", "Creating", f"creating an EVS {what}"),)
-        return Result(Outcome.SUCCESS, events=events, requeue_after=0.0, finalizer=True)
+        return Result(
+            Outcome.SUCCESS, status=status, events=events, requeue_after=0.0, finalizer=True
+        )
 
     def _never_sent(self, res: _Resource) -> bool:
         """Whether status and memory together prove no create was ever sent for this UID."""
@@ -421,10 +476,11 @@ class Reconciler:
 
     async def _create_or_find(self, draft: _Draft, conn: Connection) -> Result:
         res = draft.res
-        assert res.spec.volume_id is not None  # _ensure checked
+        volume = res.source_volume
+        assert volume is not None  # _ensure checked the spec and pinned a claim's disk
         if self._never_sent(res):
-            return await self._create(draft, conn, res.spec.volume_id)
-        owned = await conn.client.find_owned(res.spec.volume_id, res.uid)
+            return await self._create(draft, conn, volume)
+        owned = await conn.client.find_owned(volume, res.uid)
         if owned:
             keep = _oldest_usable(owned)
             draft.pin(conn, adopted=False)
@@ -433,7 +489,7 @@ class Reconciler:
                 draft, conn, keep, owned, (Event("Normal", "Found", message),)
             )
         looked = not self._first_to_hold(res)
-        return await self._create(draft, conn, res.spec.volume_id, looked=looked)
+        return await self._create(draft, conn, volume, looked=looked)
 
     async def _create(
         self, draft: _Draft, conn: Connection, volume_id: str, *, looked: bool = False
@@ -531,7 +587,7 @@ class Reconciler:
             if other is not None:
                 return f"EVS snapshot {snapshot.id} is already claimed by CloudSnapshot {other}"
             return None
-        volume = res.spec.volume_id
+        volume = res.source_volume
         if volume not in (None, snapshot.volume_id):
             return f"EVS snapshot {snapshot.id} is of disk {snapshot.volume_id}, not of {volume}"
         return None
@@ -972,6 +1028,15 @@ def _wanted(res: _Resource, snapshot: ExternalSnapshot) -> Changes:
 def _traceless(status: CloudSnapshotStatus) -> bool:
     """Status records no create: no snapshot ID, no pinned account, no unanswered create."""
     return not (status.snapshot_id or status.account or status.unanswered_create_time)
+
+
+def _unresolved_claim(res: _Resource) -> str | None:
+    """The claim to resolve in this step: named by the spec, and no disk pinned yet (nor a
+    snapshot known: it was pinned before, or came another way)."""
+    claim = res.spec.persistent_volume_claim_name
+    if claim and not (res.status.volume_id or res.status.snapshot_id):
+        return claim
+    return None
 
 
 def _vanished_before(res: _Resource) -> bool:
