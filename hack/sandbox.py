@@ -349,6 +349,7 @@ In another shell:
   kubectl patch csnap demo-daily --type=merge -p '{{"spec":{{"description":"edited"}}}}'
   kubectl delete csnap demo-daily               # deletes the EVS snapshot (policy Delete)
   kubectl apply -f examples/cloudsnapshot-retain.yaml   # a second one, kept on delete
+  kubectl apply -f examples/cloudsnapshot-pvc.yaml      # the demo disk named by a bound claim
   kubectl apply -f examples/invalid-reserved-name.yaml  # refused at admission, with the reason
 
 Logs: {workdir}/operator.log (operator), {workdir}/evs-simulator.log (simulator)

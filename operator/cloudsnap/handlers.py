@@ -30,6 +30,7 @@ from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.kube import Conflict
 from cloudsnap.reconcile import Event, Outcome, Reconciler, Result, Scheduler
 from cloudsnap.reconcile.failures import ALREADY_OWNED
+from cloudsnap.reconcile.volumes import claim_to_resolve
 from cloudsnap.settings import Settings
 
 FINALIZER = f"{GROUP}/snapshot-protection"
@@ -197,9 +198,21 @@ class Controller:
 
     def wake(self, key: str) -> None:
         """The object with this key (a claim, a volume) changed: resources whose last step waits
-        for it try again now, not at their slow blocked retry."""
+        for it try again now, not at their slow blocked retry.
+
+        A step running now may have read the object just before this change and says what it
+        waits for only when it ends, too late to be woken: a running step that is resolving a
+        claim is run again right after it ends (the scheduler does so for a key asked for while
+        it runs).
+        """
         for uid in self._waiting.get(key, ()):
             self.scheduler.enqueue(uid)
+        for uid in self.scheduler.running():
+            body = self._bodies.get(uid)
+            if body is not None and claim_to_resolve(
+                (body.get("spec") or {}).get("persistentVolumeClaimName"), body.get("status") or {}
+            ):
+                self.scheduler.enqueue(uid)
 
     # -- Claims -------------------------------------------------------------------------------
 

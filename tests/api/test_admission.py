@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -268,6 +269,16 @@ def test_valid_manifests_are_accepted_with_defaults(cluster: Cluster, namespace:
     assert minimal == {"volumeID": VOLUME_ID, "force": False}
     assert "description" not in get(cluster, namespace, "csnap", "null-description")["spec"]
     assert get(cluster, namespace, "csnap", "full")["spec"]["name"] == "é" * 127 + "a"
+
+
+def test_the_claim_example_is_admitted(cluster: Cluster) -> None:
+    """The PersistentVolume, claim and CloudSnapshot of the example are valid as written."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "cloudsnapshot-pvc.yaml"
+    result = cluster.kubectl("apply", "--dry-run=server", "-f", str(example), check=False)
+    assert result.returncode == 0, result.stderr
+    assert "cloudsnapshot.evs.cloudsnap.io/postgres-data-daily created (server dry run)" in (
+        result.stdout
+    )
 
 
 def test_class_admission_and_defaults(cluster: Cluster) -> None:

@@ -127,6 +127,11 @@ def test_cluster_role_holds_no_write_on_classes_and_no_secrets(home: Path) -> No
         assert "namespaces" not in rule["resources"], "kopf lists namespaces only when namespaced"
         if rule["resources"] == ["cloudsnapshotclasses"]:
             assert rule["verbs"] == ["list", "watch"]
+    # Claims and volumes are read, from watch caches only: the claim source needs nothing else.
+    for resource in ("persistentvolumeclaims", "persistentvolumes"):
+        assert [r["verbs"] for r in role["rules"] if resource in r["resources"]] == [
+            ["list", "watch"]
+        ], resource
     roles = {role["metadata"]["name"]: role for role in find(template(home), "Role")}
     assert set(roles) == {
         "rel-cloudsnap-operator-secrets",
@@ -161,6 +166,10 @@ def test_watch_namespaces_grant_per_namespace_roles_only(home: Path) -> None:
     (cluster_role,) = find(objects, "ClusterRole")
     cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
     assert "cloudsnapshots" not in cluster_resources
+    assert "persistentvolumeclaims" not in cluster_resources
+    assert {"apiGroups": [""], "resources": ["persistentvolumes"], "verbs": ["list", "watch"]} in (
+        cluster_role["rules"]
+    )
     assert {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]} in (
         cluster_role["rules"]
     )
@@ -170,6 +179,7 @@ def test_watch_namespaces_grant_per_namespace_roles_only(home: Path) -> None:
         "cloudsnapshots",
         "cloudsnapshots/status",
         "events",
+        "persistentvolumeclaims",
     }
     bindings = {obj["metadata"]["namespace"] for obj in find(objects, "RoleBinding")}
     assert bindings == {"cloudsnap-system", "team-a", "team-b"}

@@ -110,6 +110,10 @@ def test_the_token_is_the_chart_account_and_is_refused_the_rest(
         ["create", "configmap", "nope"],
         ["get", "pods"],
         ["delete", "csnap", "anything"],
+        # Claims and volumes are listed and watched, never read one by one or written.
+        ["get", "pvc", "anything"],
+        ["get", "pv", "anything"],
+        ["delete", "pv", "anything"],
     ):
         refused = _kubectl(as_operator, namespace, *args)
         assert refused.returncode != 0, args
@@ -130,21 +134,55 @@ async def test_core_scenario_as_the_chart_service_account(
     operator = start_operator(
         tmp_path, as_operator, namespaces=watched, operator_namespace=namespace
     )
+    persistent_volume = f"pv-{namespace}"
     try:
+        # The source is a claim bound to an everest volume of the disk: resolving it reads the
+        # claim and the volume through the account's RBAC too.
         volume = (await cloud.admin.add_volume(size=10))["id"]
-        doc = {
-            "apiVersion": "evs.cloudsnap.io/v1alpha1",
-            "kind": "CloudSnapshot",
-            "metadata": {"name": "proof", "namespace": namespace},
-            "spec": {"volumeID": volume, "className": cloud.class_name},
-        }
-        cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
+        docs = [
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": persistent_volume},
+                "spec": {
+                    "capacity": {"storage": "10Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "",
+                    "csi": {"driver": "disk.csi.everest.io", "volumeHandle": volume},
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "data", "namespace": namespace},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "10Gi"}},
+                    "storageClassName": "",
+                    "volumeName": persistent_volume,
+                },
+            },
+            {
+                "apiVersion": "evs.cloudsnap.io/v1alpha1",
+                "kind": "CloudSnapshot",
+                "metadata": {"name": "proof", "namespace": namespace},
+                "spec": {"persistentVolumeClaimName": "data", "className": cloud.class_name},
+            },
+        ]
+        cluster.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps({"kind": "List", "apiVersion": "v1", "items": docs}),
+        )
 
         def ready() -> bool:
             out = _kubectl(cluster.env, namespace, "get", "csnap", "proof", "-o", "json").stdout
             return condition(json.loads(out), "Ready").get("status") == "True"
 
         await eventually(ready, timeout=90, what="csnap/proof Ready as the chart's account")
+        [snapshot] = [s for s in await cloud.admin.snapshots() if not s.get("deleted")]
+        assert snapshot["volume_id"] == volume
 
         def reasons() -> set[str]:
             events = _kubectl(
@@ -195,3 +233,4 @@ async def test_core_scenario_as_the_chart_service_account(
         assert cloud.sim.secret_key not in log
     finally:
         operator.process.stop()
+        cluster.kubectl("delete", "pv", persistent_volume, "--wait=false", "--ignore-not-found")

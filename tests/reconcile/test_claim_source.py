@@ -140,6 +140,40 @@ async def test_a_claim_that_binds_later_is_retried_at_once_on_its_change(
     assert world.results[-1][1].waits_for == ()
 
 
+async def test_a_binding_that_lands_while_the_step_runs_is_not_missed(
+    world: World, fake: FakeCluster, evs_sim: RunningSimulator, volume: str
+) -> None:
+    """The claim is bound (and its change reported) right after the step read it, before the
+    step's result says what it waits for: the step is run again, not left for the slow retry."""
+    fake.add_claim(NAMESPACE, CLAIM)
+    read = fake.get_claim
+
+    async def read_then_bind(namespace: str, name: str) -> Any:
+        found = await read(namespace, name)
+        if found is not None and found["status"]["phase"] == "Pending":
+
+            def bound_now() -> None:
+                fake.bind(NAMESPACE, CLAIM, VOLUME, everest(volume))
+                world.controller.wake(claim_key(NAMESPACE, CLAIM))
+
+            asyncio.get_running_loop().call_soon(bound_now)
+        return found
+
+    fake.get_claim = read_then_bind  # type: ignore[method-assign]
+    write = world.patch_status
+
+    async def write_as_over_the_network(*args: Any) -> Any:
+        await asyncio.sleep(0)  # a real status write leaves the loop: the change comes in then
+        return await write(*args)
+
+    world.patch_status = write_as_over_the_network  # type: ignore[method-assign]
+    world.apply("db", persistentVolumeClaimName=CLAIM)
+
+    # The blocked retry is an hour away (FAST).
+    await eventually(lambda: world.is_ready("db"), timeout=10)
+    assert next(r.outcome for _, r in world.results) == "blocked"
+
+
 async def test_a_claim_bound_again_later_never_moves_the_snapshot(
     world: World, fake: FakeCluster, evs_sim: RunningSimulator, volume: str
 ) -> None:

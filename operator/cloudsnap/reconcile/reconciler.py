@@ -69,7 +69,13 @@ from cloudsnap.reconcile.failures import (
     Kind,
     LocalFailure,
 )
-from cloudsnap.reconcile.volumes import ResolvedVolume, Unresolved, VolumeReader, resolve_claim
+from cloudsnap.reconcile.volumes import (
+    ResolvedVolume,
+    Unresolved,
+    VolumeReader,
+    claim_to_resolve,
+    resolve_claim,
+)
 
 READY = "Ready"
 SYNCED = "Synced"
@@ -419,7 +425,7 @@ class Reconciler:
                 " snapshotID (to adopt one)"
             )
             return self._failed(draft, Failure(INVALID_SPEC, message, Kind.INVALID))
-        pinning = _unresolved_claim(res)
+        pinning = claim_to_resolve(spec.persistent_volume_claim_name, res.raw_status)
         if pinning is not None:
             try:
                 resolved = await resolve_claim(self._volumes, res.namespace, pinning)
@@ -1028,15 +1034,6 @@ def _wanted(res: _Resource, snapshot: ExternalSnapshot) -> Changes:
 def _traceless(status: CloudSnapshotStatus) -> bool:
     """Status records no create: no snapshot ID, no pinned account, no unanswered create."""
     return not (status.snapshot_id or status.account or status.unanswered_create_time)
-
-
-def _unresolved_claim(res: _Resource) -> str | None:
-    """The claim to resolve in this step: named by the spec, and no disk pinned yet (nor a
-    snapshot known: it was pinned before, or came another way)."""
-    claim = res.spec.persistent_volume_claim_name
-    if claim and not (res.status.volume_id or res.status.snapshot_id):
-        return claim
-    return None
 
 
 def _vanished_before(res: _Resource) -> bool:

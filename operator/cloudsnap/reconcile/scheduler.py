@@ -117,6 +117,10 @@ class Scheduler(Generic[K]):
             return 0.0
         return max(0.0, now - max(self._last_progress, min(waiting)))
 
+    def running(self) -> list[K]:
+        """The keys being worked on now."""
+        return list(self._running)
+
     def pending(self, key: K) -> float | None:
         """Loop time at which ``key`` is due, if it is queued."""
         due = self._due.get(key)

@@ -59,6 +59,14 @@ class Unresolved(Exception):
         self.waits_for = waits_for
 
 
+def claim_to_resolve(claim: str | None, status: Mapping[str, Any]) -> str | None:
+    """The claim a step of a resource resolves: the one its spec names, until its status (as
+    stored) pins a disk or knows a snapshot, after which the claim is never looked at again."""
+    if claim and not (status.get("volumeID") or status.get("snapshotID")):
+        return claim
+    return None
+
+
 def claim_key(namespace: str, name: str) -> str:
     """The key a resource waiting on this PersistentVolumeClaim is woken by."""
     return f"persistentvolumeclaims/{namespace}/{name}"

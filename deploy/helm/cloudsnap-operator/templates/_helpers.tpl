@@ -66,6 +66,12 @@ app.kubernetes.io/part-of: cloudsnap
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+# VolumeSources (cloudsnap.kube) lists and watches claims: spec.persistentVolumeClaimName is
+# resolved from that cache (reconcile/volumes.py), and a claim's change (its binding) retries the
+# resources blocked on it at once. Read from the cache only, so no get.
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [list, watch]
 {{- end }}
 
 {{/* affinity from values, plus the podAntiAffinityPreset unless affinity.podAntiAffinity is set. */}}
