@@ -13,6 +13,7 @@ from typing import Any
 from hack.cluster import Cluster
 
 from tests.controlplane.widgets import widget
+from tests.fixtures.cluster import everest_volume, manifest_list, volume_claim
 from tests.waiting import eventually
 
 # The garbage collector finds the kinds of CRDs installed after it started on its periodic
@@ -24,8 +25,7 @@ BINDING_SECONDS = 30.0
 
 def apply(cluster: Cluster, *manifests: dict[str, Any]) -> None:
     """`kubectl apply` the manifests as one list."""
-    doc = {"apiVersion": "v1", "kind": "List", "items": list(manifests)}
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
+    cluster.kubectl("apply", "-f", "-", input=manifest_list(*manifests))
 
 
 def exists(cluster: Cluster, *args: str) -> bool:
@@ -94,32 +94,7 @@ async def test_a_claim_binds_to_the_volume_it_names_and_is_released_on_delete(
     cluster: Cluster, namespace: str
 ) -> None:
     volume = f"pv-{namespace}"
-    apply(
-        cluster,
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": volume},
-            "spec": {
-                "capacity": {"storage": "10Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "csi": {"driver": "disk.csi.everest.io", "volumeHandle": "disk-1"},
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "data", "namespace": namespace},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "10Gi"}},
-                "storageClassName": "",
-                "volumeName": volume,
-            },
-        },
-    )
+    apply(cluster, everest_volume(volume, "disk-1"), volume_claim(namespace, "data", volume))
     try:
 
         def phase(*args: str) -> str:

@@ -25,7 +25,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from evs_simulator.admin_client import AdminClient
 from tests.deploy.support import CHART
-from tests.fixtures.cluster import service_account_kubeconfig
+from tests.fixtures.cluster import (
+    everest_volume,
+    manifest_list,
+    service_account_kubeconfig,
+    volume_claim,
+)
 from tests.fixtures.operator import condition
 from tests.waiting import eventually
 
@@ -140,28 +145,8 @@ async def test_core_scenario_as_the_chart_service_account(
         # claim and the volume through the account's RBAC too.
         volume = (await cloud.admin.add_volume(size=10))["id"]
         docs = [
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolume",
-                "metadata": {"name": persistent_volume},
-                "spec": {
-                    "capacity": {"storage": "10Gi"},
-                    "accessModes": ["ReadWriteOnce"],
-                    "storageClassName": "",
-                    "csi": {"driver": "disk.csi.everest.io", "volumeHandle": volume},
-                },
-            },
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": "data", "namespace": namespace},
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "resources": {"requests": {"storage": "10Gi"}},
-                    "storageClassName": "",
-                    "volumeName": persistent_volume,
-                },
-            },
+            everest_volume(persistent_volume, volume),
+            volume_claim(namespace, "data", persistent_volume),
             {
                 "apiVersion": "evs.cloudsnap.io/v1alpha1",
                 "kind": "CloudSnapshot",
@@ -169,12 +154,7 @@ async def test_core_scenario_as_the_chart_service_account(
                 "spec": {"persistentVolumeClaimName": "data", "className": cloud.class_name},
             },
         ]
-        cluster.kubectl(
-            "apply",
-            "-f",
-            "-",
-            input=json.dumps({"kind": "List", "apiVersion": "v1", "items": docs}),
-        )
+        cluster.kubectl("apply", "-f", "-", input=manifest_list(*docs))
 
         def ready() -> bool:
             out = _kubectl(cluster.env, namespace, "get", "csnap", "proof", "-o", "json").stdout

@@ -7,13 +7,13 @@ disk.csi.everest.io, volumeHandle the disk ID. Nothing sets a claim's status by 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hack.cluster import Cluster
 
+from tests.fixtures.cluster import everest_volume, manifest_list, volume_claim
 from tests.fixtures.operator import Stack, condition
 from tests.waiting import eventually
 
@@ -22,46 +22,6 @@ BINDING_SECONDS = 30.0
 # Well under the operator's blocked retry (the fixture keeps its default of 120 s): a blocked
 # resource that becomes Ready within this was woken by the claim's change, not by the retry.
 WAKE_SECONDS = 30.0
-
-
-def persistent_volume(name: str, disk: str, claim: tuple[str, str] | None) -> dict[str, Any]:
-    """An EVS disk as CCE's everest driver publishes it; pre-bound to `claim` when given."""
-    spec: dict[str, Any] = {
-        "capacity": {"storage": "10Gi"},
-        "accessModes": ["ReadWriteOnce"],
-        "persistentVolumeReclaimPolicy": "Retain",
-        "storageClassName": "",
-        "csi": {"driver": "disk.csi.everest.io", "volumeHandle": disk, "fsType": "ext4"},
-    }
-    if claim is not None:
-        spec["claimRef"] = {
-            "kind": "PersistentVolumeClaim",
-            "namespace": claim[0],
-            "name": claim[1],
-        }
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-
-
-def claim(name: str, volume: str | None = None) -> dict[str, Any]:
-    """A claim of a statically provisioned volume; naming `volume` binds it to that one."""
-    spec: dict[str, Any] = {
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": "10Gi"}},
-        "storageClassName": "",
-    }
-    if volume is not None:
-        spec["volumeName"] = volume
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
 
 
 @pytest.fixture
@@ -74,15 +34,12 @@ def volume_names(cluster: Cluster, namespace: str) -> Iterator[list[str]]:
 
 
 def create(stack: Stack, *manifests: dict[str, Any]) -> None:
-    stack.kubectl(
-        "create",
-        "-f",
-        "-",
-        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(manifests)}),
-    )
+    """`kubectl create` the manifests in the stack's namespace."""
+    stack.kubectl("create", "-f", "-", input=manifest_list(*manifests))
 
 
 def claim_phase(stack: Stack, name: str) -> str:
+    """The claim's status.phase as the PV binder set it."""
     return stack.kubectl("get", "pvc", name, "-o", "jsonpath={.status.phase}").stdout
 
 
@@ -91,7 +48,11 @@ async def test_a_claim_bound_by_the_binder_is_snapshotted_as_its_disk(
 ) -> None:
     disk = await stack.add_volume()
     volume_names.append(f"pv-{stack.namespace}")
-    create(stack, persistent_volume(volume_names[0], disk, None), claim(CLAIM, volume_names[0]))
+    create(
+        stack,
+        everest_volume(volume_names[0], disk),
+        volume_claim(stack.namespace, CLAIM, volume_names[0]),
+    )
     await eventually(
         lambda: claim_phase(stack, CLAIM) == "Bound", timeout=BINDING_SECONDS, what="the binding"
     )
@@ -112,7 +73,7 @@ async def test_a_claim_that_binds_later_is_blocked_then_ready_on_its_binding(
     stack: Stack, volume_names: list[str]
 ) -> None:
     disk = await stack.add_volume()
-    create(stack, claim(CLAIM))  # no volume for it yet: Pending
+    create(stack, volume_claim(stack.namespace, CLAIM))  # no volume for it yet: Pending
     stack.apply("db", persistentVolumeClaimName=CLAIM)
 
     obj = await stack.wait_condition("db", "Synced", "False", reason="ClaimNotBound")
@@ -126,7 +87,7 @@ async def test_a_claim_that_binds_later_is_blocked_then_ready_on_its_binding(
 
     # An administrator provides the volume, reserved for the claim; the binder binds them.
     volume_names.append(f"pv-{stack.namespace}")
-    create(stack, persistent_volume(volume_names[0], disk, (stack.namespace, CLAIM)))
+    create(stack, everest_volume(volume_names[0], disk, (stack.namespace, CLAIM)))
 
     obj = await stack.wait_condition("db", "Ready", "True", timeout=WAKE_SECONDS)
     assert claim_phase(stack, CLAIM) == "Bound"
