@@ -14,6 +14,7 @@ from cloudsnap.api.crdgen import (
     SchemaError,
     class_crd,
     render_crds,
+    schedule_crd,
     snapshot_crd,
     structural_schema,
     write_crds,
@@ -61,7 +62,11 @@ def _nodes(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str
         yield from _nodes(node["additionalProperties"], f"{path}{{}}")
 
 
-BOTH = pytest.mark.parametrize("crd", [snapshot_crd(), class_crd()], ids=["snapshot", "class"])
+EVERY_CRD = pytest.mark.parametrize(
+    "crd",
+    [snapshot_crd(), class_crd(), schedule_crd()],
+    ids=["snapshot", "class", "schedule"],
+)
 
 
 def test_committed_crds_are_current() -> None:
@@ -93,7 +98,7 @@ def test_files_parse_as_one_crd_each() -> None:
         assert documents[0]["kind"] == "CustomResourceDefinition"
 
 
-@BOTH
+@EVERY_CRD
 def test_every_property_is_described(crd: dict[str, Any]) -> None:
     """`kubectl explain` shows these. Map values ({}) are no property, and the API server refuses
     a description on metadata (it documents ObjectMeta itself)."""
@@ -105,7 +110,7 @@ def test_every_property_is_described(crd: dict[str, Any]) -> None:
     assert undescribed == [".metadata"]
 
 
-@BOTH
+@EVERY_CRD
 def test_schema_is_structural(crd: dict[str, Any]) -> None:
     for path, node in _nodes(_schema(crd)):
         assert node.get("type") in {"object", "array", "string", "integer", "boolean"}, path
@@ -181,3 +186,24 @@ def test_spec_schema_carries_no_pydantic_leftovers() -> None:
     for path, node in _nodes(structural_schema(CloudSnapshotSpec)):
         assert not {"$ref", "anyOf", "title"} & set(node), path
         assert node.get("default", "unset") is not None, path
+
+
+def test_schedule_crd_names_columns_and_subresources() -> None:
+    crd = schedule_crd()
+    assert crd["spec"]["scope"] == "Namespaced"
+    assert crd["spec"]["names"]["shortNames"] == ["csnapsched"]
+    assert crd["spec"]["names"]["categories"] == ["cloudsnap"]
+    version = crd["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    columns = [column["name"].upper() for column in version["additionalPrinterColumns"]]
+    assert columns[:5] == ["SCHEDULE", "SUSPEND", "LAST", "NEXT", "SOURCES"]
+    spec = _schema(crd)["properties"]["spec"]
+    assert spec["required"] == ["schedule", "sources", "retention"]
+    assert spec["properties"]["retention"]["properties"]["maxCount"]["maximum"] == 7
+    assert spec["properties"]["timeZone"]["default"] == "UTC"
+
+
+def test_schedule_strings_are_bounded() -> None:
+    for path, node in _nodes(_schema(schedule_crd())["properties"]["spec"], "spec"):
+        if node["type"] == "string" and "enum" not in node:
+            assert "maxLength" in node or "pattern" in node, path

@@ -43,3 +43,22 @@ them, so users may not."""
 OWNER_UID_METADATA_KEY: Final = f"{IDENTITY_METADATA_PREFIX}owner-uid"
 OWNER_NAMESPACE_METADATA_KEY: Final = f"{IDENTITY_METADATA_PREFIX}namespace"
 OWNER_NAME_METADATA_KEY: Final = f"{IDENTITY_METADATA_PREFIX}name"
+
+SCHEDULE_KIND: Final = "CloudSnapshotSchedule"
+SCHEDULE_PLURAL: Final = "cloudsnapshotschedules"
+SCHEDULE_SINGULAR: Final = "cloudsnapshotschedule"
+SCHEDULE_SHORT_NAME: Final = "csnapsched"
+
+SCHEDULE_LABEL: Final = f"{GROUP}/schedule"
+"""Label on a schedule's children: the schedule's name (shortened with a digest to fit)."""
+SOURCE_LABEL: Final = f"{GROUP}/source"
+"""Label on a schedule's children: which of the schedule's sources the child snapshots."""
+SLOT_ANNOTATION: Final = f"{GROUP}/slot"
+"""Annotation on a schedule's children: the scheduled time (UTC, RFC 3339) of the run that made
+the child."""
+SOURCE_ANNOTATION: Final = f"{GROUP}/source"
+"""Annotation on a schedule's children: the full source ("volume/<id>" or "pvc/<name>"); the
+label may be a shortened form."""
+
+EVS_SNAPSHOTS_PER_DISK: Final = 7
+"""EVS keeps at most this many snapshots of one disk and refuses the next create (EVS.5413)."""

@@ -22,6 +22,10 @@ from cloudsnap.api.constants import (
     CLASS_SINGULAR,
     DEFAULT_CLASS_ANNOTATION,
     GROUP,
+    SCHEDULE_KIND,
+    SCHEDULE_PLURAL,
+    SCHEDULE_SHORT_NAME,
+    SCHEDULE_SINGULAR,
     SNAPSHOT_KIND,
     SNAPSHOT_PLURAL,
     SNAPSHOT_SHORT_NAME,
@@ -29,6 +33,7 @@ from cloudsnap.api.constants import (
     VERSION,
 )
 from cloudsnap.api.models import CloudSnapshot, CloudSnapshotClass
+from cloudsnap.api.schedule import CloudSnapshotSchedule
 
 HEADER = "# Generated from cloudsnap.api by `make crds`; do not edit by hand.\n"
 
@@ -242,6 +247,39 @@ def class_crd() -> dict[str, Any]:
     )
 
 
+def schedule_crd() -> dict[str, Any]:
+    """The CloudSnapshotSchedule CRD (namespaced, status subresource)."""
+    return _crd(
+        kind=SCHEDULE_KIND,
+        plural=SCHEDULE_PLURAL,
+        singular=SCHEDULE_SINGULAR,
+        short_name=SCHEDULE_SHORT_NAME,
+        scope="Namespaced",
+        schema=_resource_schema(CloudSnapshotSchedule, ("spec", "status")),
+        columns=[
+            _column("Schedule", ".spec.schedule", "string", "When runs are made (cron)."),
+            _column("Suspend", ".spec.suspend", "boolean", "Whether new runs are paused."),
+            _column("Last", ".status.lastScheduleTime", "date", "Time since the latest run."),
+            _column("Next", ".status.nextScheduleTime", "string", "Time of the next run (UTC)."),
+            _column("Sources", ".status.sourceCount", "integer", "Sources at the latest look."),
+            _column(
+                "Ready",
+                '.status.conditions[?(@.type=="Ready")].status',
+                "string",
+                "Whether every source has a Ready child.",
+            ),
+            _AGE,
+            _column("Time-Zone", ".spec.timeZone", "string", "Time zone of the schedule.", 1),
+        ],
+        status_subresource=True,
+    )
+
+
+def all_crds() -> list[dict[str, Any]]:
+    """Every CRD the operator serves."""
+    return [snapshot_crd(), class_crd(), schedule_crd()]
+
+
 def _filename(crd: Mapping[str, Any]) -> str:
     """controller-gen's naming: <group>_<plural>.yaml."""
     spec = crd["spec"]
@@ -251,7 +289,7 @@ def _filename(crd: Mapping[str, Any]) -> str:
 def render_crds() -> dict[str, str]:
     """Each CRD file's name and YAML text, byte-for-byte what `make crds` writes."""
     rendered = {}
-    for crd in (snapshot_crd(), class_crd()):
+    for crd in all_crds():
         body = yaml.safe_dump(crd, sort_keys=True, allow_unicode=True, width=100)
         rendered[_filename(crd)] = HEADER + "---\n" + body
     return rendered

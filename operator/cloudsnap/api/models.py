@@ -80,6 +80,45 @@ def validations(*rules: JsonDict) -> JsonDict:
 
 
 MetadataValue = Annotated[str, StringConstraints(max_length=METADATA_VALUE_MAX_LENGTH)]
+SnapshotDescription = Annotated[
+    str,
+    Field(
+        max_length=EVS_TEXT_MAX_BYTES,
+        json_schema_extra=validations(
+            cel(
+                f"size(bytes(self)) <= {EVS_TEXT_MAX_BYTES}",
+                f"description must be at most {EVS_TEXT_MAX_BYTES} bytes in UTF-8",
+            ),
+        ),
+    ),
+]
+"""An EVS snapshot description (shared by CloudSnapshot and a schedule's snapshot template)."""
+SnapshotMetadata = Annotated[
+    dict[str, MetadataValue],
+    Field(
+        max_length=METADATA_MAX_ENTRIES,
+        json_schema_extra=validations(
+            cel(
+                f"self.all(k, size(k) >= 1 && size(k) <= {METADATA_KEY_MAX_LENGTH})",
+                f"metadata keys must be 1 to {METADATA_KEY_MAX_LENGTH} characters long",
+            ),
+            cel(
+                f"self.all(k, !k.startsWith('{RESERVED_METADATA_PREFIX}'))",
+                f"metadata keys must not start with {RESERVED_METADATA_PREFIX} (reserved by EVS)",
+            ),
+            cel(
+                f"self.all(k, !k.startsWith('{IDENTITY_METADATA_PREFIX}'))",
+                f"metadata keys must not start with {IDENTITY_METADATA_PREFIX}"
+                " (set by the operator to tie the snapshot to this resource)",
+            ),
+        ),
+    ),
+]
+"""EVS snapshot metadata as users may set it."""
+ClassName = Annotated[
+    str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+]
+"""The name of a CloudSnapshotClass."""
 
 # CEL: which source of a CloudSnapshot a spec names (the documented snapshotID "" names none).
 _VOLUME_SET = "has(self.volumeID)"
@@ -173,46 +212,17 @@ class CloudSnapshotSpec(_Model):
     )
     """Name of the EVS snapshot, at most 255 bytes in UTF-8, not starting with autobk_snapshot_.
     Defaults to "<namespace>-<name>" of this resource, shortened to fit. Updatable."""
-    description: str | None = Field(
-        None,
-        max_length=EVS_TEXT_MAX_BYTES,
-        json_schema_extra=validations(
-            cel(
-                f"size(bytes(self)) <= {EVS_TEXT_MAX_BYTES}",
-                f"description must be at most {EVS_TEXT_MAX_BYTES} bytes in UTF-8",
-            ),
-        ),
-    )
+    description: SnapshotDescription | None = None
     """Description of the EVS snapshot, at most 255 bytes in UTF-8; may be omitted or null.
     Updatable."""
     force: bool = False
     """Snapshot the disk even while it is attached to a server (in-use). Without it EVS refuses an
     in-use disk. Immutable."""
-    metadata: dict[str, MetadataValue] = Field(
-        default_factory=dict,
-        max_length=METADATA_MAX_ENTRIES,
-        json_schema_extra=validations(
-            cel(
-                f"self.all(k, size(k) >= 1 && size(k) <= {METADATA_KEY_MAX_LENGTH})",
-                f"metadata keys must be 1 to {METADATA_KEY_MAX_LENGTH} characters long",
-            ),
-            cel(
-                f"self.all(k, !k.startsWith('{RESERVED_METADATA_PREFIX}'))",
-                f"metadata keys must not start with {RESERVED_METADATA_PREFIX} (reserved by EVS)",
-            ),
-            cel(
-                f"self.all(k, !k.startsWith('{IDENTITY_METADATA_PREFIX}'))",
-                f"metadata keys must not start with {IDENTITY_METADATA_PREFIX}"
-                " (set by the operator to tie the snapshot to this resource)",
-            ),
-        ),
-    )
+    metadata: SnapshotMetadata = Field(default_factory=dict)
     """Metadata (string to string) stored on the EVS snapshot. At most 50 entries, keys and values
     at most 255 characters; keys must not start with __system__ (EVS) or cloudsnap.io/ (the
     operator). Immutable."""
-    class_name: str | None = Field(
-        None, alias="className", min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN
-    )
+    class_name: ClassName | None = Field(None, alias="className")
     """Name of the CloudSnapshotClass (cloud account, project and region) to use; when omitted,
     the class annotated evs.cloudsnap.io/is-default-class="true". Immutable."""
     deletion_policy: DeletionPolicy | None = Field(None, alias="deletionPolicy")
