@@ -21,6 +21,19 @@ FORBIDDEN = {
     "cloudsnap.api": ("cloudsnap.evs", "cloudsnap.reconcile", "cloudsnap.handlers", "kopf"),
     "cloudsnap.evs": ("cloudsnap.api", "cloudsnap.reconcile", "kubernetes", "kopf"),
     "cloudsnap.reconcile": ("cloudsnap.handlers", "cloudsnap.kube", "kubernetes", "kopf"),
+    # Schedule arithmetic and retention are pure: no I/O layer, no other operator layer.
+    "cloudsnap.schedule": (
+        "cloudsnap.api",
+        "cloudsnap.evs",
+        "cloudsnap.reconcile",
+        "cloudsnap.handlers",
+        "cloudsnap.kube",
+        "cloudsnap.schedules",
+        "kubernetes",
+        "kopf",
+        "httpx",
+        "aiohttp",
+    ),
 }
 
 

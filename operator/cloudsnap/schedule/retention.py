@@ -1,0 +1,142 @@
+"""Which of one source's snapshots a schedule deletes: a pure function (docs/schedules.md).
+
+The rules, in order of precedence:
+
+1. Only the schedule's own children are ever deleted, and only they count below; other
+   CloudSnapshots of the disk take room on it but are never touched.
+2. Children still being created (or not yet created) are never deleted, nor are children
+   already being deleted chosen again.
+3. The newest ``min_ready`` Ready children are never deleted, whatever else says so.
+4. Only Ready children count toward ``max_count``: the Ready ones beyond the newest
+   ``max_count`` are deleted.
+5. Ready children older than ``max_age`` are deleted.
+6. Failed children are deleted once a newer Ready child exists.
+7. EVS keeps at most ``disk_limit`` snapshots of a disk. When a create is about to be made (or
+   a child is already refused for want of room), the oldest Ready children the rules above
+   still allow are deleted to make room; if none may go, the source is reported blocked.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+
+class Phase(enum.Enum):
+    """Where a snapshot of the source is, as retention needs to know it."""
+
+    PENDING = "pending"  # no EVS snapshot yet (just made, or refused for now)
+    CREATING = "creating"
+    READY = "ready"
+    FAILED = "failed"
+    DELETING = "deleting"
+
+    @property
+    def takes_room(self) -> bool:
+        """Whether it holds one of the disk's places for good: one being deleted is leaving (a
+        create refused meanwhile is retried when it has gone), and a pending one has none."""
+        return self not in (Phase.PENDING, Phase.DELETING)
+
+
+class Reason(enum.Enum):
+    """Why a child is deleted (the Event says it)."""
+
+    COUNT = "MaxCount"
+    AGE = "MaxAge"
+    FAILED = "Superseded"
+    DISK_LIMIT = "DiskLimit"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One CloudSnapshot of the source's disk."""
+
+    name: str
+    phase: Phase
+    created: datetime
+    ours: bool
+    """A child of this schedule (its label and its ownerReference's UID)."""
+    waiting_for_room: bool = False
+    """Refused by EVS because the disk is full (EVS.5413), waiting to be retried."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """spec.retention, parsed."""
+
+    max_count: int
+    min_ready: int
+    max_age: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What retention decided for one source."""
+
+    delete: tuple[tuple[str, Reason], ...]
+    """Children to delete, each with its reason, oldest first."""
+    blocked: bool
+    """The disk is full and no child may go to make room for the next snapshot."""
+
+
+def decide(
+    snapshots: Sequence[Snapshot],
+    policy: Policy,
+    *,
+    now: datetime,
+    create_pending: bool,
+    disk_limit: int,
+) -> Decision:
+    """The children of one source to delete now, and whether the source is blocked."""
+    ready = sorted(
+        (s for s in snapshots if s.ours and s.phase is Phase.READY),
+        key=_age_order,
+        reverse=True,
+    )
+    protected = {s.name for s in ready[: policy.min_ready]}
+    chosen: dict[str, Reason] = {}
+
+    def deletable(snapshot: Snapshot) -> bool:
+        return snapshot.ours and snapshot.name not in protected and snapshot.name not in chosen
+
+    for snapshot in ready[policy.max_count :]:
+        if deletable(snapshot):
+            chosen[snapshot.name] = Reason.COUNT
+    if policy.max_age is not None:
+        for snapshot in ready:
+            if now - snapshot.created > policy.max_age and deletable(snapshot):
+                chosen[snapshot.name] = Reason.AGE
+    newest_ready = ready[0].created if ready else None
+    for snapshot in snapshots:
+        if (
+            snapshot.phase is Phase.FAILED
+            and newest_ready is not None
+            and snapshot.created < newest_ready
+            and deletable(snapshot)
+        ):
+            chosen[snapshot.name] = Reason.FAILED
+
+    waiting = sum(1 for s in snapshots if s.waiting_for_room and s.ours)
+    demand = waiting + (1 if create_pending else 0)
+    occupied = sum(1 for s in snapshots if s.phase.takes_room and s.name not in chosen)
+    blocked = False
+    if demand:
+        for snapshot in reversed(ready):  # oldest first
+            if occupied + demand <= disk_limit:
+                break
+            if deletable(snapshot):
+                chosen[snapshot.name] = Reason.DISK_LIMIT
+                occupied -= 1
+        blocked = occupied + demand > disk_limit
+    by_age = sorted(snapshots, key=_age_order)
+    return Decision(
+        delete=tuple((s.name, chosen[s.name]) for s in by_age if s.name in chosen),
+        blocked=blocked,
+    )
+
+
+def _age_order(snapshot: Snapshot) -> tuple[datetime, str]:
+    """Oldest first; the name breaks ties so that every replica picks the same children."""
+    return (snapshot.created, snapshot.name)

@@ -1,0 +1,145 @@
+"""Retention as a pure function: examples for each rule, and properties over any set of
+snapshots of a source."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cloudsnap.schedule.retention import Decision, Phase, Policy, Reason, Snapshot, decide
+
+NOW = datetime(2026, 6, 10, tzinfo=UTC)
+LIMIT = 7
+
+
+def snap(
+    name: str,
+    hours_ago: float,
+    phase: Phase = Phase.READY,
+    *,
+    ours: bool = True,
+    waiting: bool = False,
+) -> Snapshot:
+    return Snapshot(name, phase, NOW - timedelta(hours=hours_ago), ours, waiting)
+
+
+def run(
+    snapshots: list[Snapshot],
+    max_count: int = 3,
+    min_ready: int = 1,
+    max_age: timedelta | None = None,
+    create_pending: bool = False,
+) -> Decision:
+    return decide(
+        snapshots,
+        Policy(max_count, min_ready, max_age),
+        now=NOW,
+        create_pending=create_pending,
+        disk_limit=LIMIT,
+    )
+
+
+def test_only_ready_children_count_toward_max_count() -> None:
+    snapshots = [snap(f"r{i}", i) for i in range(5)] + [
+        snap("creating", 0.1, Phase.CREATING),
+        snap("failed", 10, Phase.FAILED),
+    ]
+    decision = run(snapshots, max_count=3)
+    assert decision.delete == (
+        ("failed", Reason.FAILED),
+        ("r4", Reason.COUNT),
+        ("r3", Reason.COUNT),
+    )
+
+
+def test_max_age_stops_at_the_newest_min_ready() -> None:
+    snapshots = [snap(f"r{i}", 100 + i) for i in range(3)]
+    decision = run(snapshots, max_count=3, min_ready=1, max_age=timedelta(hours=24))
+    assert decision.delete == (("r2", Reason.AGE), ("r1", Reason.AGE))
+    assert run(snapshots, min_ready=3, max_age=timedelta(hours=24)).delete == ()
+
+
+def test_a_failed_child_stays_until_a_newer_one_is_ready() -> None:
+    assert run([snap("failed", 1, Phase.FAILED), snap("old", 5)]).delete == ()
+    assert run([snap("failed", 5, Phase.FAILED), snap("new", 1)]).delete == (
+        ("failed", Reason.FAILED),
+    )
+
+
+def test_others_on_the_disk_are_never_deleted_but_take_room() -> None:
+    others = [snap(f"manual{i}", i, ours=False) for i in range(5)]
+    children = [snap("c1", 0.5), snap("c2", 10)]
+    decision = run(others + children, max_count=3, min_ready=1, create_pending=True)
+    assert decision.delete == (("c2", Reason.DISK_LIMIT),)
+    assert not decision.blocked
+
+
+def test_a_full_disk_with_nothing_to_spare_blocks_the_source() -> None:
+    others = [snap(f"manual{i}", i, ours=False) for i in range(6)]
+    decision = run([*others, snap("c1", 0.5)], min_ready=1, create_pending=True)
+    assert decision == Decision(delete=(), blocked=True)
+    # A child already refused for want of room asks for room as a pending create does.
+    waiting = snap("c2", 0, Phase.PENDING, waiting=True)
+    assert run([*others, snap("c1", 0.5), waiting]).blocked
+
+
+def test_a_snapshot_being_deleted_makes_room_without_a_second_deletion() -> None:
+    children = [snap(f"c{i}", i) for i in range(6)] + [snap("going", 9, Phase.DELETING)]
+    decision = run(children, max_count=7, create_pending=True)
+    assert decision == Decision(delete=(), blocked=False)
+
+
+def test_the_disk_limit_frees_the_oldest_child_before_a_create() -> None:
+    children = [snap(f"c{i}", i) for i in range(7)]
+    decision = run(children, max_count=7, min_ready=2, create_pending=True)
+    assert decision.delete == (("c6", Reason.DISK_LIMIT),)
+    assert run(children, max_count=7, min_ready=7, create_pending=True).blocked
+
+
+phases = st.sampled_from(list(Phase))
+snapshot_sets = st.lists(
+    st.builds(
+        Snapshot,
+        name=st.uuids().map(str),
+        phase=phases,
+        created=st.integers(0, 48).map(lambda h: NOW - timedelta(hours=h)),
+        ours=st.booleans(),
+        waiting_for_room=st.booleans(),
+    ),
+    max_size=14,
+    unique_by=lambda s: s.name,
+)
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> Policy:
+    max_count = draw(st.integers(1, LIMIT))
+    min_ready = draw(st.integers(0, max_count))
+    hours = draw(st.none() | st.integers(1, 24 * 30))
+    return Policy(max_count, min_ready, None if hours is None else timedelta(hours=hours))
+
+
+@given(snapshots=snapshot_sets, policy=policies(), create_pending=st.booleans())
+def test_retention_properties(
+    snapshots: list[Snapshot], policy: Policy, create_pending: bool
+) -> None:
+    decision = decide(snapshots, policy, now=NOW, create_pending=create_pending, disk_limit=LIMIT)
+    deleted = {name for name, _ in decision.delete}
+    by_name = {s.name: s for s in snapshots}
+    assert len(deleted) == len(decision.delete)
+    ready = [s for s in snapshots if s.ours and s.phase is Phase.READY]
+    for name in deleted:
+        snapshot = by_name[name]
+        assert snapshot.ours, "a non-child deleted"
+        assert snapshot.phase in (Phase.READY, Phase.FAILED), f"{snapshot.phase} deleted"
+        if snapshot.phase is Phase.READY:
+            newer = sum(1 for s in ready if (s.created, s.name) > (snapshot.created, snapshot.name))
+            assert newer >= policy.min_ready, "one of the newest minReady Ready deleted"
+    # Once done, no more than maxCount Ready children remain.
+    assert len([s for s in ready if s.name not in deleted]) <= policy.max_count
+    # And what is left needs no second round of count, age or failed deletions.
+    remaining = [s for s in snapshots if s.name not in deleted]
+    again = decide(remaining, policy, now=NOW, create_pending=False, disk_limit=LIMIT)
+    assert all(reason is Reason.DISK_LIMIT for _, reason in again.delete)
