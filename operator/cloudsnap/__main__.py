@@ -16,10 +16,18 @@ import pydantic
 
 from cloudsnap import logs, metrics
 from cloudsnap.api import crdgen
-from cloudsnap.handlers import FINALIZER, Controller, Memo, NotLeading, configure, registry
+from cloudsnap.handlers import (
+    FINALIZER,
+    Controller,
+    Memo,
+    NotLeading,
+    configure,
+    registry,
+)
 from cloudsnap.kube import (
     ClassCache,
     KubeLeaseStore,
+    KubeScheduleStore,
     KubeWriter,
     SecretCache,
     VolumeSources,
@@ -29,6 +37,7 @@ from cloudsnap.kube import (
 from cloudsnap.leader import Elector
 from cloudsnap.reconcile import Accounts, EVSConnector, Reconciler
 from cloudsnap.reconcile.volumes import claim_key, volume_key
+from cloudsnap.schedules import ScheduleController
 from cloudsnap.settings import Settings, add_run_arguments, from_arguments
 
 log = logging.getLogger("cloudsnap")
@@ -42,7 +51,9 @@ async def run(config: Settings) -> None:
     volumes = VolumeSources(api, [] if config.all_namespaces else config.namespace)
     elector = _elector(api, config) if config.leader_election else None
     may_act = elector.may_act if elector is not None else (lambda: True)
-    writer = KubeWriter(api if elector is None else _FencedApiClient(api.configuration, may_act))
+    fenced = api if elector is None else _FencedApiClient(api.configuration, may_act)
+    writer = KubeWriter(fenced)
+    schedule_store = KubeScheduleStore(fenced)
     accounts = Accounts(
         classes,
         secrets,
@@ -56,11 +67,13 @@ async def run(config: Settings) -> None:
         EVSConnector(accounts), finalizer=FINALIZER, volumes=volumes, timing=config.timing()
     )
     controller = Controller(reconciler, writer, max_workers=config.max_workers, may_act=may_act)
+    schedules = ScheduleController(schedule_store, max_workers=config.max_workers, may_act=may_act)
     campaign = None
     if elector is not None:
         controller.stop_leading()  # a standby until the Lease is ours
-        elector.on_started = lambda: _leading(controller, elector, True)
-        elector.on_stopped = lambda: _leading(controller, elector, False)
+        schedules.stop_leading()
+        elector.on_started = lambda: _leading(controller, schedules, True)
+        elector.on_stopped = lambda: _leading(controller, schedules, False)
         campaign = asyncio.create_task(elector.run(), name="cloudsnap-leader-election")
     else:
         metrics.LEADER.set(1)
@@ -79,7 +92,10 @@ async def run(config: Settings) -> None:
             config.metrics_host,
             config.metrics_port,
             lambda: ready.is_set() and classes.synced and secrets.synced,
-            lambda: controller.scheduler.stalled_for() < config.watchdog_seconds,
+            lambda: (
+                max(controller.scheduler.stalled_for(), schedules.scheduler.stalled_for())
+                < config.watchdog_seconds
+            ),
         )
     await wait_for_api(api, None if config.all_namespaces else config.namespace[0])
     scope = "all namespaces" if config.all_namespaces else ", ".join(config.namespace)
@@ -95,7 +111,7 @@ async def run(config: Settings) -> None:
             clusterwide=config.all_namespaces,
             namespaces=config.namespace,
             ready_flag=ready,
-            memo=Memo(controller),
+            memo=Memo(controller, schedules),
         )
     finally:
         if campaign is not None:
@@ -106,6 +122,7 @@ async def run(config: Settings) -> None:
         volumes.stop()
         await accounts.aclose()
         writer.close()
+        schedule_store.close()
         if runner is not None:
             await runner.cleanup()
 
@@ -148,20 +165,24 @@ def _releasing(campaign: asyncio.Task[None]) -> Callable[..., Awaitable[None]]:
 
     async def release_lease(memo: Memo, **_: Any) -> None:
         await memo.controller.stop()  # no step runs or starts from here on
+        if memo.schedules is not None:
+            await memo.schedules.stop()
         campaign.cancel()  # stops leading (may_act turns False), then releases the Lease
         await asyncio.gather(campaign, return_exceptions=True)
 
     return release_lease
 
 
-def _leading(controller: Controller, elector: Elector, leading: bool) -> None:
-    """Leadership changed: start or stop reconciling, and say so in the metrics."""
+def _leading(controller: Controller, schedules: ScheduleController, leading: bool) -> None:
+    """Leadership changed: start or stop reconciling and scheduling, and say so in the metrics."""
     metrics.LEADER.set(1 if leading else 0)
     metrics.LEADER_TRANSITIONS.inc()
     if leading:
         controller.start_leading()
+        schedules.start_leading()
     else:
         controller.stop_leading()
+        schedules.stop_leading()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,10 +27,12 @@ import kopf
 
 from cloudsnap import metrics
 from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
+from cloudsnap.api.constants import SCHEDULE_PLURAL
 from cloudsnap.kube import Conflict
 from cloudsnap.reconcile import Event, Outcome, Reconciler, Result, Scheduler
 from cloudsnap.reconcile.failures import ALREADY_OWNED
 from cloudsnap.reconcile.volumes import claim_to_resolve
+from cloudsnap.schedules import ScheduleController
 from cloudsnap.settings import Settings
 
 FINALIZER = f"{GROUP}/snapshot-protection"
@@ -504,9 +506,10 @@ def _observe_time_to_ready(body: Mapping[str, Any]) -> None:
 
 @dataclass
 class Memo:
-    """What kopf hands to every handler (a shallow copy per resource): the controller."""
+    """What kopf hands to every handler (a shallow copy per resource): the controllers."""
 
     controller: Controller
+    schedules: ScheduleController | None = None
 
 
 def configure(settings: kopf.OperatorSettings, config: Settings) -> None:
@@ -532,15 +535,28 @@ def registry() -> kopf.OperatorRegistry:
     kopf.on.login(registry=reg)(kopf.login_via_client)
     kopf.on.cleanup(registry=reg)(stop_scheduler)
     kopf.on.event(GROUP, VERSION, SNAPSHOT_PLURAL, registry=reg)(on_snapshot_event)
+    kopf.on.event(GROUP, VERSION, SCHEDULE_PLURAL, registry=reg)(on_schedule_event)
     return reg
 
 
 async def on_snapshot_event(event: Mapping[str, Any], memo: Memo, **_: Any) -> None:
-    """Every CloudSnapshot watch event (initial listing included) goes to the controller."""
+    """Every CloudSnapshot watch event (initial listing included) goes to the controller; a
+    schedule's child also wakes its schedule."""
     memo.controller.start()
     memo.controller.observe(event.get("type"), event["object"])
+    if memo.schedules is not None:
+        memo.schedules.observe_child(event["object"])
+
+
+async def on_schedule_event(event: Mapping[str, Any], memo: Memo, **_: Any) -> None:
+    """Every CloudSnapshotSchedule watch event goes to the schedule controller."""
+    if memo.schedules is not None:
+        memo.schedules.start()
+        memo.schedules.observe(event.get("type"), event["object"])
 
 
 async def stop_scheduler(memo: Memo, **_: Any) -> None:
     """Stop dispatching steps; steps in flight are cancelled and redone after a restart."""
     await memo.controller.stop()
+    if memo.schedules is not None:
+        await memo.schedules.stop()

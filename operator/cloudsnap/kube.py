@@ -27,6 +27,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from cloudsnap.api import CLASS_PLURAL, GROUP, SNAPSHOT_KIND, SNAPSHOT_PLURAL, VERSION
+from cloudsnap.api.constants import SCHEDULE_PLURAL
 from cloudsnap.leader import LeaseConflict, LeaseRecord
 from cloudsnap.logs import REDACTOR
 from cloudsnap.reconcile import Event
@@ -91,24 +92,27 @@ async def wait_for_api(api: kubernetes.client.ApiClient, namespace: str | None) 
 
 
 class KubeWriter:
-    """Patches CloudSnapshots through the status subresource and the main resource, and posts
-    their Events."""
+    """Patches CloudSnapshots (or, with ``plural``, CloudSnapshotSchedules) through the status
+    subresource and the main resource, and posts their Events."""
 
     def __init__(
         self,
         api: kubernetes.client.ApiClient,
         *,
         threads: int = 8,
+        plural: str = SNAPSHOT_PLURAL,
         component: str = EVENT_COMPONENT,
         instance: str | None = None,
     ) -> None:
         self._custom = kubernetes.client.CustomObjectsApi(api)
         self._core = kubernetes.client.CoreV1Api(api)
+        self._plural = plural
         # "From" in `kubectl describe`; the instance is the pod name (its hostname).
         self._source = {"component": component, "host": instance or socket.gethostname()}
-        self._pool = concurrent.futures.ThreadPoolExecutor(threads, "cloudsnap-kube")
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, f"cloudsnap-{plural}")
 
-    async def _run(self, fn: Callable[[], Any]) -> Any:
+    async def run(self, fn: Callable[[], Any]) -> Any:
+        """Call the blocking client in the writer's thread pool."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
     async def patch_status(
@@ -124,7 +128,7 @@ class KubeWriter:
             {"op": "test", "path": "/metadata/uid", "value": uid},
             {"op": "add", "path": "/status", "value": dict(status)},
         ]
-        return await self._patch(namespace, name, body, status=True)
+        return await self.patch(namespace, name, body, status=True)
 
     async def set_finalizers(
         self,
@@ -144,7 +148,7 @@ class KubeWriter:
             {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
             {"op": "add", "path": "/metadata/finalizers", "value": list(finalizers)},
         ]
-        return await self._patch(namespace, name, body, status=False)
+        return await self.patch(namespace, name, body, status=False)
 
     async def post_event(self, body: Mapping[str, Any], event: Event) -> None:
         """Record ``event`` on the resource ``body`` as a core/v1 Event.
@@ -179,7 +183,7 @@ class KubeWriter:
             "count": 1,
         }
         try:
-            await self._run(
+            await self.run(
                 lambda: self._core.create_namespaced_event(namespace, manifest)  # type: ignore[arg-type]
             )
         except ApiException as exc:
@@ -187,9 +191,11 @@ class KubeWriter:
                 "Event %s on %s/%s not posted: %s", event.reason, namespace, name, _api_message(exc)
             )
 
-    async def _patch(
+    async def patch(
         self, namespace: str, name: str, body: list[dict[str, Any]], *, status: bool
     ) -> dict[str, Any] | None:
+        """Send a JSON patch; None if the object (of the UID tested) is gone, Conflict if the
+        resourceVersion tested is not the stored one."""
         call = (
             self._custom.patch_namespaced_custom_object_status
             if status
@@ -201,14 +207,14 @@ class KubeWriter:
                 GROUP,
                 VERSION,
                 namespace,
-                SNAPSHOT_PLURAL,
+                self._plural,
                 name,
                 body,
                 _content_type="application/json-patch+json",
             )
 
         try:
-            result: dict[str, Any] = await self._run(send)
+            result: dict[str, Any] = await self.run(send)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -216,7 +222,7 @@ class KubeWriter:
                 raise Conflict(f"{namespace}/{name} changed meanwhile") from None
             if exc.status == 422:
                 # A failed JSON-patch test comes back as a bare 422: look at what is stored now.
-                stored = await self._read(namespace, name)
+                stored = await self.read(namespace, name)
                 if stored is None or _uid_of(stored) != _tested(body, "/metadata/uid"):
                     return None  # ours is gone; a newer object of the same name is not ours
                 version = _tested(body, "/metadata/resourceVersion")
@@ -225,14 +231,16 @@ class KubeWriter:
             raise
         return result
 
-    async def _read(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def read(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The stored object, or None."""
+
         def get() -> Any:
             return self._custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, SNAPSHOT_PLURAL, name
+                GROUP, VERSION, namespace, self._plural, name
             )
 
         try:
-            found: dict[str, Any] = await self._run(get)
+            found: dict[str, Any] = await self.run(get)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -242,6 +250,96 @@ class KubeWriter:
     def close(self) -> None:
         """Stop the thread pool."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class KubeScheduleStore:
+    """The reads and writes of schedule steps (a ``schedules.ScheduleStore``).
+
+    The schedule's own status and finalizers go through a KubeWriter (UID-tested JSON patches);
+    children are created, deleted (with the UID as precondition) and released; claims listed.
+    """
+
+    def __init__(self, api: kubernetes.client.ApiClient, *, threads: int = 4) -> None:
+        self._custom = kubernetes.client.CustomObjectsApi(api)
+        self._core = kubernetes.client.CoreV1Api(api)
+        self._schedules = KubeWriter(api, threads=threads, plural=SCHEDULE_PLURAL)
+        self._snapshots = KubeWriter(api, threads=threads)
+        self.patch_status = self._schedules.patch_status
+        self.set_finalizers = self._schedules.set_finalizers
+        self.post_event = self._schedules.post_event
+
+    async def list_snapshots(self, namespace: str) -> list[dict[str, Any]]:
+        listing = await self._schedules.run(
+            lambda: self._custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, SNAPSHOT_PLURAL
+            )
+        )
+        items: list[dict[str, Any]] = listing.get("items") or []
+        return items
+
+    async def create_snapshot(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            created: dict[str, Any] = await self._schedules.run(
+                lambda: self._custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, SNAPSHOT_PLURAL, dict(body)
+                )
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            existing = await self._snapshots.read(namespace, body["metadata"]["name"])
+            if existing is None:
+                raise Conflict(f"{namespace}/{body['metadata']['name']} is being deleted") from None
+            return existing
+        return created
+
+    async def delete_snapshot(self, namespace: str, name: str, uid: str) -> None:
+        options = kubernetes.client.V1DeleteOptions(
+            preconditions=kubernetes.client.V1Preconditions(uid=uid),
+            propagation_policy="Background",
+        )
+        try:
+            await self._schedules.run(
+                lambda: self._custom.delete_namespaced_custom_object(
+                    GROUP, VERSION, namespace, SNAPSHOT_PLURAL, name, body=options
+                )
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):  # gone, or a newer object of that name
+                raise
+
+    async def release_snapshot(
+        self, namespace: str, name: str, uid: str, owner_uid: str, resource_version: str
+    ) -> None:
+        stored = await self._snapshots.read(namespace, name)
+        if stored is None or _uid_of(stored) != uid:
+            return
+        refs = stored["metadata"].get("ownerReferences") or []
+        kept = [ref for ref in refs if ref.get("uid") != owner_uid]
+        if len(kept) == len(refs):
+            return
+        patch: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/uid", "value": uid},
+            {"op": "test", "path": "/metadata/resourceVersion", "value": _version_of(stored)},
+            {"op": "add", "path": "/metadata/ownerReferences", "value": kept},
+        ]
+        await self._snapshots.patch(namespace, name, patch, status=False)
+
+    async def list_claims(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        listing = await self._schedules.run(
+            lambda: self._core.list_namespaced_persistent_volume_claim(
+                namespace, label_selector=selector
+            )
+        )
+        items: list[dict[str, Any]] = (
+            self._custom.api_client.sanitize_for_serialization(listing).get("items") or []
+        )
+        return items
+
+    def close(self) -> None:
+        """Stop the thread pools."""
+        self._schedules.close()
+        self._snapshots.close()
 
 
 def _api_message(exc: ApiException) -> str:

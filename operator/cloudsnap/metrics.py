@@ -93,6 +93,29 @@ TIME_TO_READY_SECONDS = Histogram(
     buckets=_TIME_TO_READY_BUCKETS,
     registry=REGISTRY,
 )
+SCHEDULE_RUNS = Counter(
+    "cloudsnap_schedule_runs_total",
+    "Runs started by CloudSnapshotSchedules (one per slot, whatever the number of sources).",
+    registry=REGISTRY,
+)
+SCHEDULE_MISSED_RUNS = Counter(
+    "cloudsnap_schedule_missed_runs_total",
+    "Schedule slots skipped: past startingDeadlineSeconds, or older than the one catch-up run"
+    " after downtime or a suspension.",
+    registry=REGISTRY,
+)
+RETENTION_DELETIONS = Counter(
+    "cloudsnap_schedule_retention_deletions_total",
+    "Children deleted by schedule retention, by reason (MaxCount, MaxAge, Superseded, DiskLimit).",
+    ["reason"],
+    registry=REGISTRY,
+)
+SCHEDULE_CHILDREN = Gauge(
+    "cloudsnap_schedule_children",
+    "Children of CloudSnapshotSchedules at their schedules' latest steps, by phase.",
+    ["phase"],
+    registry=REGISTRY,
+)
 
 
 def observe_rate_limit_wait(class_name: str, seconds: float) -> None:

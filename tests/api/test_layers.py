@@ -34,6 +34,8 @@ FORBIDDEN = {
         "httpx",
         "aiohttp",
     ),
+    # The schedule controller reaches Kubernetes only through its ScheduleStore protocol.
+    "cloudsnap.schedules": ("cloudsnap.kube", "cloudsnap.evs", "kubernetes", "kopf"),
 }
 
 

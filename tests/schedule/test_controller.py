@@ -1,0 +1,339 @@
+"""The schedule controller's steps against an in-memory API and a fake clock: children per slot
+and source, idempotent creates, retention by label and ownerReference, status, Events, the
+schedule's deletion, and nothing done while not leading."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from cloudsnap.api.constants import SCHEDULE_LABEL, SLOT_ANNOTATION, SOURCE_ANNOTATION
+from cloudsnap.api.schedule import LabelSelector
+from cloudsnap.reconcile import Event
+from cloudsnap.schedules import SCHEDULE_FINALIZER, ScheduleController, selector_string
+
+VOLUME_A = "5aa119a8-d25b-45a7-8d1b-88e127885635"
+VOLUME_B = "7b1c0e8e-3f0a-4d59-9a49-1f6f3c3b5f21"
+NS = "prod"
+CREATED = datetime(2026, 6, 1, 9, 10, tzinfo=UTC)
+
+
+class MemoryStore:
+    """The API server as a schedule step sees it: CloudSnapshots, claims and one schedule."""
+
+    def __init__(self) -> None:
+        self.snapshots: dict[str, dict[str, Any]] = {}
+        self.claims: list[dict[str, Any]] = []
+        self.schedule: dict[str, Any] = {}
+        self.creates = 0
+        self.deleted: list[str] = []
+        self.uids = (f"uid-{n}" for n in itertools.count())
+        self.now = CREATED
+        self.events: list[Event] = []
+
+    async def list_snapshots(self, namespace: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(s) for s in self.snapshots.values()]
+
+    async def create_snapshot(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        if name in self.snapshots:
+            return copy.deepcopy(self.snapshots[name])
+        self.creates += 1
+        stored = copy.deepcopy(dict(body))
+        stored["metadata"]["uid"] = next(self.uids)
+        stored["metadata"]["resourceVersion"] = "1"
+        stored["metadata"]["creationTimestamp"] = self.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.snapshots[name] = stored
+        return copy.deepcopy(stored)
+
+    async def delete_snapshot(self, namespace: str, name: str, uid: str) -> None:
+        if name in self.snapshots and self.snapshots[name]["metadata"]["uid"] == uid:
+            del self.snapshots[name]
+            self.deleted.append(name)
+
+    async def release_snapshot(
+        self, namespace: str, name: str, uid: str, owner_uid: str, resource_version: str
+    ) -> None:
+        meta = self.snapshots[name]["metadata"]
+        meta["ownerReferences"] = [r for r in meta["ownerReferences"] if r["uid"] != owner_uid]
+
+    async def list_claims(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        assert selector == "app=postgres"
+        return self.claims
+
+    async def patch_status(
+        self, namespace: str, name: str, uid: str, status: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        self.schedule["status"] = copy.deepcopy(dict(status))
+        return copy.deepcopy(self.schedule)
+
+    async def set_finalizers(
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        finalizers: Sequence[str],
+        resource_version: str,
+    ) -> dict[str, Any] | None:
+        self.schedule["metadata"]["finalizers"] = list(finalizers)
+        return copy.deepcopy(self.schedule)
+
+    async def post_event(self, body: Mapping[str, Any], event: Event) -> None:
+        self.events.append(event)
+
+    def make_ready(self, *names: str) -> None:
+        for name in names or list(self.snapshots):
+            self.snapshots[name]["status"] = {
+                "snapshotID": f"snap-{self.snapshots[name]['metadata']['uid']}",
+                "volumeID": self.snapshots[name]["spec"].get("volumeID"),
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Available"}],
+            }
+
+
+class World:
+    """A controller, its store and a fake clock; ``step`` runs one schedule step at ``now``."""
+
+    def __init__(self, **spec: Any) -> None:
+        self.store = MemoryStore()
+        self.events = self.store.events
+        self.leading = True
+        self.controller = ScheduleController(
+            self.store,
+            max_workers=4,
+            may_act=lambda: self.leading,
+            clock=lambda: self.store.now,
+        )
+        self.store.schedule = {
+            "apiVersion": "evs.cloudsnap.io/v1alpha1",
+            "kind": "CloudSnapshotSchedule",
+            "metadata": {
+                "name": "db",
+                "namespace": NS,
+                "uid": "sched-uid",
+                "generation": 1,
+                "resourceVersion": "1",
+                "creationTimestamp": CREATED.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
+            "spec": {
+                "schedule": "0 * * * *",
+                "sources": {"volumeIDs": [VOLUME_A, VOLUME_B]},
+                "retention": {"maxCount": 2, "minReady": 1},
+                "snapshotTemplate": {
+                    "metadata": {"labels": {"team": "db"}},
+                    "spec": {"force": True, "description": "hourly"},
+                },
+                **spec,
+            },
+        }
+
+    async def step(self, at: datetime | None = None) -> float | None:
+        if at is not None:
+            self.store.now = at
+        self.controller.observe("MODIFIED", copy.deepcopy(self.store.schedule))
+        return await self.controller.step(f"{NS}/db")
+
+    @property
+    def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = self.store.schedule.get("status", {})
+        return status
+
+    def reasons(self) -> list[str]:
+        return [e.reason for e in self.events]
+
+
+def hour(h: int, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(2026, 6, 1, h, minute, second, tzinfo=UTC)
+
+
+async def test_a_slot_makes_one_child_per_source_with_labels_owner_and_template() -> None:
+    world = World()
+    wait = await world.step()
+    assert world.store.snapshots == {}
+    assert wait == pytest.approx(50 * 60, abs=1)  # until 10:00
+    assert world.store.schedule["metadata"]["finalizers"] == [SCHEDULE_FINALIZER]
+    await world.step(hour(10, 0, 1))
+    assert len(world.store.snapshots) == 2
+    child = next(iter(world.store.snapshots.values()))
+    meta = child["metadata"]
+    assert meta["labels"][SCHEDULE_LABEL] == "db"
+    assert meta["labels"]["team"] == "db"
+    assert meta["annotations"][SLOT_ANNOTATION] == "2026-06-01T10:00:00Z"
+    assert meta["ownerReferences"][0]["uid"] == "sched-uid"
+    assert child["spec"]["force"] is True
+    assert child["spec"]["description"] == "hourly"
+    assert {c["spec"]["volumeID"] for c in world.store.snapshots.values()} == {
+        VOLUME_A,
+        VOLUME_B,
+    }
+    assert world.status["lastScheduleTime"].startswith("2026-06-01T10:00:00")
+    assert world.status["nextScheduleTime"].startswith("2026-06-01T11:00:00")
+    assert world.status["sourceCount"] == 2
+    assert world.reasons() == ["Run"]
+
+
+async def test_a_slot_is_made_once_even_when_its_status_was_lost() -> None:
+    world = World()
+    await world.step(hour(10, 0, 1))
+    await world.step(hour(10, 5))
+    assert world.store.creates == 2
+    world.store.schedule["status"] = {}  # a crash before the status write
+    world.store.schedule["metadata"]["creationTimestamp"] = "2026-06-01T09:10:00Z"
+    await world.step(hour(10, 6))
+    assert world.store.creates == 2  # the same names: nothing new
+    assert len(world.store.snapshots) == 2
+
+
+async def test_retention_keeps_max_count_ready_and_never_touches_others() -> None:
+    world = World()
+    for h in range(10, 14):
+        await world.step(hour(h, 0, 1))
+        world.store.make_ready()
+    # A CloudSnapshot of the same disk with the schedule's label but not its ownerReference.
+    world.store.snapshots["manual"] = {
+        "metadata": {
+            "name": "manual",
+            "uid": "manual-uid",
+            "labels": {SCHEDULE_LABEL: "db"},
+            "annotations": {SOURCE_ANNOTATION: f"volume/{VOLUME_A}"},
+            "creationTimestamp": "2026-06-01T08:00:00Z",
+        },
+        "spec": {"volumeID": VOLUME_A},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    await world.step(hour(13, 30))
+    ours = [s for s in world.store.snapshots.values() if s["metadata"].get("ownerReferences")]
+    assert len(ours) == 4  # 2 per source
+    assert "manual" in world.store.snapshots
+    assert {s["metadata"]["annotations"][SLOT_ANNOTATION] for s in ours} == {
+        "2026-06-01T12:00:00Z",
+        "2026-06-01T13:00:00Z",
+    }
+    assert world.reasons().count("RetentionDeleted") == 4
+    entry = world.status["sources"][0]
+    assert entry["ready"] == 2
+    assert entry["newestReady"].endswith("20260601-1300")
+    assert world.status["lastSuccessfulTime"].startswith("2026-06-01T13:00:00")
+    ready = {c["type"]: c for c in world.status["conditions"]}["Ready"]
+    assert ready["status"] == "True"
+
+
+async def test_jitter_spreads_the_creates_and_wakes_for_each() -> None:
+    """With these names the delays are 23 s (VOLUME_A) and 410 s (VOLUME_B)."""
+    world = World(jitterSeconds=600, startingDeadlineSeconds=900)
+    assert await world.step(hour(10)) == pytest.approx(23, abs=0.1)
+    assert world.store.snapshots == {}
+    await world.step(hour(10, 0, 22))
+    assert world.store.snapshots == {}
+    assert await world.step(hour(10, 0, 23)) == pytest.approx(410 - 23, abs=0.1)
+    assert [c["spec"]["volumeID"] for c in world.store.snapshots.values()] == [VOLUME_A]
+    await world.step(hour(10, 6, 50))
+    assert len(world.store.snapshots) == 2
+    assert world.reasons() == ["Run"]
+
+
+async def test_a_run_past_the_starting_deadline_is_skipped_with_an_event() -> None:
+    world = World(startingDeadlineSeconds=60)
+    await world.step(hour(10, 5))
+    assert world.store.snapshots == {}
+    assert world.reasons() == ["MissedRun"]
+    assert world.status["lastMissedTime"].startswith("2026-06-01T10:00:00")
+    await world.step(hour(10, 6))
+    assert world.reasons() == ["MissedRun"]  # reported once
+
+
+async def test_a_full_disk_with_nothing_to_delete_blocks_the_source() -> None:
+    world = World(retention={"maxCount": 1, "minReady": 1})
+    for n in range(7):
+        world.store.snapshots[f"other{n}"] = {
+            "metadata": {
+                "name": f"other{n}",
+                "uid": f"o{n}",
+                "creationTimestamp": "2026-06-01T00:00:00Z",
+            },
+            "spec": {"volumeID": VOLUME_A},
+            "status": {"snapshotID": f"s{n}"},
+        }
+    await world.step(hour(10, 0, 1))
+    assert {c["spec"]["volumeID"] for c in world.store.snapshots.values()} == {VOLUME_A, VOLUME_B}
+    assert world.store.creates == 1  # only VOLUME_B's
+    assert "RunBlocked" in world.reasons()
+    blocked = [e for e in world.status["sources"] if e.get("blocked")]
+    assert [e["source"] for e in blocked] == [f"volume/{VOLUME_A}"]
+    assert {c["type"]: c for c in world.status["conditions"]}["Ready"]["reason"] == "Blocked"
+
+
+async def test_claims_selected_at_each_run_become_sources() -> None:
+    world = World(sources={"persistentVolumeClaimSelector": {"matchLabels": {"app": "postgres"}}})
+    world.store.claims = [{"metadata": {"name": "data-0"}}]
+    await world.step(hour(10, 0, 1))
+    world.store.claims.append({"metadata": {"name": "data-1"}})
+    await world.step(hour(11, 0, 1))
+    claims = sorted(
+        (c["spec"]["persistentVolumeClaimName"], c["metadata"]["annotations"][SLOT_ANNOTATION])
+        for c in world.store.snapshots.values()
+    )
+    assert claims == [
+        ("data-0", "2026-06-01T10:00:00Z"),
+        ("data-0", "2026-06-01T11:00:00Z"),
+        ("data-1", "2026-06-01T11:00:00Z"),
+    ]
+
+
+def test_selector_string() -> None:
+    selector = LabelSelector.model_validate(
+        {
+            "matchLabels": {"app": "postgres"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["a", "b"]},
+                {"key": "skip", "operator": "DoesNotExist"},
+            ],
+        }
+    )
+    assert selector_string(selector) == "app=postgres,tier in (a,b),!skip"
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"timeZone": "Mars/Olympus_Mons"}, "spec.timeZone"),
+        ({"schedule": "0 25 * * *"}, "spec.schedule: hour: 25"),
+        ({"schedule": "0 0 30 2 *"}, "spec.schedule: the schedule has no slot"),
+    ],
+)
+async def test_an_unrunnable_spec_is_reported_with_its_field(
+    spec: dict[str, Any], field: str
+) -> None:
+    world = World(**spec)
+    assert await world.step(hour(10, 0, 1)) is None
+    synced = {c["type"]: c for c in world.status["conditions"]}["Synced"]
+    assert synced["status"] == "False"
+    assert synced["reason"] == "InvalidSpec"
+    assert field in synced["message"]
+    assert world.store.snapshots == {}
+
+
+@pytest.mark.parametrize("delete_children", [False, True])
+async def test_deleting_the_schedule_keeps_or_deletes_its_children(delete_children: bool) -> None:
+    world = World(deleteChildrenOnDelete=delete_children)
+    await world.step(hour(10, 0, 1))
+    world.store.schedule["metadata"]["deletionTimestamp"] = "2026-06-01T10:30:00Z"
+    await world.step(hour(10, 30))
+    assert world.store.schedule["metadata"]["finalizers"] == []
+    if delete_children:
+        assert world.store.snapshots == {}
+    else:
+        assert len(world.store.snapshots) == 2
+        assert all(not s["metadata"]["ownerReferences"] for s in world.store.snapshots.values())
+
+
+async def test_nothing_is_done_while_not_leading() -> None:
+    world = World()
+    world.leading = False
+    assert await world.step(hour(10, 0, 1)) == 1.0
+    assert world.store.snapshots == {}
+    assert "status" not in world.store.schedule
