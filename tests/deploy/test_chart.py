@@ -121,13 +121,15 @@ def test_the_operator_accepts_the_rendered_environment(
 def test_cluster_role_holds_no_write_on_classes_and_no_secrets(home: Path) -> None:
     (role,) = find(template(home), "ClusterRole")
     for rule in role["rules"]:
-        assert "delete" not in rule["verbs"]
+        if "delete" in rule["verbs"]:
+            assert rule["resources"] == ["cloudsnapshots"], "schedules delete their children only"
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
         assert "secrets" not in rule["resources"]
         assert "namespaces" not in rule["resources"], "kopf lists namespaces only when namespaced"
         if rule["resources"] == ["cloudsnapshotclasses"]:
             assert rule["verbs"] == ["list", "watch"]
-    # Claims and volumes are read, from watch caches only: the claim source needs nothing else.
+    # Claims and volumes are only listed, by the watch caches of the claim source and a schedule's
+    # claim selector: one rule each, nothing else.
     for resource in ("persistentvolumeclaims", "persistentvolumes"):
         assert [r["verbs"] for r in role["rules"] if resource in r["resources"]] == [
             ["list", "watch"]
@@ -178,6 +180,8 @@ def test_watch_namespaces_grant_per_namespace_roles_only(home: Path) -> None:
     assert {r for rule in roles["team-a"]["rules"] for r in rule["resources"]} == {
         "cloudsnapshots",
         "cloudsnapshots/status",
+        "cloudsnapshotschedules",
+        "cloudsnapshotschedules/status",
         "events",
         "persistentvolumeclaims",
     }
@@ -535,7 +539,7 @@ def test_manifests_build_with_kustomize() -> None:
         check=True,
     ).stdout
     kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(built) if doc)
-    assert kinds.count("CustomResourceDefinition") == 2
+    assert kinds.count("CustomResourceDefinition") == 3
     assert {"Namespace", "Deployment", "ClusterRole", "Role", "ServiceAccount"} <= set(kinds)
 
 

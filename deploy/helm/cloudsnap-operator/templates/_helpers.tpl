@@ -54,21 +54,41 @@ app.kubernetes.io/part-of: cloudsnap
 {{/* Rules on namespaced CloudSnapshots and Events: cluster-wide or per watched namespace. */}}
 {{- define "cloudsnap.namespacedRules" -}}
 # list+watch: the kopf.on.event watch stream (cloudsnap.handlers.registry).
-# patch: KubeWriter.set_finalizers adds/removes the finalizer (cloudsnap.kube).
+# patch: KubeWriter.set_finalizers adds/removes the finalizer (cloudsnap.kube), and
+# KubeScheduleStore.release_snapshot drops a deleted schedule's ownerReference from its children.
 - apiGroups: [evs.cloudsnap.io]
   resources: [cloudsnapshots]
   verbs: [list, watch, patch]
+# create: ScheduleController makes each slot's children (KubeScheduleStore.create_snapshot);
+# get: it reads the child already there on AlreadyExists, and a child before releasing it;
+# delete: schedule retention and deleteChildrenOnDelete delete the schedule's own children only
+# (label and ownerReference UID checked, the UID sent as a precondition).
+- apiGroups: [evs.cloudsnap.io]
+  resources: [cloudsnapshots]
+  verbs: [get, create, delete]
 # KubeWriter.patch_status writes status through the status subresource (cloudsnap.kube).
 - apiGroups: [evs.cloudsnap.io]
   resources: [cloudsnapshots/status]
   verbs: [patch]
-# KubeWriter.post_event (cloudsnap.kube) posts core/v1 Events: Creating, Created, ...
+# list+watch: the kopf.on.event watch of schedules (cloudsnap.handlers.on_schedule_event).
+# patch: the schedule's finalizer (KubeScheduleStore.set_finalizers).
+- apiGroups: [evs.cloudsnap.io]
+  resources: [cloudsnapshotschedules]
+  verbs: [list, watch, patch]
+# KubeScheduleStore.patch_status writes a schedule's status.
+- apiGroups: [evs.cloudsnap.io]
+  resources: [cloudsnapshotschedules/status]
+  verbs: [patch]
+# KubeWriter.post_event (cloudsnap.kube) posts core/v1 Events: Creating, Created, ..., and a
+# schedule's Run, RetentionDeleted, ...
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-# VolumeSources (cloudsnap.kube) lists and watches claims: spec.persistentVolumeClaimName is
+# list+watch: VolumeSources (cloudsnap.kube) caches claims: spec.persistentVolumeClaimName is
 # resolved from that cache (reconcile/volumes.py), and a claim's change (its binding) retries the
-# resources blocked on it at once. Read from the cache only, so no get.
+# resources blocked on it at once.
+# list: KubeScheduleStore.list_claims evaluates a schedule's persistentVolumeClaimSelector at each
+# run. Claims are never read one by one, so no get, and never written.
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [list, watch]
