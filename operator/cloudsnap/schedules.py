@@ -423,6 +423,7 @@ class ScheduleController:
         previous = {entry.source: entry for entry in status.sources}
         entries: list[SourceStatus] = []
         for source in sources:
+            was_blocked = previous[source.key].blocked if source.key in previous else None
             entry = previous.get(source.key) or SourceStatus(source=source.key)
             entry.blocked = None
             mine = [c for c in children if _annotation(c, SOURCE_ANNOTATION) == source.key]
@@ -454,12 +455,13 @@ class ScheduleController:
                 metrics.RETENTION_DELETIONS.labels(reason=reason.value).inc()
                 step.event("Normal", "RetentionDeleted", f"{doomed_name} deleted ({reason.value})")
                 mine = [c for c in mine if c is not doomed]
-            if create_now and decision.blocked:
+            if decision.blocked:
                 entry.blocked = (
                     f"the disk holds EVS's limit of {EVS_SNAPSHOTS_PER_DISK} snapshots and none"
                     " of this schedule's may be deleted to make room"
                 )
-                step.event("Warning", "RunBlocked", f"{source.key}: {entry.blocked}")
+                if create_now or was_blocked != entry.blocked:
+                    step.event("Warning", "RunBlocked", f"{source.key}: {entry.blocked}")
                 step.wake_in(RETRY_SECONDS)
             elif create_now and active is not None:
                 child = await self._create_child(body, parsed, source, active)

@@ -91,6 +91,16 @@ def test_a_snapshot_being_deleted_makes_room_without_a_second_deletion() -> None
     assert decision == Decision(delete=(), blocked=False)
 
 
+def test_a_child_evs_refused_for_room_frees_a_place_even_if_the_disk_looks_roomy() -> None:
+    """Snapshots made outside the cluster fill the disk: EVS's refusal is believed."""
+    children = [snap(f"c{i}", i) for i in range(1, 4)]
+    refused = snap("new", 0, Phase.PENDING, waiting=True)
+    assert run([*children, refused]).delete == (("c3", Reason.DISK_LIMIT),)
+    # Once the oldest is on its way out, the refused child waits for it: no second deletion.
+    going = [snap("c3", 3, Phase.DELETING), *children[:2], refused]
+    assert run(going) == Decision(delete=(), blocked=False)
+
+
 def test_the_disk_limit_frees_the_oldest_child_before_a_create() -> None:
     children = [snap(f"c{i}", i) for i in range(7)]
     decision = run(children, max_count=7, min_ready=2, create_pending=True)

@@ -11,15 +11,16 @@ The rules, in order of precedence:
    ``max_count`` are deleted.
 5. Ready children older than ``max_age`` are deleted.
 6. Failed children are deleted once a newer Ready child exists.
-7. EVS keeps at most ``disk_limit`` snapshots of a disk. When a create is about to be made (or
-   a child is already refused for want of room), the oldest Ready children the rules above
-   still allow are deleted to make room; if none may go, the source is reported blocked.
+7. EVS keeps at most ``disk_limit`` snapshots of a disk. When a create is about to be made on
+   a disk the known snapshots fill, or EVS has refused a child for want of room (the disk may
+   hold snapshots made outside the cluster), the oldest Ready children the rules above still
+   allow are deleted to make room; if none may go, the source is reported blocked.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -118,23 +119,46 @@ def decide(
         ):
             chosen[snapshot.name] = Reason.FAILED
 
-    waiting = sum(1 for s in snapshots if s.waiting_for_room and s.ours)
-    demand = waiting + (1 if create_pending else 0)
-    occupied = sum(1 for s in snapshots if s.phase.takes_room and s.name not in chosen)
-    blocked = False
-    if demand:
-        for snapshot in reversed(ready):  # oldest first
-            if occupied + demand <= disk_limit:
-                break
-            if deletable(snapshot):
-                chosen[snapshot.name] = Reason.DISK_LIMIT
-                occupied -= 1
-        blocked = occupied + demand > disk_limit
+    need = _places_needed(snapshots, chosen, create_pending=create_pending, disk_limit=disk_limit)
+    for snapshot in reversed(ready):  # oldest first
+        if need <= 0:
+            break
+        if deletable(snapshot):
+            chosen[snapshot.name] = Reason.DISK_LIMIT
+            need -= 1
     by_age = sorted(snapshots, key=_age_order)
     return Decision(
         delete=tuple((s.name, chosen[s.name]) for s in by_age if s.name in chosen),
-        blocked=blocked,
+        blocked=need > 0,
     )
+
+
+def _places_needed(
+    snapshots: Sequence[Snapshot],
+    chosen: Mapping[str, Reason],
+    *,
+    create_pending: bool,
+    disk_limit: int,
+) -> int:
+    """Places on the disk still to free for the creates waiting or about to be made.
+
+    Once EVS has refused a child for want of room, EVS's word counts, not ours: the disk may
+    hold snapshots no CloudSnapshot knows of. Each refused child then needs a place beyond those
+    already on their way out (being deleted, or chosen above). Otherwise a create about to be
+    made needs one only if the known snapshots fill the disk.
+    """
+    waiting = sum(1 for s in snapshots if s.ours and s.waiting_for_room)
+    leaving = sum(
+        1
+        for s in snapshots
+        if s.phase is Phase.DELETING or (s.name in chosen and s.phase.takes_room)
+    )
+    if waiting:
+        return waiting + (1 if create_pending else 0) - leaving
+    if not create_pending:
+        return 0
+    staying = sum(1 for s in snapshots if s.phase.takes_room and s.name not in chosen)
+    return staying + 1 - disk_limit
 
 
 def _age_order(snapshot: Snapshot) -> tuple[datetime, str]:
