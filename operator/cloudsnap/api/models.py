@@ -260,6 +260,25 @@ class Condition(_Model):
     """metadata.generation of the spec this condition was computed from."""
 
 
+def with_condition(
+    conditions: list[Condition],
+    previous: Condition | None,
+    new: Condition,
+) -> list[Condition]:
+    """``conditions`` with ``new`` in place of its type, Ready first; ``new`` keeps the
+    transition time of ``previous`` (the condition as the step found it) while its status is
+    unchanged, as Kubernetes conditions do."""
+    if previous is not None and previous.status == new.status:
+        new = new.model_copy(update={"last_transition_time": previous.last_transition_time})
+    others = [c for c in conditions if c.type != new.type]
+    return sorted([*others, new], key=lambda c: (c.type != "Ready", c.type))
+
+
+def map_list(key: str) -> JsonDict:
+    """The schema extras of a list merged by ``key`` (a server-side-apply list map)."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
+
+
 class StatusError(_Model):
     """The error that currently keeps the resource from its desired state."""
 
@@ -335,12 +354,7 @@ class CloudSnapshotStatus(_Model):
     observed_generation: int | None = Field(None, alias="observedGeneration", ge=0)
     """metadata.generation of the spec the operator last reconciled."""
     conditions: list[Condition] = Field(
-        default_factory=list,
-        max_length=MAX_CONDITIONS,
-        json_schema_extra={
-            "x-kubernetes-list-type": "map",
-            "x-kubernetes-list-map-keys": ["type"],
-        },
+        default_factory=list, max_length=MAX_CONDITIONS, json_schema_extra=map_list("type")
     )
     """Current state as conditions Ready and Synced; `kubectl wait --for=condition=Ready` waits
     on them."""

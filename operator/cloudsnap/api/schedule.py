@@ -31,6 +31,7 @@ from cloudsnap.api.models import (
     SnapshotMetadata,
     _Model,
     cel,
+    map_list,
     validations,
 )
 from cloudsnap.utc import UTCDateTime
@@ -315,23 +316,13 @@ class CloudSnapshotScheduleStatus(_Model):
     source_count: int = Field(0, alias="sourceCount", ge=0)
     """Sources at the latest look (volume IDs plus selected claims)."""
     sources: list[SourceStatus] = Field(
-        default_factory=list,
-        max_length=MAX_SOURCES,
-        json_schema_extra={
-            "x-kubernetes-list-type": "map",
-            "x-kubernetes-list-map-keys": ["source"],
-        },
+        default_factory=list, max_length=MAX_SOURCES, json_schema_extra=map_list("source")
     )
     """Per source, the children by state and the newest Ready one."""
     observed_generation: int | None = Field(None, alias="observedGeneration", ge=0)
     """metadata.generation of the spec last acted on."""
     conditions: list[Condition] = Field(
-        default_factory=list,
-        max_length=MAX_CONDITIONS,
-        json_schema_extra={
-            "x-kubernetes-list-type": "map",
-            "x-kubernetes-list-map-keys": ["type"],
-        },
+        default_factory=list, max_length=MAX_CONDITIONS, json_schema_extra=map_list("type")
     )
     """Ready (every source has a Ready child and none is blocked) and Synced (the spec is
     valid and the last step succeeded)."""

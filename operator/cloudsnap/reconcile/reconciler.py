@@ -46,6 +46,7 @@ from cloudsnap.api import (
     invalid_fields,
     recorded_deletion_policy,
 )
+from cloudsnap.api.models import with_condition
 from cloudsnap.reconcile.backoff import Timing
 from cloudsnap.reconcile.external import (
     Changes,
@@ -234,18 +235,17 @@ class _Draft:
             self.status.adopted = True
 
     def condition(self, kind: str, status: ConditionStatus, reason: str, message: str) -> None:
-        old = self.res.condition(kind)
-        keep_time = old is not None and old.status == status
         new = Condition(
             type=kind,
             status=status,
             reason=reason,
             message=message,
-            last_transition_time=old.last_transition_time if old and keep_time else self.now,
+            last_transition_time=self.now,
             observed_generation=self.res.generation,
         )
-        others = [c for c in self.status.conditions if c.type != kind]
-        self.status.conditions = sorted([*others, new], key=lambda c: (c.type != READY, c.type))
+        self.status.conditions = with_condition(
+            self.status.conditions, self.res.condition(kind), new
+        )
 
     def synced(self) -> None:
         self.condition(SYNCED, "True", "ReconcileSuccess", "the EVS snapshot matches the spec")
