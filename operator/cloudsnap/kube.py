@@ -32,6 +32,7 @@ from cloudsnap.leader import LeaseConflict, LeaseRecord
 from cloudsnap.logs import REDACTOR
 from cloudsnap.reconcile import Event
 from cloudsnap.reconcile.failures import CACHE_NOT_SYNCED, Failure, Kind, LocalFailure
+from cloudsnap.schedules import ChildRefused
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +62,20 @@ def load_config() -> kubernetes.client.ApiClient:
 
 
 async def wait_for_api(api: kubernetes.client.ApiClient, namespace: str | None) -> None:
-    """Wait until the API server serves CloudSnapshots (the CRD established, its storage ready).
+    """Wait until the API server serves CloudSnapshots and CloudSnapshotSchedules (the CRDs
+    established, their storage ready).
 
-    Installed together with the operator, the CRD can still be initialising when the operator
+    Installed together with the operator, a CRD can still be initialising when the operator
     starts; kopf would log each refused listing as an ERROR. One INFO line instead.
     """
     custom = kubernetes.client.CustomObjectsApi(api)
 
     def probe() -> None:
-        if namespace is None:
-            custom.list_cluster_custom_object(GROUP, VERSION, SNAPSHOT_PLURAL, limit=1)
-        else:
-            custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, SNAPSHOT_PLURAL, limit=1
-            )
+        for plural in (SNAPSHOT_PLURAL, SCHEDULE_PLURAL):
+            if namespace is None:
+                custom.list_cluster_custom_object(GROUP, VERSION, plural, limit=1)
+            else:
+                custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, limit=1)
 
     loop = asyncio.get_running_loop()
     told = False
@@ -86,7 +87,7 @@ async def wait_for_api(api: kubernetes.client.ApiClient, namespace: str | None) 
             if exc.status not in (404, 429, 503):
                 return  # not a start-up race: kopf reports it in its own words
             if not told:
-                log.info("waiting for the API server to serve CloudSnapshots (%s)", exc.reason)
+                log.info("waiting for the API server to serve the cloudsnap CRDs (%s)", exc.reason)
                 told = True
         await asyncio.sleep(1.0)
 
@@ -285,6 +286,8 @@ class KubeScheduleStore:
                 )
             )
         except ApiException as exc:
+            if exc.status in (400, 403, 422):
+                raise ChildRefused(f"{exc.status} {exc.reason}: {_api_message(exc)}") from None
             if exc.status != 409:
                 raise
             existing = await self._snapshots.read(namespace, body["metadata"]["name"])

@@ -36,6 +36,7 @@ from cloudsnap.api.constants import (
     SOURCE_ANNOTATION,
     SOURCE_LABEL,
 )
+from cloudsnap.api.models import with_condition
 from cloudsnap.api.schedule import (
     CloudSnapshotScheduleSpec,
     CloudSnapshotScheduleStatus,
@@ -71,7 +72,8 @@ class ScheduleStore(Protocol):
         ...
 
     async def create_snapshot(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Create it; on AlreadyExists the object stored under that name."""
+        """Create it; on AlreadyExists the object stored under that name; ChildRefused when
+        the API server refuses it."""
         ...
 
     async def delete_snapshot(self, namespace: str, name: str, uid: str) -> None:
@@ -108,6 +110,10 @@ class ScheduleStore(Protocol):
     async def post_event(self, body: Mapping[str, Any], event: Event) -> None:
         """Record ``event`` on the schedule; best effort."""
         ...
+
+
+class ChildRefused(Exception):
+    """The API server refused a child (e.g. a field it does not serve); the message says why."""
 
 
 class InvalidSpec(ValueError):
@@ -460,18 +466,24 @@ class ScheduleController:
                     f"the disk holds EVS's limit of {EVS_SNAPSHOTS_PER_DISK} snapshots and none"
                     " of this schedule's may be deleted to make room"
                 )
-                if create_now or was_blocked != entry.blocked:
+                if was_blocked != entry.blocked:
                     step.event("Warning", "RunBlocked", f"{source.key}: {entry.blocked}")
                 step.wake_in(RETRY_SECONDS)
             elif create_now and active is not None:
-                child = await self._create_child(body, parsed, source, active)
-                if child is None:
-                    entry.blocked = "a CloudSnapshot not made by this schedule has the child's name"
-                    step.event("Warning", "RunBlocked", f"{source.key}: {entry.blocked}")
-                else:
+                try:
+                    child = await self._create_child(body, parsed, source, active)
+                    problem = "a CloudSnapshot not made by this schedule has the child's name"
+                except ChildRefused as exc:
+                    child, problem = None, f"the API server refused the child: {exc}"
+                if child is not None:
                     entry.last_run_time = active
                     mine.append(child)
                     children.append(child)
+                else:
+                    entry.blocked = problem
+                    if was_blocked != problem:
+                        step.event("Warning", "RunBlocked", f"{source.key}: {problem}")
+                    step.wake_in(RETRY_SECONDS)
             entries.append(_count(entry, mine))
         self._children_by_phase[f"{namespace}/{name}"] = Counter(
             child_phase(c)[0].value for c in children
@@ -663,18 +675,16 @@ def _set_condition(
     now: datetime,
     meta: Mapping[str, Any],
 ) -> None:
-    old = next((c for c in status.conditions if c.type == kind), None)
-    since = old.last_transition_time if old is not None and old.status == value else now
     new = Condition(
         type=kind,
         status=value,
         reason=reason,
         message=message,
-        last_transition_time=since,
+        last_transition_time=now,
         observed_generation=meta.get("generation"),
     )
-    others = [c for c in status.conditions if c.type != kind]
-    status.conditions = sorted([*others, new], key=lambda c: (c.type != READY, c.type))
+    previous = next((c for c in status.conditions if c.type == kind), None)
+    status.conditions = with_condition(status.conditions, previous, new)
 
 
 def _set_ready(

@@ -15,7 +15,12 @@ import pytest
 from cloudsnap.api.constants import SCHEDULE_LABEL, SLOT_ANNOTATION, SOURCE_ANNOTATION
 from cloudsnap.api.schedule import LabelSelector
 from cloudsnap.reconcile import Event
-from cloudsnap.schedules import SCHEDULE_FINALIZER, ScheduleController, selector_string
+from cloudsnap.schedules import (
+    SCHEDULE_FINALIZER,
+    ChildRefused,
+    ScheduleController,
+    selector_string,
+)
 
 VOLUME_A = "5aa119a8-d25b-45a7-8d1b-88e127885635"
 VOLUME_B = "7b1c0e8e-3f0a-4d59-9a49-1f6f3c3b5f21"
@@ -35,12 +40,17 @@ class MemoryStore:
         self.uids = (f"uid-{n}" for n in itertools.count())
         self.now = CREATED
         self.events: list[Event] = []
+        self.serves_claims = True
 
     async def list_snapshots(self, namespace: str) -> list[dict[str, Any]]:
         return [copy.deepcopy(s) for s in self.snapshots.values()]
 
     async def create_snapshot(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         name = body["metadata"]["name"]
+        if "persistentVolumeClaimName" in body["spec"] and not self.serves_claims:
+            raise ChildRefused(
+                '422 Unprocessable Entity: unknown field "persistentVolumeClaimName"'
+            )
         if name in self.snapshots:
             return copy.deepcopy(self.snapshots[name])
         self.creates += 1
@@ -282,6 +292,24 @@ async def test_claims_selected_at_each_run_become_sources() -> None:
         ("data-0", "2026-06-01T11:00:00Z"),
         ("data-1", "2026-06-01T11:00:00Z"),
     ]
+
+
+async def test_a_refused_child_blocks_its_source_only_and_is_reported_once() -> None:
+    world = World(
+        sources={
+            "volumeIDs": [VOLUME_A],
+            "persistentVolumeClaimSelector": {"matchLabels": {"app": "postgres"}},
+        }
+    )
+    world.store.serves_claims = False
+    world.store.claims = [{"metadata": {"name": "data-0"}}]
+    assert await world.step(hour(10, 0, 1)) == 30.0
+    assert [c["spec"]["volumeID"] for c in world.store.snapshots.values()] == [VOLUME_A]
+    await world.step(hour(10, 0, 31))
+    assert world.reasons() == ["Run", "RunBlocked"]
+    [blocked] = [e for e in world.status["sources"] if e.get("blocked")]
+    assert blocked["source"] == "pvc/data-0"
+    assert "persistentVolumeClaimName" in blocked["blocked"]
 
 
 def test_selector_string() -> None:
