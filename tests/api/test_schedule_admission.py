@@ -4,9 +4,11 @@ schedules with the field named, and a good one is stored with its defaults."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hack.cluster import Cluster
 
 from tests.api.test_admission import API_VERSION, VOLUME_ID, apply, assert_refused, get
@@ -14,6 +16,7 @@ from tests.api.test_admission import API_VERSION, VOLUME_ID, apply, assert_refus
 pytestmark = pytest.mark.usefixtures("cloudsnap_crds")
 
 NAME = "db-every-6h"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def schedule(**overrides: Any) -> dict[str, Any]:
@@ -129,6 +132,14 @@ def test_valid_schedule_is_stored_with_defaults(cluster: Cluster, namespace: str
 )
 def test_cron_shapes_are_accepted(cluster: Cluster, namespace: str, cron: str) -> None:
     manifest = copy.deepcopy(schedule(schedule=cron))
+    result = apply(cluster, manifest, namespace)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("cloudsnapshotschedule*.yaml")))
+def test_examples_are_accepted(cluster: Cluster, namespace: str, path: Path) -> None:
+    manifest = yaml.safe_load(path.read_text())
+    del manifest["metadata"]["namespace"]  # into the test's own
     result = apply(cluster, manifest, namespace)
     assert result.returncode == 0, result.stderr
 
