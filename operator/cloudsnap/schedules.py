@@ -461,6 +461,7 @@ class ScheduleController:
                 metrics.RETENTION_DELETIONS.labels(reason=reason.value).inc()
                 step.event("Normal", "RetentionDeleted", f"{doomed_name} deleted ({reason.value})")
                 mine = [c for c in mine if c is not doomed]
+                children = [c for c in children if c is not doomed]
             if decision.blocked:
                 entry.blocked = (
                     f"the disk holds EVS's limit of {EVS_SNAPSHOTS_PER_DISK} snapshots and none"
