@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import kopf
 
@@ -34,6 +34,7 @@ from cloudsnap.reconcile.failures import ALREADY_OWNED
 from cloudsnap.reconcile.volumes import claim_to_resolve
 from cloudsnap.schedules import ScheduleController
 from cloudsnap.settings import Settings
+from cloudsnap.writes import Writer
 
 FINALIZER = f"{GROUP}/snapshot-protection"
 # A 409 on the finalizer patch means our copy is behind the watch; it catches up within moments.
@@ -56,36 +57,6 @@ _KEPT_METADATA = (
 _INTERN_MAX = 32
 
 log = logging.getLogger(__name__)
-
-
-class Writer(Protocol):
-    """The writes a step needs (KubeWriter in the operator, an in-memory one in tests).
-
-    Status and finalizer writes carry the resource's UID as a precondition: a write meant for a
-    deleted resource never lands on a newer one of the same name (the answer is then None, as for
-    a gone object).
-    """
-
-    async def patch_status(
-        self, namespace: str, name: str, uid: str, status: Mapping[str, Any]
-    ) -> dict[str, Any] | None:
-        """Replace the status; the new object, or None if it is gone."""
-        ...
-
-    async def set_finalizers(
-        self,
-        namespace: str,
-        name: str,
-        uid: str,
-        finalizers: Sequence[str],
-        resource_version: str,
-    ) -> dict[str, Any] | None:
-        """Replace the finalizers at ``resource_version`` (Conflict otherwise); None if gone."""
-        ...
-
-    async def post_event(self, body: Mapping[str, Any], event: Event) -> None:
-        """Record ``event`` on the resource ``body``; best effort, a refusal is not raised."""
-        ...
 
 
 @dataclass(slots=True)

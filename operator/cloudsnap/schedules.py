@@ -48,6 +48,7 @@ from cloudsnap.reconcile.reconciler import EventType
 from cloudsnap.schedule.cron import Cron, CronError
 from cloudsnap.schedule.retention import Phase, Policy, Snapshot, decide
 from cloudsnap.schedule.runs import child_name, jitter_delay, label_value, parse_duration, plan_run
+from cloudsnap.writes import Writer
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,10 @@ NOT_LEADING_RETRY_SECONDS = 1.0
 READY, SYNCED = "Ready", "Synced"
 
 
-class ScheduleStore(Protocol):
+class ScheduleStore(Writer, Protocol):
     """The Kubernetes reads and writes of a schedule step (kube.KubeScheduleStore; in memory
-    in tests). Every write is fenced by the caller's ``may_act``."""
+    in tests): the schedule's own status, finalizers and Events (``Writer``), its children and
+    the claims its selector picks. Every write is fenced by the caller's ``may_act``."""
 
     async def list_snapshots(self, namespace: str) -> list[dict[str, Any]]:
         """Every CloudSnapshot of the namespace, read from the API server."""
@@ -88,27 +90,6 @@ class ScheduleStore(Protocol):
 
     async def list_claims(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         """The PersistentVolumeClaims of the namespace matching a label selector."""
-        ...
-
-    async def patch_status(
-        self, namespace: str, name: str, uid: str, status: Mapping[str, Any]
-    ) -> dict[str, Any] | None:
-        """Replace the schedule's status; None if it is gone."""
-        ...
-
-    async def set_finalizers(
-        self,
-        namespace: str,
-        name: str,
-        uid: str,
-        finalizers: Sequence[str],
-        resource_version: str,
-    ) -> dict[str, Any] | None:
-        """Replace the schedule's finalizers at ``resource_version``; None if it is gone."""
-        ...
-
-    async def post_event(self, body: Mapping[str, Any], event: Event) -> None:
-        """Record ``event`` on the schedule; best effort."""
         ...
 
 
