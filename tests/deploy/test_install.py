@@ -115,6 +115,7 @@ def test_helm_install_and_uninstall(cluster: Cluster, namespace: str) -> None:
 ALL = "--all-namespaces"
 SNAPSHOTS = "cloudsnapshots.evs.cloudsnap.io"
 CLASSES = "cloudsnapshotclasses.evs.cloudsnap.io"
+SCHEDULES = "cloudsnapshotschedules.evs.cloudsnap.io"
 CRDS = "customresourcedefinitions.apiextensions.k8s.io"
 LEASES = "leases.coordination.k8s.io"
 OWN_LEASE = "{release}-cloudsnap-operator"  # the chart names the Lease after the release
@@ -125,6 +126,15 @@ NEEDED = [
     ("watch", SNAPSHOTS, ALL),
     ("patch", SNAPSHOTS, "other"),
     ("patch", f"{SNAPSHOTS}/status", "other"),
+    # A schedule's children: made, read back on AlreadyExists, deleted by retention.
+    ("create", SNAPSHOTS, "other"),
+    ("get", SNAPSHOTS, "other"),
+    ("delete", SNAPSHOTS, "other"),
+    ("list", SCHEDULES, ALL),
+    ("watch", SCHEDULES, ALL),
+    ("patch", SCHEDULES, "other"),
+    ("patch", f"{SCHEDULES}/status", "other"),
+    ("list", "persistentvolumeclaims", "other"),
     ("list", CLASSES, ""),
     ("watch", CLASSES, ""),
     ("create", "events", "other"),
@@ -143,10 +153,12 @@ FORBIDDEN = [
     ("create", "secrets", "own"),
     ("update", "secrets", "own"),
     ("delete", "secrets", "own"),
-    ("create", SNAPSHOTS, "other"),
     ("update", SNAPSHOTS, "other"),
-    ("delete", SNAPSHOTS, "other"),
     ("deletecollection", SNAPSHOTS, "other"),
+    ("create", SCHEDULES, "other"),
+    ("update", SCHEDULES, "other"),
+    ("delete", SCHEDULES, "other"),
+    ("delete", "persistentvolumeclaims", "other"),
     ("create", CLASSES, ""),
     ("update", CLASSES, ""),
     ("patch", CLASSES, ""),
