@@ -408,12 +408,20 @@ class ScheduleController:
         ):
             active = None  # no run in progress: the latest one's slot has passed
         previous = {entry.source: entry for entry in status.sources}
+        by_source: dict[str, list[dict[str, Any]]] = {}
+        for kid in children:
+            by_source.setdefault(_annotation(kid, SOURCE_ANNOTATION) or "", []).append(kid)
+        by_disk: dict[str, list[dict[str, Any]]] = {}
+        for body_on_disk in everything:
+            disk = _volume_of(body_on_disk)
+            if disk:
+                by_disk.setdefault(disk, []).append(body_on_disk)
         entries: list[SourceStatus] = []
         for source in sources:
             was_blocked = previous[source.key].blocked if source.key in previous else None
             entry = previous.get(source.key) or SourceStatus(source=source.key)
             entry.blocked = None
-            mine = [c for c in children if _annotation(c, SOURCE_ANNOTATION) == source.key]
+            mine = list(by_source.get(source.key, ()))
             create_now = False
             if active is not None and (entry.last_run_time is None or entry.last_run_time < active):
                 delay = jitter_delay(f"{namespace}/{name}", source.key, active, spec.jitter_seconds)
@@ -429,7 +437,7 @@ class ScheduleController:
                 else:
                     create_now = True
             decision = decide(
-                self._retention_view(mine, everything, uid, source),
+                self._retention_view(mine, by_disk, uid, source),
                 parsed.policy,
                 now=step.now,
                 create_pending=create_now,
@@ -497,7 +505,7 @@ class ScheduleController:
     def _retention_view(
         self,
         mine: Sequence[Mapping[str, Any]],
-        everything: Sequence[Mapping[str, Any]],
+        by_disk: Mapping[str, Sequence[Mapping[str, Any]]],
         uid: str,
         source: Source,
     ) -> list[Snapshot]:
@@ -506,11 +514,10 @@ class ScheduleController:
         if "volumeID" in source.spec:
             disks.add(source.spec["volumeID"])
         own = {c["metadata"]["uid"] for c in mine}
+        others = [b for d in disks for b in by_disk.get(d, ()) if b["metadata"]["uid"] not in own]
         view = []
-        for body in everything:
+        for body in [*mine, *others]:
             ours = body["metadata"]["uid"] in own
-            if not ours and _volume_of(body) not in disks:
-                continue
             phase, waiting = child_phase(body)
             born = _time(_annotation(body, SLOT_ANNOTATION)) if ours else None
             view.append(

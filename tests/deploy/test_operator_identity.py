@@ -114,7 +114,7 @@ def test_the_token_is_the_chart_account_and_is_refused_the_rest(
         ["create", "secret", "generic", "stolen", "--from-literal=a=b"],
         ["create", "configmap", "nope"],
         ["get", "pods"],
-        ["delete", "csnap", "anything"],
+        ["delete", "csnapsched", "anything"],  # CloudSnapshots it may delete: a schedule's children
         # Claims and volumes are listed and watched, never read one by one or written.
         ["get", "pvc", "anything"],
         ["get", "pv", "anything"],
