@@ -44,6 +44,7 @@ from cloudsnap.api.schedule import (
     SourceStatus,
 )
 from cloudsnap.reconcile import Event, Scheduler
+from cloudsnap.reconcile.failures import CLAIM_NOT_BOUND, CLAIM_NOT_FOUND, UNSUPPORTED_VOLUME
 from cloudsnap.reconcile.reconciler import EventType
 from cloudsnap.schedule.cron import Cron, CronError
 from cloudsnap.schedule.retention import Phase, Policy, Snapshot, decide
@@ -62,6 +63,8 @@ WAKE_MARGIN_SECONDS = 0.05
 # A step fenced off because this replica may not act now comes back this much later.
 NOT_LEADING_RETRY_SECONDS = 1.0
 READY, SYNCED = "Ready", "Synced"
+# A child blocked with one of these has not found its disk (reconcile/volumes.py).
+UNRESOLVED_CODES = frozenset({CLAIM_NOT_FOUND, CLAIM_NOT_BOUND, UNSUPPORTED_VOLUME})
 
 
 class ScheduleStore(Writer, Protocol):
@@ -185,6 +188,8 @@ def child_phase(body: Mapping[str, Any]) -> tuple[Phase, bool]:
     code = (status.get("error") or {}).get("code")
     if code == QUOTA_CODE:
         return Phase.PENDING, True
+    if code in UNRESOLVED_CODES and not status.get("volumeID"):
+        return Phase.UNRESOLVED, False
     if ready.get("reason") == "Error":
         return Phase.FAILED, False  # no snapshot and a failure: superseded by a newer Ready
     return Phase.PENDING, False
@@ -474,6 +479,10 @@ class ScheduleController:
                     if was_blocked != problem:
                         step.event("Warning", "RunBlocked", f"{source.key}: {problem}")
                     step.wake_in(RETRY_SECONDS)
+            if entry.blocked is None:
+                entry.blocked = _unresolved(mine)
+                if entry.blocked is not None and was_blocked != entry.blocked:
+                    step.event("Warning", "RunBlocked", f"{source.key}: {entry.blocked}")
             entries.append(_count(entry, mine))
         self._children_by_phase[f"{namespace}/{name}"] = Counter(
             child_phase(c)[0].value for c in children
@@ -630,7 +639,8 @@ def _count(entry: SourceStatus, children: Sequence[Mapping[str, Any]]) -> Source
     phases = [(child_phase(c)[0], c) for c in children]
     entry.ready = sum(1 for p, _ in phases if p is Phase.READY)
     entry.failed = sum(1 for p, _ in phases if p is Phase.FAILED)
-    entry.creating = sum(1 for p, _ in phases if p in (Phase.PENDING, Phase.CREATING))
+    waiting = (Phase.PENDING, Phase.UNRESOLVED, Phase.CREATING)
+    entry.creating = sum(1 for p, _ in phases if p in waiting)
     ready = [c for p, c in phases if p is Phase.READY]
     newest = max(ready, key=lambda c: _annotation(c, SLOT_ANNOTATION) or "", default=None)
     entry.newest_ready = None if newest is None else newest["metadata"]["name"]
@@ -638,6 +648,15 @@ def _count(entry: SourceStatus, children: Sequence[Mapping[str, Any]]) -> Source
         None if newest is None else (newest.get("status") or {}).get("snapshotID")
     )
     return entry
+
+
+def _unresolved(children: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why the source's newest child waits for its disk (its claim's error), if it does."""
+    newest = max(children, key=lambda c: _annotation(c, SLOT_ANNOTATION) or "", default=None)
+    if newest is None or child_phase(newest)[0] is not Phase.UNRESOLVED:
+        return None
+    error = (newest.get("status") or {}).get("error") or {}
+    return f"{error.get('code')}: {error.get('message')}"[:1024]
 
 
 def _last_successful(children: Sequence[Mapping[str, Any]]) -> datetime | None:

@@ -294,6 +294,33 @@ async def test_claims_selected_at_each_run_become_sources() -> None:
     ]
 
 
+async def test_a_claim_child_without_a_disk_blocks_its_source_until_the_next_run_replaces_it() -> (
+    None
+):
+    world = World(sources={"persistentVolumeClaimSelector": {"matchLabels": {"app": "postgres"}}})
+    world.store.claims = [{"metadata": {"name": "data-0"}}]
+    await world.step(hour(10, 0, 1))
+    [first] = world.store.snapshots
+    message = "PersistentVolumeClaim prod/data-0 is not bound to a PersistentVolume yet"
+    world.store.snapshots[first]["status"] = {
+        "error": {"code": "ClaimNotBound", "message": message},
+        "conditions": [{"type": "Ready", "status": "False", "reason": "Error"}],
+    }
+    await world.step(hour(10, 0, 2))
+    await world.step(hour(10, 0, 3))
+    [entry] = world.status["sources"]
+    assert entry["blocked"] == f"ClaimNotBound: {message}"
+    assert (entry["creating"], entry["failed"]) == (1, 0)
+    assert world.reasons() == ["Run", "RunBlocked"]
+    # The next run's child replaces it (it asked EVS for nothing): one waiting child, not two.
+    await world.step(hour(11, 0, 1))
+    await world.step(hour(11, 0, 2))
+    assert world.store.deleted == [first]
+    [second] = world.store.snapshots
+    assert second.endswith("-1100")
+    assert "blocked" not in world.status["sources"][0]
+
+
 async def test_a_refused_child_blocks_its_source_only_and_is_reported_once() -> None:
     world = World(
         sources={

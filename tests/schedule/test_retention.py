@@ -68,6 +68,19 @@ def test_a_failed_child_stays_until_a_newer_one_is_ready() -> None:
     )
 
 
+def test_a_child_that_found_no_disk_goes_once_any_newer_child_exists() -> None:
+    """A claim that stays unbound keeps one waiting child, not one per run."""
+    waiting = snap("waiting", 2, Phase.UNRESOLVED)
+    assert run([waiting, snap("other", 1, Phase.UNRESOLVED, ours=False)]).delete == ()
+    for newer in (Phase.UNRESOLVED, Phase.PENDING):
+        assert run([waiting, snap("newer", 1, newer)]).delete == (("waiting", Reason.FAILED),)
+    # It holds no place on a disk: a full disk frees one place for the create, not two.
+    others = [snap(f"manual{i}", i, ours=False) for i in range(5)]
+    newest = snap("newest", 0.1, Phase.UNRESOLVED)
+    children = [snap("c1", 0.5), snap("c2", 1), newest]
+    assert run([*others, *children], create_pending=True).delete == (("c2", Reason.DISK_LIMIT),)
+
+
 def test_others_on_the_disk_are_never_deleted_but_take_room() -> None:
     others = [snap(f"manual{i}", i, ours=False) for i in range(5)]
     children = [snap("c1", 0.5), snap("c2", 10)]
@@ -143,7 +156,8 @@ def test_retention_properties(
     for name in deleted:
         snapshot = by_name[name]
         assert snapshot.ours, "a non-child deleted"
-        assert snapshot.phase in (Phase.READY, Phase.FAILED), f"{snapshot.phase} deleted"
+        deletable = (Phase.READY, Phase.FAILED, Phase.UNRESOLVED)
+        assert snapshot.phase in deletable, f"{snapshot.phase} deleted"
         if snapshot.phase is Phase.READY:
             newer = sum(1 for s in ready if (s.created, s.name) > (snapshot.created, snapshot.name))
             assert newer >= policy.min_ready, "one of the newest minReady Ready deleted"

@@ -10,7 +10,9 @@ The rules, in order of precedence:
 4. Only Ready children count toward ``max_count``: the Ready ones beyond the newest
    ``max_count`` are deleted.
 5. Ready children older than ``max_age`` are deleted.
-6. Failed children are deleted once a newer Ready child exists.
+6. Failed children are deleted once a newer Ready child exists. A child whose source never led
+   to a disk (a claim not bound) asked EVS for nothing: it goes once any newer child exists, so
+   a claim that stays unbound keeps one waiting child, not one per run.
 7. EVS keeps at most ``disk_limit`` snapshots of a disk. When a create is about to be made on
    a disk the known snapshots fill, or EVS has refused a child for want of room (the disk may
    hold snapshots made outside the cluster), the oldest Ready children the rules above still
@@ -29,6 +31,7 @@ class Phase(enum.Enum):
     """Where a snapshot of the source is, as retention needs to know it."""
 
     PENDING = "pending"  # no EVS snapshot yet (just made, or refused for now)
+    UNRESOLVED = "unresolved"  # its source leads to no disk yet: nothing asked of EVS
     CREATING = "creating"
     READY = "ready"
     FAILED = "failed"
@@ -38,7 +41,7 @@ class Phase(enum.Enum):
     def takes_room(self) -> bool:
         """Whether it holds one of the disk's places for good: one being deleted is leaving (a
         create refused meanwhile is retried when it has gone), and a pending one has none."""
-        return self not in (Phase.PENDING, Phase.DELETING)
+        return self not in (Phase.PENDING, Phase.UNRESOLVED, Phase.DELETING)
 
 
 class Reason(enum.Enum):
@@ -109,14 +112,14 @@ def decide(
         for snapshot in ready:
             if now - snapshot.created > policy.max_age and deletable(snapshot):
                 chosen[snapshot.name] = Reason.AGE
-    newest_ready = ready[0].created if ready else None
+    # A failed child is superseded by a newer Ready one; one that asked EVS for nothing by any.
+    superseded_before = {
+        Phase.FAILED: ready[0].created if ready else None,
+        Phase.UNRESOLVED: max((s.created for s in snapshots if s.ours), default=None),
+    }
     for snapshot in snapshots:
-        if (
-            snapshot.phase is Phase.FAILED
-            and newest_ready is not None
-            and snapshot.created < newest_ready
-            and deletable(snapshot)
-        ):
+        newer = superseded_before.get(snapshot.phase)
+        if newer is not None and snapshot.created < newer and deletable(snapshot):
             chosen[snapshot.name] = Reason.FAILED
 
     need = _places_needed(snapshots, chosen, create_pending=create_pending, disk_limit=disk_limit)
