@@ -47,7 +47,7 @@ from cloudsnap.reconcile import Event, Scheduler
 from cloudsnap.reconcile.failures import CLAIM_NOT_BOUND, CLAIM_NOT_FOUND, UNSUPPORTED_VOLUME
 from cloudsnap.reconcile.reconciler import EventType
 from cloudsnap.schedule.cron import Cron, CronError
-from cloudsnap.schedule.retention import Phase, Policy, Snapshot, decide
+from cloudsnap.schedule.retention import Phase, Policy, Reason, Snapshot, decide
 from cloudsnap.schedule.runs import child_name, jitter_delay, label_value, parse_duration, plan_run
 from cloudsnap.writes import Writer
 
@@ -250,6 +250,10 @@ class ScheduleController:
         self._bodies: dict[str, dict[str, Any]] = {}
         self._generations: dict[str, tuple[int, bool]] = {}
         self._children_by_phase: dict[str, Counter[str]] = {}
+        self._room_made: dict[str, datetime] = {}
+        """Children EVS refused for want of room that a deletion has made room for, and when:
+        their retry follows the deletion at once, but a step that reads the refusal before the
+        retry's status must not free a second place for it."""
         self.scheduler: Scheduler[str] = Scheduler(self.step, concurrency=max_workers)
         self._runner: asyncio.Task[None] | None = None
 
@@ -441,14 +445,21 @@ class ScheduleController:
                     step.event("Warning", "MissedRun", message)
                 else:
                     create_now = True
+            view = self._retention_view(mine, by_disk, uid, source, step.now)
             decision = decide(
-                self._retention_view(mine, by_disk, uid, source),
+                view,
                 parsed.policy,
                 now=step.now,
                 create_pending=create_now,
                 disk_limit=EVS_SNAPSHOTS_PER_DISK,
             )
             by_name = {c["metadata"]["name"]: c for c in mine}
+            if any(reason is Reason.DISK_LIMIT for _, reason in decision.delete):
+                for refused in (s for s in view if s.waiting_for_room and s.name in by_name):
+                    self._room_made[by_name[refused.name]["metadata"]["uid"]] = step.now
+            if any(c["metadata"]["uid"] in self._room_made for c in mine):
+                # Refused again meanwhile (the place taken), it asks for room once this passes.
+                step.wake_at(step.now + timedelta(seconds=RETRY_SECONDS))
             for doomed_name, reason in decision.delete:
                 doomed = by_name[doomed_name]
                 await self._store.delete_snapshot(namespace, doomed_name, doomed["metadata"]["uid"])
@@ -517,8 +528,13 @@ class ScheduleController:
         by_disk: Mapping[str, Sequence[Mapping[str, Any]]],
         uid: str,
         source: Source,
+        now: datetime,
     ) -> list[Snapshot]:
-        """The source's children, and the other CloudSnapshots of its disk (they take room)."""
+        """The source's children, and the other CloudSnapshots of its disk (they take room). A
+        refused child room was made for within RETRY_SECONDS waits for its retry, not for room."""
+        held_off = now - timedelta(seconds=RETRY_SECONDS)
+        for child_uid in [u for u, at in self._room_made.items() if at < held_off]:
+            del self._room_made[child_uid]
         disks = {d for d in (_volume_of(c) for c in mine) if d}
         if "volumeID" in source.spec:
             disks.add(source.spec["volumeID"])
@@ -528,6 +544,7 @@ class ScheduleController:
         for body in [*mine, *others]:
             ours = body["metadata"]["uid"] in own
             phase, waiting = child_phase(body)
+            waiting = waiting and body["metadata"]["uid"] not in self._room_made
             born = _time(_annotation(body, SLOT_ANNOTATION)) if ours else None
             view.append(
                 Snapshot(

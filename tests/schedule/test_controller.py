@@ -277,6 +277,24 @@ async def test_a_full_disk_with_nothing_to_delete_blocks_the_source() -> None:
     assert {c["type"]: c for c in world.status["conditions"]}["Ready"]["reason"] == "Blocked"
 
 
+async def test_a_child_evs_refused_for_room_gets_one_place_until_its_retry_reports() -> None:
+    """The deleted child is gone before the refused one's retry writes its status: a step
+    reading the refusal meanwhile frees no second place; one still refused later asks again."""
+    world = World(sources={"volumeIDs": [VOLUME_A]}, retention={"maxCount": 3, "minReady": 1})
+    for h in range(10, 13):
+        await world.step(hour(h, 0, 1))
+        world.store.make_ready()
+    await world.step(hour(13, 0, 1))
+    [refused] = [n for n in world.store.snapshots if n.endswith("-1300")]
+    world.store.snapshots[refused]["status"] = {"error": {"code": "EVS.5413", "message": "full"}}
+    assert await world.step(hour(13, 0, 2)) == pytest.approx(30.05)
+    assert [n[-4:] for n in world.store.deleted] == ["1000"]
+    await world.step(hour(13, 0, 3))  # the deletion went through; the retry has not reported
+    assert [n[-4:] for n in world.store.deleted] == ["1000"]
+    await world.step(hour(13, 0, 33))  # refused again: the place was taken meanwhile
+    assert [n[-4:] for n in world.store.deleted] == ["1000", "1100"]
+
+
 async def test_claims_selected_at_each_run_become_sources() -> None:
     world = World(sources={"persistentVolumeClaimSelector": {"matchLabels": {"app": "postgres"}}})
     world.store.claims = [{"metadata": {"name": "data-0"}}]
