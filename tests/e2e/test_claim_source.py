@@ -7,11 +7,7 @@ disk.csi.everest.io, volumeHandle the disk ID. Nothing sets a claim's status by 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
-from hack.cluster import Cluster
 
 from tests.fixtures.cluster import everest_volume, manifest_list, volume_claim
 from tests.fixtures.operator import Stack, condition
@@ -22,15 +18,6 @@ BINDING_SECONDS = 30.0
 # Well under the operator's blocked retry (the fixture keeps its default of 120 s): a blocked
 # resource that becomes Ready within this was woken by the claim's change, not by the retry.
 WAKE_SECONDS = 30.0
-
-
-@pytest.fixture
-def volume_names(cluster: Cluster, namespace: str) -> Iterator[list[str]]:
-    """Names for the test's PersistentVolumes (cluster-scoped), deleted at teardown."""
-    names: list[str] = []
-    yield names
-    for name in names:
-        cluster.kubectl("delete", "pv", name, "--wait=false", "--ignore-not-found", check=False)
 
 
 def create(stack: Stack, *manifests: dict[str, Any]) -> None:

@@ -1,11 +1,12 @@
 """A CloudSnapshotSchedule against the real control plane and the simulator, on a per-minute
-schedule: runs make one child per source, retention keeps maxCount Ready children per source
-(rotating on a disk EVS already holds full), and an operator SIGKILLed right after a slot's
-create makes no second child or snapshot for that slot.
+schedule over two PersistentVolumeClaims its selector picks and one volume ID: runs make one
+child per source, retention keeps maxCount Ready children per source (rotating on a disk EVS
+already holds full), and an operator SIGKILLed right after a slot's create makes no second child
+or snapshot for that slot.
 
-Sources are volume IDs only: children of PersistentVolumeClaims need CloudSnapshot's
-spec.persistentVolumeClaimName, which this API does not have yet. Nothing relies on garbage
-collection (the local control plane runs no controller-manager).
+The claims are bound by the controller-manager's PV binder to everest CSI volumes of simulator
+disks (driver disk.csi.everest.io, volumeHandle the disk ID), and their children carry
+spec.persistentVolumeClaimName. All sources run in the same minutes, so they cost no extra time.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from cloudsnap.api.constants import SOURCE_ANNOTATION
 from tests.e2e.support import make_snapshot_outside
+from tests.fixtures.cluster import everest_volume, manifest_list, volume_claim
 from tests.fixtures.operator import Stack, condition
 from tests.waiting import eventually
 
@@ -24,6 +26,9 @@ RUNS = 5
 # Per-minute slots: a run every 60 s, plus the Lease a restarted operator waits for (15 s).
 RUN_TIMEOUT = 60.0 * (RUNS + 3)
 SUSPEND = json.dumps({"spec": {"suspend": True}})
+# Within the first slot's minute; the PV binder may need its 15 s resync to see a volume.
+BINDING_SECONDS = 60.0
+CLAIM_LABELS = {"app": "postgres"}
 
 
 def children(stack: Stack, schedule: str) -> list[dict[str, Any]]:
@@ -47,23 +52,46 @@ def event_messages(stack: Stack, name: str, reason: str) -> list[str]:
     return [e["message"] for e in json.loads(out)["items"] if e["reason"] == reason]
 
 
-async def test_runs_rotate_and_survive_a_kill_across_a_slot(stack: Stack) -> None:
+async def test_runs_rotate_and_survive_a_kill_across_a_slot(
+    stack: Stack, volume_names: list[str]
+) -> None:
     clean = await stack.add_volume()
-    full = await stack.add_volume()
+    full = await stack.add_volume()  # behind a claim
     for _ in range(7 - MAX_COUNT):  # made outside the cluster: the disk is full at 3 of ours
         make_snapshot_outside(stack, full)
+    claimed = {"data-a": full, "data-b": await stack.add_volume()}
+    manifests = [volume_claim(stack.namespace, "unlabelled", labels={"app": "other"})]
+    for claim, disk in claimed.items():
+        volume_names.append(f"{stack.namespace}-{claim}")
+        manifests += [
+            everest_volume(volume_names[-1], disk),
+            volume_claim(stack.namespace, claim, volume_names[-1], labels=CLAIM_LABELS),
+        ]
+    stack.kubectl("create", "-f", "-", input=manifest_list(*manifests))
+
+    def claims_bound() -> bool:
+        phases = stack.kubectl(
+            "get", "pvc", *claimed, "-o", "jsonpath={.items[*].status.phase}"
+        ).stdout.split()
+        return phases == ["Bound"] * len(claimed)
+
     manifest = {
         "apiVersion": "evs.cloudsnap.io/v1alpha1",
         "kind": "CloudSnapshotSchedule",
         "metadata": {"name": "every-minute", "namespace": stack.namespace},
         "spec": {
             "schedule": "* * * * *",
-            "sources": {"volumeIDs": [clean, full]},
+            "sources": {
+                "volumeIDs": [clean],
+                "persistentVolumeClaimSelector": {"matchLabels": CLAIM_LABELS},
+            },
             "retention": {"maxCount": MAX_COUNT, "minReady": 1},
             "snapshotTemplate": {"spec": {"description": "e2e"}},
         },
     }
     stack.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    # A claim's child made before its binding waits for it, and is woken by it.
+    await eventually(claims_bound, timeout=BINDING_SECONDS, what="the PV binder binding both")
 
     # Two runs, then SIGKILL the operator the moment the third run's first child exists.
     def runs_made() -> set[str]:
@@ -83,7 +111,9 @@ async def test_runs_rotate_and_survive_a_kill_across_a_slot(stack: Stack) -> Non
     await eventually(lambda: runs_seen() >= RUNS, timeout=RUN_TIMEOUT, what=f"{RUNS} runs")
     # No new runs from here: what is in flight settles, retention still applies.
     stack.kubectl("patch", "csnapsched", "every-minute", "--type=merge", "-p", SUSPEND)
-    want = {f"volume/{clean}": 0, f"volume/{full}": 7 - MAX_COUNT}  # outside snapshots
+    # Each source's disk, and the snapshots made outside the cluster on it.
+    disks = {f"volume/{clean}": clean} | {f"pvc/{c}": disk for c, disk in claimed.items()}
+    outside = {source: 7 - MAX_COUNT if disk == full else 0 for source, disk in disks.items()}
 
     async def settled() -> dict[str, list[dict[str, Any]]] | None:
         everything = json.loads(stack.kubectl("get", "csnap", "-o", "json").stdout)["items"]
@@ -91,15 +121,17 @@ async def test_runs_rotate_and_survive_a_kill_across_a_slot(stack: Stack) -> Non
         for child in everything:
             source = child["metadata"]["annotations"][SOURCE_ANNOTATION]
             by_source.setdefault(source, []).append(child)
-        if sorted(by_source) != sorted(want):
+        if sorted(by_source) != sorted(disks):
             return None
         for source, kids in by_source.items():
             if len(kids) != MAX_COUNT:
                 return None
             if any(condition(k, "Ready").get("status") != "True" for k in kids):
                 return None
-            on_disk = await stack.snapshots_of(source.removeprefix("volume/"))
-            if len(on_disk) != MAX_COUNT + want[source]:
+            if any(k["status"].get("volumeID") != disks[source] for k in kids):
+                return None
+            on_disk = await stack.snapshots_of(disks[source])
+            if len(on_disk) != MAX_COUNT + outside[source]:
                 return None
             if not {k["status"]["snapshotID"] for k in kids} <= {s["id"] for s in on_disk}:
                 return None
@@ -111,18 +143,24 @@ async def test_runs_rotate_and_survive_a_kill_across_a_slot(stack: Stack) -> Non
     by_source = await eventually(settled, timeout=60, what=f"{MAX_COUNT} kept per source")
 
     # Each slot made at most one child, and one EVS snapshot, per source: across the kill too.
-    every = [s for s in await stack.admin.snapshots() if s["volume_id"] in (clean, full)]
+    every = [s for s in await stack.admin.snapshots() if s["volume_id"] in disks.values()]
     names = Counter(s["name"] for s in every if s["name"] != "handmade")
     assert names, "no snapshot made by the schedule"
     assert max(names.values()) == 1, names
 
     # The oldest went: every deleted child is older than every kept one of its source.
     deleted = event_messages(stack, "every-minute", "RetentionDeleted")
-    for volume in (clean, full):
-        kept_names = sorted(c["metadata"]["name"] for c in by_source[f"volume/{volume}"])
-        gone = sorted(m.split()[0] for m in deleted if volume[:8] in m)
-        assert gone, f"nothing of {volume} deleted"
+    for source in disks:
+        kept_names = sorted(c["metadata"]["name"] for c in by_source[source])
+        named = source.split("/")[1][:8]  # the start of the disk ID or claim name
+        gone = sorted(m.split()[0] for m in deleted if named in m)
+        assert gone, f"nothing of {source} deleted"
         assert max(n[-13:] for n in gone) < min(n[-13:] for n in kept_names)
-    # The full disk rotated by making room, and no child of it is left refused.
-    assert any("(DiskLimit)" in m for m in deleted)
+    # The full disk (a claim's) rotated by making room, and no child of it is left refused.
+    assert any("(DiskLimit)" in m and "data-a" in m for m in deleted)
+    # Each claim's children name the claim and were pinned to its bound volume.
+    for claim, volume in zip(claimed, volume_names, strict=True):
+        for child in by_source[f"pvc/{claim}"]:
+            assert child["spec"]["persistentVolumeClaimName"] == claim
+            assert child["status"]["persistentVolumeName"] == volume
     assert stack.operator.restarts == 1
