@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     """How long after an unanswered create EVS may still apply it (extras are looked for)."""
     step_deadline_seconds: float = Field(120.0, gt=0)
     """The longest one reconcile step may run before it is cut and retried."""
+    poll_failure_grace_seconds: float = Field(60.0, gt=0)
+    """A failing batched poll reaches a resource's status and Events only after this long."""
     watchdog_seconds: float = Field(600.0, gt=0)
     """/healthz fails when due work has made no progress for this long."""
     leader_election: bool = True
@@ -107,6 +109,7 @@ class Settings(BaseSettings):
             absence_grace=self.absence_grace_seconds,
             create_doubt=self.create_doubt_seconds,
             step_deadline=self.step_deadline_seconds,
+            poll_failure_grace=self.poll_failure_grace_seconds,
         )
 
 
@@ -127,6 +130,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--absence-grace-seconds", type=float, metavar="S", help="confirm a missing snapshot")
     add("--create-doubt-seconds", type=float, metavar="S", help="late-create window")
     add("--step-deadline-seconds", type=float, metavar="S", help="longest reconcile step")
+    add(
+        "--poll-failure-grace-seconds",
+        type=float,
+        metavar="S",
+        help="a failing batched poll is reported on a resource after this long",
+    )
     add("--watchdog-seconds", type=float, metavar="S", help="stalled work fails /healthz")
     add(
         "--leader-election",

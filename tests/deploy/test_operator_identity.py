@@ -173,7 +173,7 @@ async def test_core_scenario_as_the_chart_service_account(
             return {e["reason"] for e in json.loads(events)["items"]}
 
         # Events are posted in the background after the status write: wait for it, don't race.
-        await eventually(lambda: "Available" in reasons(), timeout=30, what="an Available event")
+        await eventually(lambda: "Created" in reasons(), timeout=30, what="a Created event")
 
         # The metrics record the work the account's RBAC let the operator do (read the Lease,
         # class, Secret; patch finalizer and status), not merely that the families exist.

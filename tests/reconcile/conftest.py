@@ -23,6 +23,7 @@ FAST = Timing(
     absence_grace=0.3,
     create_doubt=1.0,
     step_deadline=10.0,
+    poll_failure_grace=2.0,
 )
 CLASS = "sim"
 

@@ -50,11 +50,14 @@ async def test_a_bound_claim_is_snapshotted_as_its_disk(
     assert (status["volumeID"], status["persistentVolumeName"]) == (volume, VOLUME)
     [snap] = await snapshots_of(evs_sim, volume)
     assert status["snapshotID"] == snap["id"]
-    creating = next(e for who, e in world.events if e.reason == "Creating")
-    assert CLAIM in creating.message
-    assert volume in creating.message
+    # One Event, Created, which names the claim and the volume the disk was resolved from.
+    assert world.reasons("db") == ["Created"]
+    [(_, created)] = world.events
+    assert f"PersistentVolumeClaim {CLAIM}, PersistentVolume {VOLUME}" in created.message
+    assert volume in created.message
     # The disk is pinned in the finalizer's step, before any create: one status write more than
-    # a volumeID source (finalizer, status with the disk, status with snapshotID, status Ready).
+    # a volumeID source (finalizer, status with the disk, status with snapshotID, status Ready),
+    # five writes with the Event.
     assert world.writes == [
         ("db", "finalizers"),
         ("db", "status"),

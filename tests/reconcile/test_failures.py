@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import pytest
+
 from cloudsnap.handlers import FINALIZER
 from cloudsnap.reconcile import Accounts, Result
 from evs_simulator.testing import RunningSimulator
@@ -49,6 +51,54 @@ async def test_5xx_and_429_bursts_are_retried_and_end_with_one_snapshot(
     failed = [e.message for _, e in world.events if e.reason == "Failed"]
     assert failed
     assert all(a != b for a, b in itertools.pairwise(failed))
+
+
+@pytest.mark.parametrize("evs_sim", [{"create_seconds": 1.0}], indirect=True)
+async def test_a_failing_batched_poll_is_no_failure_of_the_resources_it_answers(
+    world: World, evs_sim: RunningSimulator
+) -> None:
+    """Three failed list calls while ten snapshots are being created: every resource retries
+    quietly (no Failed Event, no status write), and each still costs exactly its three writes."""
+    names = [f"db{i}" for i in range(10)]
+    for name in names:
+        world.apply(name, volumeID=(await evs_sim.admin.add_volume())["id"])
+    await eventually(
+        lambda: all(world.objects[n].get("status", {}).get("snapshotID") for n in names),
+        timeout=10,
+    )
+    await evs_sim.admin.set_faults([error_rule("list", 503, 3)])
+    await eventually(lambda: all(world.is_ready(n) for n in names), timeout=10)
+    assert (await evs_sim.admin.calls())["list"] >= 4  # the three failed, then the answer
+    quiet = [r for _, r in world.results if r.outcome == "transient"]
+    assert quiet  # the failures reached the resources ...
+    assert all(r.status is None and not r.events for r in quiet)  # ... and cost nothing
+    assert [e for _, e in world.events if e.reason != "Created"] == []
+    for name in names:
+        assert world.writes.count((name, "status")) == 2
+        assert "error" not in world.objects[name]["status"]
+
+
+@pytest.mark.parametrize("evs_sim", [{"create_seconds": 60.0}], indirect=True)
+async def test_a_batched_poll_failing_for_the_grace_period_is_reported_once(
+    world: World, evs_sim: RunningSimulator, volume: str
+) -> None:
+    """A poll that keeps failing for Timing.poll_failure_grace is the resource's business: its
+    status and one Failed Event say so, after a few quiet retries."""
+    world.apply("db", volumeID=volume)
+    await eventually(lambda: world.objects["db"].get("status", {}).get("snapshotID"), timeout=10)
+    await evs_sim.admin.set_faults([error_rule("list", 503, 1000)])
+    await eventually(lambda: "Failed" in world.reasons("db"), timeout=10)
+    results = [r for who, r in world.results if who == "db"]
+    reported = next(i for i, r in enumerate(results) if "Failed" in [e.reason for e in r.events])
+    quiet = results[2:reported]  # after the finalizer and the create
+    assert len(quiet) >= 2
+    assert all(r.outcome == "transient" and r.status is None for r in quiet)
+    [failed] = [e for _, e in world.events if e.reason == "Failed"]
+    assert failed.message.startswith("EVS.5503")
+    assert world.objects["db"]["status"]["error"]["code"] == "EVS.5503"
+    assert world.condition("db", "Ready")["reason"] == "Creating"  # the snapshot as last seen
+    await eventually(lambda: len(world.results) > len(results) + 3, timeout=10)
+    assert world.reasons("db").count("Failed") == 1  # repeats refresh status, no new Event
 
 
 async def test_lost_create_answer_is_adopted_by_identity(

@@ -48,6 +48,9 @@ class Timing:
     with the resource are looked for (and deleted) until then, and a deletion waits it out."""
     step_deadline: float = 120.0
     """No reconcile step runs longer; a stuck call is cut and retried."""
+    poll_failure_grace: float = 60.0
+    """A failing batched look at a resource's snapshot (the class's list call) is retried
+    without a status write or an Event until it has failed on every try for this long."""
 
     def jittered(self, seconds: float, rng: random.Random) -> float:
         """Spread a fixed interval so resources created together do not resync together."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from cloudsnap.evs import EVSClient, EVSConnectionError, EVSError
 from cloudsnap.evs.models import ListSnapshotsQuery, Snapshot
@@ -17,6 +18,8 @@ from cloudsnap.evs.models import ListSnapshotsQuery, Snapshot
 # Each id costs ~40 bytes of query string; 100 keeps the request line well under the 8 KiB that
 # common servers and gateways accept.
 DEFAULT_IDS_PER_CALL = 100
+
+log = logging.getLogger(__name__)
 
 
 class BatchPoller:
@@ -78,6 +81,9 @@ class BatchPoller:
             async for snap in self._client.iter_snapshots(query):
                 found[snap.id] = snap
         except EVSError as exc:
+            # One line for the call, not one per resource: the resources retry quietly until
+            # the failure persists (Timing.poll_failure_grace).
+            log.warning("a batched poll of %d snapshot(s) failed: %s", len(chunk), exc)
             for sid in chunk:
                 _settle(futures[sid], exc)
             return

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import logging
 import random
 import re
 from collections.abc import Callable, Mapping
@@ -88,6 +89,8 @@ ERROR_REFRESH = timedelta(seconds=60)
 # Ready reasons that say more than a failure's "Error"/"Pending" would: a later failure keeps them.
 _STICKY_READY_REASONS = frozenset({"NotFound", ALREADY_OWNED, "Deleting"})
 _REASON = re.compile(CONDITION_REASON_PATTERN)
+
+log = logging.getLogger(__name__)
 
 
 class Outcome(enum.StrEnum):
@@ -183,6 +186,16 @@ class _Resource:
             return self.status.volume_id
         return self.spec.volume_id
 
+    def describe_source(self) -> str:
+        """The disk snapshotted, and the claim and volume it was resolved from, for the Created
+        Event: the only Event of a create, so ``kubectl describe`` shows the source there."""
+        what = f"volume {self.source_volume}"
+        claim = self.spec.persistent_volume_claim_name
+        if claim:
+            volume = self.status.persistent_volume_name
+            what += f" (PersistentVolumeClaim {claim}, PersistentVolume {volume})"
+        return what
+
     def pinned_to(self, resolved: ResolvedVolume) -> _Resource:
         """This resource with the disk its claim resolves to recorded in status (not yet
         persisted: ``raw_status`` stays as stored, so the step writes it)."""
@@ -277,6 +290,11 @@ class _Draft:
         return None if new == self.res.raw_status else new
 
 
+class _PollFailed(ExternalError):
+    """The batched look at a snapshot failed: a list call shared by the class, not this
+    resource's own call, so not this resource's failure to report until it persists."""
+
+
 @dataclass(frozen=True)
 class _Pending:
     """A create request in flight, remembered so a step cut short still records it."""
@@ -316,6 +334,8 @@ class Reconciler:
         self._pending: dict[str, _Pending] = {}
         # UIDs whose snapshot this process saw deleting: when the list drops it, it is gone.
         self._deleting: set[str] = set()
+        # When the batched look at each resource's snapshot began to fail, while it still fails.
+        self._poll_failing: dict[str, datetime] = {}
 
     def witness_birth(self, uid: str) -> None:
         """The caller saw this resource created while it was the only one reconciling."""
@@ -329,6 +349,7 @@ class Reconciler:
         self._sent.discard(uid)
         self._pending.pop(uid, None)
         self._deleting.discard(uid)
+        self._poll_failing.pop(uid, None)
 
     def forget_all(self) -> None:
         """Drop all memory, e.g. on losing or gaining leadership: it no longer proves anything."""
@@ -338,6 +359,7 @@ class Reconciler:
         self._sent.clear()
         self._pending.clear()
         self._deleting.clear()
+        self._poll_failing.clear()
 
     async def reconcile(self, body: Mapping[str, Any]) -> Result:
         """One step for the resource in ``body`` (a raw Kubernetes object), within a deadline."""
@@ -446,26 +468,18 @@ class Reconciler:
                 return await self._adopt(draft, conn, res.spec.snapshot_id)
             return await self._create_or_find(draft, conn)
         except ExternalError as exc:
-            return self._failed(draft, exc.failure)
+            return self._quiet_retry(draft, exc) or self._failed(draft, exc.failure)
 
     def _add_finalizer(self, res: _Resource, status: dict[str, Any] | None) -> Result:
         """Hold the resource before the first cloud call that may leave a snapshot behind
-        (``status``: the claim's disk pinned in this step, written after the finalizer)."""
+        (``status``: the claim's disk pinned in this step, written after the finalizer).
+
+        No Event: the finalizer announces nothing a user acts on, and the next step's Created
+        (or Found, Adopted, Failed) follows within moments.
+        """
         if _traceless(res.status):
             self._held.add(res.uid)
-        events: tuple[Event, ...] = ()
-        if not (res.status.snapshot_id or res.spec.snapshot_id or res.status.error):
-            what = f"snapshot of volume {res.source_volume}"
-            claim = res.spec.persistent_volume_claim_name
-            if claim:
-                what += (
-                    f" (PersistentVolumeClaim {claim},"
-                    f" PersistentVolume {res.status.persistent_volume_name})"
-                )
-            events = (Event("Normal", "Creating", f"creating an EVS {what}"),)
-        return Result(
-            Outcome.SUCCESS, status=status, events=events, requeue_after=0.0, finalizer=True
-        )
+        return Result(Outcome.SUCCESS, status=status, requeue_after=0.0, finalizer=True)
 
     def _never_sent(self, res: _Resource) -> bool:
         """Whether status and memory together prove no create was ever sent for this UID."""
@@ -513,6 +527,7 @@ class Reconciler:
             force=spec.force,
             metadata=dict(spec.metadata),
         )
+        first = res.uid not in self._sent
         self._sent.add(res.uid)
         self._pending[res.uid] = _Pending(conn, draft.now)
         try:
@@ -520,6 +535,12 @@ class Reconciler:
         except ExternalError as exc:
             self._pending.pop(res.uid, None)
             failure = exc.failure
+            if failure.cause is Cause.THROTTLED:
+                if first:
+                    # Refused by the gateway before EVS saw it: still nothing was ever sent, and
+                    # the next attempt needs no lookup.
+                    self._sent.discard(res.uid)
+                raise
             if _may_have_happened(failure):
                 draft.pin(conn, adopted=False)
                 draft.status.unanswered_create_time = draft.now
@@ -544,7 +565,9 @@ class Reconciler:
         draft.synced()
         self._ready_from_state(draft, snapshot)
         event = Event(
-            "Normal", "Created", f"EVS accepted snapshot {snapshot.id} ({snapshot.phase})"
+            "Normal",
+            "Created",
+            f"EVS accepted snapshot {snapshot.id} ({snapshot.phase}) of {res.describe_source()}",
         )
         return Result(
             Outcome.SUCCESS,
@@ -557,7 +580,9 @@ class Reconciler:
     async def _adopt(self, draft: _Draft, conn: Connection, snapshot_id: str) -> Result:
         """Take over an existing snapshot named by spec.snapshotID, unless another owns it."""
         res = draft.res
-        snapshot = await conn.client.observe(snapshot_id) or await conn.client.confirm(snapshot_id)
+        snapshot = await self._observe(res, conn, snapshot_id) or await conn.client.confirm(
+            snapshot_id
+        )
         if snapshot is None:
             message = (
                 f"EVS snapshot {snapshot_id} named by spec.snapshotID does not exist in the"
@@ -608,7 +633,7 @@ class Reconciler:
 
     async def _follow(self, draft: _Draft, conn: Connection, snapshot_id: str) -> Result:
         """Look at the known snapshot (batched) and bring status and EVS in line."""
-        snapshot = await conn.client.observe(snapshot_id)
+        snapshot = await self._observe(draft.res, conn, snapshot_id)
         if snapshot is None:
             return await self._absent(draft, conn, snapshot_id)
         owned = [snapshot]
@@ -651,10 +676,10 @@ class Reconciler:
         draft.mirror(snapshot)
         draft.synced()
         self._close_doubt(draft, waiting)
+        # Ready turning True is the Ready condition's transition (its time and message), not an
+        # Event: an Event would cost a write per resource to repeat what the condition says.
         became_ready = self._ready_from_state(draft, snapshot)
-        if became_ready:
-            out.append(Event("Normal", "Available", f"EVS snapshot {snapshot.id} is available"))
-        elif snapshot.state is State.FAILED and res.reason(READY) != "Error":
+        if snapshot.state is State.FAILED and res.reason(READY) != "Error":
             out.append(Event("Warning", "Failed", f"EVS snapshot {snapshot.id} is in error"))
         if not snapshot.state.settled:
             delay = self._timing.poll
@@ -804,6 +829,45 @@ class Reconciler:
             phase=draft.status.phase or "",
         )
 
+    async def _observe(
+        self, res: _Resource, conn: Connection, snapshot_id: str
+    ) -> ExternalSnapshot | None:
+        """The batched look at the snapshot; a transient failure of it is a _PollFailed."""
+        try:
+            found = await conn.client.observe(snapshot_id)
+        except ExternalError as exc:
+            if exc.failure.kind is Kind.TRANSIENT:
+                raise _PollFailed(exc.failure) from None
+            raise
+        self._poll_failing.pop(res.uid, None)
+        return found
+
+    def _quiet_retry(self, draft: _Draft, exc: ExternalError) -> Result | None:
+        """Retry without a status write or an Event when the failure is not this resource's to
+        report: a throttled call (the gateway refused it, nothing happened, the rate control
+        slows down), or a failed batched look that has not yet persisted for
+        ``Timing.poll_failure_grace``. None: report it as usual.
+
+        Such a failure is the class's, not the resource's: a list call that fails answers up to
+        a hundred resources at once, and a Failed Event plus two status writes on each of them
+        would cost more than the failure and tell nothing a user can act on. The poller logs the
+        failed call once and the EVS request metric counts it.
+        """
+        res = draft.res
+        failure = exc.failure
+        if isinstance(exc, _PollFailed) and failure.cause is not Cause.THROTTLED:
+            since = self._poll_failing.setdefault(res.uid, draft.now)
+            if draft.now - since >= timedelta(seconds=self._timing.poll_failure_grace):
+                return None
+        elif failure.cause is not Cause.THROTTLED:
+            return None
+        log.debug("%s/%s: %s; retrying quietly", res.namespace, res.name, failure.describe())
+        return Result(
+            Outcome.TRANSIENT,
+            requeue_after=self._retry_delay(res.uid, Kind.TRANSIENT),
+            phase=res.status.phase or "",
+        )
+
     def _retry_delay(self, uid: str, kind: Kind) -> float | None:
         if kind is Kind.TRANSIENT:
             attempt = self._attempts.get(uid, 0)
@@ -843,6 +907,9 @@ class Reconciler:
         try:
             return await self._delete_owned(draft, conn, policy or "Delete")
         except ExternalError as exc:
+            quiet = self._quiet_retry(draft, exc)
+            if quiet is not None:
+                return quiet
             draft.condition(
                 READY, "False", "Deleting", f"{exc.failure.code}: {exc.failure.message}"
             )
@@ -858,7 +925,7 @@ class Reconciler:
         volume = res.volume_id
         candidates: list[ExternalSnapshot] = []
         if known:
-            found = await conn.client.observe(known)
+            found = await self._observe(res, conn, known)
             if found is None and res.uid not in self._deleting:
                 # Not listed, and not after we saw it deleting: a list may lag; ask directly.
                 found = await conn.client.confirm(known)
@@ -898,12 +965,15 @@ class Reconciler:
             )
         message = "; ".join(messages)
         if now_known is not None:
-            draft.mirror(now_known)
+            # The phase only: EVS moves updated_at as it deletes, and following it would cost a
+            # status write per move while nothing a user acts on changed.
+            draft.status.phase = now_known.phase
+            draft.status.missing_since = None
         self._attempts.pop(res.uid, None)
         draft.synced()
+        # Deleting is the Ready condition (its message says what the deletion waits for); the
+        # Deleted Event that ends it outlives the resource.
         draft.condition(READY, "False", "Deleting", message)
-        if res.reason(READY) != "Deleting":
-            events.insert(0, Event("Normal", "Deleting", message))
         delay = self._timing.poll if candidates else max(self._timing.poll, doubt_left)
         return Result(
             Outcome.SUCCESS,
@@ -922,7 +992,7 @@ class Reconciler:
             if deleting is None:
                 return f"EVS snapshot {snapshot.id} is gone", None
             self._deleting.add(res.uid)
-            return f"deleting EVS snapshot {snapshot.id}", deleting
+            return _being_deleted(snapshot.id), deleting
         if snapshot.state is State.DELETE_FAILED:
             message = (
                 f"EVS failed to delete snapshot {snapshot.id} ({snapshot.phase});"
@@ -934,7 +1004,7 @@ class Reconciler:
             return message, snapshot
         if snapshot.state is State.DELETING:
             self._deleting.add(res.uid)
-            return f"waiting for EVS to finish deleting {snapshot.id}", snapshot
+            return _being_deleted(snapshot.id), snapshot
         return f"waiting for EVS snapshot {snapshot.id} to leave {snapshot.phase}", snapshot
 
     def _doubt_left(self, draft: _Draft) -> float:
@@ -982,6 +1052,11 @@ def _synced_reason(failure: Failure) -> str:
     """The Synced reason: a local code as it is (ClassNotFound, AlreadyOwned, ...), else the
     generic ReconcileError (provider codes such as EVS.5413 are no valid reason)."""
     return failure.code if _REASON.match(failure.code) else "ReconcileError"
+
+
+def _being_deleted(snapshot_id: str) -> str:
+    """One message from the DELETE until EVS's 404, so waiting for EVS costs no status write."""
+    return f"EVS is deleting snapshot {snapshot_id}"
 
 
 def _replace(result: Result, **changes: Any) -> Result:

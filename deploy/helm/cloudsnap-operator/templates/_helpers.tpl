@@ -79,7 +79,7 @@ app.kubernetes.io/part-of: cloudsnap
 - apiGroups: [evs.cloudsnap.io]
   resources: [cloudsnapshotschedules/status]
   verbs: [patch]
-# KubeWriter.post_event (cloudsnap.kube) posts core/v1 Events: Creating, Created, ..., and a
+# KubeWriter.post_event (cloudsnap.kube) posts core/v1 Events: Created, Failed, Deleted, ..., and a
 # schedule's Run, RetentionDeleted, ...
 - apiGroups: [""]
   resources: [events]
