@@ -58,8 +58,10 @@ async def run(config: Settings) -> None:
         classes,
         secrets,
         timeout=config.evs_timeout_seconds,
+        poll_spacing=config.poll_seconds,
         observer=metrics.observe_evs_request,
         limiter_observer=metrics.observe_rate_limit_wait,
+        rate_observer=metrics.observe_evs_rate,
         guard=may_act,
         user_agent=f"cloudsnap/{config.identity}",
     )

@@ -66,9 +66,17 @@ SNAPSHOTS = Gauge(
 )
 RATE_LIMIT_WAIT_SECONDS = Histogram(
     "cloudsnap_rate_limiter_wait_seconds",
-    "Time a call to EVS waited for the per-class rate limiter, by CloudSnapshotClass.",
+    "Time a call to EVS waited for its class's pace (the adaptive rate of its operation and the"
+    " class's ceiling), by CloudSnapshotClass.",
     ["cls"],
     buckets=_WAIT_BUCKETS,
+    registry=REGISTRY,
+)
+EVS_RATE = Gauge(
+    "cloudsnap_evs_rate_limit",
+    "Calls per second the operator currently allows itself, by CloudSnapshotClass and EVS"
+    " operation: it grows while EVS answers and is cut when the API gateway throttles.",
+    ["cls", "operation"],
     registry=REGISTRY,
 )
 DUPLICATES_DELETED = Counter(
@@ -121,6 +129,11 @@ SCHEDULE_CHILDREN = Gauge(
 def observe_rate_limit_wait(class_name: str, seconds: float) -> None:
     """Record one wait for a class's rate limiter; fits ``Accounts(limiter_observer=...)``."""
     RATE_LIMIT_WAIT_SECONDS.labels(cls=class_name).observe(seconds)
+
+
+def observe_evs_rate(class_name: str, operation: str, rate: float) -> None:
+    """Record a class's new pace for an operation; fits ``Accounts(rate_observer=...)``."""
+    EVS_RATE.labels(cls=class_name, operation=operation).set(rate)
 
 
 def observe_evs_request(operation: str, code: str, seconds: float) -> None:

@@ -157,7 +157,9 @@ def test_class_crd_is_cluster_scoped_with_defaults() -> None:
     assert spec["required"] == ["region", "projectID", "credentialsSecretRef"]
     assert spec["properties"]["deletionPolicy"]["default"] == "Delete"
     assert spec["properties"]["insecureSkipTLSVerify"]["default"] is False
-    assert spec["properties"]["rateLimit"]["default"] == {"requestsPerSecond": 20, "burst": 40}
+    assert "default" not in spec["properties"]["rateLimit"]  # an optional ceiling
+    limit = spec["properties"]["rateLimit"]["properties"]
+    assert (limit["requestsPerSecond"]["default"], limit["burst"]["default"]) == (20, 40)
     assert spec["properties"]["caBundle"]["format"] == "byte"
 
 

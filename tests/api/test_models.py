@@ -192,7 +192,10 @@ def test_class_defaults() -> None:
     assert spec.deletion_policy == "Delete"
     assert spec.insecure_skip_tls_verify is False
     assert spec.ca_bundle is None
-    assert (spec.rate_limit.requests_per_second, spec.rate_limit.burst) == (20, 40)
+    assert spec.rate_limit is None  # no ceiling: the pace follows EVS's throttling
+    ceiling = CloudSnapshotClassSpec.model_validate(CLASS_SPEC | {"rateLimit": {}}).rate_limit
+    assert ceiling is not None
+    assert (ceiling.requests_per_second, ceiling.burst) == (20, 40)
     assert spec.credentials_secret_ref.name == "evs-credentials"
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -214,18 +214,46 @@ async def test_waiting_for_the_rate_limiter_does_not_count_against_the_timeout(
     sim: RunningSimulator,
 ) -> None:
     """A request queued behind a saturated rate limit must not time out before it is even sent."""
-    waited: list[float] = []
+    waited: list[str] = []
+    answers: list[str] = []
 
-    async def slow_limiter() -> None:
+    async def slow_limiter(operation: str) -> Callable[[str], None]:
         # The queue wait under test: three times the request timeout.
         await asyncio.sleep(0.6)
-        waited.append(0.6)
+        waited.append(operation)
+        return answers.append
 
     async with operator_client(sim, timeout=0.2, limiter=slow_limiter) as evs:
         page = await evs.list_snapshots()
     assert page.count == 0
-    assert waited == [0.6]
+    assert waited == ["list"]
+    assert answers == ["200"]  # and the limiter heard how it went
     assert (await sim.admin.calls())["list"] == 1
+
+
+async def test_only_a_throttled_request_is_sent_again(sim: RunningSimulator) -> None:
+    """The gateway refused it before EVS saw it, so even a create may go again; a 503 may not."""
+    volume = await sim.admin.add_volume(size=1)
+    throttled = {"operation": "create", "kind": "error", "status": 429, "code": "APIG.0308"}
+    await sim.admin.set_faults([throttled | {"count": 2}])
+    heard: list[str] = []
+
+    async def limiter(operation: str) -> Callable[[str], None]:
+        return heard.append
+
+    request = CreateSnapshotRequest(volume_id=volume["id"], name="paced")
+    async with operator_client(sim, limiter=limiter, throttle_retries=2) as evs:
+        await evs.create_snapshot(request)
+        assert heard == ["429", "429", "202"]  # each attempt waited its turn and was heard
+        await sim.admin.set_faults([throttled | {"count": 3}])
+        with pytest.raises(EVSAPIError) as caught:
+            await evs.create_snapshot(request)
+        assert caught.value.throttled
+        await sim.admin.set_faults([{"operation": "create", "kind": "error", "status": 503}])
+        with pytest.raises(EVSAPIError):
+            await evs.create_snapshot(request)
+    assert (await sim.admin.calls())["create"] == 3 + 3 + 1
+    assert len([s for s in await sim.admin.snapshots() if not s.get("deleted")]) == 1
 
 
 async def test_lost_response_is_a_connection_error_yet_the_snapshot_exists(

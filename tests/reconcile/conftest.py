@@ -9,6 +9,7 @@ import pytest
 
 from cloudsnap.handlers import FINALIZER
 from cloudsnap.reconcile import Accounts, Backoff, EVSConnector, Reconciler, Timing
+from cloudsnap.reconcile.ratelimit import Adaptation
 from evs_simulator.testing import RunningSimulator
 from tests.reconcile.harness import SECRET_NAME, FakeCluster, World
 
@@ -26,6 +27,8 @@ FAST = Timing(
     poll_failure_grace=2.0,
 )
 CLASS = "sim"
+# The simulator throttles only when a test tells it to: start at its pace, not a cloud's.
+UNTHROTTLED = Adaptation(initial=1000.0)
 
 
 @pytest.fixture
@@ -41,7 +44,14 @@ def fake(evs_sim: RunningSimulator) -> FakeCluster:
 
 @pytest.fixture
 async def accounts(fake: FakeCluster) -> AsyncIterator[Accounts]:
-    accounts = Accounts(fake, fake, timeout=5.0, poll_window=0.02)
+    accounts = Accounts(
+        fake,
+        fake,
+        timeout=5.0,
+        poll_window=0.02,
+        poll_spacing=FAST.poll,
+        adaptation=UNTHROTTLED,
+    )
     yield accounts
     await accounts.aclose()
 

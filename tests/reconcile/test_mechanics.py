@@ -16,6 +16,7 @@ from cloudsnap.evs import (
     EVSTimeoutError,
 )
 from cloudsnap.reconcile import Accounts, Backoff, Kind, Scheduler, TokenBucket, classify
+from cloudsnap.reconcile.poller import BatchPoller
 from evs_simulator.testing import RunningSimulator
 from tests.fixtures.simulator import operator_client
 from tests.reconcile.conftest import CLASS
@@ -146,9 +147,9 @@ async def test_scheduler_serves_keys_in_flight_before_a_backlog_of_new_ones() ->
         await asyncio.gather(runner, return_exceptions=True)
 
 
-async def test_poller_answers_many_waiters_with_few_list_calls(
-    evs_sim: RunningSimulator, accounts: Accounts, volume: str
-) -> None:
+@pytest.fixture
+async def many_snapshots(evs_sim: RunningSimulator, volume: str) -> list[str]:
+    """The IDs of 150 snapshots, five on each of 30 disks."""
     async with operator_client(evs_sim) as client:
         disks = [volume] + [(await evs_sim.admin.add_volume(size=1))["id"] for _ in range(29)]
         made = await asyncio.gather(
@@ -157,7 +158,13 @@ async def test_poller_answers_many_waiters_with_few_list_calls(
                 for i, d in enumerate(disks * 5)
             )
         )
-    ids = [s.id for s in made]
+    return [s.id for s in made]
+
+
+async def test_poller_answers_many_waiters_with_few_list_calls(
+    evs_sim: RunningSimulator, accounts: Accounts, many_snapshots: list[str]
+) -> None:
+    ids = many_snapshots
     await evs_sim.admin.remove_snapshot(ids[0])
     account = await accounts.resolve(CLASS)
     before = (await evs_sim.admin.calls()).get("list", 0)
@@ -165,7 +172,22 @@ async def test_poller_answers_many_waiters_with_few_list_calls(
     lists = (await evs_sim.admin.calls()).get("list", 0) - before
     assert seen[0] is None  # removed: reported gone
     assert [s.id for s in seen[1:] if s is not None] == ids[1:]
-    assert lists == 2  # 150 waiters, 100 ids per call
+    assert lists == 1  # 150 waiters: one page of the whole account, not two calls of 100 ids
+
+
+async def test_poller_asks_by_id_once_the_account_outgrows_a_page(
+    evs_sim: RunningSimulator, accounts: Accounts, many_snapshots: list[str]
+) -> None:
+    """Paging by offset could skip a snapshot deleted meanwhile (read as gone): an account larger
+    than a page is answered from its first page and by id, then by id only."""
+    ids = many_snapshots
+    account = await accounts.resolve(CLASS)
+    poller = BatchPoller(account.client, window=0.01, ids_per_call=40, page_size=100)
+    for expected_lists in (1 + 2, 4):  # a page, then 50 ids; then 150 ids, 40 a call
+        before = (await evs_sim.admin.calls()).get("list", 0)
+        seen = await asyncio.gather(*(poller.refresh(sid) for sid in ids))
+        assert [s.id for s in seen if s is not None] == ids
+        assert (await evs_sim.admin.calls()).get("list", 0) - before == expected_lists
 
 
 async def test_a_failed_round_nobody_waits_for_any_more_logs_no_unretrieved_error(

@@ -387,7 +387,9 @@ class SecretReference(_Model):
 
 
 class RateLimit(_Model):
-    """Client-side limit on the EVS calls made with one class, shared by all its snapshots."""
+    """A ceiling on the EVS calls made with one class, all operations and snapshots together.
+
+    Below it the operator adapts its pace to EVS's throttling by itself."""
 
     requests_per_second: int = Field(20, alias="requestsPerSecond", ge=1, le=1000)
     """Sustained EVS requests per second."""
@@ -438,8 +440,9 @@ class CloudSnapshotClassSpec(_Model):
     instead of the system roots."""
     insecure_skip_tls_verify: bool = Field(False, alias="insecureSkipTLSVerify")
     """Skip verifying the endpoint's TLS certificate (testing only)."""
-    rate_limit: RateLimit = Field(RateLimit(), alias="rateLimit")
-    """Limit on the EVS calls made with this class."""
+    rate_limit: RateLimit | None = Field(None, alias="rateLimit")
+    """An optional ceiling on the EVS calls made with this class. Without it the operator goes
+    as fast as EVS answers, slowing down when the API gateway throttles (APIG.0308)."""
 
     def evs_endpoint(self) -> str:
         """The explicit endpoint (e.g. a simulator), else the region's public one."""

@@ -1,9 +1,11 @@
 """Async client for the EVS snapshot API (one instance per endpoint and credentials).
 
-It makes exactly one HTTP request per call and never retries by itself: whether a create may be
-repeated is for the caller to decide (EVS has no idempotency token), so a failure is reported as an
-:class:`~cloudsnap.evs.errors.EVSError` with a ``retryable`` verdict instead. Nothing else escapes a
-call, whatever the server or the network does.
+It makes one HTTP request per call and never retries a request EVS may have seen: whether a
+create may be repeated is for the caller to decide (EVS has no idempotency token), so a failure is
+reported as an :class:`~cloudsnap.evs.errors.EVSError` with a ``retryable`` verdict instead. The one
+exception is an answer the API gateway throttled, which never reached EVS: it is sent again after
+the limiter's wait, up to ``throttle_retries`` times. Nothing else escapes a call, whatever the
+server or the network does.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from cloudsnap.evs.errors import (
     EVSResponseError,
     EVSTimeoutError,
     is_retryable,
+    is_throttled,
     parse_error,
 )
 from cloudsnap.evs.models import CreateSnapshotRequest, ListSnapshotsQuery, Snapshot, SnapshotPage
@@ -40,10 +43,17 @@ Observer = Callable[[str, str, float], None]
 """Called once per HTTP request with (operation, outcome, seconds); outcome is the status code as
 text, ``timeout`` or ``connection_error``."""
 
-Limiter = Callable[[], Awaitable[object]]
-"""Awaited before each HTTP request, e.g. a token bucket's ``acquire``; its wait is not counted
+Answered = Callable[[str], None]
+"""Told the outcome of one request: the status code as text (``429`` for any throttled answer),
+``timeout`` or ``connection_error``."""
+
+Limiter = Callable[[str], Awaitable[Answered]]
+"""Awaited before each HTTP request with its operation (a rate control's ``acquire``); what it
+returns is told the request's outcome, so the rate can follow the answers. Its wait is not counted
 against the request timeout."""
 
+# Outcomes of a request that got no (readable) answer, as the observer and the limiter hear them.
+_UNANSWERED = ("timeout", "connection_error")
 # Enough parallel requests for one account's rate limit; idle connections are kept for polling.
 DEFAULT_LIMITS = httpx.Limits(max_connections=32, max_keepalive_connections=16, keepalive_expiry=30)
 _REDACTED = "***"
@@ -196,6 +206,7 @@ class EVSClient:
         observer: Observer | None = None,
         limiter: Limiter | None = None,
         guard: Callable[[], bool] | None = None,
+        throttle_retries: int = 0,
         user_agent: str = "cloudsnap",
     ) -> None:
         url = httpx.URL(endpoint)
@@ -207,6 +218,7 @@ class EVSClient:
         self._timeout = timeout
         self._observer = observer
         self._limiter = limiter
+        self._throttle_retries = throttle_retries
         self._auth = auth
         self._secrets = auth.secret_values() if isinstance(auth, HoldsSecrets) else ()
         self._http = httpx.AsyncClient(
@@ -328,13 +340,35 @@ class EVSClient:
         params: tuple[tuple[str, str], ...] | None = None,
         json: dict[str, Any] | None = None,
     ) -> httpx.Response:
+        """Send the request, again while the gateway throttles it (``throttle_retries``)."""
+        retries = self._throttle_retries
+        while True:
+            try:
+                return await self._send(operation, method, url, params=params, json=json)
+            except EVSAPIError as exc:
+                if not exc.throttled or retries <= 0:
+                    raise
+                retries -= 1
+                log.debug("EVS %s throttled (%s); sending it again", operation, exc.code)
+
+    async def _send(
+        self,
+        operation: str,
+        method: str,
+        url: str,
+        *,
+        params: tuple[tuple[str, str], ...] | None,
+        json: dict[str, Any] | None,
+    ) -> httpx.Response:
         """Send one request; any failure becomes the EVSError that describes it.
 
-        The observer hears of every request that ended (a cancelled one has no outcome to count).
+        The observer and the limiter hear of every request that ended (a cancelled one has no
+        outcome to count).
         """
+        answered: Answered | None = None
         if self._limiter is not None:
             # Queueing for the rate limit is not waiting for EVS: it stays outside the deadline.
-            await self._limiter()
+            answered = await self._limiter(operation)
         outcome: str | None = None
         started = time.perf_counter()
         try:
@@ -363,9 +397,16 @@ class EVSClient:
             log.debug("EVS %s -> %s in %.3fs", operation, outcome or "cancelled", elapsed)
             if self._observer is not None and outcome is not None:
                 self._observer(operation, outcome, elapsed)
+            if answered is not None and outcome in _UNANSWERED:
+                answered(outcome)
         if response.is_success:
+            if answered is not None:
+                answered(str(response.status_code))
             return response
         code, message, body_request_id = parse_error(response.status_code, response.content)
+        if answered is not None:
+            throttled = is_throttled(response.status_code, code)
+            answered("429" if throttled else str(response.status_code))
         raise EVSAPIError(
             self._redact(message),
             status_code=response.status_code,

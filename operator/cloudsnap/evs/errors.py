@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+# The API gateway's "over the rate limit": the call never reached EVS.
+THROTTLED_CODE = "APIG.0308"
 # Codes that name a passing condition even though their HTTP status says "client error".
-RETRYABLE_CODES = frozenset({"APIG.0308", "EVS.2068"})
+RETRYABLE_CODES = frozenset({THROTTLED_CODE, "EVS.2068"})
 # Messages are shown in status and events: keep them readable and bounded.
 MAX_MESSAGE_CHARS = 512
 _TAG = re.compile(r"<[^>]*>")
@@ -51,6 +53,12 @@ class EVSError(Exception):
 class EVSAPIError(EVSError):
     """The server answered with an error status."""
 
+    @property
+    def throttled(self) -> bool:
+        """The gateway refused the call over its rate limit, before it reached EVS: it did
+        nothing, so sending it again is safe whatever it was."""
+        return is_throttled(self.status_code or 0, self.code)
+
 
 class EVSResponseError(EVSError):
     """A success status whose body we could not read; the state on the server is unknown."""
@@ -70,6 +78,11 @@ class EVSNotSent(EVSError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, retryable=True)
+
+
+def is_throttled(status_code: int, code: str | None) -> bool:
+    """HTTP 429, or the gateway's throttling code in whatever status."""
+    return status_code == 429 or code == THROTTLED_CODE
 
 
 def is_retryable(status_code: int, code: str | None) -> bool:

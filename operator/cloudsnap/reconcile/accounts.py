@@ -2,8 +2,9 @@
 
 The reconcile code reads classes and Secrets through two small protocols, so it runs against the
 Kubernetes watch caches in the operator and against plain dictionaries in tests. Each class gets
-an ``Account``: its parsed spec, an EVS client behind the class's rate limit, and the batch poller
-that shares that client. The account is rebuilt only when what it was built from changes.
+an ``Account``: its parsed spec, an EVS client paced by the class's rate control (adaptive per
+operation, under the class's optional ceiling), and the batch poller that shares that client. The
+account is rebuilt only when what it was built from changes.
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ from cloudsnap.reconcile.failures import (
     LocalFailure,
 )
 from cloudsnap.reconcile.poller import BatchPoller
-from cloudsnap.reconcile.ratelimit import TokenBucket
+from cloudsnap.reconcile.ratelimit import Adaptation, RateControl, TokenBucket
 
 ACCESS_KEY = "accessKey"
 SECRET_KEY = "secretKey"  # noqa: S105 - the name of a Secret key, not a secret
 SECURITY_TOKEN = "securityToken"  # noqa: S105 - a key name
+# A call the gateway throttles is sent again this many times within the step, each after the
+# slower pace the throttling brought, before the step gives up and is requeued quietly.
+THROTTLE_RETRIES = 2
 
 
 class ClassReader(Protocol):
@@ -78,17 +82,28 @@ class Accounts:
         *,
         timeout: float = 30.0,
         poll_window: float = 0.2,
+        poll_spacing: float = 0.0,
         observer: Observer | None = None,
         limiter_observer: Callable[[str, float], None] | None = None,
+        rate_observer: Callable[[str, str, float], None] | None = None,
+        adaptation: Adaptation | None = None,
         guard: Callable[[], bool] | None = None,
         user_agent: str = "cloudsnap",
     ) -> None:
+        """``poll_window`` is how long a poll round gathers, ``poll_spacing`` the least time
+        between two rounds of a class (the poll interval: resources polling at it share rounds).
+        ``observer`` hears every EVS request (operation, outcome, seconds);
+        ``limiter_observer`` every wait for a class's pace (class, seconds); ``rate_observer``
+        every change of a class's pace (class, operation, calls per second)."""
         self._classes = classes
         self._secrets = secrets
         self._timeout = timeout
         self._poll_window = poll_window
+        self._poll_spacing = poll_spacing
         self._observer = observer
         self._limiter_observer = limiter_observer
+        self._rate_observer = rate_observer
+        self._adaptation = adaptation
         self._guard = guard
         self._user_agent = user_agent
         self._accounts: dict[str, Account] = {}
@@ -155,11 +170,12 @@ class Accounts:
         token: str | None,
         fingerprint: str,
     ) -> Account:
-        wait_observer = None
-        if self._limiter_observer is not None:
-            wait_observer = functools.partial(self._limiter_observer, name)
-        bucket = TokenBucket(
-            spec.rate_limit.requests_per_second, spec.rate_limit.burst, observer=wait_observer
+        limit = spec.rate_limit
+        control = RateControl(
+            self._adaptation,
+            ceiling=None if limit is None else TokenBucket(limit.requests_per_second, limit.burst),
+            wait_observer=_for_class(self._limiter_observer, name),
+            rate_observer=_for_class(self._rate_observer, name),
         )
         client = EVSClient(
             spec.evs_endpoint(),
@@ -168,11 +184,12 @@ class Accounts:
             timeout=self._timeout,
             verify=spec.tls_verify(),
             observer=self._observer,
-            limiter=bucket.acquire,
+            limiter=control.acquire,
             guard=self._guard,
+            throttle_retries=THROTTLE_RETRIES,
             user_agent=self._user_agent,
         )
-        poller = BatchPoller(client, window=self._poll_window)
+        poller = BatchPoller(client, window=self._poll_window, spacing=self._poll_spacing)
         return Account(name, spec, client, poller, fingerprint)
 
     def _retire(self, account: Account) -> None:
@@ -203,6 +220,11 @@ class Accounts:
 async def _close(account: Account) -> None:
     await account.poller.aclose()
     await account.client.aclose()
+
+
+def _for_class(observer: Callable[..., None] | None, class_name: str) -> Callable[..., None] | None:
+    """An observer that hears a class's measures, told the class's name first."""
+    return None if observer is None else functools.partial(observer, class_name)
 
 
 def _blocked(code: str, message: str) -> LocalFailure:

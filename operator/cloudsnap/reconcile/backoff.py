@@ -36,6 +36,10 @@ class Timing:
     """Every interval the reconciler hands back to the scheduler, in seconds."""
 
     poll: float = 2.0
+    poll_stretch: float = 0.1
+    """A snapshot that has been creating for a while is polled every this fraction of the time
+    so far, when that is longer than ``poll`` (and at most every fifth of ``resync``): large
+    disks take minutes, and each is then seen available at most about 10 % late."""
     resync: float = 300.0
     blocked: float = 120.0
     jitter: float = 0.1

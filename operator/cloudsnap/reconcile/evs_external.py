@@ -48,7 +48,6 @@ _STATES = {
 
 AUTH_CODES = frozenset({"APIG.0301", "EVS.5401", "EVS.5403", "EVS.0001", "EVS.0002"})
 QUOTA_CODE = "EVS.5413"
-THROTTLED_CODE = "APIG.0308"
 # error_deleting (EVS.2019), not available (EVS.2043), delete refused in this status (EVS.1047).
 _BLOCKED_CODES = AUTH_CODES | {QUOTA_CODE, "EVS.2019", "EVS.2043", "EVS.1047"}
 # Cinder's wording for a disk that is attached, which EVS inherits (docs/evs.md, "Errors").
@@ -192,7 +191,7 @@ def classify(exc: EVSError, operation: str) -> Failure:
     request_id = exc.request_id
     if isinstance(exc, EVSNotSent):
         return Failure(NOT_LEADING, exc.message, Kind.TRANSIENT, None, Cause.NOT_SENT)
-    if isinstance(exc, EVSAPIError) and (exc.status_code == 429 or exc.code == THROTTLED_CODE):
+    if isinstance(exc, EVSAPIError) and exc.throttled:
         code = exc.code or "HTTP.429"
         return Failure(code, exc.message, Kind.TRANSIENT, request_id, Cause.THROTTLED)
     if not isinstance(exc, EVSAPIError) or exc.retryable:

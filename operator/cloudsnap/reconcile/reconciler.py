@@ -682,7 +682,7 @@ class Reconciler:
         if snapshot.state is State.FAILED and res.reason(READY) != "Error":
             out.append(Event("Warning", "Failed", f"EVS snapshot {snapshot.id} is in error"))
         if not snapshot.state.settled:
-            delay = self._timing.poll
+            delay = self._poll_delay(snapshot, draft.now)
         elif draft.status.unanswered_create_time is not None:
             # Looking for a late second snapshot: a few looks over the window, not one a poll.
             delay = max(self._timing.poll, self._timing.create_doubt / 10)
@@ -697,6 +697,15 @@ class Reconciler:
             phase=snapshot.phase,
             duplicates_deleted=deleted,
         )
+
+    def _poll_delay(self, snapshot: ExternalSnapshot, now: datetime) -> float:
+        """When to look again at a snapshot EVS is still working on: every ``poll``, stretched
+        for one that has been creating for long (``Timing.poll_stretch``)."""
+        timing = self._timing
+        if snapshot.state is not State.CREATING or snapshot.created_at is None:
+            return timing.poll
+        creating = (now - snapshot.created_at).total_seconds()
+        return max(timing.poll, min(timing.resync / 5, creating * timing.poll_stretch))
 
     async def _remove_duplicates(
         self,
