@@ -88,10 +88,10 @@ class EVSExternal:
     def __init__(self, account: Account) -> None:
         self._account = account
 
-    async def observe(self, snapshot_id: str) -> ExternalSnapshot | None:
+    async def observe(self, snapshot_id: str, *, recent: bool = False) -> ExternalSnapshot | None:
         """Batched with every other resource of the class polling now (one list call)."""
         with self._failing_as("list"):
-            found = await self._account.poller.refresh(snapshot_id)
+            found = await self._account.poller.refresh(snapshot_id, recent=recent)
         return None if found is None else _external(found)
 
     async def confirm(self, snapshot_id: str) -> ExternalSnapshot | None:

@@ -90,8 +90,11 @@ class Changes:
 class ExternalClient(Protocol):
     """Snapshot operations in one account. Every call raises ExternalError on failure."""
 
-    async def observe(self, snapshot_id: str) -> ExternalSnapshot | None:
-        """The snapshot as a (batched, possibly lagging) list sees it; None when not listed."""
+    async def observe(self, snapshot_id: str, *, recent: bool = False) -> ExternalSnapshot | None:
+        """The snapshot as a (batched, possibly lagging) list sees it; None when not listed.
+
+        ``recent``: a look the class took within the last poll interval will do, where an older
+        look is harmless (a snapshot still being created, which nothing of ours changes)."""
         ...
 
     async def confirm(self, snapshot_id: str) -> ExternalSnapshot | None:

@@ -5,8 +5,9 @@ at the slow drift resync) asks the poller of its class. Requests are answered to
 a round gathers for a short window, and starts no sooner than ``spacing`` after the previous one,
 so resources polling every ``spacing`` seconds, however staggered their creates were, fall into
 the same rounds after their first. A round asks by id (``id=a&id=b...``, up to 100 a call) or,
-when it waits for more ids than that and the whole account fits one page, lists the account in
-one page of up to 1000: the number of EVS calls grows with classes and rounds, not resources.
+when it waits for many and the whole account fits one page, lists the account in one page of up to
+1000, which then also answers, for a poll interval, the asks content with a recent look (snapshots
+being created): the number of EVS calls grows with classes and rounds, not resources.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ DEFAULT_IDS_PER_CALL = 100
 # EVS's largest list page (docs/evs.md). Only a listing that fits one page answers a round: paging
 # by offset can skip a snapshot when another is deleted meanwhile, and skipped reads as gone.
 PAGE_SIZE = 1000
+# A round with this many waiters lists the whole account when it fits a page: one call either way,
+# and the listing also answers the asks that come a moment later (``recent``). Fewer are asked for
+# by id, to not read a page of a thousand for a handful.
+LISTING_WAITERS = 20
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +56,29 @@ class BatchPoller:
         self._page_size = page_size
         self._clock = clock
         self._last_round = -math.inf
-        # Snapshots in the account at the last whole listing (None: not listed yet).
+        # Snapshots in the account at the last whole listing (None: not listed yet) ...
         self._account_size: int | None = None
+        # ... and that listing, with when its round began, for the asks that may take it.
+        self._listing: tuple[float, dict[str, Snapshot]] | None = None
         self._waiting: dict[str, asyncio.Future[Snapshot | None]] = {}
         self._in_flight: dict[str, asyncio.Future[Snapshot | None]] = {}
         self._round: asyncio.Task[None] | None = None
         self._closed = False
 
-    async def refresh(self, snapshot_id: str) -> Snapshot | None:
+    async def refresh(self, snapshot_id: str, *, recent: bool = False) -> Snapshot | None:
         """The snapshot as EVS sees it in the next round, or None if EVS no longer has it.
 
+        ``recent``: the last whole listing of the account will do if its round began within
+        ``spacing``. A round holds one scheduler worker per resource in it, so without this
+        the resources beyond the worker count would each need a round of their own.
         Raises the round's EVSError when the list call for this id failed.
         """
         if self._closed:
             raise _closed_error()
+        if recent and self._listing is not None:
+            began, listed = self._listing
+            if self._clock() - began < self._spacing:
+                return listed.get(snapshot_id)
         future = self._waiting.get(snapshot_id)
         if future is None:
             future = asyncio.get_running_loop().create_future()
@@ -79,6 +93,7 @@ class BatchPoller:
     async def _run_round(self) -> None:
         await asyncio.sleep(max(self._window, self._last_round + self._spacing - self._clock()))
         self._last_round = self._clock()
+        self._listing = None
         batch, self._waiting = self._waiting, {}
         self._in_flight.update(batch)
         ids = list(batch)
@@ -96,9 +111,9 @@ class BatchPoller:
             self._round = asyncio.create_task(self._run_round())
 
     def _listing_is_cheaper(self, waiting: int) -> bool:
-        """Whether one page of the whole account costs less than asking for ``waiting`` ids."""
+        """Whether one page of the whole account serves ``waiting`` ids better than asking by id."""
         fits = self._account_size is None or self._account_size < self._page_size
-        return waiting > self._ids_per_call and fits
+        return waiting >= min(LISTING_WAITERS, self._ids_per_call + 1) and fits
 
     async def _list_account(self, futures: dict[str, asyncio.Future[Snapshot | None]]) -> list[str]:
         """Answer the round from one page of the whole account; the ids it could not answer
@@ -116,6 +131,7 @@ class BatchPoller:
             for sid in listed.keys() & futures.keys():
                 _settle(futures[sid], listed[sid])
             return [sid for sid in futures if sid not in listed]
+        self._listing = (self._last_round, listed)
         for sid, future in futures.items():
             _settle(future, listed.get(sid))
         return []
@@ -149,6 +165,7 @@ class BatchPoller:
             _settle(future, _closed_error())
         self._waiting.clear()
         self._in_flight.clear()
+        self._listing = None
 
 
 def _failed(waiting: int, exc: EVSError) -> None:

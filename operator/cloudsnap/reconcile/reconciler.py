@@ -24,8 +24,10 @@ import asyncio
 import dataclasses
 import enum
 import logging
+import math
 import random
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -633,7 +635,10 @@ class Reconciler:
 
     async def _follow(self, draft: _Draft, conn: Connection, snapshot_id: str) -> Result:
         """Look at the known snapshot (batched) and bring status and EVS in line."""
-        snapshot = await self._observe(draft.res, conn, snapshot_id)
+        # While EVS creates it, nothing of ours changes the snapshot: the class's latest look
+        # will do, and resources beyond the workers' count need no poll round of their own.
+        creating = draft.res.reason(READY) == "Creating"
+        snapshot = await self._observe(draft.res, conn, snapshot_id, recent=creating)
         if snapshot is None:
             return await self._absent(draft, conn, snapshot_id)
         owned = [snapshot]
@@ -700,12 +705,20 @@ class Reconciler:
 
     def _poll_delay(self, snapshot: ExternalSnapshot, now: datetime) -> float:
         """When to look again at a snapshot EVS is still working on: every ``poll``, stretched
-        for one that has been creating for long (``Timing.poll_stretch``)."""
+        for one that has been creating for long (``Timing.poll_stretch``).
+
+        The look after it falls on a tick of a clock that ticks every ``poll`` for everyone:
+        snapshots that are due about together ask together and share one poll round, however
+        their earlier looks were spread (a round answers only as many as there are workers at
+        once, the rest come a moment later), and a tick nobody is due at costs nothing.
+        """
         timing = self._timing
-        if snapshot.state is not State.CREATING or snapshot.created_at is None:
-            return timing.poll
-        creating = (now - snapshot.created_at).total_seconds()
-        return max(timing.poll, min(timing.resync / 5, creating * timing.poll_stretch))
+        delay = timing.poll
+        if snapshot.state is State.CREATING and snapshot.created_at is not None:
+            creating = (now - snapshot.created_at).total_seconds()
+            delay = max(delay, min(timing.resync / 5, creating * timing.poll_stretch))
+        wall = time.time()
+        return math.ceil((wall + delay) / timing.poll) * timing.poll - wall
 
     async def _remove_duplicates(
         self,
@@ -839,11 +852,11 @@ class Reconciler:
         )
 
     async def _observe(
-        self, res: _Resource, conn: Connection, snapshot_id: str
+        self, res: _Resource, conn: Connection, snapshot_id: str, *, recent: bool = False
     ) -> ExternalSnapshot | None:
         """The batched look at the snapshot; a transient failure of it is a _PollFailed."""
         try:
-            found = await conn.client.observe(snapshot_id)
+            found = await conn.client.observe(snapshot_id, recent=recent)
         except ExternalError as exc:
             if exc.failure.kind is Kind.TRANSIENT:
                 raise _PollFailed(exc.failure) from None
