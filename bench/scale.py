@@ -3,21 +3,23 @@
 The target: 1,000 resources applied at once all Ready within about a minute on a
 2-core machine, with bounded EVS calls and Kubernetes writes per resource and memory flat in the
 number of resources. This measures exactly that, end to end and black-box: a real control plane,
-the EVS simulator and the operator as separate processes (started by the sandbox's helpers), the
-class's default rate limit unless told otherwise. Each count in `--count` is one round with a fresh
-namespace, fresh disks and a freshly started operator, so the rounds' memory figures compare.
+the EVS simulator and the operator as separate processes (started by the sandbox's helpers), no
+class ceiling and no throttling in the simulator unless told otherwise (`--throttle create=10`).
+Each count in `--count` is one round with a fresh namespace, fresh disks and a freshly started
+operator, so the rounds' memory figures compare.
 
 Per round it reports: seconds from the start of the apply until every resource is applied, Ready,
-and announced Created; the same for deleting them all; EVS calls per resource by operation (the
-simulator's own count); Kubernetes writes per resource by verb and resource (the API server's
-`apiserver_request_total`, minus the benchmark's own creates and deletes); the
-operator's resident memory idle, with N Ready, at its peak and after the deletes; and that the
-simulator holds no snapshot afterwards. Progress is followed with watches, which cost the machine
-under test far less than polling a thousand objects would. With `--idle-seconds S` it also watches
-the operator for S seconds with every resource Ready (CPU share of one core, EVS calls and writes:
-the drift resyncs), and with `--restart` it then restarts the operator and counts what looking at
-every resource again costs (writes, EVS calls, seconds until each has been stepped). Everything
-started is stopped on the way out, on failure and on Ctrl-C too.
+and announced Created; the same for deleting them all; snapshots Ready per second; EVS calls per
+resource by operation and the 429s among them (the simulator's own count); Kubernetes writes per
+resource by verb and resource (the API server's `apiserver_request_total`, minus the benchmark's
+own creates and deletes); the operator's resident memory idle, with N Ready, at
+its peak and after the deletes; and that the simulator holds no snapshot afterwards. Progress is
+followed with watches, which cost the machine under test far less than polling a thousand objects
+would. With `--idle-seconds S` it also watches the operator for S seconds with every resource Ready
+(CPU share of one core, EVS calls and writes: the drift resyncs), and with `--restart` it then
+restarts the operator and counts what looking at every resource again costs (writes, EVS calls,
+seconds until each has been stepped). Everything started is stopped on the way out, on failure and
+on Ctrl-C too.
 """
 
 from __future__ import annotations
@@ -53,9 +55,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.api.constants import OWNER_NAME_METADATA_KEY
-from cloudsnap.api.models import RateLimit
 from evs_simulator.admin_client import AdminClient
 from evs_simulator.state import MAX_SNAPSHOTS_PER_VOLUME
+from evs_simulator.throttle import parse_rate_limits
 
 REPO = Path(__file__).resolve().parent.parent
 OPERATOR_NAMESPACE = "cloudsnap-system"
@@ -212,6 +214,9 @@ class Stack:
     loop: asyncio.Runner
     workdir: Path
     rate_limit: dict[str, int]
+    """The class's ceiling (spec.rateLimit); empty: none."""
+    throttle: str
+    """The simulator's gateway limits (its --rate-limit form); empty: it never throttles."""
 
     @property
     def custom(self) -> client.CustomObjectsApi:
@@ -221,6 +226,10 @@ class Stack:
     def evs_calls(self) -> Counter[str]:
         """EVS requests the simulator has received so far, by operation."""
         return Counter(self.loop.run(self.admin.calls()))
+
+    def throttled(self) -> Counter[str]:
+        """EVS requests the simulator's gateway answered 429 so far, by operation."""
+        return Counter(self.loop.run(self.admin.throttled()))
 
     def live_snapshots(self) -> list[Obj]:
         """Snapshots the simulator still holds (not deleted)."""
@@ -267,6 +276,7 @@ class Round:
         return [ready - sent - self.create_seconds for sent, ready in self.timeline]
 
     evs_calls: dict[str, Counter[str]] = field(default_factory=dict)
+    throttled: dict[str, Counter[str]] = field(default_factory=dict)
     writes: dict[str, Counter[str]] = field(default_factory=dict)
     memory_kib: dict[str, int] = field(default_factory=dict)
     operator_metrics: dict[str, float] = field(default_factory=dict)
@@ -281,6 +291,7 @@ class Round:
                 "evs_calls_per_resource": _per(self.evs_calls[phase], self.count),
                 "k8s_writes_per_resource": _per(self.writes[phase], self.count),
                 "evs_calls": dict(self.evs_calls[phase]),
+                "throttled": dict(self.throttled.get(phase, Counter())),
                 "k8s_writes": dict(self.writes[phase]),
             }
             for phase in self.evs_calls
@@ -431,6 +442,7 @@ def _measure(
     snapshots = Watcher(stack.kube, list_snapshots, key=_name, passed=is_ready)
     created = events_with("Created")
     calls_before, writes_before = stack.evs_calls(), api_writes(stack.cluster)
+    throttled_before = stack.throttled()
     started = time.time()
     with ThreadPoolExecutor(APPLY_THREADS, thread_name_prefix="apply") as pool:
         creates = [
@@ -483,6 +495,7 @@ def _measure(
     writes[f"POST {SNAPSHOT_PLURAL}"] -= count  # the benchmark's own creates
     result.writes["create"] = +writes
     result.evs_calls["create"] = stack.evs_calls() - calls_before
+    result.throttled["create"] = stack.throttled() - throttled_before
     result.memory_kib["ready"] = memory_kib(pid)["VmRSS"]
 
     # --- idle: everything Ready, nothing to do but the drift resyncs ---
@@ -530,6 +543,7 @@ def _measure(
     # (one delete-collection of 10,000 outlasts the API server's 60 s request timeout)
     deleted = events_with("Deleted")
     calls_before, writes_before = stack.evs_calls(), api_writes(stack.cluster)
+    throttled_before = stack.throttled()
     started = time.time()
     with ThreadPoolExecutor(APPLY_THREADS, thread_name_prefix="delete") as pool:
         deletes = [
@@ -567,6 +581,7 @@ def _measure(
     writes[f"DELETE {SNAPSHOT_PLURAL}"] -= count  # the benchmark's own deletes
     result.writes["delete"] = +writes
     result.evs_calls["delete"] = stack.evs_calls() - calls_before
+    result.throttled["delete"] = stack.throttled() - throttled_before
     result.snapshots_left = len(stack.live_snapshots())
     memory = memory_kib(pid)
     result.memory_kib["after_delete"] = memory["VmRSS"]
@@ -592,6 +607,7 @@ def running_stack(
     workdir: Path,
     *,
     rate_limit: dict[str, int] | None,
+    throttle: str,
     create_seconds: float,
     delete_seconds: float,
 ) -> Iterator[Stack]:
@@ -605,6 +621,11 @@ def running_stack(
         stack.callback(sim.process.stop)
         admin = AdminClient(sim.endpoint)
         stack.callback(lambda: loop.run(admin.aclose()))
+        if throttle:
+            limits = {
+                op: (limit.rate, limit.burst) for op, limit in parse_rate_limits(throttle).items()
+            }
+            loop.run(admin.set_rate_limits(limits))
 
         cluster.kubectl("apply", "-f", str(REPO / "crds"))
         cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
@@ -613,10 +634,6 @@ def running_stack(
             sim, class_name=CLASS_NAME, operator_namespace=OPERATOR_NAMESPACE
         )
         cluster.kubectl("apply", "-f", "-", input=manifests)
-        defaults = {
-            "requestsPerSecond": RateLimit.model_fields["requests_per_second"].default,
-            "burst": RateLimit.model_fields["burst"].default,
-        }
         if rate_limit:
             patch = json.dumps({"spec": {"rateLimit": rate_limit}})
             cluster.kubectl("patch", "csnapclass", CLASS_NAME, "--type=merge", "-p", patch)
@@ -625,10 +642,10 @@ def running_stack(
         config.load_kube_config(str(plane.kubeconfig), client_configuration=kube_config)
         kube_config.connection_pool_maxsize = APPLY_THREADS + 4
         kube = stack.enter_context(client.ApiClient(kube_config))
-        yield Stack(cluster, kube, admin, loop, workdir, {**defaults, **(rate_limit or {})})
+        yield Stack(cluster, kube, admin, loop, workdir, rate_limit or {}, throttle)
 
 
-def table(rounds: list[Round], rate_limit: dict[str, int]) -> str:
+def table(rounds: list[Round], rate_limit: dict[str, int], throttle: str) -> str:
     """The figures side by side, one column per count."""
     sums = [r.summary() for r in rounds]
     rows: list[tuple[str, list[str]]] = [
@@ -648,9 +665,18 @@ def table(rounds: list[Round], rate_limit: dict[str, int]) -> str:
         ("ready_after_evs_available", "Ready after EVS available p50/p90/p99"),
     ):
         rows.append((label, [_quantiles(s[key]) for s in sums]))
+    rows.append(
+        ("snapshots Ready per second", [f"{s['count'] / s['seconds']['ready']:.2f}" for s in sums])
+    )
     for phase in ("create", "idle", "restart", "delete"):
         if any(phase not in r.evs_calls for r in rounds):
             continue
+        rows.append(
+            (
+                f"429s received, {phase} (share of calls)",
+                [_share(r.throttled.get(phase, Counter()), r.evs_calls[phase]) for r in rounds],
+            )
+        )
         rows.append(
             (f"EVS calls/resource, {phase}", [_ratios(r.evs_calls[phase], r.count) for r in rounds])
         )
@@ -691,7 +717,13 @@ def table(rounds: list[Round], rate_limit: dict[str, int]) -> str:
     ]
     rows.append(("RSS Ready vs previous round, KiB/resource", marginal))
     rows.append(("snapshots left in simulator", [str(r.snapshots_left) for r in rounds]))
-    limit = f"rate limit {rate_limit['requestsPerSecond']}/s, burst {rate_limit['burst']}"
+    ceiling = (
+        f"class ceiling {rate_limit.get('requestsPerSecond', 20)}/s, burst"
+        f" {rate_limit.get('burst', 40)}"
+        if rate_limit
+        else "no class ceiling"
+    )
+    limit = f"{ceiling}; simulator gateway limits: {throttle or 'none'}"
     header = ("", [f"N={r.count}" for r in rounds])
     width = max(len(label) for label, _ in rows)
     columns = [max(len(cells[i]) for _, cells in [header, *rows]) for i in range(len(rounds))]
@@ -703,6 +735,12 @@ def table(rounds: list[Round], rate_limit: dict[str, int]) -> str:
         for label, cells in [header, *rows]
     ]
     return "\n".join([limit, *lines])
+
+
+def _share(throttled: Counter[str], calls: Counter[str]) -> str:
+    """429s received, and their share of the calls made."""
+    total = throttled.total()
+    return f"{total} ({total / max(1, calls.total()):.1%})"
 
 
 def _quantiles(q: dict[str, float]) -> str:
@@ -724,14 +762,27 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+def add_throttle_option(parser: argparse.ArgumentParser) -> None:
+    """`--throttle`, the simulator gateway's limits, for every benchmark that starts a stack."""
+    parser.add_argument(
+        "--throttle",
+        default="",
+        metavar="OPERATION=RATE[/BURST],...",
+        help="the simulator's gateway limits per access key, e.g. create=10,list=20 (default none)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m bench.scale [--count N ...]` (what `make bench` runs)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
         "--count", type=int, nargs="+", default=[1000], help="resources per round (default 1000)"
     )
-    parser.add_argument("--rate-limit", type=int, metavar="RPS", help="class requestsPerSecond")
-    parser.add_argument("--burst", type=int, help="class rateLimit burst")
+    parser.add_argument(
+        "--rate-limit", type=int, metavar="RPS", help="class ceiling: rateLimit.requestsPerSecond"
+    )
+    parser.add_argument("--burst", type=int, help="class ceiling: rateLimit.burst")
+    add_throttle_option(parser)
     parser.add_argument("--create-seconds", type=float, default=2.0, help="simulated create time")
     parser.add_argument("--delete-seconds", type=float, default=1.0, help="simulated delete time")
     parser.add_argument("--timeout", type=float, default=600.0, help="deadline of each wait (s)")
@@ -770,6 +821,7 @@ def main(argv: list[str] | None = None) -> int:
     with running_stack(
         workdir,
         rate_limit=rate_limit,
+        throttle=args.throttle,
         create_seconds=args.create_seconds,
         delete_seconds=args.delete_seconds,
     ) as stack:
@@ -777,7 +829,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round N={count}: applying, waiting for Ready, deleting ...", flush=True)
             plan = Plan(args.timeout, args.create_seconds, args.idle_seconds, args.restart)
             rounds.append(run_round(stack, count, settings, plan))
-            print(table(rounds[-1:], stack.rate_limit), flush=True)
+            print(table(rounds[-1:], stack.rate_limit, stack.throttle), flush=True)
         effective_limit = stack.rate_limit
     report = {
         "machine": {
@@ -787,11 +839,12 @@ def main(argv: list[str] | None = None) -> int:
         },
         "simulator": {"create_seconds": args.create_seconds, "delete_seconds": args.delete_seconds},
         "rate_limit": effective_limit,
+        "throttle": args.throttle,
         "operator_settings": settings,
         "rounds": [r.summary() for r in rounds],
     }
     output.write_text(json.dumps(report, indent=2) + "\n")
-    print("\n" + table(rounds, effective_limit))
+    print("\n" + table(rounds, effective_limit, args.throttle))
     print(f"\nresult: {output}\nlogs: {workdir}")
     return 0
 

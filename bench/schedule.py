@@ -1,8 +1,9 @@
 """`python -m bench.schedule`: one CloudSnapshotSchedule over N disks, one slot, timed and costed.
 
 A per-minute schedule naming N fresh disks is applied against the whole real stack (control
-plane, EVS simulator and operator as processes, the class's default rate limit unless told
-otherwise). The first slot after the apply makes N children at once; the benchmark reports the
+plane, EVS simulator and operator as processes; the class has no rate ceiling, so the operator's
+adaptive rate follows the simulator's gateway, which throttles only when told, `--throttle
+create=10`). The first slot after the apply makes N children at once; the benchmark reports the
 seconds from that slot until every child exists and until every child is Ready, the EVS calls
 per snapshot by operation (the simulator's count), and the calls the simulator's gateway
 throttled (429 APIG.0308). The schedule is suspended as soon as the slot has been made, so no
@@ -16,14 +17,13 @@ import json
 import sys
 import tempfile
 import time
-from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
 from hack.sandbox import start_operator
 
-from bench.scale import OPERATOR_NAMESPACE, Stack, is_ready, running_stack
+from bench.scale import OPERATOR_NAMESPACE, Stack, add_throttle_option, is_ready, running_stack
 from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.api.constants import SCHEDULE_PLURAL
 
@@ -75,7 +75,7 @@ def run(stack: Stack, count: int, timeout: float) -> dict[str, Any]:
     )
     try:
         calls_before = stack.evs_calls()
-        throttled_before = Counter(stack.loop.run(stack.admin.throttled()))
+        throttled_before = stack.throttled()
         stack.cluster.kubectl("apply", "-f", "-", input=json.dumps(schedule(disks)))
         deadline = time.monotonic() + timeout
         slot = None
@@ -100,7 +100,7 @@ def run(stack: Stack, count: int, timeout: float) -> dict[str, Any]:
             if len(listed) >= count and all(is_ready(c) for c in listed):
                 all_ready = elapsed
         calls = stack.evs_calls() - calls_before
-        throttled = Counter(stack.loop.run(stack.admin.throttled())) - throttled_before
+        throttled = stack.throttled() - throttled_before
         return {
             "sources": count,
             "children": len(listed),
@@ -118,16 +118,22 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m bench.schedule [--count N]`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--count", type=int, default=500, help="sources (default 500)")
+    add_throttle_option(parser)
     parser.add_argument("--create-seconds", type=float, default=2.0, help="simulated create time")
     parser.add_argument("--timeout", type=float, default=600.0, help="deadline of the run (s)")
     parser.add_argument("--dir", type=Path, help="working directory (logs); default a temp dir")
     args = parser.parse_args(argv)
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="cloudsnap-bench-schedule-"))
     with running_stack(
-        workdir, rate_limit=None, create_seconds=args.create_seconds, delete_seconds=1.0
+        workdir,
+        rate_limit=None,
+        throttle=args.throttle,
+        create_seconds=args.create_seconds,
+        delete_seconds=1.0,
     ) as stack:
         result = run(stack, args.count, args.timeout)
         result["rate_limit"] = stack.rate_limit
+        result["throttle"] = args.throttle
     (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"logs: {workdir}")
