@@ -18,8 +18,9 @@ followed with watches, which cost the machine under test far less than polling a
 would. With `--idle-seconds S` it also watches the operator for S seconds with every resource Ready
 (CPU share of one core, EVS calls and writes: the drift resyncs), and with `--restart` it then
 restarts the operator and counts what looking at every resource again costs (writes, EVS calls,
-seconds until each has been stepped). Everything started is stopped on the way out, on failure and
-on Ctrl-C too.
+seconds until each has been stepped). With `--competitor` each round is run again, on the same
+stack, for the straightforward kopf operator of bench/competitor.py, and the two are printed side
+by side. Everything started is stopped on the way out, on failure and on Ctrl-C too.
 """
 
 from __future__ import annotations
@@ -48,7 +49,15 @@ from typing import Any
 
 import httpx
 from hack.cluster import Cluster, ControlPlane, tool_env
-from hack.sandbox import OperatorProcess, class_manifests, start_operator, start_simulator
+from hack.sandbox import (
+    ManagedProcess,
+    OperatorProcess,
+    Simulator,
+    class_manifests,
+    free_port,
+    start_operator,
+    start_simulator,
+)
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
@@ -217,6 +226,7 @@ class Stack:
     """The class's ceiling (spec.rateLimit); empty: none."""
     throttle: str
     """The simulator's gateway limits (its --rate-limit form); empty: it never throttles."""
+    simulator: Simulator
 
     @property
     def custom(self) -> client.CustomObjectsApi:
@@ -279,6 +289,8 @@ class Round:
     throttled: dict[str, Counter[str]] = field(default_factory=dict)
     writes: dict[str, Counter[str]] = field(default_factory=dict)
     memory_kib: dict[str, int] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    """The operator's CPU time from its start until all were Ready, and until all were gone."""
     operator_metrics: dict[str, float] = field(default_factory=dict)
     snapshots_left: int = -1
     idle: dict[str, float] = field(default_factory=dict)
@@ -309,6 +321,7 @@ class Round:
             "timeline": sorted([round(sent, 2), round(ready, 2)] for sent, ready in self.timeline),
             "phases": per,
             "operator_memory_kib": self.memory_kib,
+            "operator_cpu_seconds": {k: round(v, 2) for k, v in self.cpu_seconds.items()},
             "operator_metrics": self.operator_metrics,
             "snapshots_left_in_simulator": self.snapshots_left,
             "idle_with_all_ready": self.idle,
@@ -318,6 +331,8 @@ class Round:
 def _spread(values: list[float]) -> dict[str, float]:
     """Median, p90, p99 and mean of per-resource seconds."""
     ordered = sorted(values)
+    if not ordered:
+        return {}
     quantiles = {
         f"p{q}": round(ordered[min(len(ordered) - 1, len(ordered) * q // 100)], 2)
         for q in (50, 90, 99)
@@ -343,6 +358,27 @@ def operator_metrics(operator: OperatorProcess) -> dict[str, float]:
         for _, value in samples(text, f"cloudsnap_rate_limiter_wait_seconds_{name}"):
             figures[f"rate-limit wait {name}"] = figures.get(f"rate-limit wait {name}", 0) + value
     return {key: round(value, 3) for key, value in sorted(figures.items())}
+
+
+class Tally:
+    """EVS calls, 429s and Kubernetes writes from its making until ``record``."""
+
+    def __init__(self, stack: Stack) -> None:
+        self._stack = stack
+        self._calls, self._throttled = stack.evs_calls(), stack.throttled()
+        self._writes = api_writes(stack.cluster)
+
+    def record(self, result: Round, phase: str) -> None:
+        """Put what ``phase`` cost into ``result``, less the benchmark's own writes: a create or
+        a delete per resource."""
+        stack = self._stack
+        writes = api_writes(stack.cluster) - self._writes
+        own = {"create": f"POST {SNAPSHOT_PLURAL}", "delete": f"DELETE {SNAPSHOT_PLURAL}"}
+        if phase in own:
+            writes[own[phase]] -= result.count
+        result.writes[phase] = +writes
+        result.evs_calls[phase] = stack.evs_calls() - self._calls
+        result.throttled[phase] = stack.throttled() - self._throttled
 
 
 def cloudsnapshot(namespace: str, name: str, volume_id: str) -> Obj:
@@ -441,45 +477,18 @@ def _measure(
     result.memory_kib["idle"] = memory_kib(pid)["VmRSS"]
     snapshots = Watcher(stack.kube, list_snapshots, key=_name, passed=is_ready)
     created = events_with("Created")
-    calls_before, writes_before = stack.evs_calls(), api_writes(stack.cluster)
-    throttled_before = stack.throttled()
+    tally = Tally(stack)
     started = time.time()
-    with ThreadPoolExecutor(APPLY_THREADS, thread_name_prefix="apply") as pool:
-        creates = [
-            pool.submit(
-                custom.create_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                namespace,
-                SNAPSHOT_PLURAL,
-                cloudsnapshot(
-                    namespace, f"snap-{i:05d}", result.disks[i // MAX_SNAPSHOTS_PER_VOLUME]
-                ),
-            )
-            for i in range(count)
-        ]
-        applied_at: list[float] = []
-        for future in creates:
-            future.add_done_callback(lambda _: applied_at.append(time.time()))
-
-        def healthy() -> None:
-            operator_alive(operator)
-            _raise_failed(creates)
-
-        ready_at = snapshots.follow(
-            lambda: len(applied_at) == count and snapshots.passed == count,
-            timeout=timeout,
-            what=f"{count} CloudSnapshots Ready",
-            check=healthy,
-        )
-    _raise_failed(creates)
+    applied_at, ready_at = apply_at_once(
+        stack, result, snapshots, timeout, lambda: operator_alive(operator)
+    )
     announced_at = created.follow(
         lambda: created.passed == count,
         timeout=timeout,
         what=f"{count} Created events",
         check=lambda: operator_alive(operator),
     )
-    result.seconds["applied"] = max(applied_at) - started
+    result.seconds["applied"] = applied_at - started
     result.seconds["ready"] = ready_at - started
     result.seconds["created_events"] = announced_at - started
     ready_at_by_name = {name: stamp for name, stamp in snapshots.passed_at.items() if stamp}
@@ -491,12 +500,9 @@ def _measure(
         if name in ready_at_by_name:
             sent = _evs_time(snap["created_at"]) - started
             result.timeline.append((sent, ready_at_by_name[name] - started))
-    writes = api_writes(stack.cluster) - writes_before
-    writes[f"POST {SNAPSHOT_PLURAL}"] -= count  # the benchmark's own creates
-    result.writes["create"] = +writes
-    result.evs_calls["create"] = stack.evs_calls() - calls_before
-    result.throttled["create"] = stack.throttled() - throttled_before
+    tally.record(result, "create")
     result.memory_kib["ready"] = memory_kib(pid)["VmRSS"]
+    result.cpu_seconds["ready"] = cpu_seconds(pid)
 
     # --- idle: everything Ready, nothing to do but the drift resyncs ---
     if plan.idle_seconds > 0:
@@ -540,15 +546,178 @@ def _measure(
         result.memory_kib["restarted"] = memory_kib(pid)["VmRSS"]
 
     # --- delete: every resource at once, until every resource and snapshot is gone ---
-    # (one delete-collection of 10,000 outlasts the API server's 60 s request timeout)
     deleted = events_with("Deleted")
-    calls_before, writes_before = stack.evs_calls(), api_writes(stack.cluster)
-    throttled_before = stack.throttled()
+    tally = Tally(stack)
     started = time.time()
+    gone_at = delete_all(stack, namespace, snapshots, timeout, lambda: operator_alive(operator))
+    announced_at = deleted.follow(
+        lambda: deleted.passed == count,
+        timeout=timeout,
+        what=f"{count} Deleted events",
+        check=lambda: operator_alive(operator),
+    )
+    result.seconds["gone"] = gone_at - started
+    result.seconds["deleted_events"] = announced_at - started
+    tally.record(result, "delete")
+    result.snapshots_left = len(stack.live_snapshots())
+    memory = memory_kib(pid)
+    result.memory_kib["after_delete"] = memory["VmRSS"]
+    result.memory_kib["peak"] = memory["VmHWM"]
+    result.cpu_seconds["gone"] = cpu_seconds(pid)
+    result.operator_metrics = operator_metrics(operator)
+
+
+def run_competitor_round(stack: Stack, count: int, timeout: float) -> Round:
+    """The same round for the straightforward operator (bench/competitor.py): `count` applied at
+    once in a namespace of its own, Ready, deleted, gone; writes, EVS calls, 429s, memory, CPU."""
+    namespace = f"rival-{count}-{secrets.token_hex(3)}"
+    stack.cluster.kubectl("create", "namespace", namespace)
+    result = Round(count, namespace, stack.add_disks(math.ceil(count / MAX_SNAPSHOTS_PER_VOLUME)))
+    rival = start_competitor(stack, namespace)
+    try:
+        assert rival.proc is not None
+        pid = rival.proc.pid
+
+        def alive() -> None:
+            if not rival.alive:
+                raise RuntimeError(f"competitor exited:\n{rival.log_text()[-4000:]}")
+
+        def list_snapshots(**kwargs: Any) -> Any:
+            return stack.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, SNAPSHOT_PLURAL, **kwargs
+            )
+
+        snapshots = Watcher(stack.kube, list_snapshots, key=_name, passed=is_ready)
+        tally = Tally(stack)
+        started = time.time()
+        applied_at, ready_at = apply_at_once(stack, result, snapshots, timeout, alive)
+        result.seconds["applied"] = applied_at - started
+        result.seconds["ready"] = ready_at - started
+        result.ready_after = [at - started for at in snapshots.passed_at.values() if at]
+        tally.record(result, "create")
+        result.memory_kib["ready"] = memory_kib(pid)["VmRSS"]
+        result.cpu_seconds["ready"] = cpu_seconds(pid)
+
+        tally = Tally(stack)
+        started = time.time()
+        gone_at = delete_all(stack, namespace, snapshots, timeout, alive)
+        result.seconds["gone"] = gone_at - started
+        tally.record(result, "delete")
+        result.snapshots_left = len(stack.live_snapshots())
+        result.memory_kib["peak"] = memory_kib(pid)["VmHWM"]
+        result.cpu_seconds["gone"] = cpu_seconds(pid)
+    finally:
+        rival.stop()
+    return result
+
+
+def start_competitor(stack: Stack, namespace: str) -> ManagedProcess:
+    """`kopf run` of bench/competitor.py on `namespace`, once its liveness endpoint answers."""
+    sim, port = stack.simulator, free_port()
+    argv = [sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", namespace]
+    argv += [
+        "--liveness",
+        f"http://127.0.0.1:{port}/healthz",
+        str(REPO / "bench" / "competitor.py"),
+    ]
+    env = {
+        **stack.cluster.env,
+        "COMPETITOR_ENDPOINT": sim.endpoint,
+        "COMPETITOR_PROJECT_ID": sim.project_id,
+        "COMPETITOR_ACCESS_KEY": sim.access_key,
+        "COMPETITOR_SECRET_KEY": sim.secret_key,
+    }
+    rival = ManagedProcess(argv, stack.workdir / namespace / "competitor.log", env)
+    rival.start()
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).is_success:
+                return rival
+        if not rival.alive or time.monotonic() > deadline:
+            rival.stop()
+            raise RuntimeError(f"competitor did not start:\n{rival.log_text()[-4000:]}")
+        time.sleep(0.5)
+
+
+def duel_table(ours: Round, rival: Round, conditions: str) -> str:
+    """cloudsnap and the straightforward operator side by side, for one count."""
+    rows: list[tuple[str, str, str]] = []
+
+    def row(label: str, figure: Callable[[Round], str]) -> None:
+        rows.append((label, figure(ours), figure(rival)))
+
+    row("s apply start -> all Ready", lambda r: f"{r.seconds['ready']:.1f}")
+    row("snapshots Ready per second", lambda r: f"{r.count / r.seconds['ready']:.2f}")
+    for phase in ("create", "delete"):
+        row(f"EVS calls/resource, {phase}", lambda r, p=phase: _ratios(r.evs_calls[p], r.count))
+        row(
+            f"429s received, {phase}",
+            lambda r, p=phase: _share(r.throttled[p], r.evs_calls[p]),
+        )
+        row(f"k8s writes/resource, {phase}", lambda r, p=phase: _ratios(r.writes[p], r.count))
+    row("s delete -> all gone", lambda r: f"{r.seconds['gone']:.1f}")
+    row("RSS with all Ready, MiB", lambda r: f"{r.memory_kib['ready'] / 1024:.1f}")
+    row("CPU s, start -> Ready / -> gone", _cpu)
+    width = max(len(label) for label, _, _ in rows)
+    left = max(len(ours) for _, ours, _ in [*rows, ("", "cloudsnap", "")])
+    lines = [f"N={ours.count}, {conditions}", f"{'':{width}}  {'cloudsnap':{left}} | competitor"]
+    lines += [f"{label:{width}}  {a:{left}} | {b}" for label, a, b in rows]
+    return "\n".join(lines)
+
+
+def _cpu(r: Round) -> str:
+    return f"{r.cpu_seconds['ready']:.1f} / {r.cpu_seconds['gone']:.1f}"
+
+
+def apply_at_once(
+    stack: Stack, result: Round, snapshots: Watcher, timeout: float, alive: Callable[[], None]
+) -> tuple[float, float]:
+    """Create the round's CloudSnapshots from APPLY_THREADS threads at once; when the last one
+    was applied, and when all were Ready. `alive` raises if the operator under test died."""
+    custom, namespace, count = stack.custom, result.namespace, result.count
+    with ThreadPoolExecutor(APPLY_THREADS, thread_name_prefix="apply") as pool:
+        creates = [
+            pool.submit(
+                custom.create_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                SNAPSHOT_PLURAL,
+                cloudsnapshot(
+                    namespace, f"snap-{i:05d}", result.disks[i // MAX_SNAPSHOTS_PER_VOLUME]
+                ),
+            )
+            for i in range(count)
+        ]
+        applied_at: list[float] = []
+        for future in creates:
+            future.add_done_callback(lambda _: applied_at.append(time.time()))
+
+        def healthy() -> None:
+            alive()
+            _raise_failed(creates)
+
+        ready_at = snapshots.follow(
+            lambda: len(applied_at) == count and snapshots.passed == count,
+            timeout=timeout,
+            what=f"{count} CloudSnapshots Ready",
+            check=healthy,
+        )
+    _raise_failed(creates)
+    return max(applied_at), ready_at
+
+
+def delete_all(
+    stack: Stack, namespace: str, snapshots: Watcher, timeout: float, alive: Callable[[], None]
+) -> float:
+    """Delete every CloudSnapshot of `snapshots` from APPLY_THREADS threads at once; when all
+    were gone. (One delete-collection of 10,000 outlasts the API server's 60 s request timeout.)
+    `alive` raises if the operator under test died."""
     with ThreadPoolExecutor(APPLY_THREADS, thread_name_prefix="delete") as pool:
         deletes = [
             pool.submit(
-                custom.delete_namespaced_custom_object,
+                stack.custom.delete_namespaced_custom_object,
                 GROUP,
                 VERSION,
                 namespace,
@@ -559,34 +728,17 @@ def _measure(
         ]
 
         def deleting() -> None:
-            operator_alive(operator)
+            alive()
             _raise_failed(deletes)
 
         gone_at = snapshots.follow(
             lambda: not snapshots.passed_at,
             timeout=timeout,
-            what=f"{count} CloudSnapshots gone",
+            what=f"{len(deletes)} CloudSnapshots gone",
             check=deleting,
         )
     _raise_failed(deletes)
-    announced_at = deleted.follow(
-        lambda: deleted.passed == count,
-        timeout=timeout,
-        what=f"{count} Deleted events",
-        check=lambda: operator_alive(operator),
-    )
-    result.seconds["gone"] = gone_at - started
-    result.seconds["deleted_events"] = announced_at - started
-    writes = api_writes(stack.cluster) - writes_before
-    writes[f"DELETE {SNAPSHOT_PLURAL}"] -= count  # the benchmark's own deletes
-    result.writes["delete"] = +writes
-    result.evs_calls["delete"] = stack.evs_calls() - calls_before
-    result.throttled["delete"] = stack.throttled() - throttled_before
-    result.snapshots_left = len(stack.live_snapshots())
-    memory = memory_kib(pid)
-    result.memory_kib["after_delete"] = memory["VmRSS"]
-    result.memory_kib["peak"] = memory["VmHWM"]
-    result.operator_metrics = operator_metrics(operator)
+    return gone_at
 
 
 def operator_alive(operator: OperatorProcess) -> None:
@@ -642,7 +794,7 @@ def running_stack(
         config.load_kube_config(str(plane.kubeconfig), client_configuration=kube_config)
         kube_config.connection_pool_maxsize = APPLY_THREADS + 4
         kube = stack.enter_context(client.ApiClient(kube_config))
-        yield Stack(cluster, kube, admin, loop, workdir, rate_limit or {}, throttle)
+        yield Stack(cluster, kube, admin, loop, workdir, rate_limit or {}, throttle, sim)
 
 
 def table(rounds: list[Round], rate_limit: dict[str, int], throttle: str) -> str:
@@ -802,6 +954,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="CLOUDSNAP_X=V",
         help="an operator setting (environment variable), repeatable",
     )
+    parser.add_argument(
+        "--competitor",
+        action="store_true",
+        help="after each round, the same round for bench/competitor.py, and the two side by side",
+    )
     parser.add_argument("--dir", type=Path, help="working directory (logs); default a temp dir")
     parser.add_argument("--output", type=Path, help="JSON result file (default DIR/result.json)")
     args = parser.parse_args(argv)
@@ -817,6 +974,7 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None
     }
     rounds: list[Round] = []
+    rivals: list[Round] = []
     load_at_start = os.getloadavg()
     with running_stack(
         workdir,
@@ -830,6 +988,14 @@ def main(argv: list[str] | None = None) -> int:
             plan = Plan(args.timeout, args.create_seconds, args.idle_seconds, args.restart)
             rounds.append(run_round(stack, count, settings, plan))
             print(table(rounds[-1:], stack.rate_limit, stack.throttle), flush=True)
+            if args.competitor:
+                print(f"round N={count}, competitor: the same ...", flush=True)
+                rivals.append(run_competitor_round(stack, count, args.timeout))
+                conditions = (
+                    f"creation {args.create_seconds:g} s,"
+                    f" simulator gateway limits: {args.throttle or 'none'}"
+                )
+                print(duel_table(rounds[-1], rivals[-1], conditions), flush=True)
         effective_limit = stack.rate_limit
     report = {
         "machine": {
@@ -842,6 +1008,7 @@ def main(argv: list[str] | None = None) -> int:
         "throttle": args.throttle,
         "operator_settings": settings,
         "rounds": [r.summary() for r in rounds],
+        "competitor_rounds": [r.summary() for r in rivals],
     }
     output.write_text(json.dumps(report, indent=2) + "\n")
     print("\n" + table(rounds, effective_limit, args.throttle))
