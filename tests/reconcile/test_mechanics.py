@@ -17,6 +17,7 @@ from cloudsnap.evs import (
 )
 from cloudsnap.reconcile import Accounts, Backoff, Kind, Scheduler, TokenBucket, classify
 from cloudsnap.reconcile.poller import BatchPoller
+from cloudsnap.reconcile.scheduler import waiting_on_others
 from evs_simulator.testing import RunningSimulator
 from tests.fixtures.simulator import operator_client
 from tests.reconcile.conftest import CLASS
@@ -142,6 +143,80 @@ async def test_scheduler_serves_keys_in_flight_before_a_backlog_of_new_ones() ->
         gate.set()
         await eventually(lambda: len(order) >= 7, timeout=5)
         assert order == ["in-flight", "in-flight"] + [f"new-{index}" for index in range(5)]
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_a_step_waiting_on_others_gives_its_worker_to_new_keys() -> None:
+    """Steps parked on a shared answer (a poll round) must not starve keys never worked on,
+    and once the answer comes no more than ``concurrency`` steps work at a time."""
+    answer = asyncio.Event()
+    working: set[str] = set()
+    most_working = 0
+    done: list[str] = []
+
+    async def work(key: str) -> float | None:
+        nonlocal most_working
+        if key.startswith("parked"):
+            async with waiting_on_others():
+                await answer.wait()
+        working.add(key)
+        most_working = max(most_working, len(working))
+        await asyncio.sleep(0)  # hold the worker across a switch, as real work does
+        working.discard(key)
+        done.append(key)
+        return None
+
+    scheduler: Scheduler[str] = Scheduler(work, concurrency=2)
+    runner = asyncio.create_task(scheduler.run())
+    try:
+        for index in range(4):
+            scheduler.enqueue(f"parked-{index}")
+        await eventually(lambda: len(scheduler.running()) == 4, timeout=5)
+        for index in range(3):
+            scheduler.enqueue(f"new-{index}")
+        await eventually(lambda: len(done) == 3, timeout=5)
+        assert sorted(done) == ["new-0", "new-1", "new-2"]
+        answer.set()
+        await eventually(lambda: len(done) == 7, timeout=5)
+        assert most_working <= 2
+        assert scheduler.running() == []
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_a_step_cancelled_while_parked_leaks_no_worker() -> None:
+    """Losing the Lease cancels parked steps; afterwards there is still exactly one worker."""
+    gate = asyncio.Event()
+    started: list[str] = []
+
+    async def work(key: str) -> float | None:
+        started.append(key)
+        if key.startswith("parked"):
+            async with waiting_on_others():
+                await asyncio.Event().wait()
+        await gate.wait()
+        return None
+
+    scheduler: Scheduler[str] = Scheduler(work, concurrency=1)
+    runner = asyncio.create_task(scheduler.run())
+    try:
+        for index in range(3):
+            scheduler.enqueue(f"parked-{index}")
+        await eventually(lambda: len(scheduler.running()) == 3, timeout=5)
+        scheduler.pause()  # cancels them in their wait
+        await eventually(lambda: scheduler.running() == [], timeout=5)
+        scheduler.resume()
+        scheduler.enqueue("first")
+        scheduler.enqueue("second")
+        await eventually(lambda: "first" in started, timeout=5)
+        # A leaked worker would start "second" on the next turn of the loop; give it many.
+        with pytest.raises(AssertionError, match="gave up"):
+            await eventually(lambda: "second" in started, timeout=0.5)
+        gate.set()
+        await eventually(lambda: "second" in started, timeout=5)
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from cloudsnap.evs import EVSClient, EVSConnectionError, EVSError
 from cloudsnap.evs.models import ListSnapshotsQuery, Snapshot
+from cloudsnap.reconcile.scheduler import waiting_on_others
 
 # Each id costs ~40 bytes of query string; 100 keeps the request line well under the 8 KiB that
 # common servers and gateways accept.
@@ -69,8 +70,8 @@ class BatchPoller:
         """The snapshot as EVS sees it in the next round, or None if EVS no longer has it.
 
         ``recent``: the last whole listing of the account will do if its round began within
-        ``spacing``. A round holds one scheduler worker per resource in it, so without this
-        the resources beyond the worker count would each need a round of their own.
+        ``spacing``: resources whose steps come after the round answered need no round of
+        their own.
         Raises the round's EVSError when the list call for this id failed.
         """
         if self._closed:
@@ -88,7 +89,8 @@ class BatchPoller:
             self._waiting[snapshot_id] = future
         if self._round is None or self._round.done():
             self._round = asyncio.create_task(self._run_round())
-        return await asyncio.shield(future)
+        async with waiting_on_others():  # up to ``spacing``: the worker serves others meanwhile
+            return await asyncio.shield(future)
 
     async def _run_round(self) -> None:
         await asyncio.sleep(max(self._window, self._last_round + self._spacing - self._clock()))

@@ -6,6 +6,12 @@ that arrives while the key is being worked on runs it again right after. Workers
 bounded by a semaphore, so a thousand resources waiting on EVS cost a thousand small futures, not
 a thousand threads or per-resource daemons.
 
+A step that waits on something shared rather than working (a batched poll round, answered
+together for many resources every poll interval) gives its worker back while it waits
+(``waiting_on_others``): otherwise ten thousand Ready resources, each resyncing every few minutes
+and each holding a worker until the next round, would fill every worker and leave new resources
+unstarted.
+
 Keys already worked on at least once go ahead of keys never worked on: when a thousand new
 resources arrive at once and their creates queue on a class's rate limit, the follow-up polls of
 the snapshots already created still get a worker, so resources turn Ready as they finish instead
@@ -16,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import heapq
 import logging
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -27,6 +34,56 @@ log = logging.getLogger(__name__)
 
 Work = Callable[[K], Awaitable[float | None]]
 """Process one key; return seconds until it should run again, or None to wait for a new request."""
+
+
+class _Worker:
+    """The worker slot a step holds, given back while the step (or every one of its concurrent
+    parts) waits on others, and taken again before it goes on."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots = slots
+        self._held = True
+        self._away = 0
+
+    async def __aenter__(self) -> None:
+        self._away += 1
+        if self._held:
+            self._held = False
+            self._slots.release()
+
+    async def __aexit__(self, error: type[BaseException] | None, *_: object) -> None:
+        self._away -= 1
+        # A cancelled step does no more work: it must not wait for a worker to unwind.
+        cancelled = error is not None and issubclass(error, asyncio.CancelledError)
+        if self._away == 0 and not self._held and not cancelled:
+            await self._slots.acquire()  # cancelled here: nothing taken, nothing to give back
+            self._held = True
+
+    def finish(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
+
+
+_worker: contextvars.ContextVar[_Worker | None] = contextvars.ContextVar(
+    "cloudsnap_scheduler_worker", default=None
+)
+
+
+@contextlib.asynccontextmanager
+async def waiting_on_others() -> AsyncIterator[None]:
+    """Give the current step's worker back for the duration of a wait that does no work.
+
+    The key stays in the running set (never worked on twice at once); the step takes a worker
+    again before it goes on, so no more than ``concurrency`` steps do work at a time. Outside a
+    Scheduler's step this does nothing.
+    """
+    worker = _worker.get()
+    if worker is None:
+        yield
+        return
+    async with worker:
+        yield
 
 
 class Scheduler(Generic[K]):
@@ -166,6 +223,8 @@ class Scheduler(Generic[K]):
 
     async def _process(self, key: K) -> None:
         self._known.add(key)
+        worker = _Worker(self._slots)
+        _worker.set(worker)
         delay: float | None = None
         try:
             delay = await self._work(key)
@@ -175,7 +234,7 @@ class Scheduler(Generic[K]):
         finally:
             self._running.pop(key, None)
             self._last_progress = asyncio.get_running_loop().time()
-            self._slots.release()
+            worker.finish()
         again = self._again.pop(key, None)
         if key in self._dropped:
             # Forgotten while it ran, possibly before the line above marked it known.
