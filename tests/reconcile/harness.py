@@ -73,14 +73,16 @@ class FakeCluster:
         self.add_volume(volume, claim=(namespace, claim), csi=csi)
         self.add_claim(namespace, claim, bound_to=volume)
 
+    # Copies, as a watch cache hands out a new object for every change: tests edit these in
+    # place, and readers may keep what they derived from an object by its identity.
     async def get_class(self, name: str) -> Mapping[str, Any] | None:
-        return self.classes.get(name)
+        return copy.deepcopy(self.classes.get(name))
 
     async def list_classes(self) -> Sequence[Mapping[str, Any]]:
-        return list(self.classes.values())
+        return copy.deepcopy(list(self.classes.values()))
 
     async def get_secret(self, name: str) -> Mapping[str, str] | None:
-        return self.secrets.get(name)
+        return copy.deepcopy(self.secrets.get(name))
 
     def add_class(
         self,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
 from cloudsnap.handlers import FINALIZER
-from cloudsnap.reconcile import Accounts, Result
+from cloudsnap.reconcile import Accounts, LocalFailure, Result
 from evs_simulator.testing import RunningSimulator
 from tests.reconcile.conftest import CLASS, FAST
 from tests.reconcile.harness import SECRET_NAME, FakeCluster, World
@@ -197,3 +199,48 @@ async def test_newest_default_class_wins(
     )
     assert (await accounts.resolve(None)).class_name == "newer"
     assert (await accounts.resolve(CLASS)).class_name == CLASS
+
+
+class _CacheLikeReader:
+    """Hands out the same objects until one is replaced, as the operator's watch caches do."""
+
+    def __init__(self, fake: FakeCluster) -> None:
+        self.classes = copy.deepcopy(fake.classes)
+        self.secrets = copy.deepcopy(fake.secrets)
+
+    async def get_class(self, name: str) -> Mapping[str, Any] | None:
+        return self.classes.get(name)
+
+    async def list_classes(self) -> Sequence[Mapping[str, Any]]:
+        return list(self.classes.values())
+
+    async def get_secret(self, name: str) -> Mapping[str, str] | None:
+        return self.secrets.get(name)
+
+
+async def test_an_account_kept_by_the_identity_of_its_sources_follows_their_replacements(
+    fake: FakeCluster,
+) -> None:
+    """Unchanged objects give the same account without a rebuild; a replaced Secret with other
+    keys, or a replaced class with another endpoint, gives a new one; an equal replacement not."""
+    reader = _CacheLikeReader(fake)
+    accounts = Accounts(reader, reader)
+    try:
+        first = await accounts.resolve(CLASS)
+        assert await accounts.resolve(CLASS) is first
+        assert await accounts.resolve(None) is first
+        reader.secrets[SECRET_NAME] = dict(reader.secrets[SECRET_NAME])  # equal, new object
+        assert await accounts.resolve(CLASS) is first
+        reader.secrets[SECRET_NAME] = {**reader.secrets[SECRET_NAME], "secretKey": "rotated"}
+        rotated = await accounts.resolve(CLASS)
+        assert rotated is not first
+        assert rotated.fingerprint != first.fingerprint
+        moved = copy.deepcopy(reader.classes[CLASS])
+        moved["spec"]["endpoint"] = "https://127.0.0.1:1"
+        reader.classes[CLASS] = moved
+        assert (await accounts.resolve(CLASS)).spec.evs_endpoint() == "https://127.0.0.1:1"
+        del reader.classes[CLASS]
+        with pytest.raises(LocalFailure, match="not found"):
+            await accounts.resolve(CLASS)
+    finally:
+        await accounts.aclose()

@@ -42,7 +42,11 @@ THROTTLE_RETRIES = 2
 
 
 class ClassReader(Protocol):
-    """Reads CloudSnapshotClass objects (raw Kubernetes bodies)."""
+    """Reads CloudSnapshotClass objects (raw Kubernetes bodies).
+
+    As with a watch cache, an object read is never changed afterwards (a change is a new
+    object): what is derived from one is kept by its identity. The same holds for SecretReader.
+    """
 
     async def get_class(self, name: str) -> Mapping[str, Any] | None:
         """The class called ``name``, or None."""
@@ -107,6 +111,12 @@ class Accounts:
         self._guard = guard
         self._user_agent = user_agent
         self._accounts: dict[str, Account] = {}
+        # Per class: the cached body it was parsed from, and the parsed class ...
+        self._parsed: dict[str, tuple[Mapping[str, Any], CloudSnapshotClass]] = {}
+        # ... and the parsed class and Secret data its account was built from. Every step
+        # resolves its class; while the watch caches hold the same objects (nothing changed),
+        # that costs two identity checks instead of a parse, a dump and a digest.
+        self._built_from: dict[str, tuple[CloudSnapshotClass, Mapping[str, str]]] = {}
         self._retired: set[asyncio.Task[None]] = set()
 
     async def resolve(self, class_name: str | None) -> Account:
@@ -120,6 +130,10 @@ class Accounts:
         data = await self._secrets.get_secret(ref)
         if data is None:
             raise _blocked(SECRET_NOT_FOUND, f"class {name}: Secret {ref} not found")
+        current = self._accounts.get(name)
+        built_from = self._built_from.get(name, (None, None))
+        if current is not None and built_from[0] is cls and built_from[1] is data:
+            return current
         access_key = (data.get(ACCESS_KEY) or "").strip()
         secret_key = (data.get(SECRET_KEY) or "").strip()
         token = (data.get(SECURITY_TOKEN) or "").strip() or None
@@ -132,7 +146,7 @@ class Accounts:
                 f"class {name}: Secret {ref} lacks {' and '.join(missing)}",
             )
         fingerprint = _fingerprint(cls.spec, access_key, secret_key, token)
-        current = self._accounts.get(name)
+        self._built_from[name] = (cls, data)
         if current is not None and current.fingerprint == fingerprint:
             return current
         account = self._build(name, cls.spec, access_key, secret_key, token, fingerprint)
@@ -145,11 +159,12 @@ class Accounts:
         if class_name:
             raw = await self._classes.get_class(class_name)
             if raw is None:
+                self._parsed.pop(class_name, None)
                 raise _blocked(CLASS_NOT_FOUND, f"CloudSnapshotClass {class_name} not found")
-            return _parse_class(raw, class_name)
+            return self._parse(raw, class_name)
         defaults = []
         for raw in await self._classes.list_classes():
-            cls = _parse_class(raw, str(raw.get("metadata", {}).get("name", "")))
+            cls = self._parse(raw, str(raw.get("metadata", {}).get("name", "")))
             if cls.is_default():
                 defaults.append((str(raw.get("metadata", {}).get("creationTimestamp", "")), cls))
         if not defaults:
@@ -160,6 +175,16 @@ class Accounts:
         # Several defaults: the newest wins, as for Kubernetes StorageClasses.
         defaults.sort(key=lambda item: (item[0], item[1].metadata.name))
         return defaults[-1][1]
+
+    def _parse(self, raw: Mapping[str, Any], name: str) -> CloudSnapshotClass:
+        """The class parsed from ``raw``, parsed once per cached body (an invalid one each time,
+        to fail each step with its reason)."""
+        kept = self._parsed.get(name)
+        if kept is not None and kept[0] is raw:
+            return kept[1]
+        cls = _parse_class(raw, name)
+        self._parsed[name] = (raw, cls)
+        return cls
 
     def _build(
         self,

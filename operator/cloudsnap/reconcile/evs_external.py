@@ -59,16 +59,23 @@ class EVSConnector:
 
     def __init__(self, accounts: Accounts) -> None:
         self._accounts = accounts
+        # The connection made for each class's current account: every step connects.
+        self._connections: dict[str, tuple[Account, Connection]] = {}
 
     async def connect(self, class_name: str | None) -> Connection:
         """The class's account and an EVS client bound to it; LocalFailure when unusable."""
         account = await self._accounts.resolve(class_name)
-        return Connection(
+        kept = self._connections.get(account.class_name)
+        if kept is not None and kept[0] is account:
+            return kept[1]
+        connection = Connection(
             class_name=account.class_name,
             account=account_ref(account),
             class_spec=account.spec,
             client=EVSExternal(account),
         )
+        self._connections[account.class_name] = (account, connection)
+        return connection
 
 
 def account_ref(account: Account) -> AccountRef:
