@@ -226,7 +226,8 @@ class _Draft:
     status: CloudSnapshotStatus = field(init=False)
 
     def __post_init__(self) -> None:
-        self.status = self.res.status.model_copy(deep=True)
+        # Shallow: a step assigns fields (conditions too get a new list), never edits inside one.
+        self.status = self.res.status.model_copy()
         self.status.observed_generation = self.res.generation
 
     def mirror(self, snapshot: ExternalSnapshot) -> None:
