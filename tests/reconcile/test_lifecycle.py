@@ -321,8 +321,12 @@ async def test_resource_an_earlier_process_held_waits_for_a_late_create(
 ) -> None:
     """Our finalizer was already on, with no trace in status: an earlier process may have sent a
     create and died before recording it, so the create made now opens the late-create window."""
-    body = await _created_while_standing_by(world, evs_sim, volume, finalizers=(FINALIZER,))
-    assert body["status"]["unansweredCreateTime"]
+    await _created_while_standing_by(world, evs_sim, volume, finalizers=(FINALIZER,))
+    # Read from the step that created, not the Ready one: the window (1 s here) may be over.
+    created = [r.status for _, r in world.results if any(e.reason == "Created" for e in r.events)]
+    assert len(created) == 1
+    assert created[0] is not None
+    assert created[0]["unansweredCreateTime"]
 
 
 async def test_spec_without_volume_or_snapshot_id_is_invalid_not_a_crash(
@@ -368,3 +372,80 @@ async def test_list_calls_per_snapshot_to_ready_stay_under_a_fifth(
     print(f"\nper snapshot to Ready: {calls['list'] / len(names):.3f} list calls, {calls}")
     assert calls["create"] == len(names)
     assert calls["list"] <= 0.2 * len(names), calls
+
+
+async def _steady(world: World, name: str, parses: list[object]) -> None:
+    """Ready, then one drift check that found nothing to do (a resource now steady)."""
+    await eventually(lambda: world.is_ready(name), timeout=10)
+    await world.step(name)
+    assert world.results[-1][1].status is None
+    parses.clear()
+
+
+@pytest.fixture
+def parses(world: World, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The bodies the reconciler parsed: a full step parses, a steady drift check does not."""
+    seen: list[object] = []
+    full = Reconciler._parse
+
+    def counting(self: Reconciler, body: Any) -> Any:
+        seen.append(body)
+        return full(self, body)
+
+    monkeypatch.setattr(Reconciler, "_parse", counting)
+    return seen
+
+
+async def test_a_steady_resource_is_checked_for_drift_without_a_full_step(
+    world: World, evs_sim: RunningSimulator, volume: str, parses: list[object]
+) -> None:
+    world.apply("db", volumeID=volume)
+    await _steady(world, "db", parses)
+    lists = (await evs_sim.admin.calls()).get("list", 0)
+    result = await world.step("db")
+    assert parses == []
+    assert (result.outcome, result.status, result.events) == ("success", None, ())
+    assert result.requeue_after == FAST.resync
+    assert result.phase == "available"
+    assert (await evs_sim.admin.calls()).get("list", 0) == lists + 1  # it did look at EVS
+
+
+async def test_a_steady_resource_sees_its_snapshot_renamed_or_removed_in_evs(
+    world: World, evs_sim: RunningSimulator, volume: str, parses: list[object]
+) -> None:
+    world.apply("db", volumeID=volume, name="daily")
+    await _steady(world, "db", parses)
+    sid = world.objects["db"]["status"]["snapshotID"]
+    async with operator_client(evs_sim) as client:
+        await client.update_snapshot(sid, name="renamed-in-the-console")
+    await world.step("db")
+    assert parses, "a different snapshot takes a full step"
+    assert "Updated" in world.reasons("db")
+    assert [s["name"] for s in await live_snapshots(evs_sim)] == ["daily"]
+    await world.step("db")  # steady again
+    parses.clear()
+    await evs_sim.admin.remove_snapshot(sid)
+    result = await world.step("db")
+    assert parses
+    assert result.requeue_after is not None
+    assert result.requeue_after < FAST.resync  # looks again soon, to confirm the absence
+    world.controller.scheduler.enqueue(world.uid("db"))
+    await eventually(lambda: world.condition("db", "Ready")["reason"] == "NotFound", timeout=10)
+
+
+async def test_a_steady_resource_takes_a_full_step_on_a_new_body_or_class(
+    world: World, evs_sim: RunningSimulator, volume: str, parses: list[object], fake: FakeCluster
+) -> None:
+    world.apply("db", volumeID=volume)
+    await _steady(world, "db", parses)
+    world.objects["db"]["metadata"]["labels"] = {"team": "db"}  # no new generation, new version
+    world.objects["db"]["metadata"]["resourceVersion"] = "999"
+    world.controller.observe("MODIFIED", copy.deepcopy(world.objects["db"]))
+    await world.step("db")
+    assert len(parses) == 1
+    await world.step("db")
+    assert len(parses) == 1  # steady again on the new version
+    fake.classes[CLASS]["spec"]["region"] = "elsewhere"
+    await world.step("db")
+    assert len(parses) == 2
+    assert world.condition("db", "Synced")["reason"] == "AccountChanged"
