@@ -13,7 +13,6 @@ writer too, so that a replica that lost the Lease posts none either.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 import time
@@ -97,7 +96,6 @@ class Controller:
         # Key of a Kubernetes object (a claim, a volume) -> UIDs of the resources waiting on it.
         self._waiting: dict[str, set[str]] = {}
         self.scheduler: Scheduler[str] = Scheduler(self.step, concurrency=max_workers)
-        self._runner: asyncio.Task[None] | None = None
         reconciler.claims = self
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -141,15 +139,11 @@ class Controller:
     def start(self) -> None:
         """Start the scheduler once, from inside a kopf handler: kopf keeps its Event queue in
         context variables it sets for its per-object tasks, and tasks inherit the context."""
-        if self._runner is None:
-            self._runner = asyncio.create_task(self.scheduler.run(), name="cloudsnap-scheduler")
+        self.scheduler.start("cloudsnap-scheduler")
 
     async def stop(self) -> None:
         """Cancel the scheduler and the steps in flight."""
-        if self._runner is not None:
-            self._runner.cancel()
-            await asyncio.gather(self._runner, return_exceptions=True)
-            self._runner = None
+        await self.scheduler.stop()
 
     def start_leading(self) -> None:
         """This replica now holds the Lease: what it remembers proves nothing about what the

@@ -15,7 +15,6 @@ replicas (AlreadyExists of our own child is success).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -255,7 +254,6 @@ class ScheduleController:
         their retry follows the deletion at once, but a step that reads the refusal before the
         retry's status must not free a second place for it."""
         self.scheduler: Scheduler[str] = Scheduler(self.step, concurrency=max_workers)
-        self._runner: asyncio.Task[None] | None = None
 
     # -- watch --------------------------------------------------------------------------------
 
@@ -292,15 +290,11 @@ class ScheduleController:
 
     def start(self) -> None:
         """Start the scheduler once, from the first watch event (on kopf's event loop)."""
-        if self._runner is None:
-            self._runner = asyncio.create_task(self.scheduler.run(), name="cloudsnap-schedules")
+        self.scheduler.start("cloudsnap-schedules")
 
     async def stop(self) -> None:
         """Cancel the scheduler and the steps in flight."""
-        if self._runner is not None:
-            self._runner.cancel()
-            await asyncio.gather(self._runner, return_exceptions=True)
-            self._runner = None
+        await self.scheduler.stop()
 
     def start_leading(self) -> None:
         """This replica holds the Lease: look at every schedule again."""

@@ -100,7 +100,7 @@ async def test_scheduler_coalesces_requests_and_never_runs_a_key_twice_at_once()
         return None
 
     scheduler: Scheduler[str] = Scheduler(work, concurrency=4)
-    runner = asyncio.create_task(scheduler.run())
+    scheduler.start("test")
     try:
         for _ in range(10):
             scheduler.enqueue("a")
@@ -117,8 +117,7 @@ async def test_scheduler_coalesces_requests_and_never_runs_a_key_twice_at_once()
         scheduler.forget("b")
         assert scheduler.pending("b") is None
     finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+        await scheduler.stop()
 
 
 async def test_scheduler_serves_keys_in_flight_before_a_backlog_of_new_ones() -> None:
@@ -134,7 +133,7 @@ async def test_scheduler_serves_keys_in_flight_before_a_backlog_of_new_ones() ->
         return None
 
     scheduler: Scheduler[str] = Scheduler(work, concurrency=1)
-    runner = asyncio.create_task(scheduler.run())
+    scheduler.start("test")
     try:
         scheduler.enqueue("in-flight")
         await eventually(lambda: bool(order), timeout=5)
@@ -144,8 +143,7 @@ async def test_scheduler_serves_keys_in_flight_before_a_backlog_of_new_ones() ->
         await eventually(lambda: len(order) >= 7, timeout=5)
         assert order == ["in-flight", "in-flight"] + [f"new-{index}" for index in range(5)]
     finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+        await scheduler.stop()
 
 
 async def test_a_step_waiting_on_others_gives_its_worker_to_new_keys() -> None:
@@ -169,7 +167,7 @@ async def test_a_step_waiting_on_others_gives_its_worker_to_new_keys() -> None:
         return None
 
     scheduler: Scheduler[str] = Scheduler(work, concurrency=2)
-    runner = asyncio.create_task(scheduler.run())
+    scheduler.start("test")
     try:
         for index in range(4):
             scheduler.enqueue(f"parked-{index}")
@@ -183,8 +181,7 @@ async def test_a_step_waiting_on_others_gives_its_worker_to_new_keys() -> None:
         assert most_working <= 2
         assert scheduler.running() == []
     finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+        await scheduler.stop()
 
 
 async def test_a_step_cancelled_while_parked_leaks_no_worker() -> None:
@@ -201,7 +198,7 @@ async def test_a_step_cancelled_while_parked_leaks_no_worker() -> None:
         return None
 
     scheduler: Scheduler[str] = Scheduler(work, concurrency=1)
-    runner = asyncio.create_task(scheduler.run())
+    scheduler.start("test")
     try:
         for index in range(3):
             scheduler.enqueue(f"parked-{index}")
@@ -218,8 +215,7 @@ async def test_a_step_cancelled_while_parked_leaks_no_worker() -> None:
         gate.set()
         await eventually(lambda: "second" in started, timeout=5)
     finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+        await scheduler.stop()
 
 
 @pytest.fixture

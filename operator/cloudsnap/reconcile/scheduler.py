@@ -104,6 +104,7 @@ class Scheduler(Generic[K]):
         self._wakeup = asyncio.Event()
         self._paused = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
 
     def enqueue(self, key: K, delay: float = 0.0) -> None:
         """Ask for ``key`` to be worked on in ``delay`` seconds (or earlier if already due)."""
@@ -182,6 +183,18 @@ class Scheduler(Generic[K]):
         """Loop time at which ``key`` is due, if it is queued."""
         due = self._due.get(key)
         return None if due is None else due[0]
+
+    def start(self, name: str) -> None:
+        """Run the dispatch loop in a task called ``name``, once however often this is called."""
+        if self._runner is None:
+            self._runner = asyncio.create_task(self.run(), name=name)
+
+    async def stop(self) -> None:
+        """Cancel the dispatch loop and the work in flight."""
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+            self._runner = None
 
     async def run(self) -> None:
         """Dispatch due keys until cancelled."""
