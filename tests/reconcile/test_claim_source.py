@@ -150,6 +150,7 @@ async def test_a_binding_that_lands_while_the_step_runs_is_not_missed(
     step's result says what it waits for: the step is run again, not left for the slow retry."""
     fake.add_claim(NAMESPACE, CLAIM)
     read = fake.get_claim
+    bound = asyncio.Event()
 
     async def read_then_bind(namespace: str, name: str) -> Any:
         found = await read(namespace, name)
@@ -158,6 +159,7 @@ async def test_a_binding_that_lands_while_the_step_runs_is_not_missed(
             def bound_now() -> None:
                 fake.bind(NAMESPACE, CLAIM, VOLUME, everest(volume))
                 world.controller.wake(claim_key(NAMESPACE, CLAIM))
+                bound.set()
 
             asyncio.get_running_loop().call_soon(bound_now)
         return found
@@ -166,7 +168,8 @@ async def test_a_binding_that_lands_while_the_step_runs_is_not_missed(
     write = world.patch_status
 
     async def write_as_over_the_network(*args: Any) -> Any:
-        await asyncio.sleep(0)  # a real status write leaves the loop: the change comes in then
+        # A real status write leaves the loop; the binding's change comes in meanwhile.
+        await bound.wait()
         return await write(*args)
 
     world.patch_status = write_as_over_the_network  # type: ignore[method-assign]
