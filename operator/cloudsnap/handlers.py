@@ -38,6 +38,8 @@ from cloudsnap.writes import Writer
 FINALIZER = f"{GROUP}/snapshot-protection"
 # A 409 on the finalizer patch means our copy is behind the watch; it catches up within moments.
 CONFLICT_RETRY_SECONDS = 0.5
+# Objects per page of kopf's initial listing (settings.watching.chunk_size).
+LISTING_PAGE = 500
 # A step fenced off because this replica may not act now comes back this much later.
 NOT_LEADING_RETRY_SECONDS = 1.0
 # The metadata a step, a finalizer write or an Event's object reference reads; nothing else is kept.
@@ -488,6 +490,9 @@ def configure(settings: kopf.OperatorSettings, config: Settings) -> None:
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.watching.reconnect_backoff = 1.0
+    # The initial listing in pages: in one response, 10,000 CloudSnapshots are tens of megabytes
+    # of JSON decoded at once, a peak the process keeps as resident memory after a restart.
+    settings.watching.chunk_size = LISTING_PAGE
     # kopf keeps a worker, its queue and the object's last raw event per object until it has been
     # idle this long (kopf 1.45 no longer batches events, so there is no batch window to set).
     settings.queueing.idle_timeout = 5.0
