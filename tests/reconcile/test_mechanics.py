@@ -184,6 +184,40 @@ async def test_a_step_waiting_on_others_gives_its_worker_to_new_keys() -> None:
         await scheduler.stop()
 
 
+async def test_parked_steps_are_bounded_and_the_overflow_waits_holding_its_worker() -> None:
+    """A parked step keeps its resource in memory: no more than ``parked`` at once."""
+    answer = asyncio.Event()
+    parked_now = 0
+    most_parked = 0
+    done: list[str] = []
+
+    async def work(key: str) -> float | None:
+        nonlocal parked_now, most_parked
+        async with waiting_on_others():
+            parked_now += 1
+            most_parked = max(most_parked, parked_now)
+            await answer.wait()
+            parked_now -= 1
+        done.append(key)
+        return None
+
+    scheduler: Scheduler[str] = Scheduler(work, concurrency=1, parked=2)
+    scheduler.start("test")
+    try:
+        for index in range(5):
+            scheduler.enqueue(f"key-{index}")
+        # Two parked, the third holds the only worker waiting for a place, two not started.
+        await eventually(lambda: len(scheduler.running()) == 3, timeout=5)
+        with pytest.raises(AssertionError, match="gave up"):
+            await eventually(lambda: len(scheduler.running()) > 3, timeout=0.5)
+        assert parked_now == 2
+        answer.set()
+        await eventually(lambda: len(done) == 5, timeout=5)
+        assert most_parked == 2
+    finally:
+        await scheduler.stop()
+
+
 async def test_a_step_cancelled_while_parked_leaks_no_worker() -> None:
     """Losing the Lease cancels parked steps; afterwards there is still exactly one worker."""
     gate = asyncio.Event()

@@ -32,30 +32,51 @@ K = TypeVar("K", bound=Hashable)
 
 log = logging.getLogger(__name__)
 
+# Steps that may wait on others (a poll round) per worker: enough that drift checks and polls
+# never hold the workers, few enough that a whole restart's steps are not all held at once.
+PARKED_PER_WORKER = 8
+
 Work = Callable[[K], Awaitable[float | None]]
 """Process one key; return seconds until it should run again, or None to wait for a new request."""
 
 
 class _Worker:
     """The worker slot a step holds, given back while the step (or every one of its concurrent
-    parts) waits on others, and taken again before it goes on."""
+    parts) waits on others, and taken again before it goes on.
 
-    def __init__(self, slots: asyncio.Semaphore) -> None:
+    Giving it back takes one of the scheduler's parking places first: a parked step still holds
+    its resource, decoded and parsed, so parked steps are bounded too (a restart at 10,000
+    resources would otherwise park them all at once).
+    """
+
+    def __init__(self, slots: asyncio.Semaphore, parking: asyncio.Semaphore) -> None:
         self._slots = slots
+        self._parking = parking
         self._held = True
+        self._parked = False
         self._away = 0
 
     async def __aenter__(self) -> None:
         self._away += 1
-        if self._held:
+        if self._held and not self._parked:
+            try:
+                await self._parking.acquire()  # full: wait as before, holding the worker
+            except BaseException:
+                self._away -= 1
+                raise
+            self._parked = True
             self._held = False
             self._slots.release()
 
     async def __aexit__(self, error: type[BaseException] | None, *_: object) -> None:
         self._away -= 1
+        if self._away > 0 or not self._parked:
+            return
+        # The place first: a step waiting for a place holds a worker this one may need.
+        self._parked = False
+        self._parking.release()
         # A cancelled step does no more work: it must not wait for a worker to unwind.
-        cancelled = error is not None and issubclass(error, asyncio.CancelledError)
-        if self._away == 0 and not self._held and not cancelled:
+        if error is None or not issubclass(error, asyncio.CancelledError):
             await self._slots.acquire()  # cancelled here: nothing taken, nothing to give back
             self._held = True
 
@@ -87,11 +108,15 @@ async def waiting_on_others() -> AsyncIterator[None]:
 
 
 class Scheduler(Generic[K]):
-    """Run ``work(key)`` for due keys, at most ``concurrency`` at a time."""
+    """Run ``work(key)`` for due keys, at most ``concurrency`` at a time, and at most ``parked``
+    more waiting on others (default: PARKED_PER_WORKER per worker)."""
 
-    def __init__(self, work: Work[K], *, concurrency: int = 64) -> None:
+    def __init__(self, work: Work[K], *, concurrency: int = 64, parked: int | None = None) -> None:
         self._work = work
         self._slots = asyncio.Semaphore(concurrency)
+        self._parking = asyncio.Semaphore(
+            parked if parked is not None else concurrency * PARKED_PER_WORKER
+        )
         self._due: dict[K, tuple[float, int]] = {}
         # One heap per lane: index 0 for keys worked on before, 1 for keys never worked on yet.
         self._lanes: tuple[list[tuple[float, int, K]], ...] = ([], [])
@@ -236,7 +261,7 @@ class Scheduler(Generic[K]):
 
     async def _process(self, key: K) -> None:
         self._known.add(key)
-        worker = _Worker(self._slots)
+        worker = _Worker(self._slots, self._parking)
         _worker.set(worker)
         delay: float | None = None
         try:
