@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from cloudsnap.api import API_VERSION, CLASS_KIND, DEFAULT_CLASS_ANNOTATION, SNAPSHOT_KIND
@@ -235,6 +235,12 @@ class World:
         merge(body["spec"], changes)
         body["metadata"]["generation"] += 1
         self._changed(name, "MODIFIED")
+
+    def edit(self, name: str, /, change: Callable[[dict[str, Any]], None]) -> None:
+        """Someone else's write that leaves the spec alone (labels, a status edit): ``change``
+        applied to the stored object, its watch event delivered before this returns."""
+        change(self.objects[name])
+        self.controller.observe("MODIFIED", self._changed(name, "MODIFIED"))
 
     def delete(self, name: str) -> None:
         body = self.objects[name]

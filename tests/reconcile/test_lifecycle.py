@@ -433,19 +433,35 @@ async def test_a_steady_resource_sees_its_snapshot_renamed_or_removed_in_evs(
     await eventually(lambda: world.condition("db", "Ready")["reason"] == "NotFound", timeout=10)
 
 
-async def test_a_steady_resource_takes_a_full_step_on_a_new_body_or_class(
+async def test_a_steady_resource_takes_a_full_step_on_a_changed_status_or_class(
     world: World, evs_sim: RunningSimulator, volume: str, parses: list[object], fake: FakeCluster
 ) -> None:
     world.apply("db", volumeID=volume)
     await _steady(world, "db", parses)
-    world.objects["db"]["metadata"]["labels"] = {"team": "db"}  # no new generation, new version
-    world.objects["db"]["metadata"]["resourceVersion"] = "999"
-    world.controller.observe("MODIFIED", copy.deepcopy(world.objects["db"]))
+    # Labels are not read by a step: still steady.
+    world.edit("db", lambda body: body["metadata"].update(labels={"team": "db"}))
+    await world.step("db")
+    assert parses == []
+    # A status edited by someone else (`kubectl edit --subresource=status`, a restore).
+    world.edit("db", lambda body: body["status"].update(phase="tampered"))
     await world.step("db")
     assert len(parses) == 1
+    assert world.objects["db"]["status"]["phase"] == "available"
     await world.step("db")
-    assert len(parses) == 1  # steady again on the new version
+    assert len(parses) == 1  # steady again on the status it wrote back
     fake.classes[CLASS]["spec"]["region"] = "elsewhere"
     await world.step("db")
     assert len(parses) == 2
     assert world.condition("db", "Synced")["reason"] == "AccountChanged"
+
+
+async def test_a_resource_is_steady_from_the_step_that_made_it_ready(
+    world: World, evs_sim: RunningSimulator, volume: str, parses: list[object]
+) -> None:
+    """The step that turns Ready writes status; the drift check after it needs no full step."""
+    world.apply("db", volumeID=volume)
+    await eventually(lambda: world.is_ready("db"), timeout=10)
+    parses.clear()
+    result = await world.step("db")
+    assert parses == []
+    assert result.status is None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import json
 import logging
 import math
 import random
@@ -166,7 +167,6 @@ class _Resource:
     namespace: str
     name: str
     uid: str
-    version: str
     generation: int
     spec: CloudSnapshotSpec
     status: CloudSnapshotStatus
@@ -301,9 +301,9 @@ class _PollFailed(ExternalError):
 
 @dataclass(frozen=True, slots=True)
 class _Steady:
-    """A Ready resource whose last step found nothing to do (``Reconciler._steady``)."""
+    """A Ready resource whose last step found nothing more to do (``Reconciler._steady``)."""
 
-    version: str
+    body: int  # _body_digest of the body as that step left it
     connection: Connection
     snapshot_id: str
     look: int  # hash of the ExternalSnapshot that step saw: a 64-bit digest kept per resource
@@ -414,7 +414,11 @@ class Reconciler:
         change, nothing owed to time), so only what it reads is compared. A failed or different
         look falls back to the full step, which looks again.
         """
-        if str(body.get("metadata", {}).get("resourceVersion", "")) != steady.version:
+        meta = body.get("metadata", {})
+        if meta.get("deletionTimestamp"):
+            return None
+        finalized = self._finalizer in (meta.get("finalizers") or ())
+        if _body_digest(meta.get("generation"), finalized, body.get("status")) != steady.body:
             return None
         class_name = ((body.get("status") or {}).get("account") or {}).get("className")
         try:
@@ -749,13 +753,12 @@ class Reconciler:
         else:
             delay = self._timing.jittered(self._timing.resync, self._rng)
         status = draft.changed()
-        nothing_done = not (out or deleted or waiting or status or adopted)
-        if (
-            nothing_done
-            and snapshot.state is State.READY
-            and not draft.status.unanswered_create_time
-        ):
-            self._steady[res.uid] = _Steady(res.version, conn, snapshot.id, hash(snapshot))
+        owed = out or deleted or waiting or adopted or draft.status.unanswered_create_time
+        if not owed and snapshot.state is State.READY and res.has_finalizer:
+            # As this step leaves the body (its status written): the next step on it, seeing
+            # the same snapshot, would find nothing to do.
+            left = _body_digest(res.generation, True, res.raw_status if status is None else status)
+            self._steady[res.uid] = _Steady(left, conn, snapshot.id, hash(snapshot))
         return Result(
             Outcome.SUCCESS,
             status=status,
@@ -1124,7 +1127,6 @@ def _resource(
         namespace=str(meta.get("namespace", "")),
         name=str(meta.get("name", "")),
         uid=str(meta.get("uid", "")),
-        version=str(meta.get("resourceVersion", "")),
         generation=int(meta.get("generation") or 0),
         spec=spec,
         status=status,
@@ -1132,6 +1134,12 @@ def _resource(
         deleting=bool(meta.get("deletionTimestamp")),
         has_finalizer=has_finalizer,
     )
+
+
+def _body_digest(generation: object, finalized: bool, status: object) -> int:
+    """What a step reads of a live body, digested: the spec is the generation's (the API server
+    bumps it on every spec change), the rest is the finalizer and the status."""
+    return hash((generation, finalized, json.dumps(status, sort_keys=True, separators=(",", ":"))))
 
 
 def _synced_reason(failure: Failure) -> str:
