@@ -68,7 +68,8 @@ async def test_a_claim_that_binds_later_is_blocked_then_ready_on_its_binding(
     assert f"PersistentVolumeClaim {stack.namespace}/{CLAIM} is not bound" in synced["message"]
     assert "(phase Pending)" in synced["message"]
     assert condition(obj, "Ready")["status"] == "False"
-    assert "Failed" in stack.event_reasons("db")
+    # The failure's Event is posted after the status write that shows it.
+    await eventually(lambda: "Failed" in stack.event_reasons("db"), what="a Failed event")
     assert claim_phase(stack, CLAIM) == "Pending"
     assert await stack.snapshots_of(disk) == []
 

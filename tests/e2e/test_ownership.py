@@ -231,7 +231,8 @@ async def test_2_finalizer_stripped_during_create_backoff_still_one_snapshot(
     assert ready["status"]["snapshotID"] == every[0]["id"]
     assert has_finalizer(ready), "the finalizer must hold a resource whose snapshot exists"
     assert (await stack.calls())["create"] == 1
-    assert "Found" in stack.event_reasons("stripped")
+    # Found is posted after the status write that makes the found snapshot Ready.
+    await eventually(lambda: "Found" in stack.event_reasons("stripped"), what="a Found event")
 
 
 # -- 3. deleted and re-created under the same name while a step is in flight ---------------------

@@ -196,7 +196,8 @@ async def test_name_and_description_change_is_one_put(stack: Stack) -> None:
     [snap] = await stack.snapshots_of(volume)
     assert (snap["name"], snap["description"]) == ("after", "new")
     assert (await stack.calls())["update"] == 1
-    assert "Updated" in stack.event_reasons("rename")
+    # Updated is posted after the status write of the step that sent the PUT.
+    await eventually(lambda: "Updated" in stack.event_reasons("rename"), what="an Updated event")
 
     await stack.resync_window()
     assert (await stack.calls())["update"] == 1  # resyncs see no difference, so no second PUT
@@ -270,7 +271,8 @@ async def test_adopt_existing_snapshot_id(stack: Stack) -> None:
     assert obj["status"]["size"] == 7
     assert (await stack.calls())["create"] == creates
     assert [s["id"] for s in await stack.snapshots_of(volume)] == [snapshot_id]
-    assert "Adopted" in stack.event_reasons("adopted")
+    # Adopted is posted after the status write that makes the adopted snapshot Ready.
+    await eventually(lambda: "Adopted" in stack.event_reasons("adopted"), what="an Adopted event")
 
 
 async def test_snapshot_removed_behind_our_back_is_not_recreated(
