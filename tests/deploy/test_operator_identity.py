@@ -176,8 +176,15 @@ async def test_core_scenario_as_the_chart_service_account(
         await eventually(lambda: "Created" in reasons(), timeout=30, what="a Created event")
 
         # The metrics record the work the account's RBAC let the operator do (read the Lease,
-        # class, Secret; patch finalizer and status), not merely that the families exist.
-        exposition = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=10).text
+        # class, Secret; patch finalizer and status), not merely that the families exist. The
+        # step that made it Ready records the time to Ready (and the phase gauge before it) once
+        # its status write has returned, a moment after the status can be read.
+        def scraped_after_ready() -> str | None:
+            url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+            text = httpx.get(url, timeout=10).text
+            return text if sample(text, "cloudsnap_snapshot_time_to_ready_seconds_count") else None
+
+        exposition = await eventually(scraped_after_ready, timeout=30, what="time to Ready")
         calls = sum((await cloud.admin.calls()).values())
         assert sample(exposition, "cloudsnap_leader") == 1
         assert sample(exposition, "cloudsnap_reconciles_total", outcome="success") >= 3
