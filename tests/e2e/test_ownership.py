@@ -194,8 +194,10 @@ async def test_2_finalizer_stripped_during_create_backoff_still_one_snapshot(
 ) -> None:
     """The create's answer is lost (EVS applied it); during the retry backoff the user strips
     the finalizer. The operator must put it back before acting and find, not re-create."""
+    # The retry comes 6 to 10 s (8 s +-25 %) after the failure: the strip, a kubectl poll and a
+    # kubectl patch later (about a second here), lands before it even on a much busier machine.
     stack = await start_stack(
-        settings={"CLOUDSNAP_BACKOFF_BASE_SECONDS": "4", "CLOUDSNAP_BACKOFF_MAX_SECONDS": "8"}
+        settings={"CLOUDSNAP_BACKOFF_BASE_SECONDS": "8", "CLOUDSNAP_BACKOFF_MAX_SECONDS": "16"}
     )
     volume = await stack.add_volume()
     await stack.admin.set_faults([{"operation": "create", "kind": "lost_response", "count": 1}])
