@@ -514,9 +514,11 @@ def configure(settings: kopf.OperatorSettings, config: Settings) -> None:
     # The initial listing in pages: in one response, 10,000 CloudSnapshots are tens of megabytes
     # of JSON decoded at once, a peak the process keeps as resident memory after a restart.
     settings.watching.chunk_size = LISTING_PAGE
-    # kopf keeps a worker, its queue and the object's last raw event per object until it has been
-    # idle this long (kopf 1.45 no longer batches events, so there is no batch window to set).
-    settings.queueing.idle_timeout = 5.0
+    # kopf keeps a worker, its queue and the object's last raw event (the whole object, managed
+    # fields and all) per object until it has been idle this long: at start, every listed object
+    # at once. Our handler only hands the event over, so a worker is cheap to start again (kopf
+    # 1.45 no longer batches events, so there is no batch window to set).
+    settings.queueing.idle_timeout = 0.5
     settings.execution.max_workers = config.max_workers
 
 
