@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -88,7 +89,9 @@ class Controller:
         self._writer = writer
         self._bodies = _Bodies()
         self._seen: dict[str, _Seen] = {}
-        self._claims: dict[str, set[str]] = {}
+        # Snapshot ID -> UIDs of the resources claiming it (nearly always one: a tuple is a
+        # quarter of a set's size, and there is one per resource).
+        self._claims: dict[str, tuple[str, ...]] = {}
         self._parked: dict[str, set[str]] = {}
         # Resources whose finalizer this controller is removing itself (the write in flight).
         self._releasing: set[str] = set()
@@ -104,7 +107,8 @@ class Controller:
         back as events too; they do not change the generation, so they queue nothing.
         """
         meta = body.get("metadata", {})
-        uid = _uid(body)
+        # One copy of each UID, however many events and structures name it.
+        uid = sys.intern(_uid(body))
         if event_type == "DELETED":
             self._drop(uid)
             return
@@ -218,18 +222,20 @@ class Controller:
         slim = _slim(body)
         self._bodies.put(uid, slim)
         for snapshot_id in _claimed(slim):
-            self._claims.setdefault(snapshot_id, set()).add(uid)
+            holders = self._claims.get(snapshot_id, ())
+            if uid not in holders:
+                self._claims[snapshot_id] = (*holders, uid)
 
     def _unclaim(self, uid: str, old: Mapping[str, Any] | None = None) -> None:
         """Drop the claims of the stored body (``old``, read here if not given)."""
         if old is None:
             old = self._bodies.get(uid)
         for snapshot_id in _claimed(old) if old is not None else ():
-            holders = self._claims.get(snapshot_id)
-            if holders is not None:
-                holders.discard(uid)
-                if not holders:
-                    del self._claims[snapshot_id]
+            others = tuple(holder for holder in self._claims.get(snapshot_id, ()) if holder != uid)
+            if others:
+                self._claims[snapshot_id] = others
+            else:
+                self._claims.pop(snapshot_id, None)
 
     def _drop(self, uid: str) -> None:
         self._unclaim(uid)

@@ -28,6 +28,7 @@ import logging
 import math
 import random
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -303,9 +304,8 @@ class _PollFailed(ExternalError):
 class _Steady:
     """A Ready resource whose last step found nothing more to do (``Reconciler._steady``)."""
 
-    body: int  # _body_digest of the body as that step left it
+    body: int  # _body_digest of the body as that step left it (its status names the snapshot)
     connection: Connection
-    snapshot_id: str
     look: int  # hash of the ExternalSnapshot that step saw: a 64-bit digest kept per resource
 
 
@@ -420,18 +420,20 @@ class Reconciler:
         finalized = self._finalizer in (meta.get("finalizers") or ())
         if _body_digest(meta.get("generation"), finalized, body.get("status")) != steady.body:
             return None
-        class_name = ((body.get("status") or {}).get("account") or {}).get("className")
+        status = body.get("status") or {}
+        snapshot_id = status.get("snapshotID")
+        if not snapshot_id:
+            return None
         try:
-            conn = await self._connector.connect(class_name)
+            conn = await self._connector.connect((status.get("account") or {}).get("className"))
             if conn is not steady.connection:
                 return None
-            snapshot = await conn.client.observe(steady.snapshot_id)
+            snapshot = await conn.client.observe(str(snapshot_id))
         except (LocalFailure, ExternalError):
             return None
         if snapshot is None or hash(snapshot) != steady.look:
             return None
-        uid = str(body.get("metadata", {}).get("uid", ""))
-        self._steady[uid] = steady
+        self._steady[sys.intern(str(meta.get("uid", "")))] = steady
         return Result(
             Outcome.SUCCESS,
             requeue_after=self._timing.jittered(self._timing.resync, self._rng),
@@ -758,7 +760,7 @@ class Reconciler:
             # As this step leaves the body (its status written): the next step on it, seeing
             # the same snapshot, would find nothing to do.
             left = _body_digest(res.generation, True, res.raw_status if status is None else status)
-            self._steady[res.uid] = _Steady(left, conn, snapshot.id, hash(snapshot))
+            self._steady[res.uid] = _Steady(left, conn, hash(snapshot))
         return Result(
             Outcome.SUCCESS,
             status=status,
@@ -1126,7 +1128,7 @@ def _resource(
     return _Resource(
         namespace=str(meta.get("namespace", "")),
         name=str(meta.get("name", "")),
-        uid=str(meta.get("uid", "")),
+        uid=sys.intern(str(meta.get("uid", ""))),  # one copy across the structures keyed by it
         generation=int(meta.get("generation") or 0),
         spec=spec,
         status=status,
