@@ -417,7 +417,8 @@ class WatchCache:
 
     async def get(self, key: str) -> Any:
         """The object kept under ``key`` (transformed), or None; waits for the initial listing."""
-        await self._wait_synced()
+        if not self._synced.is_set():  # every step reads its class and Secret: no wait set up
+            await self._wait_synced()
         return self._items.get(key)
 
     async def values(self) -> list[Any]:
