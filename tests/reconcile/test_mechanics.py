@@ -150,6 +150,7 @@ async def test_a_step_waiting_on_others_gives_its_worker_to_new_keys() -> None:
     """Steps parked on a shared answer (a poll round) must not starve keys never worked on,
     and once the answer comes no more than ``concurrency`` steps work at a time."""
     answer = asyncio.Event()
+    finish_work = asyncio.Event()
     working: set[str] = set()
     most_working = 0
     done: list[str] = []
@@ -159,10 +160,10 @@ async def test_a_step_waiting_on_others_gives_its_worker_to_new_keys() -> None:
         if key.startswith("parked"):
             async with waiting_on_others():
                 await answer.wait()
-        working.add(key)
-        most_working = max(most_working, len(working))
-        await asyncio.sleep(0)  # hold the worker across a switch, as real work does
-        working.discard(key)
+            working.add(key)
+            most_working = max(most_working, len(working))
+            await finish_work.wait()  # work that holds the worker until the test lets it end
+            working.discard(key)
         done.append(key)
         return None
 
@@ -177,8 +178,13 @@ async def test_a_step_waiting_on_others_gives_its_worker_to_new_keys() -> None:
         await eventually(lambda: len(done) == 3, timeout=5)
         assert sorted(done) == ["new-0", "new-1", "new-2"]
         answer.set()
+        await eventually(lambda: len(working) == 2, timeout=5)
+        # A third parked step working beside them would take a worker nobody gave back.
+        with pytest.raises(AssertionError, match="gave up"):
+            await eventually(lambda: len(working) > 2, timeout=0.5)
+        finish_work.set()
         await eventually(lambda: len(done) == 7, timeout=5)
-        assert most_working <= 2
+        assert most_working == 2
         assert scheduler.running() == []
     finally:
         await scheduler.stop()
