@@ -258,6 +258,30 @@ async def test_a_step_cancelled_while_parked_leaks_no_worker() -> None:
         await scheduler.stop()
 
 
+async def test_stop_ends_the_scheduler_even_when_a_request_wakes_it_in_the_same_turn() -> None:
+    """A request that wakes the dispatch loop just as it is cancelled must not eat the cancel.
+
+    This is what happens when a step finishes and requeues its key as the operator shuts down.
+    The request and the cancel are sent after 0, 1, 2, ... turns of the event loop, so that
+    one of them finds the loop in its timed wait for requests (a key is due later), whatever
+    its exact number of turns to get there.
+    """
+
+    async def work(key: str) -> float | None:
+        return None
+
+    for turns in range(8):
+        scheduler: Scheduler[str] = Scheduler(work, concurrency=1)
+        scheduler.enqueue("later", delay=3600)
+        scheduler.start("test")
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        scheduler.enqueue("now")
+        stopping = asyncio.create_task(scheduler.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=5)
+        assert done, f"stop() after {turns} turns never returned: the loop ate its cancel"
+
+
 @pytest.fixture
 async def many_snapshots(evs_sim: RunningSimulator, volume: str) -> list[str]:
     """The IDs of 150 snapshots, five on each of 30 disks."""

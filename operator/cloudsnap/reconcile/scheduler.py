@@ -241,8 +241,11 @@ class Scheduler(Generic[K]):
                     task.add_done_callback(self._tasks.discard)
                 tops = [lane[0][0] for lane in self._lanes if lane]
                 timeout = min(tops) - loop.time() if tops and not self._paused else None
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result when
+                # the request and a cancel (stop) land in the same turn, and the loop runs on.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wakeup.wait()
         finally:
             for task in list(self._tasks):
                 task.cancel()
