@@ -13,6 +13,7 @@ writer too, so that a replica that lost the Lease posts none either.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -98,6 +99,7 @@ class Controller:
         # Key of a Kubernetes object (a claim, a volume) -> UIDs of the resources waiting on it.
         self._waiting: dict[str, set[str]] = {}
         self.scheduler: Scheduler[str] = Scheduler(self.step, concurrency=max_workers)
+        self._sweeper: asyncio.Task[None] | None = None
         reconciler.claims = self
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -146,10 +148,34 @@ class Controller:
         """Start the scheduler once, from inside a kopf handler: kopf keeps its Event queue in
         context variables it sets for its per-object tasks, and tasks inherit the context."""
         self.scheduler.start("cloudsnap-scheduler")
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_drift(), name="cloudsnap-drift-sweep")
 
     async def stop(self) -> None:
-        """Cancel the scheduler and the steps in flight."""
+        """Cancel the drift sweeps, the scheduler and the steps in flight."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
         await self.scheduler.stop()
+
+    async def sweep(self) -> None:
+        """The drift check of every steady resource, a few list calls per class; a step for
+        each that needs one (``Reconciler.sweep``)."""
+        for uid, delay in await self._reconciler.sweep():
+            if uid in self._seen:
+                self.scheduler.enqueue(uid, delay)
+
+    async def _sweep_drift(self) -> None:
+        """A sweep every resync period, while this replica may act."""
+        while True:
+            await asyncio.sleep(self._reconciler.sweep_interval())
+            if not self._may_act():
+                continue
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("Unexpected failure in the drift sweep; trying again next period")
 
     def start_leading(self) -> None:
         """This replica now holds the Lease: what it remembers proves nothing about what the

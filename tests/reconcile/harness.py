@@ -143,6 +143,12 @@ class RecordingReconciler:
     def witness_birth(self, uid: str) -> None:
         self.inner.witness_birth(uid)
 
+    def sweep_interval(self) -> float:
+        return self.inner.sweep_interval()
+
+    async def sweep(self) -> list[tuple[str, float]]:
+        return await self.inner.sweep()
+
     @property
     def claims(self) -> Any:
         return self.inner.claims

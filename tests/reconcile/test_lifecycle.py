@@ -61,10 +61,9 @@ async def test_create_to_ready_costs_one_create_and_shared_polls(
     assert 1 <= calls.get("list", 0) <= 2
     # Kubernetes writes: the finalizer, status with snapshotID at once, status Ready.
     assert world.writes == [("db", "finalizers"), ("db", "status"), ("db", "status")]
-    # Our own writes came back as watch events but queued nothing: next look is the resync.
-    due = world.controller.scheduler.pending(world.uid("db"))
-    assert due is not None
-    assert due - asyncio.get_running_loop().time() > FAST.resync / 2
+    # Our own writes came back as watch events but queued nothing, and the resource is steady:
+    # the next look at it is the class's drift sweep.
+    assert world.controller.scheduler.pending(world.uid("db")) is None
 
 
 @pytest.mark.parametrize("evs_sim", [{"create_seconds": 0.4, "delete_seconds": 0.4}], indirect=True)
@@ -405,9 +404,88 @@ async def test_a_steady_resource_is_checked_for_drift_without_a_full_step(
     result = await world.step("db")
     assert parses == []
     assert (result.outcome, result.status, result.events) == ("success", None, ())
-    assert result.requeue_after == FAST.resync
+    assert result.requeue_after is None  # the class's drift sweep brings it back
     assert result.phase == "available"
     assert (await evs_sim.admin.calls()).get("list", 0) == lists + 1  # it did look at EVS
+
+
+async def test_one_drift_sweep_checks_every_steady_resource_and_steps_only_the_drifted(
+    world: World, evs_sim: RunningSimulator, parses: list[object]
+) -> None:
+    names = [f"r{i}" for i in range(12)]
+    for name in names:
+        world.apply(name, volumeID=(await evs_sim.admin.add_volume(size=1))["id"], name=name)
+    for name in names:
+        await _steady(world, name, parses)
+    lists = (await evs_sim.admin.calls()).get("list", 0)
+    steps = len(world.results)
+    await world.controller.sweep()
+    # Twelve resources, one class: one list call, and no step for any of them.
+    assert (await evs_sim.admin.calls()).get("list", 0) == lists + 1
+    assert all(world.controller.scheduler.pending(world.uid(n)) is None for n in names)
+    assert len(world.results) == steps and parses == []
+    renamed, removed = (world.objects[n]["status"]["snapshotID"] for n in ("r3", "r7"))
+    async with operator_client(evs_sim) as client:
+        await client.update_snapshot(renamed, name="renamed-in-the-console")
+    await evs_sim.admin.remove_snapshot(removed)
+    await world.controller.sweep()
+    await eventually(lambda: "Updated" in world.reasons("r3"), timeout=10)
+    await eventually(lambda: world.condition("r7", "Ready")["reason"] == "NotFound", timeout=10)
+    stepped = {name for name, _ in world.results[steps:]}
+    assert stepped == {"r3", "r7"}
+    assert {s["name"] for s in await live_snapshots(evs_sim)} == set(names) - {"r7"}
+
+
+async def test_a_failed_drift_sweep_leaves_each_resource_to_look_for_itself_over_the_period(
+    world: World, evs_sim: RunningSimulator, parses: list[object]
+) -> None:
+    names = [f"r{i}" for i in range(8)]
+    for name in names:
+        world.apply(name, volumeID=(await evs_sim.admin.add_volume(size=1))["id"])
+    for name in names:
+        await _steady(world, name, parses)
+    await evs_sim.admin.set_faults(
+        [{"operation": "list", "kind": "error", "rate": 1.0, "status": 503, "count": 50}]
+    )
+    now = asyncio.get_running_loop().time()
+    await world.controller.sweep()
+    due = [world.controller.scheduler.pending(world.uid(name)) for name in names]
+    assert all(when is not None and now <= when <= now + FAST.resync + 1 for when in due)
+    assert len(set(due)) == len(names), "spread over the period, not all at once"
+    assert all(world.is_ready(name) for name in names)  # nothing in status: no step yet
+
+
+async def test_a_class_now_on_another_account_steps_its_steady_resources_at_once(
+    world: World, evs_sim: RunningSimulator, volume: str, parses: list[object], fake: FakeCluster
+) -> None:
+    world.apply("db", volumeID=volume)
+    await _steady(world, "db", parses)
+    fake.classes[CLASS]["spec"]["region"] = "elsewhere"
+    await world.controller.sweep()
+    await eventually(
+        lambda: (world.condition("db", "Synced") or {}).get("reason") == "AccountChanged",
+        timeout=10,
+    )
+
+
+async def test_the_controller_sweeps_for_drift_every_resync_period(
+    evs_sim: RunningSimulator, accounts: Accounts, fake: FakeCluster, volume: str
+) -> None:
+    """Nobody steps the resource by hand: the periodic sweep finds the rename and undoes it."""
+    reconciler = Reconciler(
+        EVSConnector(accounts),
+        finalizer=FINALIZER,
+        volumes=fake,
+        timing=dataclasses.replace(FAST, resync=0.3),
+    )
+    async with World(reconciler) as world:
+        world.apply("db", volumeID=volume, name="daily")
+        await eventually(lambda: world.is_ready("db"), timeout=10)
+        sid = world.objects["db"]["status"]["snapshotID"]
+        async with operator_client(evs_sim) as client:
+            await client.update_snapshot(sid, name="renamed-in-the-console")
+        await eventually(lambda: "Updated" in world.reasons("db"), timeout=10)
+    assert [s["name"] for s in await live_snapshots(evs_sim)] == ["daily"]
 
 
 async def test_a_steady_resource_sees_its_snapshot_renamed_or_removed_in_evs(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
 from cloudsnap.api import (
@@ -36,6 +36,7 @@ from cloudsnap.reconcile.external import (
     State,
 )
 from cloudsnap.reconcile.failures import NOT_LEADING, Cause, ExternalError, Failure, Kind
+from cloudsnap.reconcile.poller import PAGE_SIZE
 
 DELETING_PHASE = "deleting"
 _STATES = {
@@ -111,6 +112,13 @@ class EVSExternal:
                 return None
             raise
         return _external(found)
+
+    async def survey(self) -> AsyncIterator[ExternalSnapshot]:
+        """The whole account in pages of EVS's largest size: a call per thousand snapshots."""
+        query = ListSnapshotsQuery(limit=PAGE_SIZE)
+        with self._failing_as("list"):
+            async for snapshot in self._account.client.iter_snapshots(query):
+                yield _external(snapshot)
 
     async def find_owned(self, volume_id: str, owner_uid: str) -> list[ExternalSnapshot]:
         """List the disk's snapshots (by volume_id, never by name: names change) and keep the

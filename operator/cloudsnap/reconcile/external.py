@@ -11,6 +11,7 @@ future backend (e.g. OpenStack Cinder) can slot in another.
 from __future__ import annotations
 
 import enum
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -99,6 +100,11 @@ class ExternalClient(Protocol):
 
     async def confirm(self, snapshot_id: str) -> ExternalSnapshot | None:
         """The snapshot read directly by ID, the authoritative answer; None when it is gone."""
+        ...
+
+    def survey(self) -> AsyncIterator[ExternalSnapshot]:
+        """Every snapshot in the account, page by page, for the drift sweep. A snapshot deleted
+        meanwhile may make another go unlisted: an absence here proves nothing."""
         ...
 
     async def find_owned(self, volume_id: str, owner_uid: str) -> list[ExternalSnapshot]:

@@ -434,11 +434,67 @@ class Reconciler:
         if snapshot is None or hash(snapshot) != steady.look:
             return None
         self._steady[sys.intern(str(meta.get("uid", "")))] = steady
-        return Result(
-            Outcome.SUCCESS,
-            requeue_after=self._timing.jittered(self._timing.resync, self._rng),
-            phase=snapshot.phase,
+        return Result(Outcome.SUCCESS, phase=snapshot.phase)  # the sweep looks at it again
+
+    def sweep_interval(self) -> float:
+        """Seconds until the next drift sweep: the resync period, jittered."""
+        return self._timing.jittered(self._timing.resync, self._rng)
+
+    async def sweep(self) -> list[tuple[str, float]]:
+        """The drift check of every steady resource at once, instead of a step each.
+
+        Per class, one listing of its account (a call per thousand snapshots) is compared with
+        what each resource's last step saw. Returns the resources that need a step, with the
+        seconds until it: at once where the snapshot looks different or was not listed (the step
+        looks by ID before it believes an absence) or where the class now resolves to another
+        account; spread over a resync period where the account could not be listed, so that
+        each resource looks for itself as it did before sweeps, and an outage that lasts shows
+        in its own status. A steady resource's step (``_still_steady``) has no requeue: this is
+        what brings it back, besides a change to its body.
+        """
+        groups: dict[int, tuple[Connection, list[tuple[str, _Steady]]]] = {}
+        for uid, steady in self._steady.items():
+            groups.setdefault(id(steady.connection), (steady.connection, []))[1].append(
+                (uid, steady)
+            )
+        due: list[tuple[str, float]] = []
+        for conn, members in groups.values():
+            try:
+                current: Connection | None = await self._connector.connect(conn.class_name)
+            except LocalFailure:
+                current = None
+            if current is not conn:
+                due.extend((uid, 0.0) for uid, _ in members)
+                continue
+            looks = await self._looks(conn, len(members))
+            if looks is None:
+                resync = self._timing.resync
+                due.extend((uid, self._rng.uniform(0.0, resync)) for uid, _ in members)
+                continue
+            # A resource whose step ran meanwhile has a new entry, or none: that step decided.
+            due.extend(
+                (uid, 0.0)
+                for uid, steady in members
+                if self._steady.get(uid) is steady and steady.look not in looks
+            )
+        return due
+
+    async def _looks(self, conn: Connection, steady: int) -> set[int] | None:
+        """The hash of every snapshot the class's account lists; None (logged) if it cannot."""
+        try:
+            async with asyncio.timeout(self._timing.step_deadline):
+                return {hash(snapshot) async for snapshot in conn.client.survey()}
+        except ExternalError as exc:
+            why = f"{exc.failure.code}: {exc.failure.message}"
+        except TimeoutError:
+            why = f"no answer within {self._timing.step_deadline:g}s"
+        log.warning(
+            "Drift sweep of class %s failed (%s); its %d steady resources look one by one",
+            conn.class_name,
+            why,
+            steady,
         )
+        return None
 
     def _parse(self, body: Mapping[str, Any]) -> _Resource:
         raw_status = dict(body.get("status") or {})
@@ -747,6 +803,7 @@ class Reconciler:
         became_ready = self._ready_from_state(draft, snapshot)
         if snapshot.state is State.FAILED and res.reason(READY) != "Error":
             out.append(Event("Warning", "Failed", f"EVS snapshot {snapshot.id} is in error"))
+        delay: float | None
         if not snapshot.state.settled:
             delay = self._poll_delay(snapshot, draft.now)
         elif draft.status.unanswered_create_time is not None:
@@ -761,6 +818,7 @@ class Reconciler:
             # the same snapshot, would find nothing to do.
             left = _body_digest(res.generation, True, res.raw_status if status is None else status)
             self._steady[res.uid] = _Steady(left, conn, hash(snapshot))
+            delay = None  # the drift sweep looks at it (``sweep``)
         return Result(
             Outcome.SUCCESS,
             status=status,
