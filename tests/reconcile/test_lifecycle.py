@@ -423,7 +423,8 @@ async def test_one_drift_sweep_checks_every_steady_resource_and_steps_only_the_d
     # Twelve resources, one class: one list call, and no step for any of them.
     assert (await evs_sim.admin.calls()).get("list", 0) == lists + 1
     assert all(world.controller.scheduler.pending(world.uid(n)) is None for n in names)
-    assert len(world.results) == steps and parses == []
+    assert len(world.results) == steps
+    assert parses == []
     renamed, removed = (world.objects[n]["status"]["snapshotID"] for n in ("r3", "r7"))
     async with operator_client(evs_sim) as client:
         await client.update_snapshot(renamed, name="renamed-in-the-console")
