@@ -7,12 +7,13 @@ availability"):
 - A candidate takes the Lease only when its record has not changed for ``lease_duration`` *as
   measured on the candidate's own clock* since it last saw it change. No clock is compared with
   another machine's: only durations, each on one clock.
-- The holder renews every ``retry_period``. If it has not renewed successfully for
-  ``renew_deadline`` (< ``lease_duration``), it stops acting: ``may_act()`` turns False at once,
-  which stops steps, writes and EVS calls, and ``on_stopped`` cancels steps in flight. The
-  ``lease_duration - renew_deadline`` margin (5 s with the defaults) absorbs the time a cancelled
-  call needs to stop and the rate at which two clocks drift apart (well under 1 % on real hosts:
-  under 0.15 s over 15 s).
+- The holder renews every ``retry_period``, with one write at the version it last saw and no read
+  (client-go's fast path); only a refused write makes it read the Lease. If it has not renewed
+  successfully for ``renew_deadline`` (< ``lease_duration``), it stops acting: ``may_act()``
+  turns False at once, which stops steps, writes and EVS calls, and ``on_stopped`` cancels steps
+  in flight. The ``lease_duration - renew_deadline`` margin (5 s with the defaults) absorbs the
+  time a cancelled call needs to stop and the rate at which two clocks drift apart (well under
+  1 % on real hosts: under 0.15 s over 15 s).
 - A renewal counts from the moment its write was *sent*, not from when its answer came back: the
   API server may have applied it long before the answer reaches a paused or partitioned replica,
   and a successor counts its lease duration from when it saw that write. Counting from the answer
@@ -144,6 +145,8 @@ class Elector:
         if self._leading and now - self._renewed_at >= self.timing.renew_deadline:
             self._stop_leading(f"no renewal for {self.timing.renew_deadline:g}s")
         try:
+            if await self._renewed():
+                return
             record = await self._store.get()
             if record is not None and record != self._observed:
                 self._observed, self._observed_at = record, self._clock()
@@ -167,6 +170,21 @@ class Elector:
             return
         except Exception as exc:
             log.warning("leader election: %s: %s", type(exc).__name__, exc)
+
+    async def _renewed(self) -> bool:
+        """A leader's renewal at the version it last saw; False: refused, read the Lease."""
+        record = self._observed
+        if not self._leading or record is None or record.holder != self.identity:
+            return False
+        sent = self._clock()
+        try:
+            fresh = await self._store.update(
+                record, self.identity, self._duration(), record.transitions
+            )
+        except LeaseConflict:
+            return False
+        self._won(fresh, sent_at=sent)
+        return True
 
     def _won(self, record: LeaseRecord, *, sent_at: float) -> None:
         """Our write of the Lease succeeded; it was sent at ``sent_at`` (our clock)."""

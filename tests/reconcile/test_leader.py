@@ -25,8 +25,10 @@ class MemoryLease:
         self.down = False
         self.held: asyncio.Event | None = None
         self.applied = asyncio.Event()
+        self.requests: list[str] = []
 
     async def get(self) -> LeaseRecord | None:
+        self.requests.append("get")
         if self.down:
             raise ConnectionError("API server unreachable")
         return self.record
@@ -40,6 +42,7 @@ class MemoryLease:
     async def update(
         self, old: LeaseRecord, holder: str, duration: int, transitions: int
     ) -> LeaseRecord:
+        self.requests.append("update")
         if self.down:
             raise ConnectionError("API server unreachable")
         if self.record is None or self.record.resource_version != old.resource_version:
@@ -102,6 +105,28 @@ async def test_a_renewing_leader_is_never_displaced() -> None:
     assert a.leading
     assert not b.leading
     assert log == ["a started"]
+
+
+async def test_a_leader_renews_with_one_write_and_reads_only_when_it_is_refused() -> None:
+    """client-go's fast path: the holder writes at the version it last saw, without a read."""
+    lease, clock, log = MemoryLease(), Clock(), []
+    a = elector(lease, "a", clock, log)
+    await a._try_once()
+    lease.requests.clear()
+    for _ in range(5):
+        clock.now += TIMING.retry_period
+        await a._try_once()
+    assert lease.requests == ["update"] * 5
+    assert a.may_act()
+    # Someone forced the Lease over (say, an administrator deleting and re-creating it).
+    assert lease.record is not None
+    lease.record = LeaseRecord("b", 15, 1, "999")
+    lease.requests.clear()
+    clock.now += TIMING.retry_period
+    await a._try_once()
+    assert lease.requests == ["update", "get"]
+    assert not a.leading
+    assert log == ["a started", "a stopped"]
 
 
 async def test_a_leader_that_cannot_renew_stops_acting_before_anyone_can_take_over() -> None:
