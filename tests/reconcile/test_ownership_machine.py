@@ -274,6 +274,15 @@ class OwnershipMachine(RuleBasedStateMachine):
             self.run(sim.admin.set_faults(FAULTS[fault], seed=len(self.world.results)))
 
     @rule()
+    def drift_sweep(self) -> None:
+        """The periodic drift sweep; the steps it asks for at once run now, the others later."""
+        due = self.run(self.world.recorder.inner.sweep())
+        for uid, delay in due:
+            if delay == 0.0:
+                self.run(self.world.controller.step(uid))
+                self.deliver()
+
+    @rule()
     def restart_operator(self) -> None:
         self.act(lambda: self.world.restart(self.new_reconciler()))
 
