@@ -13,7 +13,7 @@ import pytest
 from cloudsnap.api import OWNER_UID_METADATA_KEY
 from cloudsnap.evs import CreateSnapshotRequest
 from cloudsnap.handlers import CONFLICT_RETRY_SECONDS, FINALIZER
-from cloudsnap.reconcile import Accounts, EVSConnector, Reconciler
+from cloudsnap.reconcile import Accounts, EVSConnector, Reconciler, evs_external
 from evs_simulator.testing import RunningSimulator
 from tests.fixtures.simulator import operator_client
 from tests.reconcile.conftest import CLASS, FAST, UNTHROTTLED
@@ -454,6 +454,37 @@ async def test_a_failed_drift_sweep_leaves_each_resource_to_look_for_itself_over
     assert all(when is not None and now <= when <= now + FAST.resync + 1 for when in due)
     assert len(set(due)) == len(names), "spread over the period, not all at once"
     assert all(world.is_ready(name) for name in names)  # nothing in status: no step yet
+
+
+async def test_the_sweep_pages_through_the_account_unless_asking_by_id_is_cheaper(
+    world: World,
+    evs_sim: RunningSimulator,
+    parses: list[object],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Scaled down: pages of two snapshots, two IDs per call by ID."""
+    monkeypatch.setattr(evs_external, "PAGE_SIZE", 2)
+    monkeypatch.setattr(evs_external, "DEFAULT_IDS_PER_CALL", 2)
+    names = ["a", "b", "c"]
+    for name in names:
+        world.apply(name, volumeID=(await evs_sim.admin.add_volume(size=1))["id"])
+    for name in names:
+        await _steady(world, name, parses)
+    lists = (await evs_sim.admin.calls()).get("list", 0)
+    await world.controller.sweep()
+    # Three snapshots in two pages, for three wanted (two calls by ID): two calls, nothing due.
+    assert (await evs_sim.admin.calls()).get("list", 0) == lists + 2
+    assert all(world.controller.scheduler.pending(world.uid(n)) is None for n in names)
+    # Two more snapshots made by someone else: three pages cost more than two calls by ID.
+    async with operator_client(evs_sim) as client:
+        for other in ("x", "y"):
+            disk = (await evs_sim.admin.add_volume(size=1))["id"]
+            await client.create_snapshot(CreateSnapshotRequest(volume_id=disk, name=other))
+    lists = (await evs_sim.admin.calls()).get("list", 0)
+    await world.controller.sweep()
+    assert (await evs_sim.admin.calls()).get("list", 0) == lists + 1  # the first page only
+    assert all(world.controller.scheduler.pending(world.uid(n)) is not None for n in names)
+    assert parses == []
 
 
 async def test_a_class_now_on_another_account_steps_its_steady_resources_at_once(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
@@ -33,10 +34,11 @@ from cloudsnap.reconcile.external import (
     Connection,
     CreateRequest,
     ExternalSnapshot,
+    NotWorthSurveying,
     State,
 )
 from cloudsnap.reconcile.failures import NOT_LEADING, Cause, ExternalError, Failure, Kind
-from cloudsnap.reconcile.poller import PAGE_SIZE
+from cloudsnap.reconcile.poller import DEFAULT_IDS_PER_CALL, PAGE_SIZE
 
 DELETING_PHASE = "deleting"
 _STATES = {
@@ -113,12 +115,22 @@ class EVSExternal:
             raise
         return _external(found)
 
-    async def survey(self) -> AsyncIterator[ExternalSnapshot]:
-        """The whole account in pages of EVS's largest size: a call per thousand snapshots."""
+    async def survey(self, wanted: int) -> AsyncIterator[ExternalSnapshot]:
+        """The whole account in pages of EVS's largest size, a call per thousand snapshots,
+        while that is no more than asking for the ``wanted`` ones by ID, a call per hundred."""
+        client = self._account.client
         query = ListSnapshotsQuery(limit=PAGE_SIZE)
         with self._failing_as("list"):
-            async for snapshot in self._account.client.iter_snapshots(query):
+            first = await client.list_snapshots(query)
+            by_id = math.ceil(wanted / DEFAULT_IDS_PER_CALL)
+            if math.ceil(first.count / PAGE_SIZE) > by_id:
+                raise NotWorthSurveying(f"{first.count} snapshots for {wanted}")
+            for snapshot in first.snapshots:
                 yield _external(snapshot)
+            if first.next_offset is not None:
+                rest = query.model_copy(update={"offset": first.next_offset})
+                async for snapshot in client.iter_snapshots(rest):
+                    yield _external(snapshot)
 
     async def find_owned(self, volume_id: str, owner_uid: str) -> list[ExternalSnapshot]:
         """List the disk's snapshots (by volume_id, never by name: names change) and keep the

@@ -56,6 +56,10 @@ class ExternalSnapshot:
     updated_at: datetime | None
 
 
+class NotWorthSurveying(Exception):
+    """The account holds too many snapshots for a listing of it to be the cheaper look."""
+
+
 @dataclass(frozen=True)
 class Owner:
     """The resource a snapshot is created for; the client tags the snapshot with it."""
@@ -102,9 +106,11 @@ class ExternalClient(Protocol):
         """The snapshot read directly by ID, the authoritative answer; None when it is gone."""
         ...
 
-    def survey(self) -> AsyncIterator[ExternalSnapshot]:
-        """Every snapshot in the account, page by page, for the drift sweep. A snapshot deleted
-        meanwhile may make another go unlisted: an absence here proves nothing."""
+    def survey(self, wanted: int) -> AsyncIterator[ExternalSnapshot]:
+        """Every snapshot in the account, page by page, for the drift sweep of ``wanted`` of
+        them. A snapshot deleted meanwhile may make another go unlisted: an absence here proves
+        nothing. Raises NotWorthSurveying when asking for the wanted ones one by one (batched)
+        takes fewer calls: an account that mostly holds snapshots made by others."""
         ...
 
     async def find_owned(self, volume_id: str, owner_uid: str) -> list[ExternalSnapshot]:

@@ -59,6 +59,7 @@ from cloudsnap.reconcile.external import (
     Connector,
     CreateRequest,
     ExternalSnapshot,
+    NotWorthSurveying,
     Owner,
     State,
 )
@@ -447,10 +448,11 @@ class Reconciler:
         what each resource's last step saw. Returns the resources that need a step, with the
         seconds until it: at once where the snapshot looks different or was not listed (the step
         looks by ID before it believes an absence) or where the class now resolves to another
-        account; spread over a resync period where the account could not be listed, so that
-        each resource looks for itself as it did before sweeps, and an outage that lasts shows
-        in its own status. A steady resource's step (``_still_steady``) has no requeue: this is
-        what brings it back, besides a change to its body.
+        account; spread over a resync period where the account could not be listed, or holds so
+        many snapshots made by others that looking one by one is cheaper, so that each resource
+        looks for itself, and an outage that lasts shows in its own status. A steady resource's
+        step (``_still_steady``) has no requeue: this is what brings it back, besides a change to
+        its body.
         """
         groups: dict[int, tuple[Connection, list[tuple[str, _Steady]]]] = {}
         for uid, steady in self._steady.items():
@@ -480,10 +482,14 @@ class Reconciler:
         return due
 
     async def _looks(self, conn: Connection, steady: int) -> set[int] | None:
-        """The hash of every snapshot the class's account lists; None (logged) if it cannot."""
+        """The hash of every snapshot the class's account lists; None if it cannot or should not
+        (``steady`` of them wanted)."""
         try:
             async with asyncio.timeout(self._timing.step_deadline):
-                return {hash(snapshot) async for snapshot in conn.client.survey()}
+                return {hash(snapshot) async for snapshot in conn.client.survey(steady)}
+        except NotWorthSurveying as exc:
+            log.debug("Drift sweep of class %s: %s, one by one is cheaper", conn.class_name, exc)
+            return None
         except ExternalError as exc:
             why = f"{exc.failure.code}: {exc.failure.message}"
         except TimeoutError:
