@@ -21,6 +21,7 @@ from cloudsnap.handlers import (
     Controller,
     Memo,
     NotLeading,
+    UnkeptMemories,
     configure,
     registry,
 )
@@ -114,6 +115,7 @@ async def run(config: Settings) -> None:
             namespaces=config.namespace,
             ready_flag=ready,
             memo=Memo(controller, schedules),
+            memories=UnkeptMemories(),
         )
     finally:
         if campaign is not None:

@@ -16,7 +16,7 @@ import urllib3
 
 from cloudsnap import logs
 from cloudsnap.__main__ import _FencedApiClient, main
-from cloudsnap.handlers import NotLeading
+from cloudsnap.handlers import Memo, NotLeading, UnkeptMemories
 from cloudsnap.settings import Settings, add_run_arguments, from_arguments
 
 
@@ -141,3 +141,14 @@ def test_the_writer_sends_no_write_once_the_replica_may_not_act() -> None:
         api.patch_namespaced_custom_object_status(
             "evs.cloudsnap.io", "v1alpha1", "ns", "cloudsnapshots", "name", [{"op": "test"}]
         )
+
+
+async def test_kopf_keeps_no_memory_per_object() -> None:
+    """Each event gets a fresh kopf memory holding our memo; none is kept after it."""
+    memories = UnkeptMemories()
+    memo = Memo(controller=object())  # type: ignore[arg-type]
+    for uid in ("a", "b", "a"):
+        body = {"metadata": {"uid": uid, "name": uid, "namespace": "default"}}
+        memory = await memories.recall(body, memobase=memo, noticed_by_listing=True)  # type: ignore[arg-type]
+        assert memory.memo.controller is memo.controller
+    assert list(memories.iter_all_memories()) == []
