@@ -167,6 +167,7 @@ class Controller:
         for uid, delay in await self._reconciler.sweep():
             if uid in self._seen:
                 self.scheduler.enqueue(uid, delay)
+        metrics.DRIFT_SWEEPS.inc()
 
     async def _sweep_drift(self) -> None:
         """A sweep every resync period, while this replica may act."""

@@ -79,6 +79,12 @@ EVS_RATE = Gauge(
     ["cls", "operation"],
     registry=REGISTRY,
 )
+DRIFT_SWEEPS = Counter(
+    "cloudsnap_drift_sweeps_total",
+    "Drift sweeps run: every resync period, one listing per class checks its steady (Ready,"
+    " unchanged) resources, which take no reconcile step while nothing changes.",
+    registry=REGISTRY,
+)
 DUPLICATES_DELETED = Counter(
     "cloudsnap_duplicate_snapshots_deleted_total",
     "Extra EVS snapshots tagged with a resource that already had one (a create EVS applied after"

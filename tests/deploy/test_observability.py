@@ -170,6 +170,7 @@ def test_rule_passes_prometheus_rule_checks_and_uses_only_exposed_metrics(
         "cloudsnap_snapshots",
         "cloudsnap_evs_requests_total",
         "cloudsnap_reconciles_total",
+        "cloudsnap_drift_sweeps_total",
         "cloudsnap_duplicate_snapshots_deleted_total",
         "cloudsnap_leader",
         "cloudsnap_leader_transitions_total",

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from cloudsnap import metrics
 from cloudsnap.api import OWNER_UID_METADATA_KEY
 from cloudsnap.evs import CreateSnapshotRequest
 from cloudsnap.handlers import CONFLICT_RETRY_SECONDS, FINALIZER
@@ -419,7 +420,9 @@ async def test_one_drift_sweep_checks_every_steady_resource_and_steps_only_the_d
         await _steady(world, name, parses)
     lists = (await evs_sim.admin.calls()).get("list", 0)
     steps = len(world.results)
+    sweeps = metrics.REGISTRY.get_sample_value("cloudsnap_drift_sweeps_total")
     await world.controller.sweep()
+    assert metrics.REGISTRY.get_sample_value("cloudsnap_drift_sweeps_total") == sweeps + 1
     # Twelve resources, one class: one list call, and no step for any of them.
     assert (await evs_sim.admin.calls()).get("list", 0) == lists + 1
     assert all(world.controller.scheduler.pending(world.uid(n)) is None for n in names)
