@@ -466,7 +466,7 @@ async def test_the_sweep_pages_through_the_account_unless_asking_by_id_is_cheape
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Scaled down: pages of two snapshots, two IDs per call by ID."""
-    monkeypatch.setattr(evs_external, "PAGE_SIZE", 2)
+    monkeypatch.setattr(evs_external, "SURVEY_PAGE", 2)
     monkeypatch.setattr(evs_external, "DEFAULT_IDS_PER_CALL", 2)
     names = ["a", "b", "c"]
     for name in names:

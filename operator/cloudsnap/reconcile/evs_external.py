@@ -38,9 +38,12 @@ from cloudsnap.reconcile.external import (
     State,
 )
 from cloudsnap.reconcile.failures import NOT_LEADING, Cause, ExternalError, Failure, Kind
-from cloudsnap.reconcile.poller import DEFAULT_IDS_PER_CALL, PAGE_SIZE
+from cloudsnap.reconcile.poller import DEFAULT_IDS_PER_CALL
 
 DELETING_PHASE = "deleting"
+# A quarter of EVS's largest list page: a page is parsed whole, and at 10,000 snapshots a sweep in
+# pages of 1,000 left 4 MiB more resident memory than in pages of 250 (40 calls a sweep).
+SURVEY_PAGE = 250
 _STATES = {
     "creating": State.CREATING,
     "available": State.READY,
@@ -116,21 +119,23 @@ class EVSExternal:
         return _external(found)
 
     async def survey(self, wanted: int) -> AsyncIterator[ExternalSnapshot]:
-        """The whole account in pages of EVS's largest size, a call per thousand snapshots,
-        while that is no more than asking for the ``wanted`` ones by ID, a call per hundred."""
+        """The whole account, a call per ``SURVEY_PAGE`` snapshots, while that is no more calls
+        than asking for the ``wanted`` ones by ID, a call per hundred. A snapshot on two pages
+        (the offsets moved) comes twice, which the sweep does not mind."""
         client = self._account.client
-        query = ListSnapshotsQuery(limit=PAGE_SIZE)
+        query = ListSnapshotsQuery(limit=SURVEY_PAGE)
         with self._failing_as("list"):
-            first = await client.list_snapshots(query)
-            by_id = math.ceil(wanted / DEFAULT_IDS_PER_CALL)
-            if math.ceil(first.count / PAGE_SIZE) > by_id:
-                raise NotWorthSurveying(f"{first.count} snapshots for {wanted}")
-            for snapshot in first.snapshots:
-                yield _external(snapshot)
-            if first.next_offset is not None:
-                rest = query.model_copy(update={"offset": first.next_offset})
-                async for snapshot in client.iter_snapshots(rest):
+            page = await client.list_snapshots(query)
+            if math.ceil(page.count / SURVEY_PAGE) > math.ceil(wanted / DEFAULT_IDS_PER_CALL):
+                raise NotWorthSurveying(f"{page.count} snapshots for {wanted}")
+            while True:
+                for snapshot in page.snapshots:
                     yield _external(snapshot)
+                if page.next_offset is None:
+                    return
+                page = await client.list_snapshots(
+                    query.model_copy(update={"offset": page.next_offset})
+                )
 
     async def find_owned(self, volume_id: str, owner_uid: str) -> list[ExternalSnapshot]:
         """List the disk's snapshots (by volume_id, never by name: names change) and keep the

@@ -444,7 +444,7 @@ class Reconciler:
     async def sweep(self) -> list[tuple[str, float]]:
         """The drift check of every steady resource at once, instead of a step each.
 
-        Per class, one listing of its account (a call per thousand snapshots) is compared with
+        Per class, one listing of its account (a call per 250 snapshots) is compared with
         what each resource's last step saw. Returns the resources that need a step, with the
         seconds until it: at once where the snapshot looks different or was not listed (the step
         looks by ID before it believes an absence) or where the class now resolves to another
@@ -468,8 +468,8 @@ class Reconciler:
             if current is not conn:
                 due.extend((uid, 0.0) for uid, _ in members)
                 continue
-            looks = await self._looks(conn, len(members))
-            if looks is None:
+            unseen = await self._unseen(conn, [steady.look for _, steady in members])
+            if unseen is None:
                 resync = self._timing.resync
                 due.extend((uid, self._rng.uniform(0.0, resync)) for uid, _ in members)
                 continue
@@ -477,16 +477,19 @@ class Reconciler:
             due.extend(
                 (uid, 0.0)
                 for uid, steady in members
-                if self._steady.get(uid) is steady and steady.look not in looks
+                if self._steady.get(uid) is steady and steady.look in unseen
             )
         return due
 
-    async def _looks(self, conn: Connection, steady: int) -> set[int] | None:
-        """The hash of every snapshot the class's account lists; None if it cannot or should not
-        (``steady`` of them wanted)."""
+    async def _unseen(self, conn: Connection, looks: list[int]) -> set[int] | None:
+        """Which of ``looks`` no snapshot in the class's account matches; None if the account
+        cannot be listed, or should not be (see ``ExternalClient.survey``)."""
+        unseen = set(looks)
         try:
             async with asyncio.timeout(self._timing.step_deadline):
-                return {hash(snapshot) async for snapshot in conn.client.survey(steady)}
+                async for snapshot in conn.client.survey(len(looks)):
+                    unseen.discard(hash(snapshot))
+            return unseen
         except NotWorthSurveying as exc:
             log.debug("Drift sweep of class %s: %s, one by one is cheaper", conn.class_name, exc)
             return None
@@ -498,7 +501,7 @@ class Reconciler:
             "Drift sweep of class %s failed (%s); its %d steady resources look one by one",
             conn.class_name,
             why,
-            steady,
+            len(looks),
         )
         return None
 
