@@ -228,9 +228,14 @@ class World:
         return str(self.objects[name]["metadata"]["uid"])
 
     def replace(self, name: str, /, **spec: Any) -> None:
-        """`kubectl replace` of a manifest: spec as given, no finalizers; status is kept."""
+        """`kubectl replace` of a manifest: spec as given, no finalizers; status is kept. Like
+        the API server, an object being deleted is gone once it has no finalizer left."""
         body = self.objects[name]
         body["metadata"]["finalizers"] = []
+        if body["metadata"].get("deletionTimestamp"):
+            del self.objects[name]
+            self.controller.observe("DELETED", copy.deepcopy(body))
+            return
         if spec and spec != body["spec"]:
             body["spec"] = spec
             body["metadata"]["generation"] += 1
