@@ -6,14 +6,18 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PKGS := operator/cloudsnap operator/evs_simulator
 
-.PHONY: all venv lint test unit tools crds chart-crds manifests lock sandbox bench ha-trials chaos clean
+.PHONY: all venv lint test unit tools crds chart-crds manifests lock lock-upgrade sandbox bench ha-trials chaos clean
 
 all: test
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+# The venv is exactly requirements-dev.lock (hash-checked, nothing resolved), then cloudsnap itself;
+# a changed lock rebuilds it from scratch, so nothing a registry serves today changes what runs.
+$(STAMP): requirements-dev.lock pyproject.toml
+	$(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+		--requirement requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation --editable .
+	$(BIN)/pip check
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -39,9 +43,13 @@ chart-crds:
 manifests: chart-crds tools
 	$(BIN)/python deploy/render_manifests.py "$$($(BIN)/python -c 'from hack.tools.install import tools_bin; print(tools_bin())')/helm"
 
-# The image's exact runtime dependency closure, from the project venv.
+# Re-resolve the locks after editing pyproject's dependencies, keeping every pin that still fits
+# (hack/lock.py); `lock-upgrade` moves every pin to the newest release pyproject allows.
 lock: $(STAMP)
-	$(BIN)/python deploy/docker/lockfile.py > requirements.lock
+	$(BIN)/python -m hack.lock
+
+lock-upgrade: $(STAMP)
+	$(BIN)/python -m hack.lock --upgrade
 
 # The whole suite: lint, tools, then every test (unit, simulator, SDK interop, end-to-end).
 test: lint tools

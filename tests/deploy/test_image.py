@@ -9,27 +9,21 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from importlib.metadata import distribution, distributions
 from pathlib import Path
 
 import yaml
+from hack.lock import DEV_LOCK, RUNTIME_LOCK, lock_entries, read_lock
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.deploy.support import ROOT, load_script
+from tests.deploy.support import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
-LOCK = ROOT / "requirements.lock"
 VALUES = ROOT / "deploy/helm/cloudsnap-operator/values.yaml"
 HADOLINT = Path(sys.executable).parent / "hadolint"
-
-
-def _locked() -> dict[str, str]:
-    pins: dict[str, str] = {}
-    for line in LOCK.read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, version = line.split("==")
-            pins[canonicalize_name(name)] = version
-    return pins
+# name==version, an optional environment marker, then one sha256 per published file.
+HASH_PINNED = re.compile(r"[A-Za-z0-9._-]+==\S+( ; [^-]+)?( --hash=sha256:[0-9a-f]{64})+")
 
 
 def _instructions(name: str) -> list[str]:
@@ -77,24 +71,72 @@ def test_chart_runs_as_the_image_user() -> None:
         assert f"{context['runAsUser']}:{context['runAsGroup']}" == user
 
 
-def test_lock_is_current() -> None:
-    assert LOCK.read_text() == load_script("deploy/docker/lockfile.py").render(), (
-        "stale: run `make lock`"
-    )
-
-
-def test_lock_satisfies_every_runtime_dependency_of_pyproject() -> None:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pins = _locked()
-    for text in project["dependencies"]:
-        requirement = Requirement(text)
+def _runtime_closure(root: str = "cloudsnap") -> dict[str, str]:
+    """Canonical name -> installed version of every runtime dependency of ``root``, transitively."""
+    pending = [Requirement(text) for text in distribution(root).requires or []]
+    pinned: dict[str, str] = {}
+    while pending:
+        requirement = pending.pop()
         name = canonicalize_name(requirement.name)
-        assert name in pins, f"{name} is a runtime dependency but not in requirements.lock"
-        assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} vs {text}"
-    test_only = {
-        canonicalize_name(Requirement(t).name) for t in project["optional-dependencies"]["test"]
+        applies = requirement.marker is None or requirement.marker.evaluate({"extra": ""})
+        if not applies or name in pinned:
+            continue
+        dist = distribution(requirement.name)
+        pinned[name] = dist.version
+        pending.extend(Requirement(text) for text in dist.requires or [])
+    return pinned
+
+
+def test_every_lock_entry_is_hash_pinned() -> None:
+    for lock in (RUNTIME_LOCK, DEV_LOCK):
+        entries = lock_entries(lock)
+        assert len(entries) >= len(read_lock(lock)) > 0
+        for entry in entries:
+            assert HASH_PINNED.fullmatch(entry), f"{lock.name}: not hash-pinned: {entry[:100]}"
+
+
+def test_the_suite_runs_in_exactly_the_dev_lock() -> None:
+    installed = {
+        canonicalize_name(dist.metadata["Name"]): dist.version
+        for dist in distributions()
+        if canonicalize_name(dist.metadata["Name"]) != "cloudsnap"
     }
-    assert not test_only & pins.keys(), "test tools must not ship in the image"
+    assert installed == read_lock(DEV_LOCK), "run `make venv` (the venv is not the lock)"
+
+
+def test_the_image_lock_is_the_tested_runtime_closure() -> None:
+    dev = read_lock(DEV_LOCK)
+    runtime = read_lock(RUNTIME_LOCK)
+    assert {name: dev.get(name) for name in runtime} == runtime, "the suite runs other versions"
+    assert runtime == _runtime_closure(), "stale: run `make lock`"
+
+
+def test_locks_satisfy_pyproject() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project = pyproject["project"]
+    extras = project["optional-dependencies"]
+    for lock, texts in (
+        (RUNTIME_LOCK, project["dependencies"]),
+        (
+            DEV_LOCK,
+            [
+                *project["dependencies"],
+                *extras["test"],
+                *extras["dev"],
+                *pyproject["build-system"]["requires"],
+            ],
+        ),
+    ):
+        pins = read_lock(lock)
+        for text in texts:
+            requirement = Requirement(text)
+            name = canonicalize_name(requirement.name)
+            assert name in pins, f"{name} is required but not in {lock.name}: run `make lock`"
+            assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} vs {text}"
+    build_and_test = {
+        canonicalize_name(Requirement(text).name) for text in [*extras["test"], *extras["dev"]]
+    }
+    assert not build_and_test & read_lock(RUNTIME_LOCK).keys(), "test tools must not ship"
 
 
 def _build_context(tmp_path: Path) -> Path:
@@ -117,7 +159,7 @@ def test_image_install_steps_replayed_in_a_fresh_venv(tmp_path: Path) -> None:
     install = str(ROOT / "deploy/docker/install.sh")
     env = {**os.environ, "PYTHON": str(Path(sys.base_prefix) / "bin" / "python3")}
     env.pop("VIRTUAL_ENV", None)
-    for step, source in (("deps", src / "requirements.lock"), ("app", src)):
+    for step, source in (("deps", src / RUNTIME_LOCK.name), ("app", src)):
         result = subprocess.run(
             [install, step, str(venv), str(source)],
             cwd=src,
@@ -139,7 +181,7 @@ def test_image_install_steps_replayed_in_a_fresh_venv(tmp_path: Path) -> None:
         canonicalize_name(name): version
         for name, version in (line.split("==") for line in installed.splitlines())
     }
-    assert frozen == _locked(), "the image holds exactly the lock, nothing more or less"
+    assert frozen == read_lock(RUNTIME_LOCK), "the image holds exactly the lock, no more, no less"
 
     for args in (["--help"], ["run", "--help"]):
         result = subprocess.run(
