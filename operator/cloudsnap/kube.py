@@ -27,7 +27,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from cloudsnap.api import CLASS_PLURAL, GROUP, SNAPSHOT_KIND, SNAPSHOT_PLURAL, VERSION
-from cloudsnap.api.constants import SCHEDULE_PLURAL
+from cloudsnap.api.constants import SCHEDULE_PLURAL, SCHEDULE_UID_LABEL
 from cloudsnap.leader import LeaseConflict, LeaseRecord
 from cloudsnap.logs import REDACTOR
 from cloudsnap.reconcile import Event
@@ -311,20 +311,27 @@ class KubeScheduleStore:
             if exc.status not in (404, 409):  # gone, or a newer object of that name
                 raise
 
-    async def release_snapshot(
-        self, namespace: str, name: str, uid: str, owner_uid: str, resource_version: str
-    ) -> None:
+    async def detach_snapshot(self, namespace: str, name: str, uid: str, owner_uid: str) -> None:
         stored = await self._snapshots.read(namespace, name)
         if stored is None or _uid_of(stored) != uid:
             return
         refs = stored["metadata"].get("ownerReferences") or []
         kept = [ref for ref in refs if ref.get("uid") != owner_uid]
-        if len(kept) == len(refs):
-            return
+        labels = {**(stored["metadata"].get("labels") or {}), SCHEDULE_UID_LABEL: owner_uid}
         patch: list[dict[str, Any]] = [
             {"op": "test", "path": "/metadata/uid", "value": uid},
             {"op": "test", "path": "/metadata/resourceVersion", "value": _version_of(stored)},
+            {"op": "add", "path": "/metadata/labels", "value": labels},
             {"op": "add", "path": "/metadata/ownerReferences", "value": kept},
+        ]
+        await self._snapshots.patch(namespace, name, patch, status=False)
+
+    async def annotate_snapshot(
+        self, namespace: str, name: str, uid: str, key: str, value: str
+    ) -> None:
+        patch: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/uid", "value": uid},
+            {"op": "add", "path": f"/metadata/annotations/{_pointer(key)}", "value": value},
         ]
         await self._snapshots.patch(namespace, name, patch, status=False)
 
@@ -356,6 +363,11 @@ def _api_message(exc: ApiException) -> str:
 def _tested(patch: list[dict[str, Any]], path: str) -> str | None:
     """The value a JSON patch tests ``path`` for, if it does."""
     return next((op["value"] for op in patch if op["op"] == "test" and op["path"] == path), None)
+
+
+def _pointer(key: str) -> str:
+    """A map key as one JSON-pointer segment (RFC 6901: ~ and / escaped)."""
+    return key.replace("~", "~0").replace("/", "~1")
 
 
 def _uid_of(obj: Mapping[str, Any]) -> str:

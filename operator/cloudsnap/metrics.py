@@ -124,6 +124,12 @@ RETENTION_DELETIONS = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+SCHEDULE_RETAINED_SNAPSHOTS = Counter(
+    "cloudsnap_schedule_retained_snapshots_total",
+    "EVS snapshots left on their disk by retention's deletion of children with deletionPolicy"
+    " Retain; each takes one of the disk's places until deleted in EVS.",
+    registry=REGISTRY,
+)
 SCHEDULE_CHILDREN = Gauge(
     "cloudsnap_schedule_children",
     "Children of CloudSnapshotSchedules at their schedules' latest steps, by phase.",

@@ -8,13 +8,15 @@ keyed `Scheduler` as the CloudSnapshots. A step reads the schedule's children fr
 says when to look again: at the next slot, at the next jittered create, or when a child changes.
 
 Only the leader acts (``may_act``, checked before every step and write). Children are found by
-the schedule's label *and* an ownerReference carrying the schedule's UID, and only they are ever
-deleted; a child's deterministic name makes a slot's create idempotent across restarts and
-replicas (AlreadyExists of our own child is success).
+the schedule's name label *and* its UID label, and only they are ever deleted; they carry no
+ownerReference to the schedule, so a garbage collector never deletes one with it, whatever the
+propagation policy of the schedule's deletion. A child's deterministic name makes a slot's create
+idempotent across restarts and replicas (AlreadyExists of our own child is success).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -29,8 +31,10 @@ from cloudsnap import metrics
 from cloudsnap.api import API_VERSION, GROUP, SNAPSHOT_KIND, Condition, ConditionStatus
 from cloudsnap.api.constants import (
     EVS_SNAPSHOTS_PER_DISK,
+    ROOM_ANNOTATION,
     SCHEDULE_KIND,
     SCHEDULE_LABEL,
+    SCHEDULE_UID_LABEL,
     SLOT_ANNOTATION,
     SOURCE_ANNOTATION,
     SOURCE_LABEL,
@@ -46,7 +50,7 @@ from cloudsnap.reconcile import Event, Scheduler
 from cloudsnap.reconcile.failures import CLAIM_NOT_BOUND, CLAIM_NOT_FOUND, UNSUPPORTED_VOLUME
 from cloudsnap.reconcile.reconciler import EventType
 from cloudsnap.schedule.cron import Cron, CronError
-from cloudsnap.schedule.retention import Phase, Policy, Reason, Snapshot, decide
+from cloudsnap.schedule.retention import Decision, Phase, Policy, Reason, Snapshot, decide
 from cloudsnap.schedule.runs import child_name, jitter_delay, label_value, parse_duration, plan_run
 from cloudsnap.writes import Writer
 
@@ -62,6 +66,8 @@ WAKE_MARGIN_SECONDS = 0.05
 # A step fenced off because this replica may not act now comes back this much later.
 NOT_LEADING_RETRY_SECONDS = 1.0
 READY, SYNCED = "Ready", "Synced"
+# status.sources[].blocked's limit in the CRD.
+BLOCKED_MAX = 1024
 # A child blocked with one of these has not found its disk (reconcile/volumes.py).
 UNRESOLVED_CODES = frozenset({CLAIM_NOT_FOUND, CLAIM_NOT_BOUND, UNSUPPORTED_VOLUME})
 
@@ -84,10 +90,16 @@ class ScheduleStore(Writer, Protocol):
         """Delete the CloudSnapshot with this UID (nothing if it is gone or another one)."""
         ...
 
-    async def release_snapshot(
-        self, namespace: str, name: str, uid: str, owner_uid: str, resource_version: str
+    async def detach_snapshot(self, namespace: str, name: str, uid: str, owner_uid: str) -> None:
+        """Give a child made with an ownerReference to its schedule (``owner_uid``) the schedule's
+        UID label instead, and drop that reference, so no garbage collector deletes it with the
+        schedule (nothing if the child is gone or another one)."""
+        ...
+
+    async def annotate_snapshot(
+        self, namespace: str, name: str, uid: str, key: str, value: str
     ) -> None:
-        """Drop the ownerReference to ``owner_uid`` (the child outlives its schedule)."""
+        """Set one annotation of the CloudSnapshot with this UID (nothing if gone)."""
         ...
 
     async def list_claims(self, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -204,9 +216,136 @@ def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _owned_by(body: Mapping[str, Any], uid: str) -> bool:
+def _legacy_references(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """ownerReferences to a schedule, which children were once made with."""
     refs = (body.get("metadata") or {}).get("ownerReferences") or []
-    return any(ref.get("uid") == uid and ref.get("kind") == SCHEDULE_KIND for ref in refs)
+    return [
+        r for r in refs if r.get("kind") == SCHEDULE_KIND and r.get("apiVersion") == API_VERSION
+    ]
+
+
+def _child_of(body: Mapping[str, Any], name: str, uid: str) -> bool:
+    """Whether a CloudSnapshot is the schedule's own child: its name label and its UID label
+    (or an ownerReference with its UID, on children made before the UID label)."""
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    if labels.get(SCHEDULE_LABEL) != label_value(name):
+        return False
+    if labels.get(SCHEDULE_UID_LABEL) == uid:
+        return True
+    return any(ref.get("uid") == uid for ref in _legacy_references(body))
+
+
+def _frees_place(body: Mapping[str, Any]) -> bool:
+    """Whether deleting the CloudSnapshot deletes its EVS snapshot: its deletion policy, as
+    the snapshot lifecycle reads it, is known to be Delete."""
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    recorded = status.get("deletionPolicy") or ("Retain" if status.get("adopted") else None)
+    return (spec.get("deletionPolicy") or recorded) == "Delete"
+
+
+@dataclass(frozen=True)
+class RoomMark:
+    """A place made on a full disk for one refused child (the ROOM_ANNOTATION's JSON)."""
+
+    uid: str
+    """The child deleted to free the place."""
+    name: str
+    at: datetime
+    """When it was deleted."""
+    gone: datetime | None
+    """When a step first saw it gone (and its EVS snapshot with it)."""
+
+    def dump(self) -> str:
+        """The annotation's value."""
+        fields = {"uid": self.uid, "name": self.name, "at": _rfc3339(self.at)}
+        if self.gone is not None:
+            fields["gone"] = _rfc3339(self.gone)
+        return json.dumps(fields, separators=(",", ":"))
+
+
+def _room_mark(body: Mapping[str, Any]) -> RoomMark | None:
+    """The child's room mark; None if it has none or it is unreadable (as if none)."""
+    text = _annotation(body, ROOM_ANNOTATION)
+    try:
+        fields = json.loads(text) if text else None
+        if not isinstance(fields, dict):
+            return None
+        at = _time(fields["at"])
+        if at is None:
+            return None
+        return RoomMark(str(fields["uid"]), str(fields["name"]), at, _time(fields.get("gone")))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _waits_for_room(child: Mapping[str, Any], present: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether EVS's refusal of a child for want of room still needs a place made for it.
+
+    Not while the child deleted for it is on its way out, nor once it is gone until the child
+    is refused again after that (its retry follows the deletion); a mark whose child was never
+    deleted (a step stopped between the two writes) counts as none."""
+    mark = _room_mark(child)
+    if mark is None:
+        return True
+    freed = present.get(mark.uid)
+    if freed is not None:
+        return not (freed.get("metadata") or {}).get("deletionTimestamp")
+    if mark.gone is None:
+        return False
+    refused_at = _time(((child.get("status") or {}).get("error") or {}).get("time"))
+    return refused_at is not None and refused_at > mark.gone
+
+
+def _retention_view(
+    mine: Sequence[Mapping[str, Any]],
+    by_disk: Mapping[str, Sequence[Mapping[str, Any]]],
+    source: Source,
+    present: Mapping[str, Mapping[str, Any]],
+) -> list[Snapshot]:
+    """The source's children, and the other CloudSnapshots of its disk (they take room)."""
+    disks = {d for d in (_volume_of(c) for c in mine) if d}
+    if "volumeID" in source.spec:
+        disks.add(source.spec["volumeID"])
+    own = {c["metadata"]["uid"] for c in mine}
+    others = [b for d in disks for b in by_disk.get(d, ()) if b["metadata"]["uid"] not in own]
+    view = []
+    for body in [*mine, *others]:
+        ours = body["metadata"]["uid"] in own
+        phase, refused = child_phase(body)
+        born = _time(_annotation(body, SLOT_ANNOTATION)) if ours else None
+        view.append(
+            Snapshot(
+                name=body["metadata"]["name"],
+                phase=phase,
+                created=born or _time(body["metadata"].get("creationTimestamp")) or _EPOCH,
+                ours=ours,
+                waiting_for_room=ours and refused and _waits_for_room(body, present),
+                frees_place=_frees_place(body),
+            )
+        )
+    return view
+
+
+def _disk_full(view: Sequence[Snapshot], entry: SourceStatus) -> str:
+    """Why a full disk blocks the source: what fills it, and what would free a place."""
+    ours = [s for s in view if s.ours and s.stays_on_disk]
+    retain = [s for s in ours if not s.frees_place]
+    others = [s.name for s in view if not s.ours and s.stays_on_disk]
+    parts = [f"{len(ours)} of its children ({len(retain)} of them kept by deletionPolicy Retain)"]
+    if others:
+        parts.append(f"{len(others)} other CloudSnapshot(s): {', '.join(others)}")
+    if entry.retained_snapshot_ids:
+        ids = ", ".join(entry.retained_snapshot_ids)
+        parts.append(
+            f"{len(entry.retained_snapshot_ids)} EVS snapshot(s) its retention kept: {ids}"
+        )
+    message = (
+        f"the disk holds EVS's limit of {EVS_SNAPSHOTS_PER_DISK} snapshots and no child of this"
+        f" schedule may be deleted to free a place; on it: {'; '.join(parts)}; and any made"
+        " outside the cluster. Delete snapshots of the disk in EVS, or lower retention.minReady"
+        " or give the children deletionPolicy Delete"
+    )
+    return message if len(message) <= BLOCKED_MAX else message[: BLOCKED_MAX - 3] + "..."
 
 
 def _volume_of(body: Mapping[str, Any]) -> str | None:
@@ -247,12 +386,10 @@ class ScheduleController:
         self._may_act = may_act
         self._clock = clock
         self._bodies: dict[str, dict[str, Any]] = {}
-        self._generations: dict[str, tuple[int, bool]] = {}
+        self._generations: dict[str, tuple[int, str]] = {}
         self._children_by_phase: dict[str, Counter[str]] = {}
-        self._room_made: dict[str, datetime] = {}
-        """Children EVS refused for want of room that a deletion has made room for, and when:
-        their retry follows the deletion at once, but a step that reads the refusal before the
-        retry's status must not free a second place for it."""
+        self._keys_by_uid: dict[str, str] = {}
+        """Each schedule's key by its UID: a child's UID label names the schedule to wake."""
         self.scheduler: Scheduler[str] = Scheduler(self.step, concurrency=max_workers)
 
     # -- watch --------------------------------------------------------------------------------
@@ -262,6 +399,7 @@ class ScheduleController:
         meta = body.get("metadata") or {}
         key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
         if event_type == "DELETED":
+            self._keys_by_uid.pop(str(meta.get("uid", "")), None)
             self._bodies.pop(key, None)
             self._generations.pop(key, None)
             self._children_by_phase.pop(key, None)
@@ -271,8 +409,13 @@ class ScheduleController:
         old = self._bodies.get(key)
         if old is not None and old["metadata"].get("uid") != meta.get("uid"):
             self._generations.pop(key, None)  # a new schedule of the same name
+            self._keys_by_uid.pop(str(old["metadata"].get("uid", "")), None)
+        self._keys_by_uid[str(meta.get("uid", ""))] = key
         self._bodies[key] = dict(body)
-        seen = (int(meta.get("generation") or 0), bool(meta.get("deletionTimestamp")))
+        # A schedule being deleted is looked at on every change: the garbage collector's removal
+        # of its foregroundDeletion or orphan finalizer refuses a release made meanwhile.
+        deleting = str(meta.get("resourceVersion", "")) if meta.get("deletionTimestamp") else ""
+        seen = (int(meta.get("generation") or 0), deleting)
         if self._generations.get(key) != seen:
             self._generations[key] = seen
             self.scheduler.enqueue(key)
@@ -280,13 +423,14 @@ class ScheduleController:
     def observe_child(self, body: Mapping[str, Any]) -> None:
         """A CloudSnapshot event: if a schedule's child changed, its schedule looks again."""
         meta = body.get("metadata") or {}
-        if SCHEDULE_LABEL not in (meta.get("labels") or {}):
+        labels = meta.get("labels") or {}
+        if SCHEDULE_LABEL not in labels:
             return
-        for ref in meta.get("ownerReferences") or []:
-            if ref.get("kind") == SCHEDULE_KIND:
-                key = f"{meta.get('namespace', '')}/{ref.get('name', '')}"
-                if key in self._bodies:
-                    self.scheduler.enqueue(key)
+        uids = {labels.get(SCHEDULE_UID_LABEL), *(r.get("uid") for r in _legacy_references(body))}
+        for uid in uids:
+            key = self._keys_by_uid.get(str(uid))
+            if key is not None and key in self._bodies:
+                self.scheduler.enqueue(key)
 
     def start(self) -> None:
         """Start the scheduler once, from the first watch event (on kopf's event loop)."""
@@ -359,12 +503,8 @@ class ScheduleController:
         spec = parsed.spec
         sources = await self._sources(namespace, spec)
         everything = await self._store.list_snapshots(namespace)
-        children = [
-            s
-            for s in everything
-            if (s["metadata"].get("labels") or {}).get(SCHEDULE_LABEL) == label_value(name)
-            and _owned_by(s, uid)
-        ]
+        children = [s for s in everything if _child_of(s, name, uid)]
+        await self._detach(children, uid)
 
         created = _time(meta.get("creationTimestamp")) or step.now
         handled = max(t for t in (created, status.last_schedule_time, status.last_missed_time) if t)
@@ -414,6 +554,7 @@ class ScheduleController:
         by_source: dict[str, list[dict[str, Any]]] = {}
         for kid in children:
             by_source.setdefault(_annotation(kid, SOURCE_ANNOTATION) or "", []).append(kid)
+        present = {s["metadata"]["uid"]: s for s in everything}
         by_disk: dict[str, list[dict[str, Any]]] = {}
         for body_on_disk in everything:
             disk = _volume_of(body_on_disk)
@@ -439,7 +580,8 @@ class ScheduleController:
                     step.event("Warning", "MissedRun", message)
                 else:
                     create_now = True
-            view = self._retention_view(mine, by_disk, uid, source, step.now)
+            await self._note_freed_places(mine, present, step)
+            view = _retention_view(mine, by_disk, source, present)
             decision = decide(
                 view,
                 parsed.policy,
@@ -447,31 +589,22 @@ class ScheduleController:
                 create_pending=create_now,
                 disk_limit=EVS_SNAPSHOTS_PER_DISK,
             )
-            by_name = {c["metadata"]["name"]: c for c in mine}
-            if any(reason is Reason.DISK_LIMIT for _, reason in decision.delete):
-                for refused in (s for s in view if s.waiting_for_room and s.name in by_name):
-                    self._room_made[by_name[refused.name]["metadata"]["uid"]] = step.now
-            if any(c["metadata"]["uid"] in self._room_made for c in mine):
-                # Refused again meanwhile (the place taken), it asks for room once this passes.
-                step.wake_at(step.now + timedelta(seconds=RETRY_SECONDS))
-            for doomed_name, reason in decision.delete:
-                doomed = by_name[doomed_name]
-                await self._store.delete_snapshot(namespace, doomed_name, doomed["metadata"]["uid"])
-                metrics.RETENTION_DELETIONS.labels(reason=reason.value).inc()
-                step.event("Normal", "RetentionDeleted", f"{doomed_name} deleted ({reason.value})")
-                mine = [c for c in mine if c is not doomed]
-                children = [c for c in children if c is not doomed]
+            room_for_create = await self._retire(mine, view, decision, entry, step)
+            gone = {name for name, _ in decision.delete}
+            mine = [c for c in mine if c["metadata"]["name"] not in gone]
+            children = [c for c in children if c["metadata"]["name"] not in gone]
+            if any(child_phase(c)[1] for c in mine):
+                # A child refused for room: if the place made is taken before its retry, EVS
+                # refuses it again and the next look (a change of it, or this) frees another.
+                step.wake_in(RETRY_SECONDS)
             if decision.blocked:
-                entry.blocked = (
-                    f"the disk holds EVS's limit of {EVS_SNAPSHOTS_PER_DISK} snapshots and none"
-                    " of this schedule's may be deleted to make room"
-                )
+                entry.blocked = _disk_full(view, entry)
                 if was_blocked != entry.blocked:
                     step.event("Warning", "RunBlocked", f"{source.key}: {entry.blocked}")
                 step.wake_in(RETRY_SECONDS)
             elif create_now and active is not None:
                 try:
-                    child = await self._create_child(body, parsed, source, active)
+                    child = await self._create_child(body, parsed, source, active, room_for_create)
                     problem = "a CloudSnapshot not made by this schedule has the child's name"
                 except ChildRefused as exc:
                     child, problem = None, f"the API server refused the child: {exc}"
@@ -516,46 +649,92 @@ class ScheduleController:
             sources += [Source(f"pvc/{n}", n, {"persistentVolumeClaimName": n}) for n in names]
         return sources
 
-    def _retention_view(
+    async def _detach(self, children: Sequence[Mapping[str, Any]], uid: str) -> None:
+        """Children made with an ownerReference to this schedule get its UID label instead: a
+        foreground deletion of the schedule would have the garbage collector delete them."""
+        for child in children:
+            cmeta = child["metadata"]
+            if any(ref.get("uid") == uid for ref in _legacy_references(child)):
+                await self._store.detach_snapshot(
+                    cmeta["namespace"], cmeta["name"], cmeta["uid"], uid
+                )
+
+    async def _note_freed_places(
         self,
         mine: Sequence[Mapping[str, Any]],
-        by_disk: Mapping[str, Sequence[Mapping[str, Any]]],
-        uid: str,
-        source: Source,
-        now: datetime,
-    ) -> list[Snapshot]:
-        """The source's children, and the other CloudSnapshots of its disk (they take room). A
-        refused child room was made for within RETRY_SECONDS waits for its retry, not for room."""
-        held_off = now - timedelta(seconds=RETRY_SECONDS)
-        for child_uid in [u for u, at in self._room_made.items() if at < held_off]:
-            del self._room_made[child_uid]
-        disks = {d for d in (_volume_of(c) for c in mine) if d}
-        if "volumeID" in source.spec:
-            disks.add(source.spec["volumeID"])
-        own = {c["metadata"]["uid"] for c in mine}
-        others = [b for d in disks for b in by_disk.get(d, ()) if b["metadata"]["uid"] not in own]
-        view = []
-        for body in [*mine, *others]:
-            ours = body["metadata"]["uid"] in own
-            phase, waiting = child_phase(body)
-            waiting = waiting and body["metadata"]["uid"] not in self._room_made
-            born = _time(_annotation(body, SLOT_ANNOTATION)) if ours else None
-            view.append(
-                Snapshot(
-                    name=body["metadata"]["name"],
-                    phase=phase,
-                    created=born or _time(body["metadata"].get("creationTimestamp")) or _EPOCH,
-                    ours=ours and _owned_by(body, uid),
-                    waiting_for_room=waiting,
+        present: Mapping[str, Mapping[str, Any]],
+        step: _Step,
+    ) -> None:
+        """Record on each child a place was made for when the child deleted for it is gone: a
+        refusal after that moment asks for a new place, one before it does not."""
+        for child in mine:
+            mark = _room_mark(child)
+            if mark is not None and mark.gone is None and mark.uid not in present:
+                cmeta = child["metadata"]
+                value = RoomMark(mark.uid, mark.name, mark.at, step.now).dump()
+                await self._store.annotate_snapshot(
+                    cmeta["namespace"], cmeta["name"], cmeta["uid"], ROOM_ANNOTATION, value
                 )
-            )
-        return view
+
+    async def _retire(
+        self,
+        mine: Sequence[Mapping[str, Any]],
+        view: Sequence[Snapshot],
+        decision: Decision,
+        entry: SourceStatus,
+        step: _Step,
+    ) -> str | None:
+        """Delete the children retention chose; the room mark for the create about to be made,
+        if a place was made for it.
+
+        A place made on a full disk is first recorded on the refused child it is for (oldest
+        first), so that no later step, of this replica or another, however long the deletion
+        takes, frees a second place for the same refusal."""
+        by_name = {c["metadata"]["name"]: c for c in mine}
+        refused = iter(
+            by_name[s.name]
+            for s in sorted(view, key=lambda s: (s.created, s.name))
+            if s.ours and s.waiting_for_room
+        )
+        for_create = None
+        for doomed_name, reason in decision.delete:
+            doomed = by_name[doomed_name]
+            namespace, uid = doomed["metadata"]["namespace"], doomed["metadata"]["uid"]
+            if reason is Reason.DISK_LIMIT:
+                mark = RoomMark(uid, doomed_name, step.now, None).dump()
+                waiting = next(refused, None)
+                if waiting is None:
+                    for_create = mark
+                else:
+                    wmeta = waiting["metadata"]
+                    await self._store.annotate_snapshot(
+                        namespace, wmeta["name"], wmeta["uid"], ROOM_ANNOTATION, mark
+                    )
+            await self._store.delete_snapshot(namespace, doomed_name, uid)
+            metrics.RETENTION_DELETIONS.labels(reason=reason.value).inc()
+            message = f"{doomed_name} deleted ({reason.value})"
+            kept = (doomed.get("status") or {}).get("snapshotID")
+            if kept and not _frees_place(doomed):
+                entry.retained_snapshot_ids = [
+                    *(i for i in entry.retained_snapshot_ids if i != kept),
+                    kept,
+                ][-EVS_SNAPSHOTS_PER_DISK:]
+                metrics.SCHEDULE_RETAINED_SNAPSHOTS.inc()
+                message += f"; its EVS snapshot {kept} stays on the disk (deletionPolicy Retain)"
+            step.event("Normal", "RetentionDeleted", message)
+        return for_create
 
     async def _create_child(
-        self, schedule: Mapping[str, Any], parsed: Parsed, source: Source, slot: datetime
+        self,
+        schedule: Mapping[str, Any],
+        parsed: Parsed,
+        source: Source,
+        slot: datetime,
+        room_mark: str | None,
     ) -> dict[str, Any] | None:
-        """Create the slot's child of ``source``; the existing one if this schedule made it
-        before, None if the name is taken by something else."""
+        """Create the slot's child of ``source`` (with the room mark of a place just made for
+        it); the existing one if this schedule made it before, None if the name is taken by
+        something else."""
         meta = schedule["metadata"]
         template = parsed.spec.snapshot_template
         name = child_name(meta["name"], source.name, slot)
@@ -568,22 +747,15 @@ class ScheduleController:
                 "labels": {
                     **template.metadata.labels,
                     SCHEDULE_LABEL: label_value(meta["name"]),
+                    SCHEDULE_UID_LABEL: meta["uid"],
                     SOURCE_LABEL: label_value(source.key.replace("/", ".")),
                 },
                 "annotations": {
                     **template.metadata.annotations,
                     SLOT_ANNOTATION: _rfc3339(slot),
                     SOURCE_ANNOTATION: source.key,
+                    **({ROOM_ANNOTATION: room_mark} if room_mark else {}),
                 },
-                "ownerReferences": [
-                    {
-                        "apiVersion": API_VERSION,
-                        "kind": SCHEDULE_KIND,
-                        "name": meta["name"],
-                        "uid": meta["uid"],
-                        "controller": True,
-                    }
-                ],
             },
             "spec": {
                 **template.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
@@ -591,41 +763,41 @@ class ScheduleController:
             },
         }
         stored = await self._store.create_snapshot(meta["namespace"], body)
-        if not _owned_by(stored, meta["uid"]) or _annotation(stored, SOURCE_ANNOTATION) != (
-            source.key
-        ):
+        mine = _child_of(stored, meta["name"], meta["uid"])
+        if not mine or _annotation(stored, SOURCE_ANNOTATION) != source.key:
             return None
         return stored
 
     async def _finish(self, body: Mapping[str, Any], step: _Step) -> None:
-        """The schedule is being deleted: keep its children (drop our ownerReference, so a
-        garbage collector leaves them) or delete them, then let the schedule go."""
+        """The schedule is being deleted: keep its children (any still made with an
+        ownerReference to it are detached first) or delete them, then let the schedule go."""
         meta = body["metadata"]
         namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
         finalizers = list(meta.get("finalizers") or [])
         if SCHEDULE_FINALIZER not in finalizers:
             return
         delete = bool((body.get("spec") or {}).get("deleteChildrenOnDelete"))
-        for child in await self._store.list_snapshots(namespace):
-            cmeta = child["metadata"]
-            if not _owned_by(child, uid):
-                continue
-            if delete:
+        children = [
+            c for c in await self._store.list_snapshots(namespace) if _child_of(c, name, uid)
+        ]
+        if delete:
+            for child in children:
+                cmeta = child["metadata"]
                 await self._store.delete_snapshot(namespace, cmeta["name"], cmeta["uid"])
-            else:
-                await self._store.release_snapshot(
-                    namespace, cmeta["name"], cmeta["uid"], uid, str(cmeta["resourceVersion"])
-                )
-        step.event(
-            "Normal",
-            "ChildrenDeleted" if delete else "ChildrenKept",
-            "children deleted with the schedule"
-            if delete
-            else "children kept: they no longer belong to the schedule",
-        )
+        else:
+            await self._detach(children, uid)
         remaining = [f for f in finalizers if f != SCHEDULE_FINALIZER]
         await self._store.set_finalizers(
             namespace, name, uid, remaining, str(meta.get("resourceVersion", ""))
+        )
+        # Only once released: a release refused (the garbage collector changed the schedule
+        # meanwhile) is made again by the step its change brings, which says it then.
+        step.event(
+            "Normal",
+            "ChildrenDeleted" if delete else "ChildrenKept",
+            f"{len(children)} children deleted with the schedule"
+            if delete
+            else f"{len(children)} children kept: they no longer belong to the schedule",
         )
 
     def _publish_children(self) -> None:

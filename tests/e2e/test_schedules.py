@@ -164,3 +164,172 @@ async def test_runs_rotate_and_survive_a_kill_across_a_slot(
             assert child["spec"]["persistentVolumeClaimName"] == claim
             assert child["status"]["persistentVolumeName"] == volume
     assert stack.operator.restarts == 1
+
+
+def schedule_manifest(namespace: str, name: str, volume: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "evs.cloudsnap.io/v1alpha1",
+        "kind": "CloudSnapshotSchedule",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "schedule": "* * * * *",
+            "sources": {"volumeIDs": [volume]},
+            "retention": {"maxCount": MAX_COUNT, "minReady": 1},
+            "snapshotTemplate": {"spec": {"deletionPolicy": "Delete"}},
+        },
+    }
+
+
+def dependent_of(stack: Stack, schedule: str) -> dict[str, Any]:
+    """A ConfigMap naming the schedule as its owner: the garbage collector's witness."""
+    owner = json.loads(stack.kubectl("get", "csnapsched", schedule, "-o", "json").stdout)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"witness-{schedule}",
+            "namespace": stack.namespace,
+            "ownerReferences": [
+                {
+                    "apiVersion": "evs.cloudsnap.io/v1alpha1",
+                    "kind": "CloudSnapshotSchedule",
+                    "name": schedule,
+                    "uid": owner["metadata"]["uid"],
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+    }
+
+
+def exists(stack: Stack, *ref: str) -> bool:
+    return stack.kubectl("get", *ref, "--ignore-not-found", "-o", "name").stdout.strip() != ""
+
+
+async def test_deleting_a_schedule_keeps_its_children_under_every_propagation_policy(
+    stack: Stack,
+) -> None:
+    """Foreground, background and orphan deletion, and a foreground deletion while the operator
+    is stopped: the schedule goes, its Ready children and their EVS snapshots stay. Each schedule
+    has a witness ConfigMap naming it as owner; the garbage collector's handling of the witness
+    (deleted, or orphaned) shows it processed that owner's dependents before the children are
+    checked, so a child it would delete would be deleted by then."""
+    cases = {
+        "foreground": "--cascade=foreground",
+        "background": "--cascade=background",
+        "orphan": "--cascade=orphan",
+        "operator-down": "--cascade=foreground",
+    }
+    disks = {name: await stack.add_volume() for name in cases}
+    for name, disk in disks.items():
+        stack.kubectl(
+            "apply", "-f", "-", input=json.dumps(schedule_manifest(stack.namespace, name, disk))
+        )
+
+    def ready_children() -> dict[str, list[dict[str, Any]]] | None:
+        found = {name: children(stack, name) for name in cases}
+        if all(
+            kids and all(condition(k, "Ready").get("status") == "True" for k in kids)
+            for kids in found.values()
+        ):
+            return found
+        return None
+
+    before = await eventually(ready_children, timeout=150, what="a Ready child of each schedule")
+    for name in cases:
+        stack.kubectl("apply", "-f", "-", input=json.dumps(dependent_of(stack, name)))
+        stack.kubectl("patch", "csnapsched", name, "--type=merge", "-p", SUSPEND)
+
+    for name in ("foreground", "background", "orphan"):
+        stack.kubectl("delete", "csnapsched", name, cases[name], "--wait=false")
+    stack.operator.process.stop()
+    stack.kubectl("delete", "csnapsched", "operator-down", cases["operator-down"], "--wait=false")
+
+    def witness_handled(name: str) -> bool:
+        if name == "orphan":
+            refs = stack.kubectl(
+                "get", "configmap", f"witness-{name}", "-o", "jsonpath={.metadata.ownerReferences}"
+            ).stdout.strip()
+            return refs == ""
+        return not exists(stack, "configmap", f"witness-{name}")
+
+    # The collector acts on the foreground deletion while the operator is down.
+    await eventually(
+        lambda: witness_handled("operator-down"), timeout=60, what="the collector's pass"
+    )
+    assert exists(stack, "csnapsched", "operator-down"), "released without the operator"
+    stack.operator.restart()
+    for name in cases:
+        await eventually(
+            lambda name=name: witness_handled(name), timeout=60, what=f"{name} witness"
+        )
+        await eventually(
+            lambda name=name: not exists(stack, "csnapsched", name), timeout=60, what=f"{name} gone"
+        )
+    for name, kids in before.items():
+        for kid in kids:
+            stored = stack.get(kid["metadata"]["name"])
+            assert stored is not None, f"{name}: child deleted"
+            assert not stored["metadata"].get("deletionTimestamp"), f"{name}: child being deleted"
+            assert not stored["metadata"].get("ownerReferences")
+        on_disk = {s["id"] for s in await stack.snapshots_of(disks[name])}
+        assert {k["status"]["snapshotID"] for k in kids} <= on_disk, f"{name}: snapshot deleted"
+
+    def kept_events() -> list[int]:
+        return [stack.event_reasons(name).count("ChildrenKept") for name in cases]
+
+    await eventually(lambda: all(kept_events()), timeout=30, what="ChildrenKept Events")
+    assert kept_events() == [1] * len(cases), "a release said more than once"
+
+
+async def test_retain_children_fill_the_disk_and_the_schedule_says_so_without_deleting_any(
+    stack: Stack,
+) -> None:
+    """A Retain template on a disk holding four snapshots made outside, maxCount 2: the third
+    run fills the disk and rotates out the first child, whose snapshot stays; the fourth is
+    refused by EVS. No child is deleted for room (it would free nothing): the schedule reports
+    the source blocked, naming what fills the disk, through one more slot, and the disk never
+    holds more than 7 snapshots."""
+    disk = await stack.add_volume()
+    for _ in range(4):
+        make_snapshot_outside(stack, disk)
+    manifest = schedule_manifest(stack.namespace, "retained", disk)
+    manifest["spec"]["retention"] = {"maxCount": 2, "minReady": 1}
+    manifest["spec"]["snapshotTemplate"]["spec"]["deletionPolicy"] = "Retain"
+    stack.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    most_on_disk = 0
+
+    async def blocked() -> str | None:
+        nonlocal most_on_disk
+        most_on_disk = max(most_on_disk, len(await stack.snapshots_of(disk)))
+        [entry] = schedule_status(stack, "retained").get("sources") or [{}]
+        return entry.get("blocked")
+
+    message = await eventually(blocked, timeout=5 * 60, what="the source blocked by a full disk")
+    blocked_at = schedule_status(stack, "retained")["lastScheduleTime"]
+    # One more slot, blocked still, and nothing deleted for room meanwhile.
+    await eventually(
+        lambda: schedule_status(stack, "retained")["lastScheduleTime"] != blocked_at,
+        timeout=90,
+        what="the next slot",
+    )
+    assert await blocked()
+    assert most_on_disk <= 7
+    deleted = event_messages(stack, "retained", "RetentionDeleted")
+    assert not [m for m in deleted if "(DiskLimit)" in m], deleted
+    [rotated] = deleted  # the first child, by count: its snapshot stays
+    assert "stays on the disk (deletionPolicy Retain)" in rotated
+    [entry] = schedule_status(stack, "retained")["sources"]
+    [kept] = entry["retainedSnapshotIDs"]
+    assert kept in {s["id"] for s in await stack.snapshots_of(disk)}
+    assert kept in message
+    assert "no child of this schedule may be deleted to free a place" in message
+    ready = condition({"status": schedule_status(stack, "retained")}, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Blocked")
+    assert event_messages(stack, "retained", "RunBlocked")
+    # Both Ready children are still there, each with its snapshot on the disk.
+    kids = [k for k in children(stack, "retained") if condition(k, "Ready").get("status") == "True"]
+    assert len(kids) == 2
+    assert {k["status"]["snapshotID"] for k in kids} <= {
+        s["id"] for s in await stack.snapshots_of(disk)
+    }

@@ -1,18 +1,25 @@
 """The schedule controller's steps against an in-memory API and a fake clock: children per slot
-and source, idempotent creates, retention by label and ownerReference, status, Events, the
-schedule's deletion, and nothing done while not leading."""
+and source, idempotent creates, retention by the name and UID labels, room on a full disk, status,
+Events, the schedule's deletion, and nothing done while not leading."""
 
 from __future__ import annotations
 
 import copy
 import itertools
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from cloudsnap.api.constants import SCHEDULE_LABEL, SLOT_ANNOTATION, SOURCE_ANNOTATION
+from cloudsnap.api.constants import (
+    ROOM_ANNOTATION,
+    SCHEDULE_LABEL,
+    SCHEDULE_UID_LABEL,
+    SLOT_ANNOTATION,
+    SOURCE_ANNOTATION,
+)
 from cloudsnap.api.schedule import LabelSelector
 from cloudsnap.reconcile import Event
 from cloudsnap.schedules import (
@@ -41,6 +48,8 @@ class MemoryStore:
         self.now = CREATED
         self.events: list[Event] = []
         self.serves_claims = True
+        self.slow_deletes = False
+        """Deletions leave the object with a deletionTimestamp until ``finish_deletes``."""
 
     async def list_snapshots(self, namespace: str) -> list[dict[str, Any]]:
         return [copy.deepcopy(s) for s in self.snapshots.values()]
@@ -63,14 +72,30 @@ class MemoryStore:
 
     async def delete_snapshot(self, namespace: str, name: str, uid: str) -> None:
         if name in self.snapshots and self.snapshots[name]["metadata"]["uid"] == uid:
-            del self.snapshots[name]
-            self.deleted.append(name)
+            meta = self.snapshots[name]["metadata"]
+            if "deletionTimestamp" not in meta:
+                self.deleted.append(name)
+            if self.slow_deletes:
+                meta["deletionTimestamp"] = self.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+            else:
+                del self.snapshots[name]
 
-    async def release_snapshot(
-        self, namespace: str, name: str, uid: str, owner_uid: str, resource_version: str
-    ) -> None:
+    def finish_deletes(self) -> None:
+        for name in [
+            n for n, s in self.snapshots.items() if s["metadata"].get("deletionTimestamp")
+        ]:
+            del self.snapshots[name]
+
+    async def detach_snapshot(self, namespace: str, name: str, uid: str, owner_uid: str) -> None:
         meta = self.snapshots[name]["metadata"]
         meta["ownerReferences"] = [r for r in meta["ownerReferences"] if r["uid"] != owner_uid]
+        meta["labels"][SCHEDULE_UID_LABEL] = owner_uid
+
+    async def annotate_snapshot(
+        self, namespace: str, name: str, uid: str, key: str, value: str
+    ) -> None:
+        if name in self.snapshots and self.snapshots[name]["metadata"]["uid"] == uid:
+            self.snapshots[name]["metadata"]["annotations"][key] = value
 
     async def list_claims(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         assert selector == "app=postgres"
@@ -96,13 +121,26 @@ class MemoryStore:
     async def post_event(self, body: Mapping[str, Any], event: Event) -> None:
         self.events.append(event)
 
-    def make_ready(self, *names: str) -> None:
+    def make_ready(self, *names: str, policy: str = "Delete") -> None:
+        """Ready, with the deletion policy the snapshot lifecycle records at create."""
         for name in names or list(self.snapshots):
             self.snapshots[name]["status"] = {
                 "snapshotID": f"snap-{self.snapshots[name]['metadata']['uid']}",
                 "volumeID": self.snapshots[name]["spec"].get("volumeID"),
+                "deletionPolicy": policy,
                 "conditions": [{"type": "Ready", "status": "True", "reason": "Available"}],
             }
+
+    def refuse_for_room(self, name: str) -> None:
+        """EVS refused the child's create: the disk holds its limit of snapshots."""
+        self.snapshots[name]["status"] = {
+            "error": {
+                "code": "EVS.5413",
+                "message": "full",
+                "retryable": False,
+                "time": self.now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        }
 
 
 class World:
@@ -112,12 +150,7 @@ class World:
         self.store = MemoryStore()
         self.events = self.store.events
         self.leading = True
-        self.controller = ScheduleController(
-            self.store,
-            max_workers=4,
-            may_act=lambda: self.leading,
-            clock=lambda: self.store.now,
-        )
+        self.controller = self.new_controller()
         self.store.schedule = {
             "apiVersion": "evs.cloudsnap.io/v1alpha1",
             "kind": "CloudSnapshotSchedule",
@@ -141,6 +174,15 @@ class World:
             },
         }
 
+    def new_controller(self) -> ScheduleController:
+        """A controller with no memory of earlier steps, as after a restart or a handover."""
+        return ScheduleController(
+            self.store,
+            max_workers=4,
+            may_act=lambda: self.leading,
+            clock=lambda: self.store.now,
+        )
+
     async def step(self, at: datetime | None = None) -> float | None:
         if at is not None:
             self.store.now = at
@@ -160,7 +202,7 @@ def hour(h: int, minute: int = 0, second: int = 0) -> datetime:
     return datetime(2026, 6, 1, h, minute, second, tzinfo=UTC)
 
 
-async def test_a_slot_makes_one_child_per_source_with_labels_owner_and_template() -> None:
+async def test_a_slot_makes_one_child_per_source_with_labels_and_template() -> None:
     world = World()
     wait = await world.step()
     assert world.store.snapshots == {}
@@ -173,7 +215,8 @@ async def test_a_slot_makes_one_child_per_source_with_labels_owner_and_template(
     assert meta["labels"][SCHEDULE_LABEL] == "db"
     assert meta["labels"]["team"] == "db"
     assert meta["annotations"][SLOT_ANNOTATION] == "2026-06-01T10:00:00Z"
-    assert meta["ownerReferences"][0]["uid"] == "sched-uid"
+    assert meta["labels"][SCHEDULE_UID_LABEL] == "sched-uid"
+    assert "ownerReferences" not in meta  # no garbage collector deletes it with the schedule
     assert child["spec"]["force"] is True
     assert child["spec"]["description"] == "hourly"
     assert {c["spec"]["volumeID"] for c in world.store.snapshots.values()} == {
@@ -193,6 +236,7 @@ async def test_a_slot_is_made_once_even_when_its_status_was_lost() -> None:
     assert world.store.creates == 2
     world.store.schedule["status"] = {}  # a crash before the status write
     world.store.schedule["metadata"]["creationTimestamp"] = "2026-06-01T09:10:00Z"
+    world.controller = world.new_controller()  # the restarted operator remembers nothing
     await world.step(hour(10, 6))
     assert world.store.creates == 2  # the same names: nothing new
     assert len(world.store.snapshots) == 2
@@ -203,7 +247,7 @@ async def test_retention_keeps_max_count_ready_and_never_touches_others() -> Non
     for h in range(10, 14):
         await world.step(hour(h, 0, 1))
         world.store.make_ready()
-    # A CloudSnapshot of the same disk with the schedule's label but not its ownerReference.
+    # A CloudSnapshot of the same disk with the schedule's name label but not its UID label.
     world.store.snapshots["manual"] = {
         "metadata": {
             "name": "manual",
@@ -216,7 +260,9 @@ async def test_retention_keeps_max_count_ready_and_never_touches_others() -> Non
         "status": {"conditions": [{"type": "Ready", "status": "True"}]},
     }
     await world.step(hour(13, 30))
-    ours = [s for s in world.store.snapshots.values() if s["metadata"].get("ownerReferences")]
+    ours = [
+        s for s in world.store.snapshots.values() if SCHEDULE_UID_LABEL in s["metadata"]["labels"]
+    ]
     assert len(ours) == 4  # 2 per source
     assert "manual" in world.store.snapshots
     assert {s["metadata"]["annotations"][SLOT_ANNOTATION] for s in ours} == {
@@ -277,22 +323,107 @@ async def test_a_full_disk_with_nothing_to_delete_blocks_the_source() -> None:
     assert {c["type"]: c for c in world.status["conditions"]}["Ready"]["reason"] == "Blocked"
 
 
-async def test_a_child_evs_refused_for_room_gets_one_place_until_its_retry_reports() -> None:
-    """The deleted child is gone before the refused one's retry writes its status: a step
-    reading the refusal meanwhile frees no second place; one still refused later asks again."""
-    world = World(sources={"volumeIDs": [VOLUME_A]}, retention={"maxCount": 3, "minReady": 1})
+async def full_disk(world: World) -> str:
+    """Three Ready hourly children of VOLUME_A and the 13:00 one EVS refused for room."""
     for h in range(10, 13):
         await world.step(hour(h, 0, 1))
         world.store.make_ready()
     await world.step(hour(13, 0, 1))
     [refused] = [n for n in world.store.snapshots if n.endswith("-1300")]
-    world.store.snapshots[refused]["status"] = {"error": {"code": "EVS.5413", "message": "full"}}
-    assert await world.step(hour(13, 0, 2)) == pytest.approx(30.05)
+    world.store.refuse_for_room(refused)
+    return refused
+
+
+async def test_one_refusal_frees_one_place_whoever_leads_and_however_slow_the_deletion() -> None:
+    """The place made is recorded on the refused child: neither a slow deletion nor a new
+    leader with no memory frees a second one; a refusal after the freed child is gone asks
+    for the next."""
+    world = World(sources={"volumeIDs": [VOLUME_A]}, retention={"maxCount": 3, "minReady": 1})
+    world.store.slow_deletes = True
+    refused = await full_disk(world)
+    assert await world.step(hour(13, 0, 2)) == pytest.approx(30.0)
     assert [n[-4:] for n in world.store.deleted] == ["1000"]
-    await world.step(hour(13, 0, 3))  # the deletion went through; the retry has not reported
+    for minute in range(1, 11):  # ten minutes of a deletion under way, a new leader each minute
+        world.controller = world.new_controller()
+        await world.step(hour(13, minute))
     assert [n[-4:] for n in world.store.deleted] == ["1000"]
-    await world.step(hour(13, 0, 33))  # refused again: the place was taken meanwhile
+    world.store.finish_deletes()
+    for second in (10, 40):  # gone; the refusal read meanwhile predates it
+        world.controller = world.new_controller()
+        await world.step(hour(13, 11, second))
+    assert [n[-4:] for n in world.store.deleted] == ["1000"]
+    world.store.refuse_for_room(refused)  # refused again: the place was taken meanwhile
+    world.controller = world.new_controller()
+    await world.step(hour(13, 12))
     assert [n[-4:] for n in world.store.deleted] == ["1000", "1100"]
+
+
+async def test_a_place_marked_but_never_freed_is_made_again() -> None:
+    """A step stopped between the mark and the deletion: the mark names a child that is not
+    being deleted, so it counts as none."""
+    world = World(sources={"volumeIDs": [VOLUME_A]}, retention={"maxCount": 3, "minReady": 1})
+    refused = await full_disk(world)
+    [oldest] = [n for n in world.store.snapshots if n.endswith("-1000")]
+    world.store.snapshots[refused]["metadata"]["annotations"][ROOM_ANNOTATION] = json.dumps(
+        {"uid": world.store.snapshots[oldest]["metadata"]["uid"], "name": oldest, "at": "x"}
+    )
+    await world.step(hour(13, 0, 2))
+    assert [n[-4:] for n in world.store.deleted] == ["1000"]
+
+
+async def test_retain_children_are_rotated_but_never_deleted_for_room() -> None:
+    """Rotating out a Retain child leaves its EVS snapshot, recorded and counted; once the disk
+    is full, no Retain child is deleted for a place it would not free: the source is blocked,
+    naming what fills the disk."""
+    world = World(sources={"volumeIDs": [VOLUME_A]}, retention={"maxCount": 2, "minReady": 1})
+    for h in range(10, 13):
+        await world.step(hour(h, 0, 1))
+        world.store.make_ready(policy="Retain")
+    await world.step(hour(13, 0, 1))
+    [entry] = world.status["sources"]
+    [rotated] = world.store.deleted
+    assert entry["retainedSnapshotIDs"] == [f"snap-{rotated_uid(world, rotated)}"]
+    assert any("stays on the disk" in e.message for e in world.events)
+    refused = next(n for n in world.store.snapshots if n.endswith("-1300"))
+    world.store.refuse_for_room(refused)
+    before = list(world.store.deleted)
+    for minute in range(1, 5):
+        await world.step(hour(13, minute))
+    assert world.store.deleted == before
+    [entry] = world.status["sources"]
+    assert "no child of this schedule may be deleted to free a place" in entry["blocked"]
+    assert "2 of its children (2 of them kept by deletionPolicy Retain)" in entry["blocked"]
+    assert entry["retainedSnapshotIDs"][0] in entry["blocked"]
+    assert len(entry["blocked"]) <= 1024
+    assert world.reasons().count("RunBlocked") == 1
+
+
+def rotated_uid(world: World, name: str) -> str:
+    """The UID the memory store gave the child of that name (in creation order)."""
+    order = sorted(world.store.deleted + list(world.store.snapshots))
+    return f"uid-{order.index(name)}"
+
+
+async def test_children_made_with_an_owner_reference_are_detached_from_it() -> None:
+    """Children of an earlier version carry an ownerReference, which a foreground deletion of
+    the schedule would have the garbage collector follow: a step moves them to the UID label."""
+    world = World(sources={"volumeIDs": [VOLUME_A]})
+    await world.step(hour(10, 0, 1))
+    [child] = world.store.snapshots.values()
+    del child["metadata"]["labels"][SCHEDULE_UID_LABEL]
+    child["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": "evs.cloudsnap.io/v1alpha1",
+            "kind": "CloudSnapshotSchedule",
+            "name": "db",
+            "uid": "sched-uid",
+            "controller": True,
+        }
+    ]
+    await world.step(hour(10, 1))
+    assert child["metadata"]["ownerReferences"] == []
+    assert child["metadata"]["labels"][SCHEDULE_UID_LABEL] == "sched-uid"
+    assert world.store.creates == 1
 
 
 async def test_claims_selected_at_each_run_become_sources() -> None:
@@ -401,7 +532,11 @@ async def test_deleting_the_schedule_keeps_or_deletes_its_children(delete_childr
         assert world.store.snapshots == {}
     else:
         assert len(world.store.snapshots) == 2
-        assert all(not s["metadata"]["ownerReferences"] for s in world.store.snapshots.values())
+        assert all(
+            s["metadata"]["labels"][SCHEDULE_UID_LABEL] == "sched-uid"
+            and "ownerReferences" not in s["metadata"]
+            for s in world.store.snapshots.values()
+        )
 
 
 async def test_nothing_is_done_while_not_leading() -> None:

@@ -21,8 +21,9 @@ def snap(
     *,
     ours: bool = True,
     waiting: bool = False,
+    frees: bool = True,
 ) -> Snapshot:
-    return Snapshot(name, phase, NOW - timedelta(hours=hours_ago), ours, waiting)
+    return Snapshot(name, phase, NOW - timedelta(hours=hours_ago), ours, waiting, frees)
 
 
 def run(
@@ -114,6 +115,20 @@ def test_a_child_evs_refused_for_room_frees_a_place_even_if_the_disk_looks_roomy
     assert run(going) == Decision(delete=(), blocked=False)
 
 
+def test_a_retain_child_is_never_deleted_for_room() -> None:
+    """Its EVS snapshot would stay: the next child that frees a place goes, or none."""
+    retain = [snap(f"keep{i}", 5 + i, frees=False) for i in range(3)]
+    delete = [snap("c1", 1), snap("c2", 2)]
+    refused = snap("new", 0, Phase.PENDING, waiting=True)
+    assert run([*retain, *delete, refused], max_count=7).delete == (("c2", Reason.DISK_LIMIT),)
+    assert run([*retain, delete[0], refused], max_count=7) == Decision(delete=(), blocked=True)
+    # Rotated out by count it still goes (its policy keeps its snapshot), but fills the disk.
+    full = [snap(f"k{i}", i, frees=False) for i in range(7)]
+    decision = run(full, max_count=2, create_pending=True)
+    assert {reason for _, reason in decision.delete} == {Reason.COUNT}
+    assert decision.blocked
+
+
 def test_the_disk_limit_frees_the_oldest_child_before_a_create() -> None:
     children = [snap(f"c{i}", i) for i in range(7)]
     decision = run(children, max_count=7, min_ready=2, create_pending=True)
@@ -130,6 +145,7 @@ snapshot_sets = st.lists(
         created=st.integers(0, 48).map(lambda h: NOW - timedelta(hours=h)),
         ours=st.booleans(),
         waiting_for_room=st.booleans(),
+        frees_place=st.booleans(),
     ),
     max_size=14,
     unique_by=lambda s: s.name,
@@ -161,6 +177,16 @@ def test_retention_properties(
         if snapshot.phase is Phase.READY:
             newer = sum(1 for s in ready if (s.created, s.name) > (snapshot.created, snapshot.name))
             assert newer >= policy.min_ready, "one of the newest minReady Ready deleted"
+    # A place is made only by a deletion that frees one, and one per refusal (or pending create).
+    for_room = [by_name[name] for name, reason in decision.delete if reason is Reason.DISK_LIMIT]
+    assert all(s.frees_place for s in for_room), "a child deleted for room that frees none"
+    refusals = sum(1 for s in snapshots if s.ours and s.waiting_for_room)
+    assert len(for_room) <= refusals + create_pending
+    # A create the decision lets through fits on the disk, as far as the snapshots known show.
+    if create_pending and not refusals and not decision.blocked:
+        leaving = {name for name in deleted if by_name[name].frees_place}
+        staying = [s for s in snapshots if s.stays_on_disk and s.name not in leaving]
+        assert len(staying) + 1 <= LIMIT, "a create onto a full disk"
     # Once done, no more than maxCount Ready children remain.
     assert len([s for s in ready if s.name not in deleted]) <= policy.max_count
     # And what is left needs no second round of count, age or failed deletions.

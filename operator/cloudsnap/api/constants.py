@@ -51,11 +51,19 @@ SCHEDULE_SHORT_NAME: Final = "csnapsched"
 
 SCHEDULE_LABEL: Final = f"{GROUP}/schedule"
 """Label on a schedule's children: the schedule's name (shortened with a digest to fit)."""
+SCHEDULE_UID_LABEL: Final = f"{GROUP}/schedule-uid"
+"""Label on a schedule's children: the UID of the schedule that made them. With SCHEDULE_LABEL it
+is what makes a CloudSnapshot a schedule's own child; children carry no ownerReference to their
+schedule, so that no garbage collector deletes a backup with its schedule."""
 SOURCE_LABEL: Final = f"{GROUP}/source"
 """Label on a schedule's children: which of the schedule's sources the child snapshots."""
 SLOT_ANNOTATION: Final = f"{GROUP}/slot"
 """Annotation on a schedule's children: the scheduled time (UTC, RFC 3339) of the run that made
 the child."""
+ROOM_ANNOTATION: Final = f"{GROUP}/room-made"
+"""Annotation on a schedule's child refused for want of room on its disk (or made right after
+room was made for it): which child the schedule deleted to free a place, and when that child was
+seen gone, so that one refusal frees one place whoever leads and however long the deletion takes."""
 SOURCE_ANNOTATION: Final = f"{GROUP}/source"
 """Annotation on a schedule's children: the full source ("volume/<id>" or "pvc/<name>"); the
 label may be a shortened form."""

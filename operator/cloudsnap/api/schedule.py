@@ -14,8 +14,10 @@ from pydantic import ConfigDict, Field, StringConstraints
 from cloudsnap.api.constants import (
     API_VERSION,
     EVS_SNAPSHOTS_PER_DISK,
+    ROOM_ANNOTATION,
     SCHEDULE_KIND,
     SCHEDULE_LABEL,
+    SCHEDULE_UID_LABEL,
     SLOT_ANNOTATION,
     SOURCE_ANNOTATION,
     SOURCE_LABEL,
@@ -175,14 +177,17 @@ class TemplateMetadata(_Model):
         json_schema_extra=validations(
             cel(
                 f"!has(self.labels) || !('{SCHEDULE_LABEL}' in self.labels"
-                f" || '{SOURCE_LABEL}' in self.labels)",
-                f"labels {SCHEDULE_LABEL} and {SOURCE_LABEL} are set by the operator",
+                f" || '{SCHEDULE_UID_LABEL}' in self.labels || '{SOURCE_LABEL}' in self.labels)",
+                f"labels {SCHEDULE_LABEL}, {SCHEDULE_UID_LABEL} and {SOURCE_LABEL} are set by"
+                " the operator",
                 field_path=".labels",
             ),
             cel(
                 f"!has(self.annotations) || !('{SLOT_ANNOTATION}' in self.annotations"
-                f" || '{SOURCE_ANNOTATION}' in self.annotations)",
-                f"annotations {SLOT_ANNOTATION} and {SOURCE_ANNOTATION} are set by the operator",
+                f" || '{SOURCE_ANNOTATION}' in self.annotations"
+                f" || '{ROOM_ANNOTATION}' in self.annotations)",
+                f"annotations {SLOT_ANNOTATION}, {SOURCE_ANNOTATION} and {ROOM_ANNOTATION} are set"
+                " by the operator",
                 field_path=".annotations",
             ),
         )
@@ -300,6 +305,11 @@ class SourceStatus(_Model):
     """Slot of the newest child made for this source."""
     blocked: str | None = Field(None, max_length=1024)
     """Why the last run could not make this source's child, if it could not."""
+    retained_snapshot_ids: list[
+        Annotated[str, StringConstraints(max_length=64), Field(description="An EVS snapshot ID.")]
+    ] = Field(default_factory=list, alias="retainedSnapshotIDs", max_length=EVS_SNAPSHOTS_PER_DISK)
+    """EVS snapshots that retention's deletion of children with deletionPolicy Retain left on
+    the disk, newest last (the latest 7): they take room on it until deleted in EVS."""
 
 
 class CloudSnapshotScheduleStatus(_Model):

@@ -16,7 +16,9 @@ The rules, in order of precedence:
 7. EVS keeps at most ``disk_limit`` snapshots of a disk. When a create is about to be made on
    a disk the known snapshots fill, or EVS has refused a child for want of room (the disk may
    hold snapshots made outside the cluster), the oldest Ready children the rules above still
-   allow are deleted to make room; if none may go, the source is reported blocked.
+   allow *and whose deletion deletes their EVS snapshot* are deleted to make room; a child kept
+   by deletion policy Retain frees no place, so it is never deleted for room. If none may go,
+   the source is reported blocked.
 """
 
 from __future__ import annotations
@@ -64,6 +66,15 @@ class Snapshot:
     """A child of this schedule (its label and its ownerReference's UID)."""
     waiting_for_room: bool = False
     """Refused by EVS because the disk is full (EVS.5413), waiting to be retried."""
+    frees_place: bool = True
+    """Deleting it deletes its EVS snapshot (deletion policy Delete); a Retain child's snapshot
+    stays on the disk when the child goes."""
+
+    @property
+    def stays_on_disk(self) -> bool:
+        """Whether its EVS snapshot holds a place on the disk, now and after a deletion under
+        way (a Retain one being deleted leaves its snapshot behind)."""
+        return self.phase.takes_room or (self.phase is Phase.DELETING and not self.frees_place)
 
 
 @dataclass(frozen=True)
@@ -126,7 +137,7 @@ def decide(
     for snapshot in reversed(ready):  # oldest first
         if need <= 0:
             break
-        if deletable(snapshot):
+        if deletable(snapshot) and snapshot.frees_place:
             chosen[snapshot.name] = Reason.DISK_LIMIT
             need -= 1
     by_age = sorted(snapshots, key=_age_order)
@@ -147,20 +158,24 @@ def _places_needed(
 
     Once EVS has refused a child for want of room, EVS's word counts, not ours: the disk may
     hold snapshots no CloudSnapshot knows of. Each refused child then needs a place beyond those
-    already on their way out (being deleted, or chosen above). Otherwise a create about to be
-    made needs one only if the known snapshots fill the disk.
+    already on their way out (being deleted, or chosen above, and taking their EVS snapshot with
+    them). Otherwise a create about to be made needs one only if the known snapshots fill the
+    disk (a Retain child chosen above still fills it: its snapshot stays).
     """
     waiting = sum(1 for s in snapshots if s.ours and s.waiting_for_room)
     leaving = sum(
         1
         for s in snapshots
-        if s.phase is Phase.DELETING or (s.name in chosen and s.phase.takes_room)
+        if s.frees_place
+        and (s.phase is Phase.DELETING or (s.name in chosen and s.phase.takes_room))
     )
     if waiting:
         return waiting + (1 if create_pending else 0) - leaving
     if not create_pending:
         return 0
-    staying = sum(1 for s in snapshots if s.phase.takes_room and s.name not in chosen)
+    staying = sum(
+        1 for s in snapshots if s.stays_on_disk and (s.name not in chosen or not s.frees_place)
+    )
     return staying + 1 - disk_limit
 
 
