@@ -121,7 +121,8 @@ async def test_a_refused_delete_is_tried_again_by_itself_until_evs_lets_go(
     )
     async with World(reconciler) as world:
         await ready(world, "db", volume)
-        await evs_sim.admin.set_faults([refusal("delete", "EVS.1047", count=3)])
+        cinder = f"Invalid snapshot: {IN_USE}"
+        await evs_sim.admin.set_faults([refusal("delete", "EVS.5400", cinder, count=3)])
         world.delete("db")
         generation = world.objects["db"]["metadata"]["generation"]
         await eventually(lambda: "db" not in world.objects, timeout=10)
