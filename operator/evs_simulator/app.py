@@ -173,7 +173,7 @@ class Simulator:
         if decision.latency:
             await asyncio.sleep(decision.latency)
         fault = decision.fault
-        if fault is not None and fault.kind == "error":
+        if fault is not None and fault.kind in ("error", "refusal"):
             raise fault.error()
         if fault is not None and fault.kind == "hang":
             await self._hang()

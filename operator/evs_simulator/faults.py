@@ -13,11 +13,18 @@ from evs_simulator.errors import THROTTLED, Shape, SimError
 Operation = Literal["create", "show", "list", "update", "delete", "rollback"]
 OPERATIONS: tuple[Operation, ...] = ("create", "show", "list", "update", "delete", "rollback")
 DEFAULT_CODES = {500: "EVS.5500", 503: "EVS.5503", 429: "APIG.0308"}
+# The message of a refusal rule that chose none.
+REFUSED = "The request was refused."
 
 
 class FaultRule(BaseModel):
     """One rule of the admin API's ``PUT /_sim/faults``.
 
+    ``error`` is a server-side failure or throttling (500, 503, 429, codes defaulted).
+    ``refusal`` is EVS saying no to a request it understood: any 4xx ``status`` (400 by default)
+    with the EVS ``code`` and ``message`` chosen, in EVS's error body (the gateway's for an
+    ``APIG.`` code), nothing applied; for example a delete refused while a disk is being created
+    from the snapshot, which no state of the simulator produces by itself.
     ``late_apply`` is EVS applying a create the client gave up on: the request is checked as a
     create would be (a refusal is answered as usual), then left unanswered, the connection cut at
     once (``then: "disconnect"``) or held until the client leaves (``then: "hang"``), and the
@@ -27,10 +34,11 @@ class FaultRule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     operation: Literal["create", "show", "list", "update", "delete", "rollback", "*"] = "*"
-    kind: Literal["error", "latency", "hang", "lost_response", "late_apply"]
+    kind: Literal["error", "refusal", "latency", "hang", "lost_response", "late_apply"]
     rate: float = Field(default=1.0, ge=0.0, le=1.0)
-    status: Literal[500, 503, 429] = 500
-    code: str | None = None
+    status: int | None = None
+    code: str | None = Field(default=None, min_length=1)
+    message: str | None = None
     latency_seconds: float = Field(default=0.0, ge=0.0)
     count: int | None = Field(default=None, ge=0)
     then: Literal["disconnect", "hang"] = "disconnect"
@@ -42,12 +50,31 @@ class FaultRule(BaseModel):
             raise ValueError("late_apply is modelled for operation 'create' only")
         return self
 
+    @model_validator(mode="after")
+    def _status_fits_the_kind(self) -> Self:
+        if self.kind == "refusal":
+            if self.status is not None and not 400 <= self.status <= 499:
+                raise ValueError("a refusal answers a 4xx status")
+            if self.code is None:
+                raise ValueError("a refusal needs the EVS code it answers with")
+        elif self.status is not None and self.status not in DEFAULT_CODES:
+            raise ValueError(f"an error answers one of {sorted(DEFAULT_CODES)}")
+        return self
+
     def error(self) -> SimError:
-        """The answer of an ``error`` rule; APIG codes come in the gateway's shape."""
-        code = self.code or DEFAULT_CODES[self.status]
+        """The answer of an ``error`` or ``refusal`` rule; APIG codes come in the gateway's
+        shape, the others in EVS's ``{"error": {...}}``."""
+        if self.kind == "refusal":
+            assert self.code is not None  # _status_fits_the_kind requires it
+            status, code = self.status or 400, self.code
+            message = self.message or REFUSED
+        else:
+            status = self.status or 500
+            code = self.code or DEFAULT_CODES[status]
+            default = THROTTLED if status == 429 else "Internal error, please try again later."
+            message = self.message or default
         shape: Shape = "gateway" if code.startswith("APIG.") else "error"
-        message = THROTTLED if self.status == 429 else "Internal error, please try again later."
-        return SimError(self.status, code, message, shape)
+        return SimError(status, code, message, shape)
 
 
 class FaultPlan(BaseModel):

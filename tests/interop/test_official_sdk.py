@@ -192,6 +192,34 @@ async def test_sdk_sees_injected_server_errors(
     assert (caught.value.status_code, caught.value.error_code) == (status, code)
 
 
+@pytest.mark.parametrize(
+    ("operation", "request_obj"),
+    [
+        ("delete_snapshot", DeleteSnapshotRequest(snapshot_id=MISSING)),
+        (
+            "update_snapshot",
+            UpdateSnapshotRequest(
+                snapshot_id=MISSING,
+                body=UpdateSnapshotRequestBody(snapshot=UpdateSnapshotOption(name="renamed")),
+            ),
+        ),
+    ],
+)
+async def test_sdk_reads_an_injected_refusal_as_evs_code_and_message(
+    evs_sim: RunningSimulator, operation: str, request_obj: Any
+) -> None:
+    """A refusal fault answers in EVS's error body: the SDK finds the chosen code and message."""
+    message = "snapshot is in use by a disk being created from it"
+    fault = {"kind": "refusal", "status": 400, "code": "EVS.1047", "message": message}
+    await evs_sim.admin.set_faults([{"operation": operation.removesuffix("_snapshot"), **fault}])
+    with pytest.raises(sdk_errors.ClientRequestException) as caught:
+        await call(getattr(sdk_client(evs_sim), operation), request_obj)
+    refused = caught.value
+    assert (refused.status_code, refused.error_code) == (400, "EVS.1047")
+    assert refused.error_msg == message
+    assert refused.request_id
+
+
 async def test_sdk_sees_throttling(evs_sim: RunningSimulator) -> None:
     """The SDK's own retry layer handles 429 and reports the bare status, not the APIG code."""
     await evs_sim.admin.set_faults([{"operation": "list", "kind": "error", "status": 429}])

@@ -15,7 +15,7 @@ from cloudsnap.evs import (
     EVSConnectionError,
     EVSTimeoutError,
 )
-from cloudsnap.reconcile import Accounts, Backoff, Kind, Scheduler, TokenBucket, classify
+from cloudsnap.reconcile import Accounts, Backoff, Cause, Kind, Scheduler, TokenBucket, classify
 from cloudsnap.reconcile.poller import BatchPoller
 from cloudsnap.reconcile.scheduler import waiting_on_others
 from evs_simulator.testing import RunningSimulator
@@ -63,6 +63,19 @@ def test_backoff_jitter_stays_within_its_band_and_spreads() -> None:
             "create",
             "b",
         ),
+        # A change of a snapshot refused for its state is retried; one refused for what the
+        # request says is not (docs/evs.md, "Refusals").
+        (EVSAPIError("status", status_code=400, code="EVS.1047"), "delete", "b"),
+        (EVSAPIError("a valid status", status_code=400, code="EVS.5400"), "delete", "b"),
+        (EVSAPIError("conflict", status_code=409, code="EVS.0409"), "delete", "b"),
+        (EVSAPIError("invalid snapshot_id!", status_code=400, code="EVS.2045"), "delete", "i"),
+        (EVSAPIError("locked", status_code=400, code="EVS.2068", retryable=True), "delete", "t"),
+        (EVSAPIError("busy", status_code=400, code="EVS.2043"), "update", "b"),
+        (EVSAPIError("sdrs", status_code=400, code="EVS.2089"), "update", "b"),
+        (EVSAPIError("Invalid snapshot: x busy", status_code=400, code="EVS.5400"), "update", "b"),
+        (EVSAPIError("name too long", status_code=400, code="EVS.5400"), "update", "i"),
+        (EVSAPIError("bad body", status_code=400, code="EVS.1052"), "update", "i"),
+        (EVSAPIError("conflict", status_code=409, code="EVS.0409"), "create", "i"),
     ],
 )
 def test_errors_fall_in_the_three_classes(error: EVSAPIError, operation: str, kind: str) -> None:
@@ -71,6 +84,9 @@ def test_errors_fall_in_the_three_classes(error: EVSAPIError, operation: str, ki
     assert failure.kind is expected
     assert failure.retryable is (expected is Kind.TRANSIENT)
     assert failure.code == (error.code or failure.code)
+    refused = expected is Kind.BLOCKED and operation in ("update", "delete")
+    assert (failure.cause is Cause.REFUSED) is refused
+    assert failure.message.endswith(f"EVS says: {error.message}" if refused else error.message)
 
 
 async def test_token_bucket_holds_the_rate_after_the_burst() -> None:

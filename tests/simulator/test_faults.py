@@ -1,4 +1,5 @@
-"""Seeded fault injection: errors in EVS and gateway shapes, latency, hangs, lost responses."""
+"""Seeded fault injection: errors and refusals in EVS and gateway shapes, latency, hangs, lost
+responses."""
 
 from __future__ import annotations
 
@@ -44,6 +45,36 @@ async def test_error_fault_with_chosen_code(
 ) -> None:
     await evs_sim.admin.set_faults([rule("error", "list", status=500, code="EVS.2002")])
     assert_evs_error(await evs.get(DETAIL), 500, "EVS.2002")
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "key"),
+    [(400, "EVS.1047", "error"), (409, "EVS.9999", "error"), (403, "APIG.0302", "gateway")],
+)
+async def test_refusal_answers_the_chosen_4xx_code_and_message_and_applies_nothing(
+    evs_sim: RunningSimulator, evs: httpx.AsyncClient, status: int, code: str, key: str
+) -> None:
+    volume = await evs_sim.admin.add_volume()
+    created = await evs.post("/cloudsnapshots", json={"snapshot": {"volume_id": volume["id"]}})
+    snapshot_id = created.json()["snapshot"]["id"]
+    await evs_sim.admin.set_snapshot_status(snapshot_id, "available")
+    message = f"snapshot {snapshot_id} is in use by a disk being created from it"
+    await evs_sim.admin.set_faults(
+        [rule("refusal", "delete", status=status, code=code, message=message, count=1)]
+    )
+    refused = await evs.delete(f"/cloudsnapshots/{snapshot_id}")
+    assert assert_evs_error(refused, status, code, key) == message
+    [kept] = await evs_sim.admin.snapshots()
+    assert (kept["status"], kept["deleted"]) == ("available", False)
+    assert (await evs.get(f"/cloudsnapshots/{snapshot_id}")).status_code == 200  # delete only
+    assert (await evs.delete(f"/cloudsnapshots/{snapshot_id}")).status_code == 202  # count=1
+
+
+async def test_refusal_defaults_to_400_with_a_generic_message(
+    evs_sim: RunningSimulator, evs: httpx.AsyncClient
+) -> None:
+    await evs_sim.admin.set_faults([rule("refusal", "list", code="EVS.2043")])
+    assert assert_evs_error(await evs.get(DETAIL), 400, "EVS.2043") == "The request was refused."
 
 
 async def test_fault_only_hits_its_operation(
@@ -133,6 +164,11 @@ async def test_invalid_fault_rules_are_refused(evs_sim: RunningSimulator) -> Non
         rule("error", "format"),
         rule("error", rate=2),
         rule("error", status=404),
+        rule("error", status=400, code="EVS.1047"),
+        rule("refusal", code="EVS.1047", status=500),
+        rule("refusal", code="EVS.1047", status=399),
+        rule("refusal", status=400),
+        rule("refusal", code=""),
     ]:
         with pytest.raises(httpx.HTTPStatusError) as caught:
             await evs_sim.admin.set_faults([bad])

@@ -41,6 +41,10 @@ METADATA_MAX_ENTRIES = 50
 METADATA_KEY_MAX_LENGTH = 255
 METADATA_VALUE_MAX_LENGTH = 255
 MAX_CONDITIONS = 16
+# CRD limits of the status fields that carry what EVS answered: a step cuts to them, since a
+# status write beyond them would be refused and the failure never shown.
+STATUS_CODE_MAX_LENGTH = 64
+STATUS_MESSAGE_MAX_LENGTH = 32768
 
 JsonDict = dict[str, Any]
 DeletionPolicy = Literal["Delete", "Retain"]
@@ -252,7 +256,7 @@ class Condition(_Model):
     reason: str = Field(min_length=1, max_length=1024, pattern=CONDITION_REASON_PATTERN)
     """Machine-readable CamelCase reason for the last transition, e.g. Available, Creating,
     NotFound, ReconcileError."""
-    message: str = Field(max_length=32768)
+    message: str = Field(max_length=STATUS_MESSAGE_MAX_LENGTH)
     """Human-readable details of the transition, e.g. the EVS error code and message."""
     last_transition_time: UTCDateTime = Field(alias="lastTransitionTime")
     """When the condition last changed its status."""
@@ -282,10 +286,10 @@ def map_list(key: str) -> JsonDict:
 class StatusError(_Model):
     """The error that currently keeps the resource from its desired state."""
 
-    code: str = Field(max_length=64)
+    code: str = Field(max_length=STATUS_CODE_MAX_LENGTH)
     """EVS error code (e.g. EVS.5404, APIG.0308) or a local one (ClassNotFound, SecretNotFound,
     InvalidCredentials, AlreadyOwned, AccountChanged)."""
-    message: str = Field(max_length=32768)
+    message: str = Field(max_length=STATUS_MESSAGE_MAX_LENGTH)
     """Human-readable error message."""
     retryable: bool
     """Whether the operator retries by itself soon; false means it waits for a change (of the

@@ -58,6 +58,32 @@ QUOTA_CODE = "EVS.5413"
 _BLOCKED_CODES = AUTH_CODES | {QUOTA_CODE, "EVS.2019", "EVS.2043", "EVS.1047"}
 # Cinder's wording for a disk that is attached, which EVS inherits (docs/evs.md, "Errors").
 _IN_USE_HINTS = ("in-use", "must be available")
+# The operations that change an existing snapshot, and how a person names them.
+_CHANGES = {"update": "rename", "delete": "delete"}
+INVALID_SNAPSHOT_ID = "EVS.2045"
+# Codes saying the request itself is malformed (an ID, the body, a list parameter, a name or
+# description EVS will not take): sending it again cannot help, changing it can.
+_MALFORMED_CODES = frozenset(
+    {"EVS.1002", "EVS.1013", "EVS.1023", "EVS.1052", INVALID_SNAPSHOT_ID, "EVS.5400"}
+)
+# Cinder's InvalidSnapshot, which EVS inherits, refuses for the snapshot's state (its refusals of
+# an input say "Invalid input received").
+_SNAPSHOT_STATE_WORDING = "Invalid snapshot"
+_BUSY = (
+    "EVS will not {verb} the snapshot in its current state: it is busy (a disk being created"
+    " from it, a backup or a rollback) or its status is changing"
+)
+# What blocks a refused change, in plain words, by EVS code (docs/evs.md, "Refusals").
+_REFUSALS = {
+    "EVS.1047": _BUSY,
+    "EVS.2043": _BUSY,
+    "EVS.5400": _BUSY,  # only reaches here as a refusal of the snapshot's state (``_refused``)
+    "EVS.2089": (
+        "the disk is replicated by SDRS (Storage Disaster Recovery Service), and EVS will not"
+        " {verb} its snapshots while it is"
+    ),
+}
+_UNKNOWN_REFUSAL = "EVS refused to {verb} the snapshot with a code the operator does not know"
 
 
 class EVSConnector:
@@ -236,11 +262,32 @@ def classify(exc: EVSError, operation: str) -> Failure:
     if status == 404:
         kind = Kind.BLOCKED if operation == "create" else Kind.TRANSIENT
         return Failure(code, exc.message, kind, request_id, Cause.NOT_FOUND)
-    if code in _BLOCKED_CODES or status in (401, 403, 413):
+    if code in AUTH_CODES or status in (401, 403):
+        return Failure(code, exc.message, Kind.BLOCKED, request_id)
+    if _refused(exc, code, operation):
+        what = _REFUSALS.get(code, _UNKNOWN_REFUSAL).format(verb=_CHANGES[operation])
+        message = f"{what}; EVS says: {exc.message}"
+        return Failure(code, message, Kind.BLOCKED, request_id, Cause.REFUSED)
+    if code in _BLOCKED_CODES or status == 413:
         return Failure(code, exc.message, Kind.BLOCKED, request_id)
     if operation == "create" and any(hint in exc.message for hint in _IN_USE_HINTS):
         return Failure(code, exc.message, Kind.BLOCKED, request_id)
     return Failure(code, exc.message, Kind.INVALID, request_id)
+
+
+def _refused(exc: EVSAPIError, code: str, operation: str) -> bool:
+    """Whether a 4xx answer to a change of a snapshot is EVS refusing it for the state of the
+    snapshot or its disk, which changes without us, rather than for what the request says.
+
+    A DELETE says nothing but the snapshot's ID, so only a malformed ID is the request's fault.
+    A PUT carries a name and description: a malformed-request code refuses those, unless its
+    wording is Cinder's refusal for the snapshot's state.
+    """
+    if operation not in _CHANGES or not 400 <= (exc.status_code or 0) <= 499:
+        return False
+    if operation == "delete":
+        return code != INVALID_SNAPSHOT_ID
+    return code not in _MALFORMED_CODES or exc.message.startswith(_SNAPSHOT_STATE_WORDING)
 
 
 def blame_class(failure: Failure, account: Account) -> Failure:

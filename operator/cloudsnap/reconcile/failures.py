@@ -31,6 +31,9 @@ class Cause(enum.Enum):
     QUOTA = "quota"  # the disk has as many snapshots as the provider allows
     THROTTLED = "throttled"  # refused before it reached the service: it certainly did nothing
     NOT_SENT = "not sent"  # never left this process (it may not act now): it did nothing
+    # The service would not change the snapshot in the state it (or its disk) is in: in use,
+    # changing status. That state changes without us, so the change is worth sending again.
+    REFUSED = "refused"
 
 
 # Local codes: the reason lies with the cluster's configuration or with ownership, not the cloud.

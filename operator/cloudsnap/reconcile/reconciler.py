@@ -51,7 +51,7 @@ from cloudsnap.api import (
     invalid_fields,
     recorded_deletion_policy,
 )
-from cloudsnap.api.models import with_condition
+from cloudsnap.api.models import STATUS_CODE_MAX_LENGTH, STATUS_MESSAGE_MAX_LENGTH, with_condition
 from cloudsnap.reconcile.backoff import Timing
 from cloudsnap.reconcile.external import (
     Changes,
@@ -258,7 +258,7 @@ class _Draft:
             type=kind,
             status=status,
             reason=reason,
-            message=message,
+            message=message[:STATUS_MESSAGE_MAX_LENGTH],
             last_transition_time=self.now,
             observed_generation=self.res.generation,
         )
@@ -274,15 +274,17 @@ class _Draft:
         """Record the failure; True when it is a new one (worth an Event)."""
         self.condition(SYNCED, "False", reason, f"{failure.code}: {failure.message}")
         old = self.res.status.error
-        if old is not None and (old.code, old.message) == (failure.code, failure.message):
+        code = failure.code[:STATUS_CODE_MAX_LENGTH]
+        message = failure.message[:STATUS_MESSAGE_MAX_LENGTH]
+        if old is not None and (old.code, old.message) == (code, message):
             if self.now - old.time >= ERROR_REFRESH:
                 self.status.error = old.model_copy(
                     update={"time": self.now, "request_id": failure.request_id or old.request_id}
                 )
             return False
         self.status.error = StatusError(
-            code=failure.code,
-            message=failure.message,
+            code=code,
+            message=message,
             retryable=failure.retryable,
             request_id=failure.request_id,
             first_seen=self.now,
@@ -596,7 +598,9 @@ class Reconciler:
                 return await self._adopt(draft, conn, res.spec.snapshot_id)
             return await self._create_or_find(draft, conn)
         except ExternalError as exc:
-            return self._quiet_retry(draft, exc) or self._failed(draft, exc.failure)
+            return self._quiet_retry(draft, exc) or self._failed(
+                draft, self._when_retried(exc.failure)
+            )
 
     def _add_finalizer(self, res: _Resource, status: dict[str, Any] | None) -> Result:
         """Hold the resource before the first cloud call that may leave a snapshot behind
@@ -1025,6 +1029,14 @@ class Reconciler:
             phase=res.status.phase or "",
         )
 
+    def _when_retried(self, failure: Failure) -> Failure:
+        """A change EVS refused says when it is sent again: the blocked retry, since what
+        blocks it (the snapshot in use, its status changing) passes without a word to us."""
+        if failure.cause is not Cause.REFUSED:
+            return failure
+        note = f"retried every {self._timing.blocked:g}s"
+        return dataclasses.replace(failure, message=f"{failure.message}; {note}")
+
     def _retry_delay(self, uid: str, kind: Kind) -> float | None:
         if kind is Kind.TRANSIENT:
             attempt = self._attempts.get(uid, 0)
@@ -1067,10 +1079,9 @@ class Reconciler:
             quiet = self._quiet_retry(draft, exc)
             if quiet is not None:
                 return quiet
-            draft.condition(
-                READY, "False", "Deleting", f"{exc.failure.code}: {exc.failure.message}"
-            )
-            return self._failed(draft, exc.failure)
+            failure = _refused_deletion(self._when_retried(exc.failure))
+            draft.condition(READY, "False", "Deleting", f"{failure.code}: {failure.message}")
+            return self._failed(draft, failure)
 
     async def _delete_owned(
         self, draft: _Draft, conn: Connection, policy: DeletionPolicy
@@ -1246,6 +1257,14 @@ def _way_out(failure: Failure, policy: DeletionPolicy | None) -> Failure:
     if policy is None:
         hint = f"{hint} (no deletion policy was recorded, and only the class could say)"
     return Failure(failure.code, f"{failure.message}; {hint}", failure.kind)
+
+
+def _refused_deletion(failure: Failure) -> Failure:
+    """A delete EVS refused, for now or for good: say how to release the resource meanwhile."""
+    if failure.cause is not Cause.REFUSED and failure.kind is not Kind.INVALID:
+        return failure
+    hint = "or set spec.deletionPolicy: Retain to keep the EVS snapshot and release this resource"
+    return dataclasses.replace(failure, message=f"{failure.message}; {hint}")
 
 
 def _oldest_usable(snapshots: list[ExternalSnapshot]) -> ExternalSnapshot:
