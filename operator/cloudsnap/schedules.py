@@ -667,7 +667,7 @@ def _unresolved(children: Sequence[Mapping[str, Any]]) -> str | None:
     if newest is None or child_phase(newest)[0] is not Phase.UNRESOLVED:
         return None
     error = (newest.get("status") or {}).get("error") or {}
-    return f"{error.get('code')}: {error.get('message')}"[:1024]
+    return f"{error.get('code')}: {error.get('message')}"
 
 
 def _last_successful(children: Sequence[Mapping[str, Any]]) -> datetime | None:

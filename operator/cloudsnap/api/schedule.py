@@ -29,11 +29,13 @@ from cloudsnap.api.models import (
     ObjectMeta,
     SnapshotDescription,
     SnapshotMetadata,
+    StatusModel,
     _Model,
     cel,
     map_list,
     validations,
 )
+from cloudsnap.api.text import Fitted
 from cloudsnap.utc import UTCDateTime
 
 MAX_SOURCES = 1000
@@ -281,10 +283,10 @@ class CloudSnapshotScheduleSpec(_Model):
     schedule is deleted; by default they are kept."""
 
 
-class SourceStatus(_Model):
+class SourceStatus(StatusModel):
     """The children of one source."""
 
-    source: str = Field(max_length=300)
+    source: Annotated[str, Fitted(300)]
     """The source: volume/<EVS disk ID> or pvc/<claim name>."""
     ready: int = Field(0, ge=0)
     """Children whose snapshot is available."""
@@ -292,17 +294,19 @@ class SourceStatus(_Model):
     """Children whose snapshot is not available yet."""
     failed: int = Field(0, ge=0)
     """Children whose snapshot failed; deleted once a newer one is Ready."""
-    newest_ready: str | None = Field(None, alias="newestReady", max_length=253)
+    newest_ready: Annotated[str, Fitted(253)] | None = Field(None, alias="newestReady")
     """Name of the newest Ready child."""
-    newest_ready_snapshot_id: str | None = Field(None, alias="newestReadySnapshotID", max_length=64)
+    newest_ready_snapshot_id: Annotated[str, Fitted(64)] | None = Field(
+        None, alias="newestReadySnapshotID"
+    )
     """ID of the EVS snapshot of the newest Ready child."""
     last_run_time: UTCDateTime | None = Field(None, alias="lastRunTime")
     """Slot of the newest child made for this source."""
-    blocked: str | None = Field(None, max_length=1024)
+    blocked: Annotated[str, Fitted(1024)] | None = None
     """Why the last run could not make this source's child, if it could not."""
 
 
-class CloudSnapshotScheduleStatus(_Model):
+class CloudSnapshotScheduleStatus(StatusModel):
     """Observed state of a schedule."""
 
     last_schedule_time: UTCDateTime | None = Field(None, alias="lastScheduleTime")

@@ -273,14 +273,7 @@ class _Draft:
     def failed(self, failure: Failure, reason: str) -> bool:
         """Record the failure; True when it is a new one (worth an Event)."""
         self.condition(SYNCED, "False", reason, f"{failure.code}: {failure.message}")
-        old = self.res.status.error
-        if old is not None and (old.code, old.message) == (failure.code, failure.message):
-            if self.now - old.time >= ERROR_REFRESH:
-                self.status.error = old.model_copy(
-                    update={"time": self.now, "request_id": failure.request_id or old.request_id}
-                )
-            return False
-        self.status.error = StatusError(
+        new = StatusError(
             code=failure.code,
             message=failure.message,
             retryable=failure.retryable,
@@ -288,6 +281,15 @@ class _Draft:
             first_seen=self.now,
             time=self.now,
         )
+        old = self.res.status.error
+        # Compared as stored: a long message is kept cut to its field's limit.
+        if old is not None and (old.code, old.message) == (new.code, new.message):
+            if self.now - old.time >= ERROR_REFRESH:
+                self.status.error = old.model_copy(
+                    update={"time": self.now, "request_id": new.request_id or old.request_id}
+                )
+            return False
+        self.status.error = new
         return True
 
     def changed(self) -> dict[str, Any] | None:
