@@ -7,11 +7,12 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from cloudsnap import metrics
 from cloudsnap.api.constants import SCHEDULE_LABEL, SLOT_ANNOTATION, SOURCE_ANNOTATION
 from cloudsnap.api.schedule import LabelSelector
 from cloudsnap.reconcile import Event
@@ -41,6 +42,7 @@ class MemoryStore:
         self.now = CREATED
         self.events: list[Event] = []
         self.serves_claims = True
+        self.status_refused = False
 
     async def list_snapshots(self, namespace: str) -> list[dict[str, Any]]:
         return [copy.deepcopy(s) for s in self.snapshots.values()]
@@ -79,6 +81,8 @@ class MemoryStore:
     async def patch_status(
         self, namespace: str, name: str, uid: str, status: Mapping[str, Any]
     ) -> dict[str, Any] | None:
+        if self.status_refused:
+            raise RuntimeError("500 Internal Server Error")
         self.schedule["status"] = copy.deepcopy(dict(status))
         return copy.deepcopy(self.schedule)
 
@@ -112,12 +116,7 @@ class World:
         self.store = MemoryStore()
         self.events = self.store.events
         self.leading = True
-        self.controller = ScheduleController(
-            self.store,
-            max_workers=4,
-            may_act=lambda: self.leading,
-            clock=lambda: self.store.now,
-        )
+        self.controller = self.start_controller()
         self.store.schedule = {
             "apiVersion": "evs.cloudsnap.io/v1alpha1",
             "kind": "CloudSnapshotSchedule",
@@ -141,6 +140,16 @@ class World:
             },
         }
 
+    def start_controller(self) -> ScheduleController:
+        """A new controller (a new operator process) over the same store."""
+        self.controller = ScheduleController(
+            self.store,
+            max_workers=4,
+            may_act=lambda: self.leading,
+            clock=lambda: self.store.now,
+        )
+        return self.controller
+
     async def step(self, at: datetime | None = None) -> float | None:
         if at is not None:
             self.store.now = at
@@ -158,6 +167,10 @@ class World:
 
 def hour(h: int, minute: int = 0, second: int = 0) -> datetime:
     return datetime(2026, 6, 1, h, minute, second, tzinfo=UTC)
+
+
+def counted(metric: str) -> float:
+    return metrics.REGISTRY.get_sample_value(metric) or 0.0
 
 
 async def test_a_slot_makes_one_child_per_source_with_labels_owner_and_template() -> None:
@@ -193,6 +206,7 @@ async def test_a_slot_is_made_once_even_when_its_status_was_lost() -> None:
     assert world.store.creates == 2
     world.store.schedule["status"] = {}  # a crash before the status write
     world.store.schedule["metadata"]["creationTimestamp"] = "2026-06-01T09:10:00Z"
+    world.start_controller()
     await world.step(hour(10, 6))
     assert world.store.creates == 2  # the same names: nothing new
     assert len(world.store.snapshots) == 2
@@ -374,6 +388,14 @@ def test_selector_string() -> None:
     ("spec", "field"),
     [
         ({"timeZone": "Mars/Olympus_Mons"}, "spec.timeZone"),
+        (
+            {"schedule": "*/5 * * * *", "jitterSeconds": 300, "startingDeadlineSeconds": 900},
+            "spec.jitterSeconds, spec.schedule: jitterSeconds (300) must be less than the 300 s",
+        ),
+        (
+            {"schedule": "0,59 0,23 * * *", "jitterSeconds": 60},  # 23:59, then 00:00
+            "spec.jitterSeconds, spec.schedule: jitterSeconds (60) must be less than the 60 s",
+        ),
         ({"schedule": "0 25 * * *"}, "spec.schedule: hour: 25"),
         ({"schedule": "0 0 30 2 *"}, "spec.schedule: the schedule has no slot"),
     ],
@@ -410,3 +432,81 @@ async def test_nothing_is_done_while_not_leading() -> None:
     assert await world.step(hour(10, 0, 1)) == 1.0
     assert world.store.snapshots == {}
     assert "status" not in world.store.schedule
+
+
+@pytest.mark.parametrize(
+    ("spec", "at", "reason", "metric"),
+    [
+        ({}, hour(10, 0, 1), "Run", "cloudsnap_schedule_runs_total"),
+        (
+            {"startingDeadlineSeconds": 60},
+            hour(10, 5),
+            "MissedRun",
+            "cloudsnap_schedule_missed_runs_total",
+        ),
+    ],
+)
+async def test_a_step_run_again_on_the_same_stale_body_posts_and_counts_its_slot_once(
+    spec: dict[str, Any], at: datetime, reason: str, metric: str
+) -> None:
+    """A child's event can wake the schedule before the watch brings back the status the step
+    wrote: the second step still sees the body from before the run."""
+    world = World(**spec)
+    await world.step(hour(9, 30))
+    stale = copy.deepcopy(world.store.schedule)
+    before = counted(metric)
+    world.store.now = at
+    for _ in range(2):
+        world.controller.observe("MODIFIED", copy.deepcopy(stale))
+        await world.controller.step(f"{NS}/db")
+    assert world.reasons().count(reason) == 1
+    assert counted(metric) == before + 1
+    assert world.status["lastScheduleTime" if reason == "Run" else "lastMissedTime"].startswith(
+        "2026-06-01T10:00:00"
+    )
+
+
+async def test_a_run_is_posted_and_counted_once_its_status_is_written() -> None:
+    world = World()
+    before = counted("cloudsnap_schedule_runs_total")
+    world.store.status_refused = True
+    with pytest.raises(RuntimeError):
+        await world.step(hour(10, 0, 1))
+    assert world.reasons() == []
+    assert counted("cloudsnap_schedule_runs_total") == before
+    world.store.status_refused = False
+    await world.step(hour(10, 0, 31))  # the scheduler's retry
+    await world.step(hour(10, 1))
+    assert world.reasons() == ["Run"]
+    assert counted("cloudsnap_schedule_runs_total") == before + 1
+    assert world.store.creates == 2
+
+
+async def test_every_source_run_a_run_does_not_make_is_a_missed_run() -> None:
+    """Berlin springs forward on 29 March 2026: the slot of 01:59 CET (00:59 UTC) is followed a
+    minute later by that of 03:00 CEST (02:59 being skipped). Both sources' creates of 00:59
+    are jittered past 01:00 (201 s and 197 s), so that run makes neither child."""
+    world = World(
+        schedule="59 * * * *",
+        timeZone="Europe/Berlin",
+        jitterSeconds=300,
+        startingDeadlineSeconds=900,
+    )
+    world.store.schedule["metadata"]["creationTimestamp"] = "2026-03-29T00:30:00Z"
+    before = counted("cloudsnap_schedule_missed_runs_total")
+    at = datetime(2026, 3, 29, 0, 59, 1, tzinfo=UTC)
+    while at < datetime(2026, 3, 29, 1, 10, tzinfo=UTC):
+        wait = await world.step(at)
+        assert wait is not None
+        at += timedelta(seconds=wait)
+    slots = sorted(
+        c["metadata"]["annotations"][SLOT_ANNOTATION] for c in world.store.snapshots.values()
+    )
+    assert slots == ["2026-03-29T01:00:00Z"] * 2
+    [missed] = [e.message for e in world.events if e.reason == "MissedRun"]
+    assert missed == (
+        "the run of 2026-03-29T00:59:00Z ended without a child of 2 source(s):"
+        f" volume/{VOLUME_A}, volume/{VOLUME_B}"
+    )
+    assert counted("cloudsnap_schedule_missed_runs_total") == before + 2
+    assert world.reasons().count("Run") == 2

@@ -269,7 +269,8 @@ class CloudSnapshotScheduleSpec(_Model):
     missed run is made, never one per missed slot."""
     jitter_seconds: int = Field(0, alias="jitterSeconds", ge=0, le=MAX_JITTER_SECONDS)
     """Spread a run's creates over up to this many seconds after the slot: each source's delay
-    is fixed by the schedule, the source and the slot."""
+    is fixed by the schedule, the source and the slot. Less than startingDeadlineSeconds, and
+    less than the shortest time between two slots of schedule (else Synced=False, InvalidSpec)."""
     sources: ScheduleSources
     """What to snapshot."""
     retention: Retention
