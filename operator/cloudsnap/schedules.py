@@ -62,6 +62,8 @@ WAKE_MARGIN_SECONDS = 0.05
 # A step fenced off because this replica may not act now comes back this much later.
 NOT_LEADING_RETRY_SECONDS = 1.0
 READY, SYNCED = "Ready", "Synced"
+REFUSED = "the API server refused the child"
+"""Starts a source's blocked text when the API server refused its child (its words follow)."""
 # A child blocked with one of these has not found its disk (reconcile/volumes.py).
 UNRESOLVED_CODES = frozenset({CLAIM_NOT_FOUND, CLAIM_NOT_BOUND, UNSUPPORTED_VOLUME})
 
@@ -507,7 +509,7 @@ class ScheduleController:
                     f"the disk holds EVS's limit of {EVS_SNAPSHOTS_PER_DISK} snapshots and none"
                     " of this schedule's may be deleted to make room"
                 )
-                if was_blocked != entry.blocked:
+                if not _same_cause(was_blocked, entry.blocked):
                     step.record("Warning", "RunBlocked", f"{source.key}: {entry.blocked}")
                 step.wake_in(RETRY_SECONDS)
             elif create_now and active is not None:
@@ -515,19 +517,19 @@ class ScheduleController:
                     child = await self._create_child(body, parsed, source, active)
                     problem = "a CloudSnapshot not made by this schedule has the child's name"
                 except ChildRefused as exc:
-                    child, problem = None, f"the API server refused the child: {exc}"
+                    child, problem = None, f"{REFUSED}: {exc}"
                 if child is not None:
                     entry.last_run_time = active
                     mine.append(child)
                     children.append(child)
                 else:
                     entry.blocked = problem
-                    if was_blocked != entry.blocked:  # as stored: cut to the field's limit
+                    if not _same_cause(was_blocked, entry.blocked):
                         step.record("Warning", "RunBlocked", f"{source.key}: {problem}")
                     step.wake_in(RETRY_SECONDS)
             if entry.blocked is None:
                 entry.blocked = _unresolved(mine)
-                if entry.blocked is not None and was_blocked != entry.blocked:
+                if entry.blocked is not None and not _same_cause(was_blocked, entry.blocked):
                     step.record("Warning", "RunBlocked", f"{source.key}: {entry.blocked}")
             entries.append(_count(entry, mine))
         self._children_by_phase[f"{namespace}/{name}"] = Counter(
@@ -722,6 +724,16 @@ def _unresolved(children: Sequence[Mapping[str, Any]]) -> str | None:
         return None
     error = (newest.get("status") or {}).get("error") or {}
     return f"{error.get('code')}: {error.get('message')}"
+
+
+def _same_cause(before: str | None, now: str | None) -> bool:
+    """Whether a source's blocked text (as stored, cut to its limit) names the cause it named
+    before: RunBlocked is posted once per cause. Refusals by the API server are one cause, however
+    worded: the words vary between attempts (Go lists a child's invalid labels in random order)
+    and between slots (they name the child)."""
+    if before is None or now is None:
+        return before == now
+    return before == now or (before.startswith(REFUSED) and now.startswith(REFUSED))
 
 
 def _unmade_sources(status: CloudSnapshotScheduleStatus) -> list[str]:

@@ -42,6 +42,7 @@ class MemoryStore:
         self.now = CREATED
         self.events: list[Event] = []
         self.serves_claims = True
+        self.refusals = 0
         self.status_refused = False
 
     async def list_snapshots(self, namespace: str) -> list[dict[str, Any]]:
@@ -50,8 +51,11 @@ class MemoryStore:
     async def create_snapshot(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         name = body["metadata"]["name"]
         if "persistentVolumeClaimName" in body["spec"] and not self.serves_claims:
+            # Worded differently each time and long, as the API server's refusals can be.
+            self.refusals += 1
             raise ChildRefused(
-                '422 Unprocessable Entity: unknown field "persistentVolumeClaimName"'
+                f'422 Unprocessable Entity: CloudSnapshot "{name}" is invalid (attempt'
+                f' {self.refusals}): unknown field "persistentVolumeClaimName"; ' + "more " * 300
             )
         if name in self.snapshots:
             return copy.deepcopy(self.snapshots[name])
@@ -369,6 +373,10 @@ async def test_a_refused_child_blocks_its_source_only_and_is_reported_once() -> 
     [blocked] = [e for e in world.status["sources"] if e.get("blocked")]
     assert blocked["source"] == "pvc/data-0"
     assert "persistentVolumeClaimName" in blocked["blocked"]
+    assert "(attempt 2)" in blocked["blocked"]
+    assert len(blocked["blocked"]) == 1024  # cut to the field's limit: the write is not refused
+    await world.step(hour(11, 0, 1))  # the next slot's child, refused too: the same cause
+    assert world.reasons() == ["Run", "RunBlocked", "MissedRun", "Run"]
 
 
 def test_selector_string() -> None:
