@@ -7,6 +7,11 @@ or snapshot for that slot.
 The claims are bound by the controller-manager's PV binder to everest CSI volumes of simulator
 disks (driver disk.csi.everest.io, volumeHandle the disk ID), and their children carry
 spec.persistentVolumeClaimName. All sources run in the same minutes, so they cost no extra time.
+
+Two more per-minute schedules: one whose jitterSeconds does not fit between two slots is refused
+and makes nothing while a slot passes, then every source of each ended run has its child or is
+named by a MissedRun; one whose children the API server refuses with a message longer than the
+status may hold still records each run, posting Run once per slot and RunBlocked once.
 """
 
 from __future__ import annotations
