@@ -28,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 
 from cloudsnap.api import CLASS_PLURAL, GROUP, SNAPSHOT_KIND, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.api.constants import SCHEDULE_PLURAL, SCHEDULE_UID_LABEL
+from cloudsnap.api.text import EVENT_MESSAGE_MAX_BYTES, fit_text
 from cloudsnap.leader import LeaseConflict, LeaseRecord
 from cloudsnap.logs import REDACTOR
 from cloudsnap.reconcile import Event
@@ -41,9 +42,8 @@ WATCH_TIMEOUT_SECONDS = 300
 SYNC_WAIT_SECONDS = 10.0
 # A cache that keeps failing to list or watch says so this often, not on every retry.
 REPORT_EVERY_SECONDS = 30.0
-# Events name their reporter as this; messages are cut to this many characters, as kopf does.
+# Events name their reporter as this.
 EVENT_COMPONENT = "cloudsnap-operator"
-EVENT_MESSAGE_MAX = 1024
 
 
 class Conflict(Exception):
@@ -160,9 +160,7 @@ class KubeWriter:
         meta = body.get("metadata", {})
         namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        message = event.message
-        if len(message) > EVENT_MESSAGE_MAX:
-            message = message[: EVENT_MESSAGE_MAX - 3] + "..."
+        message = fit_text(event.message, EVENT_MESSAGE_MAX_BYTES)
         manifest = {
             "metadata": {"generateName": f"{name}.", "namespace": namespace},
             "involvedObject": {

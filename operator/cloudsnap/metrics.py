@@ -114,8 +114,8 @@ SCHEDULE_RUNS = Counter(
 )
 SCHEDULE_MISSED_RUNS = Counter(
     "cloudsnap_schedule_missed_runs_total",
-    "Schedule slots skipped: past startingDeadlineSeconds, or older than the one catch-up run"
-    " after downtime or a suspension.",
+    "Schedule slots skipped (past startingDeadlineSeconds, or older than the one catch-up run"
+    " after downtime or a suspension), and sources a run made no child for (one each).",
     registry=REGISTRY,
 )
 RETENTION_DELETIONS = Counter(

@@ -49,7 +49,7 @@ from cloudsnap.api.schedule import (
 from cloudsnap.reconcile import Event, Scheduler
 from cloudsnap.reconcile.failures import CLAIM_NOT_BOUND, CLAIM_NOT_FOUND, UNSUPPORTED_VOLUME
 from cloudsnap.reconcile.reconciler import EventType
-from cloudsnap.schedule.cron import Cron, CronError
+from cloudsnap.schedule.cron import Cron, CronError, shortest_interval
 from cloudsnap.schedule.retention import Decision, Phase, Policy, Reason, Snapshot, decide
 from cloudsnap.schedule.runs import child_name, jitter_delay, label_value, parse_duration, plan_run
 from cloudsnap.writes import Writer
@@ -66,8 +66,8 @@ WAKE_MARGIN_SECONDS = 0.05
 # A step fenced off because this replica may not act now comes back this much later.
 NOT_LEADING_RETRY_SECONDS = 1.0
 READY, SYNCED = "Ready", "Synced"
-# status.sources[].blocked's limit in the CRD.
-BLOCKED_MAX = 1024
+REFUSED = "the API server refused the child"
+"""Starts a source's blocked text when the API server refused its child (its words follow)."""
 # A child blocked with one of these has not found its disk (reconcile/volumes.py).
 UNRESOLVED_CODES = frozenset({CLAIM_NOT_FOUND, CLAIM_NOT_BOUND, UNSUPPORTED_VOLUME})
 
@@ -162,6 +162,13 @@ def parse_spec(raw: Mapping[str, Any]) -> Parsed:
         cron.next_after(datetime.now(UTC), zone)
     except CronError as exc:
         raise InvalidSpec(f"spec.schedule: {exc}") from None
+    interval = shortest_interval(cron)
+    if spec.jitter_seconds and timedelta(seconds=spec.jitter_seconds) >= interval:
+        # A create jittered past the next slot would belong to a run already over: never made.
+        raise InvalidSpec(
+            f"spec.jitterSeconds, spec.schedule: jitterSeconds ({spec.jitter_seconds}) must be"
+            f" less than the {interval.total_seconds():.0f} s between two slots of the schedule"
+        )
     policy = Policy(spec.retention.max_count, spec.retention.min_ready, max_age)
     return Parsed(spec, cron, zone, policy)
 
@@ -345,7 +352,7 @@ def _disk_full(view: Sequence[Snapshot], entry: SourceStatus) -> str:
         " outside the cluster. Delete snapshots of the disk in EVS, or lower retention.minReady"
         " or give the children deletionPolicy Delete"
     )
-    return message if len(message) <= BLOCKED_MAX else message[: BLOCKED_MAX - 3] + "..."
+    return message
 
 
 def _volume_of(body: Mapping[str, Any]) -> str | None:
@@ -360,9 +367,31 @@ class _Step:
     now: datetime
     events: list[Event] = field(default_factory=list)
     wake: list[float] = field(default_factory=list)
+    recorded: list[Event] = field(default_factory=list)
+    """Events of what the status records (runs, missed runs, blocks, an invalid spec): posted,
+    and counted, only once the status saying so is written, so that a step retried after a
+    failed write, or run again on a status not yet seen back, posts none of them twice."""
+    runs: int = 0
+    missed: int = 0
 
     def event(self, kind: EventType, reason: str, message: str) -> None:
         self.events.append(Event(kind, reason, message))
+
+    def record(
+        self, kind: EventType, reason: str, message: str, *, runs: int = 0, missed: int = 0
+    ) -> None:
+        """An Event (and runs or missed runs to count) that the step's status write records."""
+        self.recorded.append(Event(kind, reason, message))
+        self.runs += runs
+        self.missed += missed
+
+    def status_written(self) -> None:
+        """The status is written: what it records is posted with the step's Events, and counted."""
+        self.events += self.recorded
+        self.recorded = []
+        metrics.SCHEDULE_RUNS.inc(self.runs)
+        metrics.SCHEDULE_MISSED_RUNS.inc(self.missed)
+        self.runs = self.missed = 0
 
     def wake_at(self, moment: datetime) -> None:
         self.wake.append(max(0.0, (moment - self.now).total_seconds()) + WAKE_MARGIN_SECONDS)
@@ -390,6 +419,10 @@ class ScheduleController:
         self._children_by_phase: dict[str, Counter[str]] = {}
         self._keys_by_uid: dict[str, str] = {}
         """Each schedule's key by its UID: a child's UID label names the schedule to wake."""
+        self._written: dict[str, tuple[str, dict[str, Any]]] = {}
+        """The status this replica last wrote for each schedule, with the schedule's UID: only
+        the leader writes it, so it is newer than that of a body the watch has not caught up
+        with, which a step would otherwise run its slot again from."""
         self.scheduler: Scheduler[str] = Scheduler(self.step, concurrency=max_workers)
 
     # -- watch --------------------------------------------------------------------------------
@@ -403,6 +436,7 @@ class ScheduleController:
             self._bodies.pop(key, None)
             self._generations.pop(key, None)
             self._children_by_phase.pop(key, None)
+            self._written.pop(key, None)
             self.scheduler.forget(key)
             self._publish_children()
             return
@@ -447,8 +481,10 @@ class ScheduleController:
         self.scheduler.resume()
 
     def stop_leading(self) -> None:
-        """This replica lost the Lease: start nothing, cancel what runs."""
+        """This replica lost the Lease: start nothing, cancel what runs; the next leader writes
+        the statuses, so they are read from the watch again."""
         self.scheduler.pause()
+        self._written.clear()
 
     # -- step ---------------------------------------------------------------------------------
 
@@ -474,7 +510,10 @@ class ScheduleController:
     async def _step(self, body: dict[str, Any], step: _Step) -> float | None:
         meta = body["metadata"]
         namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
-        status = CloudSnapshotScheduleStatus.model_validate(body.get("status") or {})
+        written = self._written.get(f"{namespace}/{name}")
+        status = CloudSnapshotScheduleStatus.model_validate(
+            written[1] if written is not None and written[0] == uid else body.get("status") or {}
+        )
         if meta.get("deletionTimestamp"):
             await self._finish(body, step)
             return None
@@ -482,10 +521,10 @@ class ScheduleController:
             parsed = parse_spec(body.get("spec") or {})
         except InvalidSpec as exc:
             if _condition_reason(status, SYNCED) != "InvalidSpec":
-                step.event("Warning", "InvalidSpec", str(exc))
+                step.record("Warning", "InvalidSpec", str(exc))
             _set_condition(status, SYNCED, "False", "InvalidSpec", str(exc), step.now, meta)
             status.observed_generation = meta.get("generation")
-            await self._store.patch_status(namespace, name, uid, _dump(status))
+            await self._write_status(body, status, step)
             return None
         finalizers = list(meta.get("finalizers") or [])
         if SCHEDULE_FINALIZER not in finalizers:
@@ -520,6 +559,14 @@ class ScheduleController:
                 else None
             ),
         )
+        if plan.slot is not None or plan.missed:
+            unmade = _unmade_sources(status)
+            if unmade and status.last_schedule_time is not None:
+                message = (
+                    f"the run of {_rfc3339(status.last_schedule_time)} ended without a child of"
+                    f" {len(unmade)} source(s): {', '.join(unmade)}"
+                )
+                step.record("Warning", "MissedRun", message, missed=len(unmade))
         if plan.missed:
             why = (
                 "only the latest missed run is made"
@@ -528,17 +575,12 @@ class ScheduleController:
             )
             latest = plan.latest_missed or step.now
             message = f"{plan.missed} run(s) skipped, the latest at {_rfc3339(latest)} ({why})"
-            step.event("Warning", "MissedRun", message)
-            metrics.SCHEDULE_MISSED_RUNS.inc(plan.missed)
+            step.record("Warning", "MissedRun", message, missed=plan.missed)
             status.last_missed_time = plan.latest_missed or status.last_missed_time
         if plan.slot is not None:
             status.last_schedule_time = plan.slot
-            metrics.SCHEDULE_RUNS.inc()
-            step.event(
-                "Normal",
-                "Run",
-                f"run of {_rfc3339(plan.slot)} for {len(sources)} source(s)",
-            )
+            message = f"run of {_rfc3339(plan.slot)} for {len(sources)} source(s)"
+            step.record("Normal", "Run", message, runs=1)
         status.next_schedule_time = plan.next_slot
         if plan.next_slot is not None:
             step.wake_at(plan.next_slot)
@@ -575,9 +617,8 @@ class ScheduleController:
                     step.wake_at(at)
                 elif deadline is not None and step.now - at > timedelta(seconds=deadline):
                     entry.last_run_time = active  # too late for this one: never made
-                    metrics.SCHEDULE_MISSED_RUNS.inc()
                     message = f"{source.key}: the run of {_rfc3339(active)} started too late"
-                    step.event("Warning", "MissedRun", message)
+                    step.record("Warning", "MissedRun", message, missed=1)
                 else:
                     create_now = True
             await self._note_freed_places(mine, present, step)
@@ -599,28 +640,28 @@ class ScheduleController:
                 step.wake_in(RETRY_SECONDS)
             if decision.blocked:
                 entry.blocked = _disk_full(view, entry)
-                if was_blocked != entry.blocked:
-                    step.event("Warning", "RunBlocked", f"{source.key}: {entry.blocked}")
+                if not _same_cause(was_blocked, entry.blocked):
+                    step.record("Warning", "RunBlocked", f"{source.key}: {entry.blocked}")
                 step.wake_in(RETRY_SECONDS)
             elif create_now and active is not None:
                 try:
                     child = await self._create_child(body, parsed, source, active, room_for_create)
                     problem = "a CloudSnapshot not made by this schedule has the child's name"
                 except ChildRefused as exc:
-                    child, problem = None, f"the API server refused the child: {exc}"
+                    child, problem = None, f"{REFUSED}: {exc}"
                 if child is not None:
                     entry.last_run_time = active
                     mine.append(child)
                     children.append(child)
                 else:
                     entry.blocked = problem
-                    if was_blocked != problem:
-                        step.event("Warning", "RunBlocked", f"{source.key}: {problem}")
+                    if not _same_cause(was_blocked, entry.blocked):
+                        step.record("Warning", "RunBlocked", f"{source.key}: {problem}")
                     step.wake_in(RETRY_SECONDS)
             if entry.blocked is None:
                 entry.blocked = _unresolved(mine)
-                if entry.blocked is not None and was_blocked != entry.blocked:
-                    step.event("Warning", "RunBlocked", f"{source.key}: {entry.blocked}")
+                if entry.blocked is not None and not _same_cause(was_blocked, entry.blocked):
+                    step.record("Warning", "RunBlocked", f"{source.key}: {entry.blocked}")
             entries.append(_count(entry, mine))
         self._children_by_phase[f"{namespace}/{name}"] = Counter(
             child_phase(c)[0].value for c in children
@@ -633,8 +674,21 @@ class ScheduleController:
         status.observed_generation = meta.get("generation")
         _set_condition(status, SYNCED, "True", "Synced", "the schedule is running", step.now, meta)
         _set_ready(status, entries, step.now, meta)
-        await self._store.patch_status(namespace, name, uid, _dump(status))
+        await self._write_status(body, status, step)
         return min(step.wake) if step.wake else None
+
+    async def _write_status(
+        self, body: Mapping[str, Any], status: CloudSnapshotScheduleStatus, step: _Step
+    ) -> None:
+        """Write the step's status, remember it as the schedule's, and post and count what it
+        records."""
+        meta = body["metadata"]
+        namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        dumped = _dump(status)
+        if await self._store.patch_status(namespace, name, uid, dumped) is None:
+            return  # the schedule is gone
+        self._written[f"{namespace}/{name}"] = (uid, dumped)
+        step.status_written()
 
     async def _sources(self, namespace: str, spec: CloudSnapshotScheduleSpec) -> list[Source]:
         """The volume IDs, then the claims the selector picks now (sorted, each once)."""
@@ -839,7 +893,27 @@ def _unresolved(children: Sequence[Mapping[str, Any]]) -> str | None:
     if newest is None or child_phase(newest)[0] is not Phase.UNRESOLVED:
         return None
     error = (newest.get("status") or {}).get("error") or {}
-    return f"{error.get('code')}: {error.get('message')}"[:1024]
+    return f"{error.get('code')}: {error.get('message')}"
+
+
+def _same_cause(before: str | None, now: str | None) -> bool:
+    """Whether a source's blocked text (as stored, cut to its limit) names the cause it named
+    before: RunBlocked is posted once per cause. Refusals by the API server are one cause, however
+    worded: the words vary between attempts (Go lists a child's invalid labels in random order)
+    and between slots (they name the child)."""
+    if before is None or now is None:
+        return before == now
+    return before == now or (before.startswith(REFUSED) and now.startswith(REFUSED))
+
+
+def _unmade_sources(status: CloudSnapshotScheduleStatus) -> list[str]:
+    """The sources the latest run (status.lastScheduleTime) made no child for, once a later slot
+    ran or was missed: its jittered creates are over. None if a missed slot already ended it (a
+    step then counted them)."""
+    run, missed = status.last_schedule_time, status.last_missed_time
+    if run is None or (missed is not None and missed > run):
+        return []
+    return [e.source for e in status.sources if e.last_run_time is None or e.last_run_time < run]
 
 
 def _last_successful(children: Sequence[Mapping[str, Any]]) -> datetime | None:

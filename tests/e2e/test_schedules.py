@@ -7,15 +7,25 @@ or snapshot for that slot.
 The claims are bound by the controller-manager's PV binder to everest CSI volumes of simulator
 disks (driver disk.csi.everest.io, volumeHandle the disk ID), and their children carry
 spec.persistentVolumeClaimName. All sources run in the same minutes, so they cost no extra time.
+
+Two more per-minute schedules: one whose jitterSeconds does not fit between two slots is refused
+and makes nothing while a slot passes, then every source of each ended run has its child or is
+named by a MissedRun; one whose children the API server refuses with a message longer than the
+status may hold still records each run, posting Run once per slot and RunBlocked once.
+
+And what a schedule keeps: its children and their snapshots survive the schedule's deletion under
+every propagation policy (and with the operator stopped), and children kept by deletionPolicy
+Retain that fill their disk are reported, never deleted for room they would not free.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
-from cloudsnap.api.constants import SOURCE_ANNOTATION
+from cloudsnap.api.constants import SLOT_ANNOTATION, SOURCE_ANNOTATION
 from tests.e2e.support import make_snapshot_outside
 from tests.fixtures.cluster import everest_volume, manifest_list, volume_claim
 from tests.fixtures.operator import Stack, condition
@@ -166,18 +176,15 @@ async def test_runs_rotate_and_survive_a_kill_across_a_slot(
     assert stack.operator.restarts == 1
 
 
-def schedule_manifest(namespace: str, name: str, volume: str) -> dict[str, Any]:
-    return {
+def schedule_manifest(stack: Stack, name: str, **spec: Any) -> str:
+    """A per-minute schedule keeping two Ready children per source, with these spec fields."""
+    body = {
         "apiVersion": "evs.cloudsnap.io/v1alpha1",
         "kind": "CloudSnapshotSchedule",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "schedule": "* * * * *",
-            "sources": {"volumeIDs": [volume]},
-            "retention": {"maxCount": MAX_COUNT, "minReady": 1},
-            "snapshotTemplate": {"spec": {"deletionPolicy": "Delete"}},
-        },
+        "metadata": {"name": name, "namespace": stack.namespace},
+        "spec": {"schedule": "* * * * *", "retention": {"maxCount": 2, "minReady": 1}, **spec},
     }
+    return json.dumps(body)
 
 
 def dependent_of(stack: Stack, schedule: str) -> dict[str, Any]:
@@ -223,7 +230,16 @@ async def test_deleting_a_schedule_keeps_its_children_under_every_propagation_po
     disks = {name: await stack.add_volume() for name in cases}
     for name, disk in disks.items():
         stack.kubectl(
-            "apply", "-f", "-", input=json.dumps(schedule_manifest(stack.namespace, name, disk))
+            "apply",
+            "-f",
+            "-",
+            input=schedule_manifest(
+                stack,
+                name,
+                sources={"volumeIDs": [disk]},
+                retention={"maxCount": MAX_COUNT, "minReady": 1},
+                snapshotTemplate={"spec": {"deletionPolicy": "Delete"}},
+            ),
         )
 
     def ready_children() -> dict[str, list[dict[str, Any]]] | None:
@@ -293,10 +309,13 @@ async def test_retain_children_fill_the_disk_and_the_schedule_says_so_without_de
     disk = await stack.add_volume()
     for _ in range(4):
         make_snapshot_outside(stack, disk)
-    manifest = schedule_manifest(stack.namespace, "retained", disk)
-    manifest["spec"]["retention"] = {"maxCount": 2, "minReady": 1}
-    manifest["spec"]["snapshotTemplate"]["spec"]["deletionPolicy"] = "Retain"
-    stack.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    retained = schedule_manifest(
+        stack,
+        "retained",
+        sources={"volumeIDs": [disk]},
+        snapshotTemplate={"spec": {"deletionPolicy": "Retain"}},
+    )
+    stack.kubectl("apply", "-f", "-", input=retained)
     most_on_disk = 0
 
     async def blocked() -> str | None:
@@ -333,3 +352,129 @@ async def test_retain_children_fill_the_disk_and_the_schedule_says_so_without_de
     assert {k["status"]["snapshotID"] for k in kids} <= {
         s["id"] for s in await stack.snapshots_of(disk)
     }
+
+
+def slot_of(child: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(child["metadata"]["annotations"][SLOT_ANNOTATION])
+
+
+async def test_jitter_not_below_the_slot_interval_is_refused_and_every_source_run_is_accounted(
+    stack: Stack,
+) -> None:
+    """jitterSeconds 60 on a per-minute schedule would jitter creates past the next slot, where
+    they were silently never made: the spec is refused, naming both fields, and makes nothing
+    while a witness schedule beside it runs a slot. With jitterSeconds 50, every source of every
+    run that has ended has its child, or a MissedRun names it."""
+    disks = [await stack.add_volume() for _ in range(3)]
+    witness = {"volumeIDs": [await stack.add_volume()]}
+    stack.kubectl("apply", "-f", "-", input=schedule_manifest(stack, "witness", sources=witness))
+    too_wide = schedule_manifest(
+        stack,
+        "jittered",
+        sources={"volumeIDs": disks},
+        retention={"maxCount": 5, "minReady": 1},  # no child of the runs watched is deleted
+        jitterSeconds=60,
+        startingDeadlineSeconds=300,
+    )
+    stack.kubectl("apply", "-f", "-", input=too_wide)
+
+    synced = await eventually(
+        lambda: condition({"status": schedule_status(stack, "jittered")}, "Synced"),
+        timeout=30,
+        what="the jittered schedule's Synced condition",
+    )
+    assert (synced["status"], synced["reason"]) == ("False", "InvalidSpec")
+    assert synced["message"].startswith("spec.jitterSeconds, spec.schedule: ")
+    assert "less than the 60 s between two slots" in synced["message"]
+    refused_at = datetime.now(UTC)
+    # Watch the refused schedule through a whole slot that the witness runs.
+    await eventually(
+        lambda: any(slot_of(c) > refused_at for c in children(stack, "witness")),
+        timeout=2 * 60 + 30,
+        what="the witness's run of a slot after the refusal",
+    )
+    assert children(stack, "jittered") == []
+    assert "lastScheduleTime" not in schedule_status(stack, "jittered")
+    assert event_messages(stack, "jittered", "Run") == []
+    assert len(event_messages(stack, "jittered", "InvalidSpec")) == 1
+
+    patch = json.dumps({"spec": {"jitterSeconds": 50}})
+    stack.kubectl("patch", "csnapsched", "jittered", "--type=merge", "-p", patch)
+
+    def ended_runs() -> list[str]:
+        """The slots of the runs that are over: a later one has been posted."""
+        runs = sorted(m.split()[2] for m in event_messages(stack, "jittered", "Run"))
+        return runs[:-1]
+
+    ended = await eventually(
+        lambda: len(ended_runs()) >= 2 and ended_runs(), timeout=4 * 60, what="two ended runs"
+    )
+    made = Counter(
+        c["metadata"]["annotations"][SLOT_ANNOTATION] for c in children(stack, "jittered")
+    )
+    missed = event_messages(stack, "jittered", "MissedRun")
+    for run in ended:
+        named = sum(m.count("volume/") for m in missed if run in m)
+        assert made[run] + named == len(disks), (run, made, missed)
+    everywhere = missed + event_messages(stack, "witness", "MissedRun")
+    assert stack.metric("cloudsnap_schedule_missed_runs_total") == sum(
+        m.count("volume/") for m in everywhere
+    )
+
+
+async def test_a_child_refused_with_a_long_message_blocks_its_source_without_wedging(
+    stack: Stack,
+) -> None:
+    """Three invalid template label values make the API server refuse each child with a message
+    longer than sources[].blocked may hold. It is cut and the status is written: every slot is
+    recorded and its Run posted once however often the source is retried (every 30 s),
+    RunBlocked is posted once for the one cause, and each run that ends without the child is a
+    MissedRun."""
+    disk = await stack.add_volume()
+    labels = {key: f"not a valid label value {key} " + "x" * 30 for key in ("team", "tier", "app")}
+    manifest = schedule_manifest(
+        stack,
+        "refused",
+        sources={"volumeIDs": [disk]},
+        snapshotTemplate={"metadata": {"labels": labels}},
+    )
+    stack.kubectl("apply", "-f", "-", input=manifest)
+
+    def blocked() -> str | None:
+        entries = schedule_status(stack, "refused").get("sources") or [{}]
+        text: str | None = entries[0].get("blocked")
+        return text
+
+    text = await eventually(blocked, timeout=90, what="the source reported blocked")
+    assert text.startswith("the API server refused the child: 422")
+    assert text.endswith("..."), text  # cut: the refusal is longer than the field
+    assert len(text) <= 1024
+    assert text.count("Invalid value") >= 2
+    first = schedule_status(stack, "refused")["lastScheduleTime"]
+
+    def runs() -> list[str]:
+        return event_messages(stack, "refused", "Run")
+
+    # Three more slots, each looked at again every 30 s while blocked; then no new run.
+    await eventually(lambda: len(set(runs())) >= 4, timeout=5 * 60, what="four runs")
+    stack.kubectl("patch", "csnapsched", "refused", "--type=merge", "-p", SUSPEND)
+    await eventually(
+        lambda: "nextScheduleTime" not in schedule_status(stack, "refused"),
+        timeout=30,
+        what="the suspension recorded",
+    )
+    status = schedule_status(stack, "refused")
+    assert status["lastScheduleTime"] > first
+    slots = set(runs())
+    assert len(runs()) == len(slots), runs()  # one Run per slot
+    await eventually(
+        lambda: stack.metric("cloudsnap_schedule_runs_total") == len(slots),
+        timeout=10,
+        what="one run counted per slot",
+    )
+    assert len(event_messages(stack, "refused", "RunBlocked")) == 1
+    missed = event_messages(stack, "refused", "MissedRun")
+    assert len(missed) == len(slots) - 1, missed  # every run but the latest has ended
+    assert all(f"volume/{disk}" in m for m in missed)
+    assert children(stack, "refused") == []
+    assert condition({"status": status}, "Synced")["status"] == "True"

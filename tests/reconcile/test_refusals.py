@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from cloudsnap.api.models import STATUS_CODE_MAX_LENGTH, STATUS_MESSAGE_MAX_LENGTH
+from cloudsnap.api.text import fit_text
 from cloudsnap.handlers import FINALIZER
 from cloudsnap.reconcile import Accounts, EVSConnector, Reconciler
 from evs_simulator.testing import RunningSimulator
@@ -255,7 +256,7 @@ async def test_a_refusal_longer_than_the_status_fields_allow_is_cut_to_fit(
     deleting = await refused_delete(world, "db")
 
     error = world.objects["db"]["status"]["error"]
-    assert error["code"] == long_code[:STATUS_CODE_MAX_LENGTH]
+    assert error["code"] == fit_text(long_code, STATUS_CODE_MAX_LENGTH)
     assert len(error["message"]) <= STATUS_MESSAGE_MAX_LENGTH
     assert len(deleting["message"]) <= STATUS_MESSAGE_MAX_LENGTH
     assert f"retried every {FAST.blocked:g}s" in deleting["message"]

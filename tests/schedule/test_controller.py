@@ -8,11 +8,12 @@ import copy
 import itertools
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from cloudsnap import metrics
 from cloudsnap.api.constants import (
     ROOM_ANNOTATION,
     SCHEDULE_LABEL,
@@ -50,6 +51,8 @@ class MemoryStore:
         self.serves_claims = True
         self.slow_deletes = False
         """Deletions leave the object with a deletionTimestamp until ``finish_deletes``."""
+        self.refusals = 0
+        self.status_refused = False
 
     async def list_snapshots(self, namespace: str) -> list[dict[str, Any]]:
         return [copy.deepcopy(s) for s in self.snapshots.values()]
@@ -57,8 +60,11 @@ class MemoryStore:
     async def create_snapshot(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         name = body["metadata"]["name"]
         if "persistentVolumeClaimName" in body["spec"] and not self.serves_claims:
+            # Worded differently each time and long, as the API server's refusals can be.
+            self.refusals += 1
             raise ChildRefused(
-                '422 Unprocessable Entity: unknown field "persistentVolumeClaimName"'
+                f'422 Unprocessable Entity: CloudSnapshot "{name}" is invalid (attempt'
+                f' {self.refusals}): unknown field "persistentVolumeClaimName"; ' + "more " * 300
             )
         if name in self.snapshots:
             return copy.deepcopy(self.snapshots[name])
@@ -104,6 +110,8 @@ class MemoryStore:
     async def patch_status(
         self, namespace: str, name: str, uid: str, status: Mapping[str, Any]
     ) -> dict[str, Any] | None:
+        if self.status_refused:
+            raise RuntimeError("500 Internal Server Error")
         self.schedule["status"] = copy.deepcopy(dict(status))
         return copy.deepcopy(self.schedule)
 
@@ -150,7 +158,7 @@ class World:
         self.store = MemoryStore()
         self.events = self.store.events
         self.leading = True
-        self.controller = self.new_controller()
+        self.controller = self.start_controller()
         self.store.schedule = {
             "apiVersion": "evs.cloudsnap.io/v1alpha1",
             "kind": "CloudSnapshotSchedule",
@@ -174,14 +182,15 @@ class World:
             },
         }
 
-    def new_controller(self) -> ScheduleController:
-        """A controller with no memory of earlier steps, as after a restart or a handover."""
-        return ScheduleController(
+    def start_controller(self) -> ScheduleController:
+        """A new controller (a new operator process) over the same store."""
+        self.controller = ScheduleController(
             self.store,
             max_workers=4,
             may_act=lambda: self.leading,
             clock=lambda: self.store.now,
         )
+        return self.controller
 
     async def step(self, at: datetime | None = None) -> float | None:
         if at is not None:
@@ -200,6 +209,10 @@ class World:
 
 def hour(h: int, minute: int = 0, second: int = 0) -> datetime:
     return datetime(2026, 6, 1, h, minute, second, tzinfo=UTC)
+
+
+def counted(metric: str) -> float:
+    return metrics.REGISTRY.get_sample_value(metric) or 0.0
 
 
 async def test_a_slot_makes_one_child_per_source_with_labels_and_template() -> None:
@@ -236,7 +249,7 @@ async def test_a_slot_is_made_once_even_when_its_status_was_lost() -> None:
     assert world.store.creates == 2
     world.store.schedule["status"] = {}  # a crash before the status write
     world.store.schedule["metadata"]["creationTimestamp"] = "2026-06-01T09:10:00Z"
-    world.controller = world.new_controller()  # the restarted operator remembers nothing
+    world.start_controller()
     await world.step(hour(10, 6))
     assert world.store.creates == 2  # the same names: nothing new
     assert len(world.store.snapshots) == 2
@@ -344,16 +357,16 @@ async def test_one_refusal_frees_one_place_whoever_leads_and_however_slow_the_de
     assert await world.step(hour(13, 0, 2)) == pytest.approx(30.0)
     assert [n[-4:] for n in world.store.deleted] == ["1000"]
     for minute in range(1, 11):  # ten minutes of a deletion under way, a new leader each minute
-        world.controller = world.new_controller()
+        world.start_controller()
         await world.step(hour(13, minute))
     assert [n[-4:] for n in world.store.deleted] == ["1000"]
     world.store.finish_deletes()
     for second in (10, 40):  # gone; the refusal read meanwhile predates it
-        world.controller = world.new_controller()
+        world.start_controller()
         await world.step(hour(13, 11, second))
     assert [n[-4:] for n in world.store.deleted] == ["1000"]
     world.store.refuse_for_room(refused)  # refused again: the place was taken meanwhile
-    world.controller = world.new_controller()
+    world.start_controller()
     await world.step(hour(13, 12))
     assert [n[-4:] for n in world.store.deleted] == ["1000", "1100"]
 
@@ -486,6 +499,10 @@ async def test_a_refused_child_blocks_its_source_only_and_is_reported_once() -> 
     [blocked] = [e for e in world.status["sources"] if e.get("blocked")]
     assert blocked["source"] == "pvc/data-0"
     assert "persistentVolumeClaimName" in blocked["blocked"]
+    assert "(attempt 2)" in blocked["blocked"]
+    assert len(blocked["blocked"]) == 1024  # cut to the field's limit: the write is not refused
+    await world.step(hour(11, 0, 1))  # the next slot's child, refused too: the same cause
+    assert world.reasons() == ["Run", "RunBlocked", "MissedRun", "Run"]
 
 
 def test_selector_string() -> None:
@@ -505,6 +522,14 @@ def test_selector_string() -> None:
     ("spec", "field"),
     [
         ({"timeZone": "Mars/Olympus_Mons"}, "spec.timeZone"),
+        (
+            {"schedule": "*/5 * * * *", "jitterSeconds": 300, "startingDeadlineSeconds": 900},
+            "spec.jitterSeconds, spec.schedule: jitterSeconds (300) must be less than the 300 s",
+        ),
+        (
+            {"schedule": "0,59 0,23 * * *", "jitterSeconds": 60},  # 23:59, then 00:00
+            "spec.jitterSeconds, spec.schedule: jitterSeconds (60) must be less than the 60 s",
+        ),
         ({"schedule": "0 25 * * *"}, "spec.schedule: hour: 25"),
         ({"schedule": "0 0 30 2 *"}, "spec.schedule: the schedule has no slot"),
     ],
@@ -545,3 +570,81 @@ async def test_nothing_is_done_while_not_leading() -> None:
     assert await world.step(hour(10, 0, 1)) == 1.0
     assert world.store.snapshots == {}
     assert "status" not in world.store.schedule
+
+
+@pytest.mark.parametrize(
+    ("spec", "at", "reason", "metric"),
+    [
+        ({}, hour(10, 0, 1), "Run", "cloudsnap_schedule_runs_total"),
+        (
+            {"startingDeadlineSeconds": 60},
+            hour(10, 5),
+            "MissedRun",
+            "cloudsnap_schedule_missed_runs_total",
+        ),
+    ],
+)
+async def test_a_step_run_again_on_the_same_stale_body_posts_and_counts_its_slot_once(
+    spec: dict[str, Any], at: datetime, reason: str, metric: str
+) -> None:
+    """A child's event can wake the schedule before the watch brings back the status the step
+    wrote: the second step still sees the body from before the run."""
+    world = World(**spec)
+    await world.step(hour(9, 30))
+    stale = copy.deepcopy(world.store.schedule)
+    before = counted(metric)
+    world.store.now = at
+    for _ in range(2):
+        world.controller.observe("MODIFIED", copy.deepcopy(stale))
+        await world.controller.step(f"{NS}/db")
+    assert world.reasons().count(reason) == 1
+    assert counted(metric) == before + 1
+    assert world.status["lastScheduleTime" if reason == "Run" else "lastMissedTime"].startswith(
+        "2026-06-01T10:00:00"
+    )
+
+
+async def test_a_run_is_posted_and_counted_once_its_status_is_written() -> None:
+    world = World()
+    before = counted("cloudsnap_schedule_runs_total")
+    world.store.status_refused = True
+    with pytest.raises(RuntimeError):
+        await world.step(hour(10, 0, 1))
+    assert world.reasons() == []
+    assert counted("cloudsnap_schedule_runs_total") == before
+    world.store.status_refused = False
+    await world.step(hour(10, 0, 31))  # the scheduler's retry
+    await world.step(hour(10, 1))
+    assert world.reasons() == ["Run"]
+    assert counted("cloudsnap_schedule_runs_total") == before + 1
+    assert world.store.creates == 2
+
+
+async def test_every_source_run_a_run_does_not_make_is_a_missed_run() -> None:
+    """Berlin springs forward on 29 March 2026: the slot of 01:59 CET (00:59 UTC) is followed a
+    minute later by that of 03:00 CEST (02:59 being skipped). Both sources' creates of 00:59
+    are jittered past 01:00 (201 s and 197 s), so that run makes neither child."""
+    world = World(
+        schedule="59 * * * *",
+        timeZone="Europe/Berlin",
+        jitterSeconds=300,
+        startingDeadlineSeconds=900,
+    )
+    world.store.schedule["metadata"]["creationTimestamp"] = "2026-03-29T00:30:00Z"
+    before = counted("cloudsnap_schedule_missed_runs_total")
+    at = datetime(2026, 3, 29, 0, 59, 1, tzinfo=UTC)
+    while at < datetime(2026, 3, 29, 1, 10, tzinfo=UTC):
+        wait = await world.step(at)
+        assert wait is not None
+        at += timedelta(seconds=wait)
+    slots = sorted(
+        c["metadata"]["annotations"][SLOT_ANNOTATION] for c in world.store.snapshots.values()
+    )
+    assert slots == ["2026-03-29T01:00:00Z"] * 2
+    [missed] = [e.message for e in world.events if e.reason == "MissedRun"]
+    assert missed == (
+        "the run of 2026-03-29T00:59:00Z ended without a child of 2 source(s):"
+        f" volume/{VOLUME_A}, volume/{VOLUME_B}"
+    )
+    assert counted("cloudsnap_schedule_missed_runs_total") == before + 2
+    assert world.reasons().count("Run") == 2

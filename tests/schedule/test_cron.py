@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cloudsnap.schedule.cron import Cron, CronError
+from cloudsnap.schedule.cron import Cron, CronError, shortest_interval
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -176,3 +176,19 @@ def test_next_and_latest_agree(minute: int, hour: int, start: datetime, zone: Zo
         assert (
             wall.replace(tzinfo=zone).astimezone(UTC).astimezone(zone).replace(tzinfo=None) != wall
         ), "moved although the local time exists"
+
+
+@pytest.mark.parametrize(
+    ("expression", "interval"),
+    [
+        ("*/5 * * * *", timedelta(minutes=5)),
+        ("0,30 9-17 * * *", timedelta(minutes=30)),
+        ("0,59 0,23 * * *", timedelta(minutes=1)),  # 23:59, then 00:00 the next day
+        ("30 23 * * 1-5", timedelta(days=1)),
+        ("0 0 13 * 5", timedelta(days=1)),  # Thursday the 13th, then Friday
+        ("0 0 1 * *", timedelta(days=28)),  # 1 February to 1 March
+        ("0 0 29 2 *", timedelta(days=4 * 365 + 1)),
+    ],
+)
+def test_shortest_interval_between_neighbouring_slots(expression: str, interval: timedelta) -> None:
+    assert shortest_interval(Cron.parse(expression)) == interval

@@ -169,7 +169,7 @@ class ScheduleMachine(RuleBasedStateMachine):
 
     @rule()
     def leader_change(self) -> None:
-        self.world.controller = self.world.new_controller()
+        self.world.start_controller()
 
     @precondition(lambda self: not self.schedule_gone)
     @rule(

@@ -31,6 +31,7 @@ from cloudsnap.api.constants import (
     RESERVED_NAME_PREFIX,
     SNAPSHOT_KIND,
 )
+from cloudsnap.api.text import Fitted
 from cloudsnap.utc import UTCDateTime
 
 UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -41,8 +42,7 @@ METADATA_MAX_ENTRIES = 50
 METADATA_KEY_MAX_LENGTH = 255
 METADATA_VALUE_MAX_LENGTH = 255
 MAX_CONDITIONS = 16
-# CRD limits of the status fields that carry what EVS answered: a step cuts to them, since a
-# status write beyond them would be refused and the failure never shown.
+# CRD limits of the status fields that carry what EVS answered (their texts are Fitted to them).
 STATUS_CODE_MAX_LENGTH = 64
 STATUS_MESSAGE_MAX_LENGTH = 32768
 
@@ -138,6 +138,13 @@ class _Model(BaseModel):
         use_attribute_docstrings=True,
         serialize_by_alias=True,
     )
+
+
+class StatusModel(_Model):
+    """A part of a status: assignments are validated too, so each text field holds what the
+    write will carry (cut to its limit, see `cloudsnap.api.text`) from the moment it is set."""
+
+    model_config = ConfigDict(validate_assignment=True)
 
 
 class ObjectMeta(_Model):
@@ -245,7 +252,7 @@ class CloudSnapshotSpec(_Model):
         return value or None
 
 
-class Condition(_Model):
+class Condition(StatusModel):
     """One aspect of the resource's state, in the shape of Kubernetes' metav1.Condition."""
 
     type: str = Field(max_length=316)
@@ -256,7 +263,7 @@ class Condition(_Model):
     reason: str = Field(min_length=1, max_length=1024, pattern=CONDITION_REASON_PATTERN)
     """Machine-readable CamelCase reason for the last transition, e.g. Available, Creating,
     NotFound, ReconcileError."""
-    message: str = Field(max_length=STATUS_MESSAGE_MAX_LENGTH)
+    message: Annotated[str, Fitted(STATUS_MESSAGE_MAX_LENGTH)]
     """Human-readable details of the transition, e.g. the EVS error code and message."""
     last_transition_time: UTCDateTime = Field(alias="lastTransitionTime")
     """When the condition last changed its status."""
@@ -283,18 +290,18 @@ def map_list(key: str) -> JsonDict:
     return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
 
 
-class StatusError(_Model):
+class StatusError(StatusModel):
     """The error that currently keeps the resource from its desired state."""
 
-    code: str = Field(max_length=STATUS_CODE_MAX_LENGTH)
+    code: Annotated[str, Fitted(STATUS_CODE_MAX_LENGTH)]
     """EVS error code (e.g. EVS.5404, APIG.0308) or a local one (ClassNotFound, SecretNotFound,
     InvalidCredentials, AlreadyOwned, AccountChanged)."""
-    message: str = Field(max_length=STATUS_MESSAGE_MAX_LENGTH)
+    message: Annotated[str, Fitted(STATUS_MESSAGE_MAX_LENGTH)]
     """Human-readable error message."""
     retryable: bool
     """Whether the operator retries by itself soon; false means it waits for a change (of the
     spec, the class, its Secret or the disk) or retries only at a slow interval."""
-    request_id: str | None = Field(None, alias="requestID", max_length=128)
+    request_id: Annotated[str, Fitted(128)] | None = Field(None, alias="requestID")
     """ID of the EVS request that failed (the X-Request-Id answer header); Huawei support asks
     for it."""
     first_seen: UTCDateTime | None = Field(None, alias="firstSeen")
@@ -303,26 +310,26 @@ class StatusError(_Model):
     """When the error was last seen (refreshed at most once a minute while it repeats)."""
 
 
-class AccountRef(_Model):
+class AccountRef(StatusModel):
     """Where an EVS snapshot lives: recorded when it is created or adopted, so that neither a
     new default class nor an edited class can make the operator look for it elsewhere."""
 
-    class_name: str = Field(alias="className", max_length=253)
+    class_name: Annotated[str, Fitted(253)] = Field(alias="className")
     """The CloudSnapshotClass the snapshot was created or adopted with."""
-    region: str = Field(max_length=64)
+    region: Annotated[str, Fitted(64)]
     """The class's region at that time."""
-    project_id: str = Field(alias="projectID", max_length=64)
+    project_id: Annotated[str, Fitted(64)] = Field(alias="projectID")
     """The class's project ID at that time."""
-    endpoint: str = Field(max_length=2048)
+    endpoint: Annotated[str, Fitted(2048)]
     """The EVS endpoint host (and port) at that time."""
 
 
-class CloudSnapshotStatus(_Model):
+class CloudSnapshotStatus(StatusModel):
     """Observed state of a CloudSnapshot, mirrored from the EVS snapshot."""
 
-    snapshot_id: str | None = Field(None, alias="snapshotID", max_length=64)
+    snapshot_id: Annotated[str, Fitted(64)] | None = Field(None, alias="snapshotID")
     """ID of the EVS snapshot this resource owns, written as soon as EVS has accepted the create."""
-    phase: str | None = Field(None, max_length=64)
+    phase: Annotated[str, Fitted(64)] | None = None
     """Status of the EVS snapshot, verbatim (creating, available, error, deleting, ...); empty
     before the snapshot exists."""
     size: int | None = Field(None, ge=0)
@@ -331,11 +338,13 @@ class CloudSnapshotStatus(_Model):
     """When EVS created the snapshot."""
     updated_at: UTCDateTime | None = Field(None, alias="updatedAt")
     """When EVS last updated the snapshot."""
-    volume_id: str | None = Field(None, alias="volumeID", max_length=64)
+    volume_id: Annotated[str, Fitted(64)] | None = Field(None, alias="volumeID")
     """ID of the EVS disk the snapshot was taken of. For spec.persistentVolumeClaimName, the disk
     the claim was bound to when the operator resolved it, before making the snapshot; from then on
     the claim is not looked at again."""
-    persistent_volume_name: str | None = Field(None, alias="persistentVolumeName", max_length=253)
+    persistent_volume_name: Annotated[str, Fitted(253)] | None = Field(
+        None, alias="persistentVolumeName"
+    )
     """For spec.persistentVolumeClaimName: the PersistentVolume the claim was bound to when the
     operator resolved it to status.volumeID."""
     adopted: bool | None = None

@@ -31,11 +31,13 @@ from cloudsnap.api.models import (
     ObjectMeta,
     SnapshotDescription,
     SnapshotMetadata,
+    StatusModel,
     _Model,
     cel,
     map_list,
     validations,
 )
+from cloudsnap.api.text import Fitted
 from cloudsnap.utc import UTCDateTime
 
 MAX_SOURCES = 1000
@@ -272,7 +274,8 @@ class CloudSnapshotScheduleSpec(_Model):
     missed run is made, never one per missed slot."""
     jitter_seconds: int = Field(0, alias="jitterSeconds", ge=0, le=MAX_JITTER_SECONDS)
     """Spread a run's creates over up to this many seconds after the slot: each source's delay
-    is fixed by the schedule, the source and the slot."""
+    is fixed by the schedule, the source and the slot. Less than startingDeadlineSeconds, and
+    less than the shortest time between two slots of schedule (else Synced=False, InvalidSpec)."""
     sources: ScheduleSources
     """What to snapshot."""
     retention: Retention
@@ -286,10 +289,10 @@ class CloudSnapshotScheduleSpec(_Model):
     schedule is deleted; by default they are kept."""
 
 
-class SourceStatus(_Model):
+class SourceStatus(StatusModel):
     """The children of one source."""
 
-    source: str = Field(max_length=300)
+    source: Annotated[str, Fitted(300)]
     """The source: volume/<EVS disk ID> or pvc/<claim name>."""
     ready: int = Field(0, ge=0)
     """Children whose snapshot is available."""
@@ -297,22 +300,24 @@ class SourceStatus(_Model):
     """Children whose snapshot is not available yet."""
     failed: int = Field(0, ge=0)
     """Children whose snapshot failed; deleted once a newer one is Ready."""
-    newest_ready: str | None = Field(None, alias="newestReady", max_length=253)
+    newest_ready: Annotated[str, Fitted(253)] | None = Field(None, alias="newestReady")
     """Name of the newest Ready child."""
-    newest_ready_snapshot_id: str | None = Field(None, alias="newestReadySnapshotID", max_length=64)
+    newest_ready_snapshot_id: Annotated[str, Fitted(64)] | None = Field(
+        None, alias="newestReadySnapshotID"
+    )
     """ID of the EVS snapshot of the newest Ready child."""
     last_run_time: UTCDateTime | None = Field(None, alias="lastRunTime")
     """Slot of the newest child made for this source."""
-    blocked: str | None = Field(None, max_length=1024)
+    blocked: Annotated[str, Fitted(1024)] | None = None
     """Why the last run could not make this source's child, if it could not."""
     retained_snapshot_ids: list[
-        Annotated[str, StringConstraints(max_length=64), Field(description="An EVS snapshot ID.")]
+        Annotated[str, Fitted(64), Field(description="An EVS snapshot ID.")]
     ] = Field(default_factory=list, alias="retainedSnapshotIDs", max_length=EVS_SNAPSHOTS_PER_DISK)
     """EVS snapshots that retention's deletion of children with deletionPolicy Retain left on
     the disk, newest last (the latest 7): they take room on it until deleted in EVS."""
 
 
-class CloudSnapshotScheduleStatus(_Model):
+class CloudSnapshotScheduleStatus(StatusModel):
     """Observed state of a schedule."""
 
     last_schedule_time: UTCDateTime | None = Field(None, alias="lastScheduleTime")

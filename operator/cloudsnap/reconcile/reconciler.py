@@ -51,7 +51,7 @@ from cloudsnap.api import (
     invalid_fields,
     recorded_deletion_policy,
 )
-from cloudsnap.api.models import STATUS_CODE_MAX_LENGTH, STATUS_MESSAGE_MAX_LENGTH, with_condition
+from cloudsnap.api.models import with_condition
 from cloudsnap.reconcile.backoff import Timing
 from cloudsnap.reconcile.external import (
     Changes,
@@ -258,7 +258,7 @@ class _Draft:
             type=kind,
             status=status,
             reason=reason,
-            message=message[:STATUS_MESSAGE_MAX_LENGTH],
+            message=message,
             last_transition_time=self.now,
             observed_generation=self.res.generation,
         )
@@ -273,23 +273,23 @@ class _Draft:
     def failed(self, failure: Failure, reason: str) -> bool:
         """Record the failure; True when it is a new one (worth an Event)."""
         self.condition(SYNCED, "False", reason, f"{failure.code}: {failure.message}")
-        old = self.res.status.error
-        code = failure.code[:STATUS_CODE_MAX_LENGTH]
-        message = failure.message[:STATUS_MESSAGE_MAX_LENGTH]
-        if old is not None and (old.code, old.message) == (code, message):
-            if self.now - old.time >= ERROR_REFRESH:
-                self.status.error = old.model_copy(
-                    update={"time": self.now, "request_id": failure.request_id or old.request_id}
-                )
-            return False
-        self.status.error = StatusError(
-            code=code,
-            message=message,
+        new = StatusError(
+            code=failure.code,
+            message=failure.message,
             retryable=failure.retryable,
             request_id=failure.request_id,
             first_seen=self.now,
             time=self.now,
         )
+        old = self.res.status.error
+        # Compared as stored: a long message is kept cut to its field's limit.
+        if old is not None and (old.code, old.message) == (new.code, new.message):
+            if self.now - old.time >= ERROR_REFRESH:
+                self.status.error = old.model_copy(
+                    update={"time": self.now, "request_id": new.request_id or old.request_id}
+                )
+            return False
+        self.status.error = new
         return True
 
     def changed(self) -> dict[str, Any] | None:

@@ -17,9 +17,11 @@ Times are matched on the zone's wall clock, then turned into instants:
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from itertools import pairwise
 
 MACROS = {
     "@hourly": "0 * * * *",
@@ -35,6 +37,10 @@ _WEEKDAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
 # A search for the next or previous slot gives up after this many days: "0 0 31 2 *" never
 # matches, and 29 February is at most eight years away (2096 to 2104).
 SEARCH_DAYS = 8 * 366 + 1
+# Dates repeat their weekdays and leap days every 28 years from 1901 to 2099: one such cycle holds
+# every pair of neighbouring matching days a schedule will have this century.
+_CYCLE_START = date(2001, 1, 1)
+_CYCLE_DAYS = (date(2029, 1, 1) - _CYCLE_START).days
 
 
 class CronError(ValueError):
@@ -181,6 +187,27 @@ class Cron:
             if count >= limit or day >= last_day:
                 return min(count, limit)
         return min(count, limit)
+
+
+@functools.lru_cache(maxsize=256)
+def shortest_interval(cron: Cron) -> timedelta:
+    """The shortest time between two neighbouring slots on a wall clock (daylight-saving changes
+    aside): a run's jittered creates must all fall within it, before the next slot's run.
+
+    Within a day, the closest two times of day; across midnight, the last time of a matching day
+    to the first of the next matching one.
+    """
+    times = [hour * 60 + minute for hour in cron.hours for minute in cron.minutes]
+    gaps = [later - earlier for earlier, later in pairwise(times)]
+    days = [
+        day
+        for day in (_CYCLE_START + timedelta(days=n) for n in range(_CYCLE_DAYS))
+        if cron.matches_day(day)
+    ]
+    day_gaps = [(later - earlier).days for earlier, later in pairwise(days)]
+    if day_gaps:
+        gaps.append(min(day_gaps) * 24 * 60 - times[-1] + times[0])
+    return timedelta(minutes=min(gaps)) if gaps else timedelta(days=_CYCLE_DAYS)
 
 
 def _days(moment: datetime, zone: tzinfo, *, forward: bool) -> Iterator[date]:
