@@ -206,8 +206,8 @@ class Elector:
         record = await self._store.create(self.identity, self._duration())
         if sent < self._acts_from:
             log.info(
-                "leader election: %s created the Lease; it acts in %.1fs, once whoever held the"
-                " deleted one has stopped",
+                "leader election: %s created the Lease and acts in %.1fs, when the holder of a"
+                " Lease deleted before it would have stopped",
                 self.identity,
                 self._acts_from - sent,
             )
