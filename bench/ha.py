@@ -856,11 +856,12 @@ def deletion_trial(
     standby.pause()
     time.sleep(pair.timing[2])
     version = pair.lease_version()
-    renewed = wait_until(
+    wait_until(
         lambda: pair.lease_version() != version, timeout=timeout, what="a renewal of the Lease"
     )
     renewed_at = time.monotonic()
     leader_before, standby_before = pair.calls(leader), pair.calls(standby)
+    offset = leader.log_size()
     pair.admin.set_faults(
         [{"operation": "create", "kind": "latency", "latency_seconds": create_latency}], index
     )
@@ -869,7 +870,6 @@ def deletion_trial(
     standby.resume()
     holder = wait_until(pair.holder, timeout=timeout, what="the Lease created again")
     recreated = time.monotonic()
-    offset = leader.log_size()
     pair.create_at_once(names, volumes)
     applied = time.monotonic()
     # Two replicas acting at once can also leave a status overwritten by a stale one (Ready
@@ -889,7 +889,6 @@ def deletion_trial(
         "leader": leader.identity,
         "standby": standby.identity,
         "recreated_by": "standby" if holder == standby.identity else "leader",
-        "renewed_version": renewed,
         # Seconds after the Lease was deleted (the renewal: before it).
         "seconds": {
             "renewal": round(renewed_at - deleted, 2),
