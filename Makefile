@@ -66,8 +66,10 @@ sandbox: tools
 bench: tools
 	$(BIN)/python -m bench.scale $(BENCH_ARGS)
 
-# Leader election with two replicas (SIGKILL, SIGTERM, SIGSTOP the leader), default Lease timings,
-# about 15 minutes, not part of `make test`; e.g. HA_ARGS='--kill-trials 3 --timing 4 3 1'.
+# Leader election with two replicas (SIGKILL, SIGTERM, SIGSTOP the leader, delete the Lease),
+# default Lease timings, about 20 minutes, not part of `make test`; e.g.
+# HA_ARGS='--kill-trials 3 --timing 4 3 1'. Only the ten Lease deletions (30 CloudSnapshots each,
+# about 5 minutes): HA_ARGS='--kill-trials 0 --term-trials 0 --stop-trials 0'.
 ha-trials: tools
 	$(BIN)/python -m bench.ha $(HA_ARGS)
 

@@ -6,7 +6,7 @@ calls carry as `User-Agent: cloudsnap/<identity>`, so the simulator's per-agent 
 replica called what. A killed replica is started again under a new identity (a new candidate, as
 a restarted pod would be), so the counts of every process are separate.
 
-Three experiments, with the default timings (15/10/2 s) unless told otherwise:
+Four experiments, with the default timings (15/10/2 s) unless told otherwise:
 
 - SIGKILL the leader: seconds from the kill until the standby took the Lease, made its first EVS
   call (its first step: a new leader looks at every resource again), and made a CloudSnapshot
@@ -19,6 +19,12 @@ Three experiments, with the default timings (15/10/2 s) unless told otherwise:
   sent (nothing else of the operator changes); the step lines ("<ns>/<name>: <outcome>, ...",
   DEBUG) and `cloudsnap_reconciles_total` are counted too. Log lines after the byte offset the log
   had while the process was stopped were written after it woke.
+- Delete the Lease (`--deletion-trials`), with the standby made to win it while the leader
+  still acts: the standby SIGSTOPped until its next try is due, the Lease deleted right after a
+  renewal of the leader, the standby SIGCONTed (it finds no Lease and creates it at once, about a
+  retry period before the leader's next renewal would find it), then `--deletion-batch`
+  CloudSnapshots created at once, EVS answering each create `--create-latency` seconds late. The
+  resources with more than one EVS snapshot, and when all were Ready.
 
 Each trial's figures go to a JSON file; a table summarises them. The same two-replica harness
 (`running_pair`, `Pair`, `Replica`) is what bench/chaos.py and the leader-election e2e tests use.
@@ -40,6 +46,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -309,17 +316,33 @@ class Pair:
 
     # -- who leads
 
-    def holder(self) -> str:
-        """holderIdentity of the Lease ("" when free or not yet created)."""
+    def lease(self) -> client.V1Lease | None:
+        """The Lease, None when it does not exist."""
         try:
-            lease = client.CoordinationV1Api(self.kube).read_namespaced_lease(
+            lease: client.V1Lease = client.CoordinationV1Api(self.kube).read_namespaced_lease(
                 self.lease_name, self.operator_namespace
             )
         except ApiException as exc:
             if exc.status == 404:
-                return ""
+                return None
             raise
-        return str(lease.spec.holder_identity or "")
+        return lease
+
+    def holder(self) -> str:
+        """holderIdentity of the Lease ("" when free or not yet created)."""
+        lease = self.lease()
+        return str(lease.spec.holder_identity or "") if lease is not None else ""
+
+    def lease_version(self) -> str:
+        """resourceVersion of the Lease ("" when it does not exist): it changes at each renewal."""
+        lease = self.lease()
+        return str(lease.metadata.resource_version) if lease is not None else ""
+
+    def delete_lease(self) -> None:
+        """Delete the Lease, as a person, a namespace clean-up or a GitOps prune would."""
+        client.CoordinationV1Api(self.kube).delete_namespaced_lease(
+            self.lease_name, self.operator_namespace
+        )
 
     def replica(self, identity: str) -> Replica | None:
         """The running replica whose current identity this is."""
@@ -332,6 +355,17 @@ class Pair:
     def wait_leader(self, timeout: float) -> Replica:
         """Wait until a running replica holds the Lease."""
         found: Replica = wait_until(self.leader, timeout=timeout, what="a running Lease holder")
+        return found
+
+    def wait_acting_leader(self, timeout: float) -> Replica:
+        """Wait until a running replica holds the Lease and reports that it acts
+        (`cloudsnap_leader` 1): a replica that created the Lease holds it a while before."""
+
+        def acting() -> Replica | None:
+            leader = self.leader()
+            return leader if leader is not None and leader.metric("cloudsnap_leader") else None
+
+        found: Replica = wait_until(acting, timeout=timeout, what="an acting Lease holder")
         return found
 
     def other(self, replica: Replica) -> Replica:
@@ -395,6 +429,16 @@ class Pair:
         self.custom.patch_namespaced_custom_object(
             GROUP, VERSION, self.namespace, SNAPSHOT_PLURAL, name, {"spec": dict(spec)}
         )
+
+    def create_at_once(self, names: Sequence[str], volumes: Sequence[str]) -> None:
+        """Create the CloudSnapshots together, from a pool of threads, spread over `volumes`."""
+        with ThreadPoolExecutor(len(names), thread_name_prefix="ha-apply") as pool:
+            futures = [
+                pool.submit(self.create, name, volumes[j % len(volumes)])
+                for j, name in enumerate(names)
+            ]
+            for future in futures:
+                future.result()
 
     def wait_ready(self, names: Sequence[str], timeout: float) -> None:
         def probe() -> bool:
@@ -794,6 +838,90 @@ def stop_trial(pair: Pair, index: int, batch: int, timeout: float) -> Obj:
     }
 
 
+def deletion_trial(
+    pair: Pair, index: int, batch: int, timeout: float, *, create_latency: float
+) -> Obj:
+    """Delete the Lease with the standby made to win it while the leader still acts: SIGSTOP
+    the standby (its next try falls due meanwhile), wait for a renewal of the leader, delete the
+    Lease, SIGCONT the standby, which finds no Lease and creates it at once, about a retry period
+    before the leader's next renewal would notice; then create `batch` CloudSnapshots at once.
+    EVS answers each create `create_latency` seconds late, as a busy EVS does, so a create is
+    still unrecorded when the other replica looks at the same resource. Count the resources that
+    got more than one EVS snapshot."""
+    leader = pair.wait_acting_leader(timeout)
+    standby = pair.other(leader)
+    # Three a disk: EVS allows seven, so even a twin of each would not be refused for quota.
+    volumes = pair.admin.add_volumes(-(-batch // 3))
+    names = [f"gone-{index}-{j}" for j in range(batch)]
+    standby.pause()
+    time.sleep(pair.timing[2])
+    version = pair.lease_version()
+    wait_until(
+        lambda: pair.lease_version() != version, timeout=timeout, what="a renewal of the Lease"
+    )
+    renewed_at = time.monotonic()
+    leader_before, standby_before = pair.calls(leader), pair.calls(standby)
+    offset = leader.log_size()
+    pair.admin.set_faults(
+        [{"operation": "create", "kind": "latency", "latency_seconds": create_latency}], index
+    )
+    pair.delete_lease()
+    deleted = time.monotonic()
+    standby.resume()
+    holder = wait_until(pair.holder, timeout=timeout, what="the Lease created again")
+    recreated = time.monotonic()
+    pair.create_at_once(names, volumes)
+    applied = time.monotonic()
+    # Two replicas acting at once can also leave a status overwritten by a stale one (Ready
+    # only at the next resync): that is reported, not waited for.
+    with contextlib.suppress(TimeoutError):
+        pair.wait_ready(names, timeout)
+    ready = time.monotonic()
+    pair.admin.clear_faults()
+    if holder == standby.identity:
+        wait_until(
+            lambda: leader.metric("cloudsnap_leader") == 0,
+            timeout=timeout,
+            what=f"{leader.identity} reporting cloudsnap_leader 0",
+        )
+    return {
+        "trial": index,
+        "leader": leader.identity,
+        "standby": standby.identity,
+        "recreated_by": "standby" if holder == standby.identity else "leader",
+        # Seconds after the Lease was deleted (the renewal: before it).
+        "seconds": {
+            "renewal": round(renewed_at - deleted, 2),
+            "lease_recreated": round(recreated - deleted, 2),
+            "applied": round(applied - deleted, 2),
+            "all_ready": round(ready - deleted, 2),
+        },
+        "leader_evs_calls": dict(pair.calls(leader) - leader_before),
+        "standby_evs_calls": dict(pair.calls(standby) - standby_before),
+        "leader_stopped": any(
+            "stops leading" in str(e.get("message")) for e in leader.log_entries(offset)
+        ),
+        **batch_outcome(pair, names),
+    }
+
+
+def batch_outcome(pair: Pair, names: Sequence[str]) -> Obj:
+    """What became of a batch of CloudSnapshots: those not Ready, the EVS snapshots made for
+    them, the owners with more than one (gone ones counted, and live ones only), and statuses
+    naming a wrong snapshot."""
+    snapshots = pair.admin.snapshots()
+    items = [item for item in pair.items() if item["metadata"]["name"] in names]
+    uids = {item["metadata"]["uid"] for item in items}
+    return {
+        "not_ready": sorted(item["metadata"]["name"] for item in items if not is_ready(item)),
+        "resources": len(items),
+        "snapshots": sum(1 for snap in snapshots if owner_of(snap) in uids),
+        "duplicate_owners": len(set(duplicate_owners(snapshots)) & uids),
+        "live_duplicate_owners": len(set(duplicate_owners(snapshots, live_only=True)) & uids),
+        "wrong_ids": len(wrong_ids(items, snapshots)),
+    }
+
+
 # -- the report --------------------------------------------------------------------------------
 
 
@@ -821,6 +949,19 @@ def summarise(report: Obj) -> Obj:
         summary[kind]["standby_evs_calls_while_standby"] = max(
             t["standby_evs_calls_while_standby"] for t in trials
         )
+    deletions = report.get("deletion") or []
+    if deletions:
+        summary["deletion"] = {
+            "trials": len(deletions),
+            "recreated_by_standby": sum(1 for t in deletions if t["recreated_by"] == "standby"),
+            "resources": sum(t["resources"] for t in deletions),
+            "snapshots": sum(t["snapshots"] for t in deletions),
+            "duplicate_owners": sum(t["duplicate_owners"] for t in deletions),
+            "trials_with_duplicates": sum(1 for t in deletions if t["duplicate_owners"]),
+            "not_ready": sum(len(t["not_ready"]) for t in deletions),
+            "wrong_ids": sum(t["wrong_ids"] for t in deletions),
+            "all_ready": spread([t["seconds"]["all_ready"] for t in deletions]),
+        }
     stops = report.get("sigstop") or []
     if stops:
         summary["sigstop"] = {
@@ -888,6 +1029,24 @@ def table(report: Obj) -> str:
                 f" {t['steps_after_wake_metric']:>13.0f} {t['duplicate_owners']:>10}"
                 f" {len(t['stale_status']):>12}"
             )
+    deletions = report.get("deletion") or []
+    if deletions:
+        lines.append(
+            "Lease deleted right after a renewal, the standby creating it, a batch applied at once"
+        )
+        lines.append(
+            f"  {'trial':>5} {'created by':>10} {'Lease back s':>12} {'all Ready s':>11}"
+            f" {'creates L/S':>11} {'snapshots':>9} {'dup owners':>10} {'not Ready':>9}"
+        )
+        for t in deletions:
+            creates = f"{t['leader_evs_calls'].get('create', 0)}/"
+            creates += f"{t['standby_evs_calls'].get('create', 0)}"
+            lines.append(
+                f"  {t['trial']:>5} {t['recreated_by']:>10}"
+                f" {t['seconds']['lease_recreated']:>12.2f} {t['seconds']['all_ready']:>11.2f}"
+                f" {creates:>11} {t['snapshots']:>9} {t['duplicate_owners']:>10}"
+                f" {len(t['not_ready']):>9}"
+            )
     summary = report["summary"]
     lines.append("summary")
     for kind, label in (("sigkill", "SIGKILL"), ("sigterm", "SIGTERM")):
@@ -915,6 +1074,15 @@ def table(report: Obj) -> str:
             f" {s['takeover_first_evs_call']['p50']}s max {s['takeover_first_evs_call']['max']}s;"
             f" owners with 2 snapshots {s['duplicate_owners']} ({s['live_duplicate_owners']}"
             f" still live); statuses left stale {s['stale_status']}"
+        )
+    if "deletion" in summary:
+        s = summary["deletion"]
+        lines.append(
+            f"  Lease deleted: {s['trials']} trials ({s['recreated_by_standby']} won by the"
+            f" standby), {s['snapshots']} snapshots for {s['resources']} resources, owners with"
+            f" >1 snapshot {s['duplicate_owners']} (in {s['trials_with_duplicates']} trials),"
+            f" not Ready {s['not_ready']}; all Ready p50 {s['all_ready']['p50']}s max"
+            f" {s['all_ready']['max']}s after the deletion"
         )
     standby = summary.get("writes_while_standby")
     if standby is not None:
@@ -978,6 +1146,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--term-trials", type=int, default=10, help="SIGTERM trials (10)")
     parser.add_argument("--stop-trials", type=int, default=10, help="SIGSTOP trials (10)")
     parser.add_argument("--stop-batch", type=int, default=8, help="creates in flight at SIGSTOP")
+    parser.add_argument("--deletion-trials", type=int, default=10, help="Lease deletions (10)")
+    parser.add_argument(
+        "--deletion-batch", type=int, default=30, help="CloudSnapshots applied after a deletion"
+    )
+    parser.add_argument(
+        "--create-latency",
+        type=float,
+        default=1.0,
+        help="seconds EVS takes to answer a create in the deletion trials (1)",
+    )
     parser.add_argument("--create-seconds", type=float, default=2.0, help="simulated create time")
     add_pair_arguments(parser, timing=DEFAULT_TIMING, timeout=180.0)
     args = parser.parse_args(argv)
@@ -1020,6 +1198,17 @@ def main(argv: list[str] | None = None) -> int:
                 trial = stop_trial(pair, index, args.stop_batch, args.timeout)
                 report["sigstop"].append(trial)
                 print(f"sigstop trial {index}: {json.dumps(trial)}", flush=True)
+            report["deletion"] = []
+            for index in range(args.deletion_trials):
+                trial = deletion_trial(
+                    pair,
+                    index,
+                    args.deletion_batch,
+                    args.timeout,
+                    create_latency=args.create_latency,
+                )
+                report["deletion"].append(trial)
+                print(f"deletion trial {index}: {json.dumps(trial)}", flush=True)
     report["machine"]["loadavg_at_end"] = os.getloadavg()
     report["summary"] = summarise(report)
     report["summary"]["writes_while_standby"] = {

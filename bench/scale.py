@@ -55,6 +55,7 @@ from hack.sandbox import (
     Simulator,
     class_manifests,
     free_port,
+    released_lease,
     start_operator,
     start_simulator,
 )
@@ -782,6 +783,7 @@ def running_stack(
         cluster.kubectl("apply", "-f", str(REPO / "crds"))
         cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE)
+        cluster.kubectl("create", "-f", "-", input=released_lease(OPERATOR_NAMESPACE))
         manifests = class_manifests(
             sim, class_name=CLASS_NAME, operator_namespace=OPERATOR_NAMESPACE
         )

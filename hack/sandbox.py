@@ -240,6 +240,25 @@ def start_operator(
     return operator
 
 
+def released_lease(namespace: str, name: str = "cloudsnap-operator") -> str:
+    """The operator's Lease as a clean shutdown leaves it (no holder), as JSON, to create before
+    an operator's first start in `namespace`.
+
+    A replica that finds no Lease at all acts only a lease duration (15 s) after creating it: it
+    cannot tell a first start from a Lease deleted while its holder still acts
+    (docs/operations.md, High availability). A released Lease is taken at once, so tests and
+    benchmarks that start many operators do not wait that long each time.
+    """
+    return json.dumps(
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"holderIdentity": "", "leaseDurationSeconds": 1},
+        }
+    )
+
+
 def class_manifests(
     sim: Simulator,
     *,

@@ -748,11 +748,14 @@ class KubeLeaseStore:
     async def update(
         self, old: LeaseRecord, holder: str, duration: int, transitions: int
     ) -> LeaseRecord:
+        # The UID makes the API server refuse (409) a write to a Lease deleted meanwhile, which
+        # it would otherwise create anew: a renewal must never be what re-creates the Lease.
         body = {
             "metadata": {
                 "name": self._name,
                 "namespace": self._namespace,
                 "resourceVersion": old.resource_version,
+                "uid": old.uid,
             },
             "spec": _spec(holder, duration, transitions, acquired=holder != old.holder),
         }
@@ -767,7 +770,7 @@ class KubeLeaseStore:
                 )
             )
         except ApiException as exc:
-            if exc.status == 409:
+            if exc.status in (404, 409):
                 raise LeaseConflict from None
             raise
         return _record(lease)
@@ -798,4 +801,5 @@ def _record(response: Any) -> LeaseRecord:
         duration=int(spec.get("leaseDurationSeconds") or 0),
         transitions=int(spec.get("leaseTransitions") or 0),
         resource_version=str(lease["metadata"]["resourceVersion"]),
+        uid=str(lease["metadata"]["uid"]),
     )

@@ -20,8 +20,19 @@ availability"):
   would let a replica that wakes up to a late answer act again beside its successor.
 - A leader that reads the Lease held by someone else stops at once; each try is bounded by the
   renew deadline, so a request that never returns cannot hang the campaign.
+- Every update names the Lease's UID as a precondition, so it lands only on the Lease object that
+  was read: a renewal never re-creates a deleted Lease (the API server creates one on a PUT to a
+  missing name otherwise). Lease objects are born only by a create, after a read found none.
+- A Lease that does not exist says nothing about who may still act: the holder of a deleted one
+  acts until its renew deadline, and nothing left tells when that is. So a replica that creates
+  the Lease holds and renews it, but acts only once ``lease_duration`` has passed since it saw the
+  Lease missing, on its own clock, as after a takeover. The exception is a leader still inside its
+  renew deadline: it was that holder, and nobody else can have begun acting since its last
+  renewal (a takeover waits ``lease_duration`` after seeing it, a creation ``lease_duration``
+  after the deletion), so it re-creates the Lease and goes on.
 - On shutdown the holder releases the Lease (empty holder, 1 s duration), so a rolling update hands
-  over within about one ``retry_period`` instead of a whole ``lease_duration``.
+  over within about one ``retry_period`` instead of a whole ``lease_duration``; not a Lease it was
+  still waiting to act on, since a successor takes a released Lease at once.
 """
 
 from __future__ import annotations
@@ -58,6 +69,8 @@ class LeaseRecord:
     duration: int
     transitions: int
     resource_version: str
+    uid: str
+    """The Lease object's UID: a deleted Lease created again is another object."""
 
 
 class LeaseStore(Protocol):
@@ -74,12 +87,13 @@ class LeaseStore(Protocol):
     async def update(
         self, old: LeaseRecord, holder: str, duration: int, transitions: int
     ) -> LeaseRecord:
-        """Write holder and renew time at ``old``'s version; LeaseConflict when it moved on."""
+        """Write holder and renew time at ``old``'s version and UID; LeaseConflict when it moved
+        on or is gone (never create it)."""
         ...
 
 
 class LeaseConflict(Exception):
-    """Someone else wrote the Lease first."""
+    """Someone else wrote the Lease first, or it was deleted."""
 
 
 class Elector:
@@ -106,12 +120,17 @@ class Elector:
         self._observed: LeaseRecord | None = None
         self._observed_at = float("-inf")
         self._renewed_at = float("-inf")
+        # Holding: our last write made us the holder and the renew deadline has not passed.
+        # Leading: holding, and allowed to act (see _create).
+        self._holding = False
         self._leading = False
+        self._acts_from = float("-inf")
         self._holder = ""
 
     @property
     def leading(self) -> bool:
-        """Whether this replica holds the Lease as far as it knows."""
+        """Whether this replica leads: it holds the Lease as far as it knows and may act on it
+        (a replica that created a missing Lease holds it a while before it leads)."""
         return self._leading
 
     def may_act(self) -> bool:
@@ -135,30 +154,30 @@ class Elector:
                     log.warning("leader election: no answer within %gs", self.timing.renew_deadline)
                 await asyncio.sleep(self.timing.retry_period)
         finally:
-            if self._leading:
-                self._stop_leading("shutting down")
+            leading = self._leading
+            if self._holding:
+                self._let_go("shutting down")
+            if leading:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._release())
 
     async def _try_once(self) -> None:
         now = self._clock()
-        if self._leading and now - self._renewed_at >= self.timing.renew_deadline:
-            self._stop_leading(f"no renewal for {self.timing.renew_deadline:g}s")
+        if self._holding and now - self._renewed_at >= self.timing.renew_deadline:
+            self._let_go(f"no renewal for {self.timing.renew_deadline:g}s")
         try:
             if await self._renewed():
                 return
             record = await self._store.get()
-            if record is not None and record != self._observed:
+            if record is None:
+                await self._create(missing_since=self._clock())
+                return
+            if record != self._observed:
                 self._observed, self._observed_at = record, self._clock()
                 self._holder_is(record.holder)
-            if record is None:
-                sent = self._clock()
-                record = await self._store.create(self.identity, self._duration())
-                self._won(record, sent_at=sent)
-                return
             mine = record.holder == self.identity
-            if self._leading and not mine:
-                self._stop_leading(f"the Lease is held by {record.holder or 'nobody'}")
+            if self._holding and not mine:
+                self._let_go(f"the Lease is held by {record.holder or 'nobody'}")
             expired = self._clock() - self._observed_at >= max(record.duration, 1)
             if not (mine or not record.holder or expired):
                 return
@@ -171,10 +190,33 @@ class Elector:
         except Exception as exc:
             log.warning("leader election: %s: %s", type(exc).__name__, exc)
 
+    async def _create(self, missing_since: float) -> None:
+        """No Lease exists (``missing_since``: when that was seen): create it, held by us.
+
+        Whoever held the deleted one may act until its own renew deadline. A leader that may still
+        act was that holder and goes on. Any other replica holds the new Lease without acting for
+        a lease duration from ``missing_since``: by then that holder has stopped, with the same
+        margin as a takeover (lease duration minus renew deadline).
+        """
+        if not self.may_act():
+            if self._holding:
+                self._let_go("the Lease was deleted")
+            self._acts_from = max(self._acts_from, missing_since + self.timing.lease_duration)
+        sent = self._clock()
+        record = await self._store.create(self.identity, self._duration())
+        if sent < self._acts_from:
+            log.info(
+                "leader election: %s created the Lease and acts in %.1fs, when the holder of a"
+                " Lease deleted before it would have stopped",
+                self.identity,
+                self._acts_from - sent,
+            )
+        self._won(record, sent_at=sent)
+
     async def _renewed(self) -> bool:
-        """A leader's renewal at the version it last saw; False: refused, read the Lease."""
+        """A holder's renewal at the version it last saw; False: refused, read the Lease."""
         record = self._observed
-        if not self._leading or record is None or record.holder != self.identity:
+        if not self._holding or record is None or record.holder != self.identity:
             return False
         sent = self._clock()
         try:
@@ -187,11 +229,13 @@ class Elector:
         return True
 
     def _won(self, record: LeaseRecord, *, sent_at: float) -> None:
-        """Our write of the Lease succeeded; it was sent at ``sent_at`` (our clock)."""
+        """Our write of the Lease succeeded; it was sent at ``sent_at`` (our clock). Leading
+        begins with the first one sent once this replica may act."""
         self._observed, self._observed_at = record, self._clock()
         self._renewed_at = sent_at
+        self._holding = True
         self._holder_is(record.holder)
-        if not self._leading:
+        if not self._leading and sent_at >= self._acts_from:
             self._leading = True
             log.info("leader election: %s now leads", self.identity)
             self.on_started()
@@ -202,10 +246,13 @@ class Elector:
             log.info("leader election: the Lease is held by %s", holder or "nobody")
             self._on_holder(holder)
 
-    def _stop_leading(self, why: str) -> None:
-        self._leading = False
-        log.warning("leader election: %s stops leading (%s)", self.identity, why)
-        self.on_stopped()
+    def _let_go(self, why: str) -> None:
+        """No longer the holder as far as we can prove; stop acting if we did."""
+        self._holding = False
+        if self._leading:
+            self._leading = False
+            log.warning("leader election: %s stops leading (%s)", self.identity, why)
+            self.on_stopped()
 
     async def _release(self) -> None:
         record = self._observed

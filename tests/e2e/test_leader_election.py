@@ -16,13 +16,19 @@ from bench.ha import (
     MUTATING,
     Pair,
     Replica,
+    deletion_trial,
     duplicate_owners,
+    kube_client,
     running_pair,
     step_lines,
     wrong_ids,
 )
 from hack.cluster import Cluster
 from hack.sandbox import wait_until
+from kubernetes import client
+
+from cloudsnap.kube import KubeLeaseStore
+from cloudsnap.leader import LeaseConflict
 
 TIMING = (3.0, 2.0, 0.5)
 SETTINGS = {
@@ -33,19 +39,28 @@ SETTINGS = {
     "CLOUDSNAP_CREATE_DOUBT_SECONDS": "10",
 }
 TIMEOUT = 60.0
+# A retry period long enough for a batch to arrive between the standby's creating the deleted Lease
+# and the leader's next renewal (which finds it).
+DELETION_TIMING = (6.0, 4.0, 2.0)
 
 
 @pytest.fixture
 def pair(
-    cluster: Cluster, cloudsnap_crds: object, namespace: str, tmp_path: Path
+    cluster: Cluster,
+    cloudsnap_crds: object,
+    namespace: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Pair]:
-    """Replica a (leading) and replica b (standby) watching the test's namespace."""
+    """Replica a (leading) and replica b (standby) watching the test's namespace, with TIMING
+    or the timing a test passes (indirect parametrization)."""
+    timing = getattr(request, "param", TIMING)
     with running_pair(
         cluster,
         tmp_path,
         namespace=namespace,
         operator_namespace=namespace,
-        timing=TIMING,
+        timing=timing,
         settings=SETTINGS,
         create_seconds=0.5,
         delete_seconds=0.5,
@@ -188,3 +203,40 @@ def test_a_leader_stopped_mid_step_sends_no_create_after_it_wakes(pair: Pair) ->
     snapshots = pair.admin.snapshots()
     assert duplicate_owners(snapshots) == {}
     assert wrong_ids(pair.items(), snapshots) == []
+
+
+@pytest.mark.parametrize("pair", [DELETION_TIMING], indirect=True)
+def test_a_deleted_lease_never_makes_two_snapshots(pair: Pair) -> None:
+    """The Lease deleted right after a renewal, and the standby made to create it at once (it
+    was stopped while its next try fell due): the leader, still inside its renew deadline, acts on
+    until its next renewal finds the new Lease. 30 CloudSnapshots arrive meanwhile, and EVS takes
+    a second to answer each create. The standby cannot know when the leader's term ends, so it
+    must not act until a lease duration after it found the Lease gone: every resource ends with
+    exactly one snapshot."""
+    trial = deletion_trial(pair, 0, 30, TIMEOUT, create_latency=1.0)
+    assert trial["recreated_by"] == "standby", trial
+    assert trial["leader_evs_calls"].get("create"), f"the leader did not act meanwhile: {trial}"
+    assert trial["duplicate_owners"] == 0, trial
+    assert trial["snapshots"] == 30, trial
+    assert trial["not_ready"] == [], trial
+    assert trial["wrong_ids"] == 0, trial
+    assert trial["leader_stopped"], trial
+
+
+async def test_a_renewal_never_recreates_a_deleted_lease(cluster: Cluster, namespace: str) -> None:
+    """The API server creates a Lease on a write to a missing name: a renewal sent after the Lease
+    was deleted must be refused instead (it names the Lease's UID), so that only a replica that
+    read the Lease and found none creates it, and knows it must wait."""
+    with kube_client(cluster.kubeconfig) as api:
+        store = KubeLeaseStore(api, namespace, "renewal-probe", timeout=10)
+        held = await store.create("a", 15)
+        renewed = await store.update(held, "a", 15, 0)
+        assert renewed.uid == held.uid
+        client.CoordinationV1Api(api).delete_namespaced_lease("renewal-probe", namespace)
+        with pytest.raises(LeaseConflict):
+            await store.update(renewed, "a", 15, 0)
+        assert await store.get() is None
+        again = await store.create("b", 15)
+        with pytest.raises(LeaseConflict):  # the same name, another Lease object
+            await store.update(renewed, "a", 15, 0)
+        assert await store.get() == again
