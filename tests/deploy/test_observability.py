@@ -335,3 +335,18 @@ def test_dashboard_configmap_carries_the_sidecar_label_and_the_json(home: Path) 
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert config_map["metadata"]["annotations"] == {"grafana_folder": "Storage"}
     assert json.loads(config_map["data"]["cloudsnap.json"]) == dashboard()
+
+
+@pytest.mark.parametrize(
+    "document", ["docs/operations.md", "deploy/helm/cloudsnap-operator/README.md"]
+)
+def test_the_metrics_tables_list_exactly_the_operator_metrics(document: str) -> None:
+    """Each metric the operator registers has a row, and each row names one it registers."""
+    text = (CHART.parents[2] / document).read_text()
+    documented = set(re.findall(r"^\| `(cloudsnap_[a-z_]+)` \|", text, re.M))
+    registered = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in REGISTRY.collect()
+        if family.name.startswith("cloudsnap_")
+    }
+    assert documented == registered
