@@ -21,17 +21,22 @@ Retain that fill their disk are reported, never deleted for room they would not 
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cloudsnap.api.constants import SLOT_ANNOTATION, SOURCE_ANNOTATION
+from cloudsnap.schedule.runs import child_name
 from tests.e2e.support import make_snapshot_outside
 from tests.fixtures.cluster import everest_volume, manifest_list, volume_claim
-from tests.fixtures.operator import Stack, condition
+from tests.fixtures.operator import Stack, StartStack, condition
+from tests.fixtures.watching import ObjectWatch
 from tests.waiting import eventually
 
 MAX_COUNT = 3
+# Slots at which to try killing the operator between a run's first create and its status write.
+KILL_TRIES = 3
 RUNS = 5
 # Per-minute slots: a run every 60 s, plus the Lease a restarted operator waits for (15 s).
 RUN_TIMEOUT = 60.0 * (RUNS + 3)
@@ -47,6 +52,29 @@ def children(stack: Stack, schedule: str) -> list[dict[str, Any]]:
         "get", "csnap", "-l", f"evs.cloudsnap.io/schedule={schedule}", "-o", "json"
     ).stdout
     return [c for c in json.loads(out)["items"] if not c["metadata"].get("deletionTimestamp")]
+
+
+async def kill_after_the_first_create(stack: Stack, schedule: str, volume: str) -> bool:
+    """SIGKILL the operator from a watch the moment the next slot's child of ``volume`` (a run's
+    first create) exists, then start it again; whether the schedule's status had not yet
+    recorded that slot, so that the kill fell between the run's creates and its status write."""
+    slot = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    first = child_name(schedule, volume.lower(), slot)
+    killed = threading.Event()
+
+    def kill(_: dict[str, Any]) -> None:
+        if not killed.is_set():
+            stack.operator.process.kill()
+            killed.set()
+
+    watch = ObjectWatch(stack.cluster, stack.namespace, first, on_version=kill)
+    try:
+        await eventually(killed.is_set, timeout=90, what=f"{first} made")
+    finally:
+        watch.stop()
+    recorded = schedule_status(stack, schedule).get("lastScheduleTime") or ""
+    stack.operator.restart()
+    return datetime.fromisoformat(recorded.replace("Z", "+00:00")) < slot if recorded else True
 
 
 def schedule_status(stack: Stack, name: str) -> dict[str, Any]:
@@ -103,16 +131,17 @@ async def test_runs_rotate_and_survive_a_kill_across_a_slot(
     # A claim's child made before its binding waits for it, and is woken by it.
     await eventually(claims_bound, timeout=BINDING_SECONDS, what="the PV binder binding both")
 
-    # Two runs, then SIGKILL the operator the moment the third run's first child exists.
+    # Two runs, then SIGKILL the operator the moment a run's first child exists, before the
+    # schedule's status records the run (retried at the next slot if the kill came too late).
     def runs_made() -> set[str]:
         """The slots of the live children, as their names end: 20261127-1859."""
         return {c["metadata"]["name"][-13:] for c in children(stack, "every-minute")}
 
     await eventually(lambda: len(runs_made()) >= 2, timeout=3 * 60, what="two runs")
-    before = runs_made()
-    await eventually(lambda: runs_made() - before, timeout=90, what="the next run's first child")
-    stack.operator.process.kill()
-    stack.operator.restart()
+    kills = [await kill_after_the_first_create(stack, "every-minute", clean)]
+    while not kills[-1] and len(kills) < KILL_TRIES:
+        kills.append(await kill_after_the_first_create(stack, "every-minute", clean))
+    assert kills[-1], f"no kill fell between a run's first create and its status: {kills}"
 
     def runs_seen() -> int:
         deleted = event_messages(stack, "every-minute", "RetentionDeleted")
@@ -173,7 +202,7 @@ async def test_runs_rotate_and_survive_a_kill_across_a_slot(
         for child in by_source[f"pvc/{claim}"]:
             assert child["spec"]["persistentVolumeClaimName"] == claim
             assert child["status"]["persistentVolumeName"] == volume
-    assert stack.operator.restarts == 1
+    assert stack.operator.restarts == len(kills)
 
 
 def schedule_manifest(stack: Stack, name: str, **spec: Any) -> str:
@@ -478,3 +507,48 @@ async def test_a_child_refused_with_a_long_message_blocks_its_source_without_wed
     assert all(f"volume/{disk}" in m for m in missed)
     assert children(stack, "refused") == []
     assert condition({"status": status}, "Synced")["status"] == "True"
+
+
+async def test_one_refusal_frees_one_place_however_long_the_freed_child_takes_to_go(
+    start_stack: StartStack,
+) -> None:
+    """A disk full at three children; the fourth run's child is refused, and the oldest child is
+    deleted for room, its EVS deletion taking 40 s, longer than any step's memory; the operator
+    is restarted meanwhile. When the freed child goes, its deletion wakes the schedule while the
+    refused child's retry is under way: no second child (one of two Ready beyond minReady) is
+    deleted for the same refusal."""
+    stack = await start_stack(delete_seconds=40.0)
+    disk = await stack.add_volume()
+    for _ in range(4):
+        make_snapshot_outside(stack, disk)
+    spec = schedule_manifest(
+        stack,
+        "room",
+        sources={"volumeIDs": [disk]},
+        retention={"maxCount": 3, "minReady": 1},
+        snapshotTemplate={"spec": {"deletionPolicy": "Delete"}},
+    )
+    stack.kubectl("apply", "-f", "-", input=spec)
+
+    def for_room() -> list[str]:
+        return [m for m in event_messages(stack, "room", "RetentionDeleted") if "(DiskLimit)" in m]
+
+    await eventually(for_room, timeout=5 * 60, what="a child deleted for room")
+    stack.kubectl("patch", "csnapsched", "room", "--type=merge", "-p", SUSPEND)
+    [freed] = [m.split()[0] for m in for_room()]
+    stack.operator.process.kill()  # a new process: no memory of the place it made
+    stack.operator.restart()
+
+    def all_ready() -> list[dict[str, Any]] | None:
+        kids = children(stack, "room")
+        ready = [k for k in kids if condition(k, "Ready").get("status") == "True"]
+        return ready if stack.get(freed) is None and len(ready) == len(kids) == 3 else None
+
+    kept = await eventually(all_ready, timeout=120, what="the refused child Ready, the freed gone")
+    # A refusal read after the freed child went would free a second place within a step.
+    await stack.resync_window()
+    assert len(for_room()) == 1, for_room()
+    assert {k["metadata"]["name"] for k in children(stack, "room")} == {
+        k["metadata"]["name"] for k in kept
+    }
+    assert len(await stack.snapshots_of(disk)) == 7
