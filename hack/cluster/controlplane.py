@@ -202,8 +202,14 @@ class ControlPlane:
         directory: Path | None = None,
         bin_dir: Path | None = None,
         start_timeout: float = 120.0,
+        apiserver: str = "kube-apiserver",
+        controller_manager: bool = True,
     ) -> None:
+        """`apiserver` names the API server binary in bin_dir (another release's, for the
+        compatibility tests); `controller_manager=False` runs etcd and the API server only."""
         self.bin_dir = bin_dir or tools_bin()
+        self.apiserver = apiserver
+        self.controller_manager = controller_manager
         self._own_dir = directory is None
         self.directory = directory or Path(tempfile.mkdtemp(prefix="cloudsnap-cp-"))
         self.start_timeout = start_timeout
@@ -240,7 +246,10 @@ class ControlPlane:
         _install_signal_handlers()
         started = time.monotonic()
         try:
-            for binary in ("etcd", "kube-apiserver", "kube-controller-manager"):
+            binaries = ["etcd", self.apiserver]
+            if self.controller_manager:
+                binaries.append("kube-controller-manager")
+            for binary in binaries:
                 if not (self.bin_dir / binary).is_file():
                     raise ControlPlaneError(f"{self.bin_dir / binary} missing: run `make tools`")
             for attempt in range(1, START_ATTEMPTS + 1):
@@ -297,7 +306,7 @@ class ControlPlane:
         apiserver = _Process(
             "kube-apiserver",
             [
-                str(self.bin_dir / "kube-apiserver"),
+                str(self.bin_dir / self.apiserver),
                 "--advertise-address=127.0.0.1",
                 # The endpoint reconciler refuses a loopback address for the `kubernetes`
                 # Service's endpoints; nothing runs pods here, so nothing needs them.
@@ -336,9 +345,10 @@ class ControlPlane:
         self._write_kubeconfig(
             self.kubeconfig, keys, pki_mod.ADMIN_USER, keys.admin_cert, keys.admin_key
         )
-        ready = time.monotonic()
-        self._start_controller_manager(keys, context)
-        self.controller_manager_seconds = time.monotonic() - ready
+        if self.controller_manager:
+            ready = time.monotonic()
+            self._start_controller_manager(keys, context)
+            self.controller_manager_seconds = time.monotonic() - ready
 
     def _start_controller_manager(self, keys: pki_mod.Pki, context: ssl.SSLContext) -> None:
         """Start kube-controller-manager against the API server and wait until it is healthy.

@@ -1,5 +1,5 @@
 """Build the pinned tools (kube-apiserver, kube-controller-manager, etcd, helm, promql-check,
-kube-score) into a cache.
+kube-score, and the oldest supported kube-apiserver) into a cache.
 
 There is no container engine and no binary download here, so the tools are compiled from their
 Go modules. Each tool has a small Go module under hack/tools/<name>/ whose go.mod/go.sum pin every
@@ -13,6 +13,11 @@ promql-check is this project's own small program (hack/tools/promql/main.go) aro
 rule-file and PromQL parsers: the checks of promtool's `check rules` that the chart's tests need,
 for a fraction of promtool's build (which compiles every service-discovery SDK).
 
+kube-apiserver-1.31 is the oldest Kubernetes minor the project supports (CCE's oldest line, a
+year behind upstream): the compatibility tests (tests/compat/) install the CRDs, run the admission
+cases and a lifecycle smoke against it. Only the API server is built for it, as a cluster without
+nodes needs the controller-manager for none of that; etcd is shared.
+
 kube-score is the chart's outside judge (tests/deploy/test_kube_score.py): a static checker of
 Kubernetes objects for reliability and security practice, built from its own module in about a
 minute.
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import shutil
@@ -36,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 KUBE_VERSION = "v1.37.2"
+# The oldest supported minor's latest patch release (Chart.yaml's kubeVersion floor).
+KUBE_OLDEST_VERSION = "v1.31.14"
 ETCD_VERSION = "v3.7.3"
 HELM_VERSION = "v4.3.1"
 # The github.com/prometheus/prometheus module release that promql-check parses with (Prometheus 3.x
@@ -43,18 +51,21 @@ HELM_VERSION = "v4.3.1"
 PROMETHEUS_VERSION = "v0.316.0"
 KUBE_SCORE_VERSION = "v1.20.0"
 
+# The binary name of the oldest supported kube-apiserver in the tools directory.
+OLDEST_APISERVER = "kube-apiserver-1.31"
+
 TOOLS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TOOLS_DIR.parent.parent
 PROGRESS_EVERY_SECONDS = 30.0
 
 
-def _kube_ldflags() -> list[str]:
+def _kube_ldflags(version: str = KUBE_VERSION) -> list[str]:
     """Stamp the version the way Kubernetes' own build does, so `--version` is truthful."""
-    major, minor = KUBE_VERSION.lstrip("v").split(".")[:2]
+    major, minor = version.lstrip("v").split(".")[:2]
     flags: list[str] = []
     for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
         flags += [
-            f"-X {pkg}.gitVersion={KUBE_VERSION}",
+            f"-X {pkg}.gitVersion={version}",
             f"-X {pkg}.gitMajor={major}",
             f"-X {pkg}.gitMinor={minor}",
             f"-X {pkg}.gitTreeState=clean",
@@ -112,6 +123,9 @@ TOOLS: tuple[Tool, ...] = (
          ("--version",), f"Kubernetes {KUBE_VERSION}", _kube_ldflags),
     Tool("kube-controller-manager", "kube", "k8s.io/kubernetes/cmd/kube-controller-manager",
          KUBE_VERSION, ("--version",), f"Kubernetes {KUBE_VERSION}", _kube_ldflags),
+    Tool(OLDEST_APISERVER, "kube-1.31", "k8s.io/kubernetes/cmd/kube-apiserver",
+         KUBE_OLDEST_VERSION, ("--version",), f"Kubernetes {KUBE_OLDEST_VERSION}",
+         functools.partial(_kube_ldflags, KUBE_OLDEST_VERSION)),
     Tool("promql-check", "promql", ".", PROMETHEUS_VERSION, ("--version",),
          f"promql-check prometheus {PROMETHEUS_VERSION} source {_promql_source()}",
          _promql_ldflags),

@@ -65,6 +65,7 @@ def test_tools_bin_is_versioned_under_xdg_cache_home(
     assert bin_dir == tmp_path / "cloudsnap" / "tools" / install.versions_key() / "bin"
     for version in (
         install.KUBE_VERSION,
+        install.KUBE_OLDEST_VERSION,
         install.ETCD_VERSION,
         install.HELM_VERSION,
         install.PROMETHEUS_VERSION,

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from hack.tools.install import KUBE_OLDEST_VERSION, KUBE_VERSION
 
 from cloudsnap.settings import Settings
 from tests.deploy.support import CHART, HELM, ROOT, find, helm, load_script, template
@@ -547,3 +548,17 @@ def test_only_a_single_replica_may_run_without_leader_election(home: Path) -> No
     """The schema refuses leaderElection off with more than one replica (the table above)."""
     assert template(home, "replicaCount=1,leaderElection.enabled=false")
     assert template(home, "replicaCount=2")
+
+
+@pytest.mark.parametrize(
+    ("kube_version", "accepted"),
+    [("v1.30.14", False), ("v1.31.0", True), (KUBE_OLDEST_VERSION, True), (KUBE_VERSION, True)],
+)
+def test_kube_version_floor_is_the_oldest_tested_minor(
+    home: Path, kube_version: str, accepted: bool
+) -> None:
+    """Chart.yaml's kubeVersion admits the minor tests/compat/ runs on, refuses the one before."""
+    result = helm(home, "template", "rel", str(CHART), "--kube-version", kube_version, check=False)
+    assert (result.returncode == 0) is accepted, result.stderr
+    if not accepted:
+        assert "incompatible with Kubernetes" in result.stderr
