@@ -192,7 +192,6 @@ FIXED_AT_CREATION = {
     "volume-id-changed": ({"volumeID": OTHER_VOLUME_ID}, "spec.volumeID"),
     "volume-id-removed": ({"volumeID": None, "snapshotID": SNAPSHOT_ID}, "spec.volumeID"),
     "snapshot-id-added-later": ({"snapshotID": SNAPSHOT_ID}, "spec.snapshotID"),
-    "force-changed": ({"force": True}, "spec.force"),
     "metadata-changed": ({"metadata": {"team": "web"}}, "spec.metadata"),
     "metadata-removed": ({"metadata": None}, "spec.metadata"),
     "class-name-changed": ({"className": "silver"}, "spec.className"),
@@ -228,6 +227,15 @@ def test_claim_name_change_is_refused(cluster: Cluster, namespace: str) -> None:
             "immutable",
         )
     assert get(cluster, namespace, "csnap", NAME)["spec"]["persistentVolumeClaimName"] == CLAIM
+
+
+def test_force_is_updatable_so_a_refused_in_use_disk_can_be_let_through(
+    cluster: Cluster, namespace: str
+) -> None:
+    assert apply(cluster, snapshot(**CREATED), namespace).returncode == 0
+    changed = apply(cluster, snapshot(**{**CREATED, "force": True}), namespace)
+    assert changed.returncode == 0, changed.stderr
+    assert get(cluster, namespace, "csnap", NAME)["spec"]["force"] is True
 
 
 def test_name_and_description_stay_updatable(cluster: Cluster, namespace: str) -> None:
@@ -266,7 +274,9 @@ def test_valid_manifests_are_accepted_with_defaults(cluster: Cluster, namespace:
         result = apply(cluster, manifest, namespace)
         assert result.returncode == 0, f"{name}: {result.stderr}"
     minimal = get(cluster, namespace, "csnap", "minimal")["spec"]
-    assert minimal == {"volumeID": VOLUME_ID, "force": False}
+    # No force default in the schema: an omitted force is decided by the source (a claim
+    # forces, a volume ID does not), and a stored object says which the user chose.
+    assert minimal == {"volumeID": VOLUME_ID}
     assert "description" not in get(cluster, namespace, "csnap", "null-description")["spec"]
     assert get(cluster, namespace, "csnap", "full")["spec"]["name"] == "é" * 127 + "a"
 

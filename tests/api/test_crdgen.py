@@ -170,7 +170,6 @@ def test_immutable_fields_have_transition_rules() -> None:
         ".volumeID",
         ".persistentVolumeClaimName",
         ".snapshotID",
-        ".force",
         ".metadata",
         ".className",
     }

@@ -31,13 +31,23 @@ CLASS_SPEC = {
 def test_spec_defaults_from_a_minimal_body() -> None:
     spec = CloudSnapshotSpec.model_validate({"volumeID": VOLUME_ID})
     assert spec.volume_id == VOLUME_ID
-    assert spec.force is False
+    assert spec.force is None
+    assert spec.forces_attached_disk() is False  # a volume ID: EVS's own default
     assert spec.metadata == {}
     assert spec.name is None
     assert spec.description is None
     assert spec.class_name is None
     assert spec.deletion_policy is None
     assert spec.snapshot_id is None
+
+
+def test_a_claim_source_forces_unless_told_otherwise() -> None:
+    claim = {"persistentVolumeClaimName": "postgres-data"}
+    assert CloudSnapshotSpec.model_validate(claim).forces_attached_disk() is True
+    told = CloudSnapshotSpec.model_validate({**claim, "force": False})
+    assert told.forces_attached_disk() is False
+    forced = CloudSnapshotSpec.model_validate({"volumeID": VOLUME_ID, "force": True})
+    assert forced.forces_attached_disk() is True
 
 
 def test_spec_reads_every_camel_case_field() -> None:
@@ -63,7 +73,6 @@ def test_spec_accepts_python_names_too() -> None:
     spec = CloudSnapshotSpec(volume_id=VOLUME_ID, class_name="gold")
     assert spec.model_dump(exclude_none=True) == {
         "volumeID": VOLUME_ID,
-        "force": False,
         "metadata": {},
         "className": "gold",
     }

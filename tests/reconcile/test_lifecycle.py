@@ -12,6 +12,7 @@ import pytest
 
 from cloudsnap import metrics
 from cloudsnap.api import OWNER_UID_METADATA_KEY
+from cloudsnap.api.constants import SCHEDULE_LABEL, SCHEDULE_UID_LABEL
 from cloudsnap.evs import CreateSnapshotRequest
 from cloudsnap.handlers import CONFLICT_RETRY_SECONDS, FINALIZER
 from cloudsnap.reconcile import Accounts, EVSConnector, Reconciler, evs_external
@@ -99,11 +100,17 @@ async def test_in_use_disk_without_force_is_blocked_and_retried_slowly(
     await eventually(lambda: world.condition("attached", "Synced") is not None, timeout=10)
     synced = world.condition("attached", "Synced")
     assert synced["status"] == "False"
-    assert "in-use" in synced["message"]
+    assert synced["reason"] == "DiskInUse"
     assert world.condition("attached", "Ready")["status"] == "False"
     error = world.objects["attached"]["status"]["error"]
     assert error["retryable"] is False
-    assert "Failed" in world.reasons("attached")
+    assert error["code"] == "DiskInUse"
+    # What to do, not only what EVS said: the field that lets it through, and its consequence.
+    assert "set spec.force: true for a crash-consistent snapshot" in error["message"]
+    assert f"disk {disk['id']} is attached to a server (EVS status in-use)" in error["message"]
+    assert "current status is: in-use" in error["message"]  # EVS's own words, last
+    [failed] = [e for _, e in world.events if e.reason == "Failed"]
+    assert "set spec.force: true" in failed.message
     last = world.results[-1][1]
     assert last.outcome == "blocked"
     assert last.requeue_after == FAST.blocked
@@ -112,6 +119,48 @@ async def test_in_use_disk_without_force_is_blocked_and_retried_slowly(
     assert FINALIZER in world.objects["attached"]["metadata"]["finalizers"]
     assert (await evs_sim.admin.calls()).get("create") == 1
     assert await live_snapshots(evs_sim) == []
+
+
+async def test_in_use_disk_refused_becomes_ready_at_once_when_force_is_set(
+    world: World, evs_sim: RunningSimulator
+) -> None:
+    """The way out the refusal names works: editing spec.force retries at once, well before
+    the (hour-long, here) blocked retry."""
+    disk = await evs_sim.admin.add_volume(size=5, status="in-use")
+    world.apply("attached", volumeID=disk["id"])
+    await eventually(
+        lambda: (world.condition("attached", "Synced") or {}).get("reason") == "DiskInUse",
+        timeout=10,
+    )
+    world.change_spec("attached", force=True)
+    await eventually(lambda: world.is_ready("attached"), timeout=10)
+    assert (await evs_sim.admin.calls()).get("create") == 2
+    assert "error" not in world.objects["attached"]["status"]
+
+
+async def test_a_schedule_childs_in_use_refusal_names_the_schedules_template(
+    world: World, evs_sim: RunningSimulator
+) -> None:
+    disk = await evs_sim.admin.add_volume(size=5, status="in-use")
+    world.apply("nightly-child", volumeID=disk["id"], force=False)
+    world.edit(
+        "nightly-child",
+        lambda body: body["metadata"].update(
+            labels={SCHEDULE_LABEL: "nightly", SCHEDULE_UID_LABEL: "0b6f0e0e-uid"}
+        ),
+    )
+
+    async def refused_naming_the_schedule() -> bool:
+        await world.step("nightly-child")  # the labels came after the resource's first steps
+        error = world.objects["nightly-child"].get("status", {}).get("error", {})
+        return "CloudSnapshotSchedule" in error.get("message", "")
+
+    await eventually(refused_naming_the_schedule, timeout=10)
+    message = world.objects["nightly-child"]["status"]["error"]["message"]
+    assert (
+        "set spec.force: true (and spec.snapshotTemplate.spec.force: true in"
+        " CloudSnapshotSchedule nightly for its next children)"
+    ) in message
 
 
 async def test_in_use_disk_with_force_becomes_ready(

@@ -184,7 +184,6 @@ class CloudSnapshotSpec(_Model):
             _fixed_at_creation("volumeID", "''"),
             _fixed_at_creation("persistentVolumeClaimName", "''"),
             _fixed_at_creation("snapshotID", "''"),
-            _fixed_at_creation("force", "false"),
             _fixed_at_creation("metadata", "{}"),
             _fixed_at_creation("className", "''"),
         )
@@ -226,9 +225,14 @@ class CloudSnapshotSpec(_Model):
     description: SnapshotDescription | None = None
     """Description of the EVS snapshot, at most 255 bytes in UTF-8; may be omitted or null.
     Updatable."""
-    force: bool = False
-    """Snapshot the disk even while it is attached to a server (in-use). Without it EVS refuses an
-    in-use disk. Immutable."""
+    force: bool | None = None
+    """Snapshot the disk even while it is attached to a server (EVS status in-use). The snapshot
+    is then crash-consistent, as every CSI snapshot is: what was on the disk at that instant,
+    without what the workload still held in memory. When omitted: true for a
+    persistentVolumeClaimName source (a claim's disk is normally mounted) and false for a
+    volumeID (EVS's own default: it refuses an attached disk). Only the create uses it, so it may
+    be changed until the snapshot exists: a create refused for an in-use disk is retried at
+    once."""
     metadata: SnapshotMetadata = Field(default_factory=dict)
     """Metadata (string to string) stored on the EVS snapshot. At most 50 entries, keys and values
     at most 255 characters; keys must not start with __system__ (EVS) or cloudsnap.io/ (the
@@ -244,6 +248,13 @@ class CloudSnapshotSpec(_Model):
     snapshot_id: str | None = Field(None, alias="snapshotID", pattern=OPTIONAL_UUID_PATTERN)
     """ID (UUID) of an existing EVS snapshot to adopt instead of creating one; empty means none.
     Immutable."""
+
+    def forces_attached_disk(self) -> bool:
+        """Whether the create may snapshot an attached disk: spec.force, else true for a claim
+        (the disk of a workload, normally mounted) and false for a volume ID (EVS's default)."""
+        if self.force is not None:
+            return self.force
+        return self.persistent_volume_claim_name is not None
 
     @field_validator("snapshot_id")
     @classmethod

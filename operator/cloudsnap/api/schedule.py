@@ -212,8 +212,10 @@ class TemplateSpec(_Model):
     """CloudSnapshotClass of the children; when omitted, the default class."""
     description: SnapshotDescription | None = None
     """Description of each EVS snapshot, at most 255 bytes in UTF-8."""
-    force: bool = False
-    """Snapshot disks even while attached to a server (in-use)."""
+    force: bool = True
+    """Snapshot disks even while attached to a server (in-use), crash-consistent as every CSI
+    snapshot is; default true, so that a disk a workload mounts is not refused at every run.
+    Set false to snapshot only detached disks. Written into each child's spec.force."""
     metadata: SnapshotMetadata = Field(default_factory=dict)
     """Metadata stored on each EVS snapshot (the rules of CloudSnapshot spec.metadata)."""
     deletion_policy: DeletionPolicy | None = Field(None, alias="deletionPolicy")

@@ -51,6 +51,7 @@ from cloudsnap.api import (
     invalid_fields,
     recorded_deletion_policy,
 )
+from cloudsnap.api.constants import SCHEDULE_LABEL, SCHEDULE_UID_LABEL
 from cloudsnap.api.models import with_condition
 from cloudsnap.reconcile.backoff import Timing
 from cloudsnap.reconcile.external import (
@@ -67,6 +68,7 @@ from cloudsnap.reconcile.failures import (
     ACCOUNT_CHANGED,
     ALREADY_OWNED,
     CLASS_NOT_FOUND,
+    DISK_IN_USE,
     INVALID_SPEC,
     SNAPSHOT_NOT_FOUND,
     STEP_DEADLINE,
@@ -175,6 +177,7 @@ class _Resource:
     raw_status: dict[str, Any]
     deleting: bool
     has_finalizer: bool
+    schedule: str | None  # the schedule's name label, for a schedule's child
 
     @property
     def owner(self) -> Owner:
@@ -656,7 +659,7 @@ class Reconciler:
             volume_id=volume_id,
             name=effective_snapshot_name(res.namespace, res.name, spec),
             description=spec.description,
-            force=spec.force,
+            force=spec.forces_attached_disk(),
             metadata=dict(spec.metadata),
         )
         first = res.uid not in self._sent
@@ -687,6 +690,8 @@ class Reconciler:
                 )
                 result = self._failed(draft, failure)
                 return _replace(result, parked_on_volume=volume_id)
+            if failure.cause is Cause.DISK_IN_USE:
+                failure = self._attached(res, volume_id, failure)
             return self._failed(draft, failure)
         self._pending.pop(res.uid, None)
         self._attempts.pop(res.uid, None)
@@ -708,6 +713,24 @@ class Reconciler:
             requeue_after=self._timing.poll,
             phase=snapshot.phase,
         )
+
+    def _attached(self, res: _Resource, volume_id: str, failure: Failure) -> Failure:
+        """A create refused because the disk is attached and was not forced: say which field
+        lets it through (the child's schedule template, for a schedule's child), in place of
+        EVS's words, which name neither."""
+        way = "set spec.force: true"
+        if res.schedule is not None:
+            way += (
+                f" (and spec.snapshotTemplate.spec.force: true in CloudSnapshotSchedule"
+                f" {res.schedule} for its next children)"
+            )
+        message = (
+            f"disk {volume_id} is attached to a server (EVS status in-use) and spec.force is"
+            f" false, so EVS will not snapshot it; {way} for a crash-consistent snapshot of the"
+            f" disk in use, or detach the disk. Retried at once when the spec changes, and every"
+            f" {self._timing.blocked:g}s (EVS says: {failure.message})"
+        )
+        return Failure(DISK_IN_USE, message, Kind.BLOCKED, failure.request_id, failure.cause)
 
     async def _adopt(self, draft: _Draft, conn: Connection, snapshot_id: str) -> Result:
         """Take over an existing snapshot named by spec.snapshotID, unless another owns it."""
@@ -1203,6 +1226,7 @@ def _resource(
     has_finalizer: bool,
 ) -> _Resource:
     meta = body.get("metadata", {})
+    labels = meta.get("labels") or {}
     return _Resource(
         namespace=str(meta.get("namespace", "")),
         name=str(meta.get("name", "")),
@@ -1213,6 +1237,7 @@ def _resource(
         raw_status=dict(body.get("status") or {}),
         deleting=bool(meta.get("deletionTimestamp")),
         has_finalizer=has_finalizer,
+        schedule=labels.get(SCHEDULE_LABEL) if SCHEDULE_UID_LABEL in labels else None,
     )
 
 
