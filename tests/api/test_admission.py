@@ -158,6 +158,15 @@ INVALID_ON_CREATE = {
         snapshot(persistentVolumeClaimName="Data_1"),
         ["spec.persistentVolumeClaimName", "should match"],
     ),
+    # EVS writes its IDs in lower case and finds nothing by an upper-case one.
+    "upper-case-volume-id": (
+        snapshot(volumeID=VOLUME_ID.upper()),
+        ["spec.volumeID", "should match"],
+    ),
+    "upper-case-snapshot-id": (
+        snapshot(snapshotID=SNAPSHOT_ID.upper()),
+        ["spec.snapshotID", "should match"],
+    ),
     "force-not-boolean": (
         snapshot(volumeID=VOLUME_ID, force="yes"),
         ["spec.force", "boolean"],
@@ -256,7 +265,7 @@ def test_valid_manifests_are_accepted_with_defaults(cluster: Cluster, namespace:
             "persistentVolumeClaimName": CLAIM,
             "snapshotID": "",
         },
-        "documented-empty-snapshot-id": {"volumeID": VOLUME_ID.upper(), "snapshotID": ""},
+        "documented-empty-snapshot-id": {"volumeID": VOLUME_ID, "snapshotID": ""},
         "full": {
             "volumeID": VOLUME_ID,
             "name": "é" * 127 + "a",
@@ -321,7 +330,9 @@ def test_explain_describes_the_fields(cluster: Cluster) -> None:
         """The explanation with kubectl's line wrapping undone."""
         return " ".join(cluster.kubectl("explain", field).stdout.split())
 
-    assert "ID (UUID) of the EVS disk to snapshot" in explain("csnap.spec.volumeID")
+    assert "ID (UUID, lower case as EVS writes it) of the EVS disk to snapshot" in explain(
+        "csnap.spec.volumeID"
+    )
     assert "kubectl wait --for=condition=Ready" in explain("csnap.status.conditions")
     assert "Requests that may be made at once" in explain("csnapclass.spec.rateLimit.burst")
 

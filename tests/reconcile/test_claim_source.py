@@ -274,3 +274,15 @@ async def test_a_claim_with_force_false_on_a_mounted_disk_is_told_to_set_it(
     )
     assert "set spec.force: true" in world.objects["db"]["status"]["error"]["message"]
     assert await snapshots_of(evs_sim, disk) == []
+
+
+async def test_an_upper_case_volume_handle_is_read_as_evs_writes_its_ids(
+    fake: FakeCluster, volume: str
+) -> None:
+    """EVS writes IDs in lower case and answers with them: a hand-made PersistentVolume with
+    the ID in upper case still leads to the disk, and to a snapshot recognised as of it."""
+    fake.bind(NAMESPACE, CLAIM, VOLUME, everest(volume.upper()))
+
+    resolved = await resolve_claim(fake, NAMESPACE, CLAIM)
+
+    assert resolved.volume_id == volume

@@ -198,6 +198,50 @@ async def test_name_and_description_change_is_one_put(
     assert world.reasons("db").count("Updated") == 1
 
 
+async def test_the_longest_namespace_and_name_make_an_evs_name_within_64_characters(
+    reconciler: Reconciler, evs_sim: RunningSimulator, volume: str
+) -> None:
+    """A namespace and a name of 63 characters each: the default "<namespace>-<name>" would be
+    127, which an EVS keeping to its current pages (the simulator) refuses."""
+    namespace, name = "n" * 63, "d" * 63
+    async with World(reconciler, namespace=namespace) as world:
+        world.apply(name, volumeID=volume)
+        await eventually(lambda: world.is_ready(name), timeout=10)
+    [snap] = await live_snapshots(evs_sim)
+    assert len(snap["name"]) == 64
+    assert snap["name"].startswith("n" * 32)
+    assert snap["name"].endswith("d" * 22)
+
+
+@pytest.mark.parametrize(
+    ("field", "limit"), [pytest.param("name", 64, id="name"), ("description", 85)]
+)
+async def test_a_text_over_evs_current_limit_is_a_terminal_error_naming_the_limit(
+    world: World, evs_sim: RunningSimulator, volume: str, field: str, limit: int
+) -> None:
+    """The CRD takes 255 bytes, the older limit; an EVS that keeps to its current pages (the
+    simulator does) refuses more than 64 characters of name or 85 of description."""
+    world.apply("db", volumeID=volume, **{field: "x" * (limit + 6)})
+    await eventually(
+        lambda: (world.condition("db", "Synced") or {}).get("status") == "False", timeout=10
+    )
+    error = world.objects["db"]["status"]["error"]
+    assert error["code"] == "EVS.5400"
+    assert error["message"].startswith(
+        f"spec.{field} has {limit + 6} characters, and Huawei's current EVS API takes at most"
+        f" {limit}: shorten it"
+    )
+    assert error["retryable"] is False
+    last = world.results[-1][1]
+    assert (last.outcome, last.requeue_after) == ("invalid", None)
+
+    world.change_spec("db", **{field: "x" * limit})
+
+    await eventually(lambda: world.is_ready("db"), timeout=10)
+    [snap] = await live_snapshots(evs_sim)
+    assert snap[field] == "x" * limit
+
+
 @pytest.mark.parametrize(
     ("spec", "class_policy", "kept"),
     [

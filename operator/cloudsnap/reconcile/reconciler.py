@@ -51,7 +51,12 @@ from cloudsnap.api import (
     invalid_fields,
     recorded_deletion_policy,
 )
-from cloudsnap.api.constants import SCHEDULE_LABEL, SCHEDULE_UID_LABEL
+from cloudsnap.api.constants import (
+    EVS_DESCRIPTION_MAX_CHARS,
+    EVS_NAME_MAX_CHARS,
+    SCHEDULE_LABEL,
+    SCHEDULE_UID_LABEL,
+)
 from cloudsnap.api.models import with_condition
 from cloudsnap.reconcile.backoff import Timing
 from cloudsnap.reconcile.external import (
@@ -692,7 +697,7 @@ class Reconciler:
                 return _replace(result, parked_on_volume=volume_id)
             if failure.cause is Cause.DISK_IN_USE:
                 failure = self._attached(res, volume_id, failure)
-            return self._failed(draft, failure)
+            return self._failed(draft, _past_evs_limits(failure, request.name, spec.description))
         self._pending.pop(res.uid, None)
         self._attempts.pop(res.uid, None)
         if looked:
@@ -827,7 +832,8 @@ class Reconciler:
                 except ExternalError as exc:
                     if exc.failure.cause is Cause.NOT_FOUND:
                         return await self._absent(draft, conn, snapshot.id)
-                    raise
+                    failure = _past_evs_limits(exc.failure, changes.name, changes.description)
+                    raise ExternalError(failure) from None
                 out.append(Event("Normal", "Updated", f"updated name/description of {snapshot.id}"))
         deleted, waiting = await self._remove_duplicates(conn, snapshot, owned, out)
         self._attempts.pop(res.uid, None)
@@ -1290,6 +1296,33 @@ def _refused_deletion(failure: Failure) -> Failure:
         return failure
     hint = "or set spec.deletionPolicy: Retain to keep the EVS snapshot and release this resource"
     return dataclasses.replace(failure, message=f"{failure.message}; {hint}")
+
+
+def _past_evs_limits(failure: Failure, name: str | None, description: str | None) -> Failure:
+    """An invalid answer to a create or rename whose name or description is longer than Huawei's
+    current pages allow: name the field and the limit, since EVS's words may name neither.
+
+    Nothing in the operator shortens a user's text: the CRD takes the 255 bytes older pages
+    and the SDK allow, and an EVS that takes them is left to do so.
+    """
+    if failure.kind is not Kind.INVALID:
+        return failure
+    over = [
+        f"spec.{field} has {len(text)} characters, and Huawei's current EVS API takes at most"
+        f" {limit}"
+        for field, text, limit in (
+            ("name", name, EVS_NAME_MAX_CHARS),
+            ("description", description, EVS_DESCRIPTION_MAX_CHARS),
+        )
+        if text is not None and len(text) > limit
+    ]
+    if not over:
+        return failure
+    message = (
+        f"{'; '.join(over)}: shorten it; the operator waits for that change of the spec"
+        f" (EVS says: {failure.message})"
+    )
+    return dataclasses.replace(failure, message=message)
 
 
 def _oldest_usable(snapshots: list[ExternalSnapshot]) -> ExternalSnapshot:
