@@ -30,7 +30,7 @@ from kopf._core.reactor.inventory import ResourceMemories, ResourceMemory
 
 from cloudsnap import metrics
 from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
-from cloudsnap.api.constants import SCHEDULE_PLURAL
+from cloudsnap.api.constants import SCHEDULE_LABEL, SCHEDULE_PLURAL, SCHEDULE_UID_LABEL
 from cloudsnap.kube import Conflict
 from cloudsnap.reconcile import Event, Outcome, Reconciler, Result, Scheduler
 from cloudsnap.reconcile.failures import ALREADY_OWNED
@@ -57,6 +57,8 @@ _KEPT_METADATA = (
     "deletionTimestamp",
     "finalizers",
 )
+# The labels a step reads: a schedule's child names its schedule in what it tells the user.
+_KEPT_LABELS = (SCHEDULE_LABEL, SCHEDULE_UID_LABEL)
 
 log = logging.getLogger(__name__)
 
@@ -464,10 +466,15 @@ def _display(body: Mapping[str, Any]) -> str:
 
 def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
     meta = body.get("metadata") or {}
+    kept_meta = {key: meta[key] for key in _KEPT_METADATA if key in meta}
+    labels = meta.get("labels") or {}
+    kept_labels = {key: labels[key] for key in _KEPT_LABELS if key in labels}
+    if kept_labels:
+        kept_meta["labels"] = kept_labels
     kept = {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
-        "metadata": {key: meta[key] for key in _KEPT_METADATA if key in meta},
+        "metadata": kept_meta,
         "spec": body.get("spec"),
         "status": body.get("status"),
     }
@@ -475,9 +482,9 @@ def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _Bodies:
-    """The body kept per resource: only the fields the steps read (no managedFields, labels or
-    annotations such as kubectl's last-applied copy of the spec, which are most of an object's
-    size), as compact JSON.
+    """The body kept per resource: only the fields the steps read (no managedFields, no labels
+    but a schedule's two on its children, no annotations such as kubectl's last-applied copy of
+    the spec, which are most of an object's size), as compact JSON.
 
     This is what the operator holds per resource. Decoded, a Ready resource's body is about
     2.5 KiB of dictionaries and strings; its JSON is half that, in one object the garbage

@@ -14,7 +14,8 @@ tests/simulator pin each one):
 - The 7-snapshots-per-disk limit answers 413 ``EVS.5413``; every snapshot not yet gone counts,
   ``deleting`` ones included (quota is released when the deletion completes).
 - A snapshot whose disk is set to ``error`` while the snapshot is ``creating`` ends in ``error``.
-- Name/description over 255 UTF-8 bytes, a name starting ``autobk_snapshot_``, a reserved
+- Name/description over 255 UTF-8 bytes, a name over 64 characters, a description over 85
+  (the limits of Huawei's current API pages), a name starting ``autobk_snapshot_``, a reserved
   (``__system__``) or oversized metadata key are 400 ``EVS.5400``; a body that is not JSON is
   ``EVS.1013``, JSON of the wrong shape ``EVS.1052``; a malformed volume id ``EVS.1002``, a
   malformed snapshot id ``EVS.2045``.

@@ -27,6 +27,8 @@ from evs_simulator.errors import SimError, bad_request, invalid_volume, not_foun
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 MAX_TEXT_BYTES = 255
+# Huawei's current API pages: a name of at most 64 characters, a description of at most 85.
+MAX_TEXT_CHARS = {"name": 64, "description": 85}
 MAX_SNAPSHOTS_PER_VOLUME = 7
 MAX_LIST_LIMIT = 1000
 RESERVED_METADATA_PREFIX = "__system__"
@@ -408,7 +410,8 @@ def _volume_id(spec: Mapping[str, Any], section: str) -> str:
 
 
 def _text(spec: Mapping[str, Any], key: str) -> str | None:
-    """An optional name/description: a string of at most 255 UTF-8 bytes."""
+    """An optional name/description: a string of at most 255 UTF-8 bytes, and of at most 64
+    (name) or 85 (description) characters."""
     value = spec.get(key)
     if value is None:
         return None
@@ -416,6 +419,10 @@ def _text(spec: Mapping[str, Any], key: str) -> str | None:
         raise bad_request("EVS.1052", f"Invalid request body: {key} must be a string.")
     if len(value.encode()) > MAX_TEXT_BYTES:
         raise bad_request("EVS.5400", f"Invalid {key}: longer than {MAX_TEXT_BYTES} bytes.")
+    if len(value) > MAX_TEXT_CHARS[key]:
+        raise bad_request(
+            "EVS.5400", f"Invalid {key}: longer than {MAX_TEXT_CHARS[key]} characters."
+        )
     if key == "name" and value.startswith(BACKUP_NAME_PREFIX):
         raise bad_request("EVS.5400", f"Invalid name: {BACKUP_NAME_PREFIX} is kept for backups.")
     return value

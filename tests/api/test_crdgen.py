@@ -124,8 +124,8 @@ def test_schema_is_structural(crd: dict[str, Any]) -> None:
 
 def test_uuid_fields_have_patterns_and_strings_are_bounded() -> None:
     spec = _schema(snapshot_crd())["properties"]["spec"]["properties"]
-    assert "[0-9a-fA-F]{8}-" in spec["volumeID"]["pattern"]
-    assert "[0-9a-fA-F]{8}-" in spec["snapshotID"]["pattern"]
+    assert "[0-9a-f]{8}-" in spec["volumeID"]["pattern"]
+    assert "[0-9a-f]{8}-" in spec["snapshotID"]["pattern"]
     for path, node in _nodes(_schema(snapshot_crd())["properties"]["spec"], "spec"):
         if node["type"] == "string" and "enum" not in node:
             assert "maxLength" in node or "pattern" in node, path
@@ -170,7 +170,6 @@ def test_immutable_fields_have_transition_rules() -> None:
         ".volumeID",
         ".persistentVolumeClaimName",
         ".snapshotID",
-        ".force",
         ".metadata",
         ".className",
     }

@@ -18,6 +18,7 @@ from cloudsnap.api import (
     effective_deletion_policy,
     recorded_deletion_policy,
 )
+from cloudsnap.api.schedule import ScheduleSources
 
 VOLUME_ID = "5aa119a8-d25b-45a7-8d1b-88e127885635"
 SNAPSHOT_ID = "ffa9bc5e-1172-4021-acaf-cdcd78a9584d"
@@ -31,13 +32,34 @@ CLASS_SPEC = {
 def test_spec_defaults_from_a_minimal_body() -> None:
     spec = CloudSnapshotSpec.model_validate({"volumeID": VOLUME_ID})
     assert spec.volume_id == VOLUME_ID
-    assert spec.force is False
+    assert spec.force is None
+    assert spec.forces_attached_disk() is False  # a volume ID: EVS's own default
     assert spec.metadata == {}
     assert spec.name is None
     assert spec.description is None
     assert spec.class_name is None
     assert spec.deletion_policy is None
     assert spec.snapshot_id is None
+
+
+def test_a_claim_source_forces_unless_told_otherwise() -> None:
+    claim = {"persistentVolumeClaimName": "postgres-data"}
+    assert CloudSnapshotSpec.model_validate(claim).forces_attached_disk() is True
+    told = CloudSnapshotSpec.model_validate({**claim, "force": False})
+    assert told.forces_attached_disk() is False
+    forced = CloudSnapshotSpec.model_validate({"volumeID": VOLUME_ID, "force": True})
+    assert forced.forces_attached_disk() is True
+
+
+def test_ids_stored_in_upper_case_are_read_as_evs_writes_them() -> None:
+    """Resources stored before the CRD refused upper case keep working after an upgrade: the
+    disk is asked for, and its snapshots recognised, by the lower-case ID EVS uses."""
+    spec = CloudSnapshotSpec.model_validate({"volumeID": VOLUME_ID.upper()})
+    assert spec.volume_id == VOLUME_ID
+    adopting = CloudSnapshotSpec.model_validate({"snapshotID": SNAPSHOT_ID.upper()})
+    assert adopting.snapshot_id == SNAPSHOT_ID
+    sources = ScheduleSources.model_validate({"volumeIDs": [VOLUME_ID.upper()]})
+    assert sources.volume_ids == [VOLUME_ID]
 
 
 def test_spec_reads_every_camel_case_field() -> None:
@@ -63,7 +85,6 @@ def test_spec_accepts_python_names_too() -> None:
     spec = CloudSnapshotSpec(volume_id=VOLUME_ID, class_name="gold")
     assert spec.model_dump(exclude_none=True) == {
         "volumeID": VOLUME_ID,
-        "force": False,
         "metadata": {},
         "className": "gold",
     }

@@ -1,9 +1,13 @@
-"""The default EVS snapshot name: stable, at most 255 UTF-8 bytes, never a backup's prefix."""
+"""The default EVS snapshot name: stable, within the 64 characters (and 255 UTF-8 bytes) EVS's
+current pages allow, never a backup's prefix."""
+
+from datetime import UTC, datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from cloudsnap.api import CloudSnapshotSpec, effective_snapshot_name
+from cloudsnap.schedule.runs import child_name
 
 VOLUME_ID = "5aa119a8-d25b-45a7-8d1b-88e127885635"
 UNNAMED = CloudSnapshotSpec(volume_id=VOLUME_ID)
@@ -18,27 +22,45 @@ def test_default_is_namespace_dash_name() -> None:
     assert effective_snapshot_name("prod", "db-daily", UNNAMED) == "prod-db-daily"
 
 
-def test_exactly_255_bytes_is_kept_whole() -> None:
-    name = "n" * (255 - len("ns-"))
+def test_exactly_64_characters_is_kept_whole() -> None:
+    name = "n" * (64 - len("ns-"))
     assert effective_snapshot_name("ns", name, UNNAMED) == f"ns-{name}"
 
 
-def test_long_default_is_cut_with_a_digest() -> None:
-    namespace, name = "a" * 63, "b" * 253
+def test_longest_namespace_and_name_label_fit_64_characters_with_a_digest() -> None:
+    """A namespace and a name of 63 characters each (DNS labels at their longest): 127
+    characters joined, cut to 64 with the head, a digest of the whole and the tail."""
+    namespace, name = "a" * 62 + "z", "b" * 62 + "y"
     result = effective_snapshot_name(namespace, name, UNNAMED)
-    assert len(result.encode()) == 255
-    assert result.startswith(f"{namespace}-bbb")
-    other = effective_snapshot_name(namespace, name[:-1] + "c", UNNAMED)
+    assert len(result) == 64
+    assert result.startswith("a" * 32 + "-")
+    assert result.endswith("-" + "b" * 21 + "y")
+    other = effective_snapshot_name(namespace, name[:-1] + "x", UNNAMED)
     assert other != result
-    assert other[:-9] == result[:-9]
+    assert other[:32] == result[:32]
 
 
-def test_cut_falls_on_a_utf8_character_boundary() -> None:
-    """A 3-byte character straddling the limit is dropped whole, never split."""
-    name = "x" * 241 + "€" * 10
-    result = effective_snapshot_name("ns", name, UNNAMED)
-    assert len(result.encode()) == 253
-    assert result[:-9] == "ns-" + "x" * 241
+def test_a_253_character_name_fits_too() -> None:
+    result = effective_snapshot_name("a" * 63, "b" * 253, UNNAMED)
+    assert len(result) == 64
+    assert result == effective_snapshot_name("a" * 63, "b" * 253, UNNAMED)  # stable
+
+
+def test_a_schedule_childs_default_name_keeps_its_slot() -> None:
+    """A child's name is up to 63 characters, so "<namespace>-<child>" is up to 127; cut to
+    64, it still ends in the slot the child was made for."""
+    slot = datetime(2026, 6, 1, 6, 0, tzinfo=UTC)
+    child = child_name("db-every-6h-" + "x" * 60, "data-postgres-0", slot)
+    result = effective_snapshot_name("team-" + "n" * 58, child, UNNAMED)
+    assert len(f"team-{'n' * 58}-{child}") == 127
+    assert len(result) == 64
+    assert result.endswith("20260601-0600")
+
+
+def test_multibyte_text_is_cut_by_characters_and_stays_within_255_bytes() -> None:
+    result = effective_snapshot_name("ns", "€" * 100, UNNAMED)
+    assert len(result) == 64
+    assert len(result.encode()) <= 255
 
 
 def test_reserved_backup_prefix_is_escaped() -> None:
@@ -51,5 +73,6 @@ def test_reserved_backup_prefix_is_escaped() -> None:
 def test_default_always_fits_evs(namespace: str, name: str) -> None:
     result = effective_snapshot_name(namespace, name, UNNAMED)
     assert 0 < len(result.encode()) <= 255
+    assert len(result) <= 64
     assert not result.startswith("autobk_snapshot_")
     assert result == effective_snapshot_name(namespace, name, UNNAMED)

@@ -60,6 +60,10 @@ INVALID = {
     "no-source": (schedule(sources={}), ["spec.sources", "volumeIDs or persistent"]),
     "empty-volume-list": (schedule(sources={"volumeIDs": []}), ["volumeIDs or persistent"]),
     "bad-volume-id": (schedule(sources={"volumeIDs": ["vol-1"]}), ["spec.sources.volumeIDs"]),
+    "upper-case-volume-id": (
+        schedule(sources={"volumeIDs": [VOLUME_ID.upper()]}),
+        ["spec.sources.volumeIDs", "should match"],
+    ),
     "empty-selector": (
         schedule(sources={"persistentVolumeClaimSelector": {}}),
         ["spec.sources.persistentVolumeClaimSelector", "matchLabels or matchExpressions"],

@@ -36,6 +36,8 @@ def make_snapshot_outside(stack: Stack, volume_id: str) -> str:
         .with_endpoints([stack.sim.endpoint])
         .build()
     )
-    body = CreateSnapshotRequestBody(CreateSnapshotOption(volume_id=volume_id, name="handmade"))
+    # Forced, as a snapshot of a disk a workload mounts (in-use) must be.
+    option = CreateSnapshotOption(volume_id=volume_id, name="handmade", force=True)
+    body = CreateSnapshotRequestBody(option)
     response = client.create_snapshot(CreateSnapshotRequest(body=body))
     return str(response.snapshot.id)

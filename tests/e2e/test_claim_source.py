@@ -30,10 +30,9 @@ def claim_phase(stack: Stack, name: str) -> str:
     return stack.kubectl("get", "pvc", name, "-o", "jsonpath={.status.phase}").stdout
 
 
-async def test_a_claim_bound_by_the_binder_is_snapshotted_as_its_disk(
-    stack: Stack, volume_names: list[str]
-) -> None:
-    disk = await stack.add_volume()
+async def bind_claim_to(stack: Stack, disk: str, volume_names: list[str]) -> None:
+    """Make the claim and an everest volume of ``disk`` for it, and wait for the PV binder to
+    bind them."""
     volume_names.append(f"pv-{stack.namespace}")
     create(
         stack,
@@ -43,6 +42,13 @@ async def test_a_claim_bound_by_the_binder_is_snapshotted_as_its_disk(
     await eventually(
         lambda: claim_phase(stack, CLAIM) == "Bound", timeout=BINDING_SECONDS, what="the binding"
     )
+
+
+async def test_a_claim_bound_by_the_binder_is_snapshotted_as_its_disk(
+    stack: Stack, volume_names: list[str]
+) -> None:
+    disk = await stack.add_volume(status="in-use")  # mounted by a workload
+    await bind_claim_to(stack, disk, volume_names)
 
     stack.apply("db", persistentVolumeClaimName=CLAIM)
 
@@ -59,7 +65,7 @@ async def test_a_claim_bound_by_the_binder_is_snapshotted_as_its_disk(
 async def test_a_claim_that_binds_later_is_blocked_then_ready_on_its_binding(
     stack: Stack, volume_names: list[str]
 ) -> None:
-    disk = await stack.add_volume()
+    disk = await stack.add_volume(status="in-use")
     create(stack, volume_claim(stack.namespace, CLAIM))  # no volume for it yet: Pending
     stack.apply("db", persistentVolumeClaimName=CLAIM)
 
@@ -84,3 +90,27 @@ async def test_a_claim_that_binds_later_is_blocked_then_ready_on_its_binding(
         volume_names[0],
     )
     assert len(await stack.snapshots_of(disk)) == 1
+
+
+async def test_a_mounted_claim_refused_for_want_of_force_says_so_and_goes_on_once_set(
+    stack: Stack, volume_names: list[str]
+) -> None:
+    """force: false asks EVS to refuse an attached disk: the resource says which field lets it
+    through, and setting it retries at once (the blocked retry is two minutes here)."""
+    disk = await stack.add_volume(status="in-use")
+    await bind_claim_to(stack, disk, volume_names)
+    stack.apply("db", persistentVolumeClaimName=CLAIM, force=False)
+
+    obj = await stack.wait_condition("db", "Synced", "False", reason="DiskInUse")
+    assert "set spec.force: true" in obj["status"]["error"]["message"]
+    failed = await eventually(
+        lambda: [e for e in stack.events("db") if e["reason"] == "Failed"], what="a Failed event"
+    )
+    assert "set spec.force: true" in failed[0]["message"]
+    assert await stack.snapshots_of(disk) == []
+
+    stack.apply("db", persistentVolumeClaimName=CLAIM, force=True)
+
+    obj = await stack.wait_condition("db", "Ready", "True", timeout=WAKE_SECONDS)
+    [snapshot] = await stack.snapshots_of(disk)
+    assert obj["status"]["snapshotID"] == snapshot["id"]

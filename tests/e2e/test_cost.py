@@ -207,7 +207,8 @@ async def test_a_claim_source_costs_one_status_write_more_to_ready(
     manifests = []
     for name in names:
         volume_names.append(f"pv-{stack.namespace}-{name}")
-        manifests.append(everest_volume(volume_names[-1], await stack.add_volume()))
+        disk = await stack.add_volume(status="in-use")  # mounted, as a claim's disk is
+        manifests.append(everest_volume(volume_names[-1], disk))
         manifests.append(volume_claim(stack.namespace, name, volume_names[-1]))
     stack.kubectl("create", "-f", "-", input=manifest_list(*manifests))
 

@@ -94,10 +94,12 @@ async def test_runs_rotate_and_survive_a_kill_across_a_slot(
     stack: Stack, volume_names: list[str]
 ) -> None:
     clean = await stack.add_volume()
-    full = await stack.add_volume()  # behind a claim
+    # Behind claims, mounted (in-use) as a workload's disks are: the template leaves force to
+    # its default, which snapshots them.
+    full = await stack.add_volume(status="in-use")
     for _ in range(7 - MAX_COUNT):  # made outside the cluster: the disk is full at 3 of ours
         make_snapshot_outside(stack, full)
-    claimed = {"data-a": full, "data-b": await stack.add_volume()}
+    claimed = {"data-a": full, "data-b": await stack.add_volume(status="in-use")}
     manifests = [volume_claim(stack.namespace, "unlabelled", labels={"app": "other"})]
     for claim, disk in claimed.items():
         volume_names.append(f"{stack.namespace}-{claim}")

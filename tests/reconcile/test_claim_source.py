@@ -244,3 +244,45 @@ async def test_a_volume_bound_to_another_claim_is_not_this_claims_disk() -> None
         refused.value.failure.message
     )
     assert refused.value.waits_for == (claim_key(NAMESPACE, CLAIM), volume_key(VOLUME))
+
+
+async def test_a_claims_mounted_disk_is_snapshotted_without_asking_for_force(
+    world: World, fake: FakeCluster, evs_sim: RunningSimulator
+) -> None:
+    """A claim's disk is a workload's, attached (in-use) while it runs: force defaults to true
+    for a claim source, as Huawei's CSI driver always forces."""
+    disk = str((await evs_sim.admin.add_volume(status="in-use"))["id"])
+    fake.bind(NAMESPACE, CLAIM, VOLUME, everest(disk))
+
+    world.apply("db", persistentVolumeClaimName=CLAIM)
+
+    await eventually(lambda: world.is_ready("db"), timeout=10)
+    assert "force" not in world.objects["db"]["spec"]
+    assert len(await snapshots_of(evs_sim, disk)) == 1
+
+
+async def test_a_claim_with_force_false_on_a_mounted_disk_is_told_to_set_it(
+    world: World, fake: FakeCluster, evs_sim: RunningSimulator
+) -> None:
+    disk = str((await evs_sim.admin.add_volume(status="in-use"))["id"])
+    fake.bind(NAMESPACE, CLAIM, VOLUME, everest(disk))
+
+    world.apply("db", persistentVolumeClaimName=CLAIM, force=False)
+
+    await eventually(
+        lambda: (world.condition("db", "Synced") or {}).get("reason") == "DiskInUse", timeout=10
+    )
+    assert "set spec.force: true" in world.objects["db"]["status"]["error"]["message"]
+    assert await snapshots_of(evs_sim, disk) == []
+
+
+async def test_an_upper_case_volume_handle_is_read_as_evs_writes_its_ids(
+    fake: FakeCluster, volume: str
+) -> None:
+    """EVS writes IDs in lower case and answers with them: a hand-made PersistentVolume with
+    the ID in upper case still leads to the disk, and to a snapshot recognised as of it."""
+    fake.bind(NAMESPACE, CLAIM, VOLUME, everest(volume.upper()))
+
+    resolved = await resolve_claim(fake, NAMESPACE, CLAIM)
+
+    assert resolved.volume_id == volume

@@ -12,6 +12,7 @@ import pytest
 
 from cloudsnap import metrics
 from cloudsnap.api import OWNER_UID_METADATA_KEY
+from cloudsnap.api.constants import SCHEDULE_LABEL, SCHEDULE_UID_LABEL
 from cloudsnap.evs import CreateSnapshotRequest
 from cloudsnap.handlers import CONFLICT_RETRY_SECONDS, FINALIZER
 from cloudsnap.reconcile import Accounts, EVSConnector, Reconciler, evs_external
@@ -99,11 +100,17 @@ async def test_in_use_disk_without_force_is_blocked_and_retried_slowly(
     await eventually(lambda: world.condition("attached", "Synced") is not None, timeout=10)
     synced = world.condition("attached", "Synced")
     assert synced["status"] == "False"
-    assert "in-use" in synced["message"]
+    assert synced["reason"] == "DiskInUse"
     assert world.condition("attached", "Ready")["status"] == "False"
     error = world.objects["attached"]["status"]["error"]
     assert error["retryable"] is False
-    assert "Failed" in world.reasons("attached")
+    assert error["code"] == "DiskInUse"
+    # What to do, not only what EVS said: the field that lets it through, and its consequence.
+    assert "set spec.force: true for a crash-consistent snapshot" in error["message"]
+    assert f"disk {disk['id']} is attached to a server (EVS status in-use)" in error["message"]
+    assert "current status is: in-use" in error["message"]  # EVS's own words, last
+    [failed] = [e for _, e in world.events if e.reason == "Failed"]
+    assert "set spec.force: true" in failed.message
     last = world.results[-1][1]
     assert last.outcome == "blocked"
     assert last.requeue_after == FAST.blocked
@@ -112,6 +119,48 @@ async def test_in_use_disk_without_force_is_blocked_and_retried_slowly(
     assert FINALIZER in world.objects["attached"]["metadata"]["finalizers"]
     assert (await evs_sim.admin.calls()).get("create") == 1
     assert await live_snapshots(evs_sim) == []
+
+
+async def test_in_use_disk_refused_becomes_ready_at_once_when_force_is_set(
+    world: World, evs_sim: RunningSimulator
+) -> None:
+    """The way out the refusal names works: editing spec.force retries at once, well before
+    the (hour-long, here) blocked retry."""
+    disk = await evs_sim.admin.add_volume(size=5, status="in-use")
+    world.apply("attached", volumeID=disk["id"])
+    await eventually(
+        lambda: (world.condition("attached", "Synced") or {}).get("reason") == "DiskInUse",
+        timeout=10,
+    )
+    world.change_spec("attached", force=True)
+    await eventually(lambda: world.is_ready("attached"), timeout=10)
+    assert (await evs_sim.admin.calls()).get("create") == 2
+    assert "error" not in world.objects["attached"]["status"]
+
+
+async def test_a_schedule_childs_in_use_refusal_names_the_schedules_template(
+    world: World, evs_sim: RunningSimulator
+) -> None:
+    disk = await evs_sim.admin.add_volume(size=5, status="in-use")
+    world.apply("nightly-child", volumeID=disk["id"], force=False)
+    world.edit(
+        "nightly-child",
+        lambda body: body["metadata"].update(
+            labels={SCHEDULE_LABEL: "nightly", SCHEDULE_UID_LABEL: "0b6f0e0e-uid"}
+        ),
+    )
+
+    async def refused_naming_the_schedule() -> bool:
+        await world.step("nightly-child")  # the labels came after the resource's first steps
+        error = world.objects["nightly-child"].get("status", {}).get("error", {})
+        return "CloudSnapshotSchedule" in error.get("message", "")
+
+    await eventually(refused_naming_the_schedule, timeout=10)
+    message = world.objects["nightly-child"]["status"]["error"]["message"]
+    assert (
+        "set spec.force: true (and spec.snapshotTemplate.spec.force: true in"
+        " CloudSnapshotSchedule nightly for its next children)"
+    ) in message
 
 
 async def test_in_use_disk_with_force_becomes_ready(
@@ -147,6 +196,50 @@ async def test_name_and_description_change_is_one_put(
     assert (await evs_sim.admin.calls()).get("update") == 1
     assert world.is_ready("db")
     assert world.reasons("db").count("Updated") == 1
+
+
+async def test_the_longest_namespace_and_name_make_an_evs_name_within_64_characters(
+    reconciler: Reconciler, evs_sim: RunningSimulator, volume: str
+) -> None:
+    """A namespace and a name of 63 characters each: the default "<namespace>-<name>" would be
+    127, which an EVS keeping to its current pages (the simulator) refuses."""
+    namespace, name = "n" * 63, "d" * 63
+    async with World(reconciler, namespace=namespace) as world:
+        world.apply(name, volumeID=volume)
+        await eventually(lambda: world.is_ready(name), timeout=10)
+    [snap] = await live_snapshots(evs_sim)
+    assert len(snap["name"]) == 64
+    assert snap["name"].startswith("n" * 32)
+    assert snap["name"].endswith("d" * 22)
+
+
+@pytest.mark.parametrize(
+    ("field", "limit"), [pytest.param("name", 64, id="name"), ("description", 85)]
+)
+async def test_a_text_over_evs_current_limit_is_a_terminal_error_naming_the_limit(
+    world: World, evs_sim: RunningSimulator, volume: str, field: str, limit: int
+) -> None:
+    """The CRD takes 255 bytes, the older limit; an EVS that keeps to its current pages (the
+    simulator does) refuses more than 64 characters of name or 85 of description."""
+    world.apply("db", volumeID=volume, **{field: "x" * (limit + 6)})
+    await eventually(
+        lambda: (world.condition("db", "Synced") or {}).get("status") == "False", timeout=10
+    )
+    error = world.objects["db"]["status"]["error"]
+    assert error["code"] == "EVS.5400"
+    assert error["message"].startswith(
+        f"spec.{field} has {limit + 6} characters, and Huawei's current EVS API takes at most"
+        f" {limit}: shorten it"
+    )
+    assert error["retryable"] is False
+    last = world.results[-1][1]
+    assert (last.outcome, last.requeue_after) == ("invalid", None)
+
+    world.change_spec("db", **{field: "x" * limit})
+
+    await eventually(lambda: world.is_ready("db"), timeout=10)
+    [snap] = await live_snapshots(evs_sim)
+    assert snap[field] == "x" * limit
 
 
 @pytest.mark.parametrize(

@@ -439,6 +439,19 @@ async def test_children_made_with_an_owner_reference_are_detached_from_it() -> N
     assert world.store.creates == 1
 
 
+async def test_children_force_attached_disks_unless_the_template_says_otherwise() -> None:
+    """A schedule runs unattended: a disk a workload mounts (in-use) must not be refused at
+    every run, so its children say force: true unless the template sets false."""
+    world = World(sources={"volumeIDs": [VOLUME_A]}, snapshotTemplate={})
+    await world.step(hour(10, 0, 1))
+    assert [c["spec"]["force"] for c in world.store.snapshots.values()] == [True]
+    detached_only = World(
+        sources={"volumeIDs": [VOLUME_A]}, snapshotTemplate={"spec": {"force": False}}
+    )
+    await detached_only.step(hour(10, 0, 1))
+    assert [c["spec"]["force"] for c in detached_only.store.snapshots.values()] == [False]
+
+
 async def test_claims_selected_at_each_run_become_sources() -> None:
     world = World(sources={"persistentVolumeClaimSelector": {"matchLabels": {"app": "postgres"}}})
     world.store.claims = [{"metadata": {"name": "data-0"}}]

@@ -86,15 +86,21 @@ async def test_disk_in_error_during_creation_leaves_snapshot_in_error() -> None:
         assert (await client.delete(f"/cloudsnapshots/{snap_id}")).status_code == 202
 
 
-@pytest.mark.parametrize("field", ["name", "description"])
-async def test_name_and_description_limited_to_255_utf8_bytes(
-    evs_sim: RunningSimulator, evs: httpx.AsyncClient, field: str
+@pytest.mark.parametrize(("field", "chars"), [("name", 64), ("description", 85)])
+async def test_name_and_description_limited_as_huaweis_current_pages_say(
+    evs_sim: RunningSimulator, evs: httpx.AsyncClient, field: str, chars: int
 ) -> None:
+    """64 characters for a name, 85 for a description (docs/evs.md), and 255 UTF-8 bytes."""
     volume = await evs_sim.admin.add_volume()
-    fits = "é" * 127 + "a"  # 255 bytes, 128 characters
+    fits = "é" * chars  # two bytes each: within 255 bytes
     assert (await create(evs, volume["id"], **{field: fits})).status_code == 202
-    too_long = "é" * 128  # 256 bytes
-    assert_evs_error(await create(evs, volume["id"], **{field: too_long}), 400, "EVS.5400")
+    too_long = "e" * (chars + 1)
+    message = assert_evs_error(
+        await create(evs, volume["id"], **{field: too_long}), 400, "EVS.5400"
+    )
+    assert f"longer than {chars} characters" in message
+    too_heavy = "\N{GRINNING FACE}" * 64  # 256 bytes in 64 characters
+    assert_evs_error(await create(evs, volume["id"], **{field: too_heavy}), 400, "EVS.5400")
 
 
 async def test_backup_name_prefix_refused(

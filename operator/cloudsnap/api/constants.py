@@ -28,7 +28,13 @@ DEFAULT_DELETION_POLICY: Final = "Delete"
 """The policy when neither the resource nor its class chooses one."""
 
 EVS_TEXT_MAX_BYTES: Final = 255
-"""EVS limit on a snapshot's name and description, counted in UTF-8 bytes."""
+"""EVS limit on a snapshot's name and description, counted in UTF-8 bytes, as the API's older
+pages and the SDK state it (and as the CRD enforces it)."""
+EVS_NAME_MAX_CHARS: Final = 64
+"""The limit on a snapshot's name that Huawei's current API pages state, in characters. Names
+the operator makes up fit it; a user's longer name is sent, and explained if EVS refuses it."""
+EVS_DESCRIPTION_MAX_CHARS: Final = 85
+"""The limit on a snapshot's description that Huawei's current API pages state, in characters."""
 
 RESERVED_NAME_PREFIX: Final = "autobk_snapshot_"
 """EVS gives names with this prefix to snapshots made by backups; users must not imitate them."""

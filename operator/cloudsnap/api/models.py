@@ -34,7 +34,9 @@ from cloudsnap.api.constants import (
 from cloudsnap.api.text import Fitted
 from cloudsnap.utc import UTCDateTime
 
-UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+"""An EVS ID: a UUID in lower case, as EVS writes its IDs. EVS finds nothing by an upper-case
+one and answers with the lower-case ID, so the CRD refuses upper case at admission."""
 OPTIONAL_UUID_PATTERN = f"^({UUID_PATTERN[1:-1]})?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 CONDITION_REASON_PATTERN = "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
@@ -71,6 +73,12 @@ def _fixed_at_creation(field: str, zero: str) -> JsonDict:
         f"{field} is immutable: it cannot be added, changed or removed after creation",
         field_path=f".{field}",
     )
+
+
+def lower_case_id(value: Any) -> Any:
+    """An EVS ID stored before the CRD refused upper case, read as EVS writes it, so that
+    such a resource works (and its snapshot is recognised as of its disk) after an upgrade."""
+    return value.lower() if isinstance(value, str) else value
 
 
 def invalid_fields(exc: ValidationError) -> str:
@@ -184,15 +192,14 @@ class CloudSnapshotSpec(_Model):
             _fixed_at_creation("volumeID", "''"),
             _fixed_at_creation("persistentVolumeClaimName", "''"),
             _fixed_at_creation("snapshotID", "''"),
-            _fixed_at_creation("force", "false"),
             _fixed_at_creation("metadata", "{}"),
             _fixed_at_creation("className", "''"),
         )
     )
 
     volume_id: str | None = Field(None, alias="volumeID", pattern=UUID_PATTERN)
-    """ID (UUID) of the EVS disk to snapshot, the EVS volume_id. Exactly one of volumeID,
-    persistentVolumeClaimName and snapshotID is set; immutable."""
+    """ID (UUID, lower case as EVS writes it) of the EVS disk to snapshot, the EVS volume_id.
+    Exactly one of volumeID, persistentVolumeClaimName and snapshotID is set; immutable."""
     persistent_volume_claim_name: str | None = Field(
         None,
         alias="persistentVolumeClaimName",
@@ -221,14 +228,21 @@ class CloudSnapshotSpec(_Model):
             ),
         ),
     )
-    """Name of the EVS snapshot, at most 255 bytes in UTF-8, not starting with autobk_snapshot_.
-    Defaults to "<namespace>-<name>" of this resource, shortened to fit. Updatable."""
+    """Name of the EVS snapshot, at most 255 bytes in UTF-8, not starting with autobk_snapshot_;
+    Huawei's current EVS takes at most 64 characters, and a longer name it refuses is reported
+    with the limit. Defaults to "<namespace>-<name>" of this resource, shortened to 64 characters
+    with a digest. Updatable."""
     description: SnapshotDescription | None = None
-    """Description of the EVS snapshot, at most 255 bytes in UTF-8; may be omitted or null.
-    Updatable."""
-    force: bool = False
-    """Snapshot the disk even while it is attached to a server (in-use). Without it EVS refuses an
-    in-use disk. Immutable."""
+    """Description of the EVS snapshot, at most 255 bytes in UTF-8 (Huawei's current EVS takes
+    at most 85 characters); may be omitted or null. Updatable."""
+    force: bool | None = None
+    """Snapshot the disk even while it is attached to a server (EVS status in-use). The snapshot
+    is then crash-consistent, as every CSI snapshot is: what was on the disk at that instant,
+    without what the workload still held in memory. When omitted: true for a
+    persistentVolumeClaimName source (a claim's disk is normally mounted) and false for a
+    volumeID (EVS's own default: it refuses an attached disk). Only the create uses it, so it may
+    be changed until the snapshot exists: a create refused for an in-use disk is retried at
+    once."""
     metadata: SnapshotMetadata = Field(default_factory=dict)
     """Metadata (string to string) stored on the EVS snapshot. At most 50 entries, keys and values
     at most 255 characters; keys must not start with __system__ (EVS) or cloudsnap.io/ (the
@@ -242,8 +256,21 @@ class CloudSnapshotSpec(_Model):
     status.deletionPolicy); an adopted snapshot (spec.snapshotID) defaults to Retain, so only an
     explicit Delete here lets the operator delete a snapshot it did not create."""
     snapshot_id: str | None = Field(None, alias="snapshotID", pattern=OPTIONAL_UUID_PATTERN)
-    """ID (UUID) of an existing EVS snapshot to adopt instead of creating one; empty means none.
-    Immutable."""
+    """ID (UUID, lower case as EVS writes it) of an existing EVS snapshot to adopt instead of
+    creating one; empty means none. Immutable."""
+
+    def forces_attached_disk(self) -> bool:
+        """Whether the create may snapshot an attached disk: spec.force, else true for a claim
+        (the disk of a workload, normally mounted) and false for a volume ID (EVS's default)."""
+        if self.force is not None:
+            return self.force
+        return self.persistent_volume_claim_name is not None
+
+    @field_validator("volume_id", "snapshot_id", mode="before")
+    @classmethod
+    def _as_evs_writes_it(cls, value: Any) -> Any:
+        """See `lower_case_id`."""
+        return lower_case_id(value)
 
     @field_validator("snapshot_id")
     @classmethod

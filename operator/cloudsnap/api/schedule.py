@@ -9,7 +9,7 @@ zone's existence) the operator checks and reports as `Synced=False` with reason 
 
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import BeforeValidator, ConfigDict, Field, StringConstraints
 
 from cloudsnap.api.constants import (
     API_VERSION,
@@ -34,6 +34,7 @@ from cloudsnap.api.models import (
     StatusModel,
     _Model,
     cel,
+    lower_case_id,
     map_list,
     validations,
 )
@@ -122,14 +123,19 @@ class ScheduleSources(_Model):
     )
 
     volume_ids: list[
-        Annotated[str, StringConstraints(pattern=UUID_PATTERN), Field(description="A disk ID.")]
+        Annotated[
+            str,
+            StringConstraints(pattern=UUID_PATTERN),
+            BeforeValidator(lower_case_id),  # after the constraint: wraps it, so runs first
+            Field(description="A disk ID, in lower case as EVS writes it."),
+        ]
     ] = Field(
         default_factory=list,
         alias="volumeIDs",
         max_length=MAX_SOURCES,
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
-    """IDs (UUIDs) of EVS disks to snapshot."""
+    """IDs (UUIDs, lower case as EVS writes them) of EVS disks to snapshot."""
     persistent_volume_claim_selector: LabelSelector | None = Field(
         None, alias="persistentVolumeClaimSelector"
     )
@@ -211,9 +217,12 @@ class TemplateSpec(_Model):
     class_name: ClassName | None = Field(None, alias="className")
     """CloudSnapshotClass of the children; when omitted, the default class."""
     description: SnapshotDescription | None = None
-    """Description of each EVS snapshot, at most 255 bytes in UTF-8."""
-    force: bool = False
-    """Snapshot disks even while attached to a server (in-use)."""
+    """Description of each EVS snapshot, at most 255 bytes in UTF-8 (Huawei's current EVS
+    takes at most 85 characters)."""
+    force: bool = True
+    """Snapshot disks even while attached to a server (in-use), crash-consistent as every CSI
+    snapshot is; default true, so that a disk a workload mounts is not refused at every run.
+    Set false to snapshot only detached disks. Written into each child's spec.force."""
     metadata: SnapshotMetadata = Field(default_factory=dict)
     """Metadata stored on each EVS snapshot (the rules of CloudSnapshot spec.metadata)."""
     deletion_policy: DeletionPolicy | None = Field(None, alias="deletionPolicy")

@@ -56,8 +56,10 @@ AUTH_CODES = frozenset({"APIG.0301", "EVS.5401", "EVS.5403", "EVS.0001", "EVS.00
 QUOTA_CODE = "EVS.5413"
 # error_deleting (EVS.2019), not available (EVS.2043), delete refused in this status (EVS.1047).
 _BLOCKED_CODES = AUTH_CODES | {QUOTA_CODE, "EVS.2019", "EVS.2043", "EVS.1047"}
-# Cinder's wording for a disk that is attached, which EVS inherits (docs/evs.md, "Errors").
-_IN_USE_HINTS = ("in-use", "must be available")
+# Cinder's wording for a disk in a status that allows no snapshot, which EVS inherits
+# (docs/evs.md, "Errors"), and the part of it that says the disk is attached.
+_DISK_STATUS_HINTS = ("in-use", "must be available")
+_ATTACHED_WORDING = "current status is: in-use"
 # The operations that change an existing snapshot, and how a person names them.
 _CHANGES = {"update": "rename", "delete": "delete"}
 INVALID_SNAPSHOT_ID = "EVS.2045"
@@ -270,8 +272,9 @@ def classify(exc: EVSError, operation: str) -> Failure:
         return Failure(code, message, Kind.BLOCKED, request_id, Cause.REFUSED)
     if code in _BLOCKED_CODES or status == 413:
         return Failure(code, exc.message, Kind.BLOCKED, request_id)
-    if operation == "create" and any(hint in exc.message for hint in _IN_USE_HINTS):
-        return Failure(code, exc.message, Kind.BLOCKED, request_id)
+    if operation == "create" and any(hint in exc.message for hint in _DISK_STATUS_HINTS):
+        cause = Cause.DISK_IN_USE if _ATTACHED_WORDING in exc.message else None
+        return Failure(code, exc.message, Kind.BLOCKED, request_id, cause)
     return Failure(code, exc.message, Kind.INVALID, request_id)
 
 

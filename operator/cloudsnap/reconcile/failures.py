@@ -34,6 +34,8 @@ class Cause(enum.Enum):
     # The service would not change the snapshot in the state it (or its disk) is in: in use,
     # changing status. That state changes without us, so the change is worth sending again.
     REFUSED = "refused"
+    # The disk is attached to a server and the create did not ask to snapshot it anyway.
+    DISK_IN_USE = "disk in use"
 
 
 # Local codes: the reason lies with the cluster's configuration or with ownership, not the cloud.
@@ -50,6 +52,8 @@ CACHE_NOT_SYNCED = "CacheNotSynced"
 CLAIM_NOT_FOUND = "ClaimNotFound"
 CLAIM_NOT_BOUND = "ClaimNotBound"
 UNSUPPORTED_VOLUME = "UnsupportedVolume"
+# A create refused because the disk is attached and spec.force is false: the spec's to change.
+DISK_IN_USE = "DiskInUse"
 STEP_DEADLINE = "StepDeadlineExceeded"
 NOT_LEADING = "NotLeading"  # a call held back: this replica does not hold the Lease now
 

@@ -51,6 +51,12 @@ from cloudsnap.api import (
     invalid_fields,
     recorded_deletion_policy,
 )
+from cloudsnap.api.constants import (
+    EVS_DESCRIPTION_MAX_CHARS,
+    EVS_NAME_MAX_CHARS,
+    SCHEDULE_LABEL,
+    SCHEDULE_UID_LABEL,
+)
 from cloudsnap.api.models import with_condition
 from cloudsnap.reconcile.backoff import Timing
 from cloudsnap.reconcile.external import (
@@ -67,6 +73,7 @@ from cloudsnap.reconcile.failures import (
     ACCOUNT_CHANGED,
     ALREADY_OWNED,
     CLASS_NOT_FOUND,
+    DISK_IN_USE,
     INVALID_SPEC,
     SNAPSHOT_NOT_FOUND,
     STEP_DEADLINE,
@@ -175,6 +182,7 @@ class _Resource:
     raw_status: dict[str, Any]
     deleting: bool
     has_finalizer: bool
+    schedule: str | None  # the schedule's name label, for a schedule's child
 
     @property
     def owner(self) -> Owner:
@@ -656,7 +664,7 @@ class Reconciler:
             volume_id=volume_id,
             name=effective_snapshot_name(res.namespace, res.name, spec),
             description=spec.description,
-            force=spec.force,
+            force=spec.forces_attached_disk(),
             metadata=dict(spec.metadata),
         )
         first = res.uid not in self._sent
@@ -687,7 +695,9 @@ class Reconciler:
                 )
                 result = self._failed(draft, failure)
                 return _replace(result, parked_on_volume=volume_id)
-            return self._failed(draft, failure)
+            if failure.cause is Cause.DISK_IN_USE:
+                failure = self._attached(res, volume_id, failure)
+            return self._failed(draft, _past_evs_limits(failure, request.name, spec.description))
         self._pending.pop(res.uid, None)
         self._attempts.pop(res.uid, None)
         if looked:
@@ -708,6 +718,24 @@ class Reconciler:
             requeue_after=self._timing.poll,
             phase=snapshot.phase,
         )
+
+    def _attached(self, res: _Resource, volume_id: str, failure: Failure) -> Failure:
+        """A create refused because the disk is attached and was not forced: say which field
+        lets it through (the child's schedule template, for a schedule's child), in place of
+        EVS's words, which name neither."""
+        way = "set spec.force: true"
+        if res.schedule is not None:
+            way += (
+                f" (and spec.snapshotTemplate.spec.force: true in CloudSnapshotSchedule"
+                f" {res.schedule} for its next children)"
+            )
+        message = (
+            f"disk {volume_id} is attached to a server (EVS status in-use) and spec.force is"
+            f" false, so EVS will not snapshot it; {way} for a crash-consistent snapshot of the"
+            f" disk in use, or detach the disk. Retried at once when the spec changes, and every"
+            f" {self._timing.blocked:g}s (EVS says: {failure.message})"
+        )
+        return Failure(DISK_IN_USE, message, Kind.BLOCKED, failure.request_id, failure.cause)
 
     async def _adopt(self, draft: _Draft, conn: Connection, snapshot_id: str) -> Result:
         """Take over an existing snapshot named by spec.snapshotID, unless another owns it."""
@@ -804,7 +832,8 @@ class Reconciler:
                 except ExternalError as exc:
                     if exc.failure.cause is Cause.NOT_FOUND:
                         return await self._absent(draft, conn, snapshot.id)
-                    raise
+                    failure = _past_evs_limits(exc.failure, changes.name, changes.description)
+                    raise ExternalError(failure) from None
                 out.append(Event("Normal", "Updated", f"updated name/description of {snapshot.id}"))
         deleted, waiting = await self._remove_duplicates(conn, snapshot, owned, out)
         self._attempts.pop(res.uid, None)
@@ -1203,6 +1232,7 @@ def _resource(
     has_finalizer: bool,
 ) -> _Resource:
     meta = body.get("metadata", {})
+    labels = meta.get("labels") or {}
     return _Resource(
         namespace=str(meta.get("namespace", "")),
         name=str(meta.get("name", "")),
@@ -1213,6 +1243,7 @@ def _resource(
         raw_status=dict(body.get("status") or {}),
         deleting=bool(meta.get("deletionTimestamp")),
         has_finalizer=has_finalizer,
+        schedule=labels.get(SCHEDULE_LABEL) if SCHEDULE_UID_LABEL in labels else None,
     )
 
 
@@ -1265,6 +1296,33 @@ def _refused_deletion(failure: Failure) -> Failure:
         return failure
     hint = "or set spec.deletionPolicy: Retain to keep the EVS snapshot and release this resource"
     return dataclasses.replace(failure, message=f"{failure.message}; {hint}")
+
+
+def _past_evs_limits(failure: Failure, name: str | None, description: str | None) -> Failure:
+    """An invalid answer to a create or rename whose name or description is longer than Huawei's
+    current pages allow: name the field and the limit, since EVS's words may name neither.
+
+    Nothing in the operator shortens a user's text: the CRD takes the 255 bytes older pages
+    and the SDK allow, and an EVS that takes them is left to do so.
+    """
+    if failure.kind is not Kind.INVALID:
+        return failure
+    over = [
+        f"spec.{field} has {len(text)} characters, and Huawei's current EVS API takes at most"
+        f" {limit}"
+        for field, text, limit in (
+            ("name", name, EVS_NAME_MAX_CHARS),
+            ("description", description, EVS_DESCRIPTION_MAX_CHARS),
+        )
+        if text is not None and len(text) > limit
+    ]
+    if not over:
+        return failure
+    message = (
+        f"{'; '.join(over)}: shorten it; the operator waits for that change of the spec"
+        f" (EVS says: {failure.message})"
+    )
+    return dataclasses.replace(failure, message=message)
 
 
 def _oldest_usable(snapshots: list[ExternalSnapshot]) -> ExternalSnapshot:

@@ -27,7 +27,7 @@ from cloudsnap.reconcile.failures import (
 # The Huawei Cloud EVS CSI drivers: CCE's everest add-on, and the cloud-provider-huaweicloud one.
 # Both put the EVS disk ID in the PersistentVolume's spec.csi.volumeHandle.
 EVS_CSI_DRIVERS = ("disk.csi.everest.io", "evs.csi.huaweicloud.com")
-_DISK_ID = re.compile(UUID_PATTERN)
+_DISK_ID = re.compile(UUID_PATTERN, re.IGNORECASE)  # read in lower case, as EVS writes IDs
 
 
 class VolumeReader(Protocol):
@@ -120,7 +120,7 @@ async def resolve_claim(reader: VolumeReader, namespace: str, claim: str) -> Res
             " not an EVS disk ID"
         )
         raise Unresolved(_blocked(UNSUPPORTED_VOLUME, message), waits_for)
-    return ResolvedVolume(volume_id=handle, persistent_volume=bound_to)
+    return ResolvedVolume(volume_id=handle.lower(), persistent_volume=bound_to)
 
 
 def _claimed_by(volume: Mapping[str, Any], claim: Mapping[str, Any]) -> bool:
