@@ -177,15 +177,16 @@ async def test_create_becomes_ready(stack: Stack) -> None:
 @pytest.mark.parametrize(
     ("disk", "code", "says"),
     [
-        pytest.param("in-use", "EVS.5400", "in-use", id="in-use-disk-without-force"),
+        pytest.param("in-use", "DiskInUse", "set spec.force: true", id="in-use-disk-without-force"),
         pytest.param(None, "EVS.5404", "EVS.5404", id="disk-not-found"),
     ],
 )
 async def test_blocked_create_is_retried_slowly(
     start_stack: StartStack, watch: WatchObject, disk: str | None, code: str, says: str
 ) -> None:
-    """EVS refuses the create for its disk (in use without force, or no such disk). Blocked, not
-    terminal: the disk may yet be freed or created, so the create is retried, but only slowly."""
+    """EVS refuses the create for its disk (in use with force false, or no such disk). Blocked,
+    not terminal: the disk may yet be freed or created, so the create is retried, but only
+    slowly; a disk in use is reported as such, with the field that lets the snapshot through."""
     stack = await start_stack(
         settings={"CLOUDSNAP_BLOCKED_RETRY_SECONDS": f"{BLOCKED_RETRY_SECONDS}"}
     )
@@ -193,7 +194,8 @@ async def test_blocked_create_is_retried_slowly(
     volume = await stack.add_volume(status=disk) if disk else str(uuid.uuid4())
     stack.apply("blocked", volumeID=volume)
 
-    obj = await stack.wait_condition("blocked", "Synced", "False", reason="ReconcileError")
+    reason = code if code == "DiskInUse" else "ReconcileError"
+    obj = await stack.wait_condition("blocked", "Synced", "False", reason=reason)
     error = obj["status"]["error"]
     assert error["code"] == code
     assert error["retryable"] is False
