@@ -73,9 +73,27 @@ async def test_a_child_the_api_server_refuses_says_why(
 async def test_detach_moves_an_owner_reference_to_the_uid_label(
     store: KubeScheduleStore, namespace: str, client: kubernetes.client.ApiClient
 ) -> None:
+    """The schedule exists, so the garbage collector leaves the reference alone meanwhile."""
     owner = kubernetes.client.CoreV1Api(client).create_namespaced_config_map(
         namespace, {"metadata": {"name": "stand-in-owner"}}
     )
+    schedule = kubernetes.client.CustomObjectsApi(client).create_namespaced_custom_object(
+        "evs.cloudsnap.io",
+        "v1alpha1",
+        namespace,
+        "cloudsnapshotschedules",
+        {
+            "apiVersion": "evs.cloudsnap.io/v1alpha1",
+            "kind": "CloudSnapshotSchedule",
+            "metadata": {"name": "db"},
+            "spec": {
+                "schedule": "@daily",
+                "sources": {"volumeIDs": [VOLUME]},
+                "retention": {"maxCount": 2},
+            },
+        },
+    )
+    schedule_uid = schedule["metadata"]["uid"]
     legacy = child(namespace)
     del legacy["metadata"]["labels"][SCHEDULE_UID_LABEL]
     legacy["metadata"]["ownerReferences"] = [
@@ -89,14 +107,14 @@ async def test_detach_moves_an_owner_reference_to_the_uid_label(
             "apiVersion": "evs.cloudsnap.io/v1alpha1",
             "kind": "CloudSnapshotSchedule",
             "name": "db",
-            "uid": "sched-uid",
+            "uid": schedule_uid,
             "controller": True,
         },
     ]
     made = await store.create_snapshot(namespace, legacy)
-    await store.detach_snapshot(namespace, "db-slot-1000", made["metadata"]["uid"], "sched-uid")
+    await store.detach_snapshot(namespace, "db-slot-1000", made["metadata"]["uid"], schedule_uid)
     [stored] = await store.list_snapshots(namespace)
-    assert stored["metadata"]["labels"][SCHEDULE_UID_LABEL] == "sched-uid"
+    assert stored["metadata"]["labels"][SCHEDULE_UID_LABEL] == schedule_uid
     assert [r["uid"] for r in stored["metadata"]["ownerReferences"]] == [owner.metadata.uid]
 
 
