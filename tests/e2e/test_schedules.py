@@ -218,6 +218,14 @@ def schedule_manifest(stack: Stack, name: str, **spec: Any) -> str:
     return json.dumps(body)
 
 
+async def disk_holding(stack: Stack, *, outside: int) -> str:
+    """A new disk holding ``outside`` snapshots made outside the cluster."""
+    disk = await stack.add_volume()
+    for _ in range(outside):
+        make_snapshot_outside(stack, disk)
+    return disk
+
+
 def dependent_of(stack: Stack, schedule: str) -> dict[str, Any]:
     """A ConfigMap naming the schedule as its owner: the garbage collector's witness."""
     owner = json.loads(stack.kubectl("get", "csnapsched", schedule, "-o", "json").stdout)
@@ -337,9 +345,7 @@ async def test_retain_children_fill_the_disk_and_the_schedule_says_so_without_de
     refused by EVS. No child is deleted for room (it would free nothing): the schedule reports
     the source blocked, naming what fills the disk, through one more slot, and the disk never
     holds more than 7 snapshots."""
-    disk = await stack.add_volume()
-    for _ in range(4):
-        make_snapshot_outside(stack, disk)
+    disk = await disk_holding(stack, outside=4)
     retained = schedule_manifest(
         stack,
         "retained",
@@ -520,9 +526,7 @@ async def test_one_refusal_frees_one_place_however_long_the_freed_child_takes_to
     refused child's retry is under way: no second child (one of two Ready beyond minReady) is
     deleted for the same refusal."""
     stack = await start_stack(delete_seconds=40.0)
-    disk = await stack.add_volume()
-    for _ in range(4):
-        make_snapshot_outside(stack, disk)
+    disk = await disk_holding(stack, outside=4)
     spec = schedule_manifest(
         stack,
         "room",

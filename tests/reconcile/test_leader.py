@@ -8,6 +8,7 @@ import itertools
 import pytest
 
 from cloudsnap.leader import Elector, LeaseConflict, LeaseRecord, LeaseTiming
+from tests.waiting import eventually
 
 TIMING = LeaseTiming(lease_duration=15.0, renew_deadline=10.0, retry_period=2.0)
 
@@ -312,9 +313,7 @@ async def test_a_lease_not_yet_acted_on_is_not_released_on_shutdown() -> None:
     quick = LeaseTiming(lease_duration=15.0, renew_deadline=10.0, retry_period=0.01)
     a = Elector(lease, "a", timing=quick, clock=clock, on_started=lambda: log.append("started"))
     campaign = asyncio.create_task(a.run())
-    async with asyncio.timeout(10):
-        while lease.record is None:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: lease.record is not None, timeout=10, what="the Lease created")
     campaign.cancel()
     await asyncio.gather(campaign, return_exceptions=True)
     assert log == []
