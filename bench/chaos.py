@@ -48,20 +48,18 @@ from typing import Any
 
 from hack.sandbox import wait_until
 from kubernetes.client.exceptions import ApiException
-
-from bench.ha import (
+from tests.harness.replicas import (
     FINALIZER,
     OPERATOR_NAMESPACE,
     Pair,
-    add_pair_arguments,
-    begin_run,
-    control_plane,
     duplicate_details,
+    is_ready,
     owner_of,
     running_pair,
     wrong_ids,
 )
-from bench.scale import is_ready
+
+from bench.ha import add_pair_arguments, begin_run, control_plane
 
 # Shorter than the defaults (15/10/2) so that fifteen handovers take minutes, not a quarter hour;
 # `--timing 15 10 2` runs the defaults.

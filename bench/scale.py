@@ -61,7 +61,7 @@ from hack.sandbox import (
 )
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
-from prometheus_client.parser import text_string_to_metric_families
+from tests.harness.replicas import is_ready, samples
 
 from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.api.constants import OWNER_NAME_METADATA_KEY
@@ -83,12 +83,6 @@ HOUSEKEEPING = frozenset({"leases"})
 Obj = dict[str, Any]
 
 
-def is_ready(obj: Obj) -> bool:
-    """The resource's Ready condition is True."""
-    conditions = obj.get("status", {}).get("conditions", [])
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
 def memory_kib(pid: int) -> dict[str, int]:
     """VmRSS (resident now) and VmHWM (resident at its peak) in KiB, as the kernel accounts them."""
     fields: dict[str, int] = {}
@@ -103,14 +97,6 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU time the process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def samples(text: str, name: str) -> Iterator[tuple[dict[str, str], float]]:
-    """The (labels, value) pairs of metric sample `name` in a Prometheus text exposition."""
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                yield sample.labels, sample.value
 
 
 def api_writes(cluster: Cluster) -> Counter[str]:

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from hack.sandbox import start_operator
+from tests.harness.replicas import is_ready
 
-from bench.scale import OPERATOR_NAMESPACE, Stack, add_throttle_option, is_ready, running_stack
+from bench.scale import OPERATOR_NAMESPACE, Stack, add_throttle_option, running_stack
 from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.api.constants import SCHEDULE_PLURAL
 

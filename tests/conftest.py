@@ -6,4 +6,5 @@ pytest_plugins: list[str] = [
     "tests.fixtures.crds",
     "tests.fixtures.operator",
     "tests.fixtures.watching",
+    "tests.fixtures.reconcile",
 ]

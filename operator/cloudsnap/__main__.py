@@ -6,39 +6,28 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import kopf
-import kubernetes
 import pydantic
 
 from cloudsnap import logs, metrics
-from cloudsnap.api import crdgen
-from cloudsnap.handlers import (
-    FINALIZER,
-    Controller,
-    Memo,
-    NotLeading,
-    UnkeptMemories,
-    configure,
-    registry,
-)
-from cloudsnap.kube import (
-    ClassCache,
-    KubeLeaseStore,
-    KubeScheduleStore,
-    KubeWriter,
-    SecretCache,
-    VolumeSources,
-    load_config,
-    wait_for_api,
-)
-from cloudsnap.leader import Elector
-from cloudsnap.reconcile import Accounts, EVSConnector, Reconciler
-from cloudsnap.reconcile.volumes import claim_key, volume_key
-from cloudsnap.schedules import ScheduleController
+from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION, crdgen
+from cloudsnap.api.constants import SCHEDULE_PLURAL
+from cloudsnap.controllers.schedule.controller import ScheduleController
+from cloudsnap.controllers.snapshot.controller import FINALIZER, SnapshotController
+from cloudsnap.controllers.snapshot.reconciler import Reconciler
+from cloudsnap.controllers.snapshot.volumes import claim_key, volume_key
+from cloudsnap.kube.caches import ClassCache, SecretCache, VolumeSources
+from cloudsnap.kube.client import FencedApiClient, load_config, wait_for_api
+from cloudsnap.kube.lease_store import KubeLeaseStore
+from cloudsnap.kube.schedule_store import KubeScheduleStore
+from cloudsnap.kube.writer import KubeWriter
+from cloudsnap.providers.evs.accounts import Accounts
+from cloudsnap.providers.evs.connector import EVSConnector
+from cloudsnap.runtime.leader import Elector
+from cloudsnap.runtime.watch import Cleanup, Controller, Route, listener, watch
 from cloudsnap.settings import Settings, add_run_arguments, from_arguments
 
 log = logging.getLogger("cloudsnap")
@@ -52,7 +41,7 @@ async def run(config: Settings) -> None:
     volumes = VolumeSources(api, [] if config.all_namespaces else config.namespace)
     elector = _elector(api, config) if config.leader_election else None
     may_act = elector.may_act if elector is not None else (lambda: True)
-    fenced = api if elector is None else _FencedApiClient(api.configuration, may_act)
+    fenced = api if elector is None else FencedApiClient(api.configuration, may_act)
     writer = KubeWriter(fenced)
     schedule_store = KubeScheduleStore(fenced)
     accounts = Accounts(
@@ -69,14 +58,17 @@ async def run(config: Settings) -> None:
     reconciler = Reconciler(
         EVSConnector(accounts), finalizer=FINALIZER, volumes=volumes, timing=config.timing()
     )
-    controller = Controller(reconciler, writer, max_workers=config.max_workers, may_act=may_act)
+    controller = SnapshotController(
+        reconciler, writer, max_workers=config.max_workers, may_act=may_act
+    )
     schedules = ScheduleController(schedule_store, max_workers=config.max_workers, may_act=may_act)
+    controllers: list[Controller] = [controller, schedules]
     campaign = None
     if elector is not None:
-        controller.stop_leading()  # a standby until the Lease is ours
-        schedules.stop_leading()
-        elector.on_started = lambda: _leading(controller, schedules, True)
-        elector.on_stopped = lambda: _leading(controller, schedules, False)
+        for each in controllers:
+            each.stop_leading()  # a standby until the Lease is ours
+        elector.on_started = lambda: _leading(controllers, True)
+        elector.on_stopped = lambda: _leading(controllers, False)
         campaign = asyncio.create_task(elector.run(), name="cloudsnap-leader-election")
     else:
         metrics.LEADER.set(1)
@@ -86,8 +78,6 @@ async def run(config: Settings) -> None:
     classes.start()
     secrets.start()
     volumes.start()
-    settings = kopf.OperatorSettings()
-    configure(settings, config)
     ready = asyncio.Event()
     runner = None
     if config.metrics_port:
@@ -96,26 +86,34 @@ async def run(config: Settings) -> None:
             config.metrics_port,
             lambda: ready.is_set() and classes.synced and secrets.synced,
             lambda: (
-                max(controller.scheduler.stalled_for(), schedules.scheduler.stalled_for())
+                max(controller.queue.stalled_for(), schedules.queue.stalled_for())
                 < config.watchdog_seconds
             ),
         )
     await wait_for_api(api, None if config.all_namespaces else config.namespace[0])
     scope = "all namespaces" if config.all_namespaces else ", ".join(config.namespace)
     log.info("watching CloudSnapshots in %s; Secrets in %s", scope, config.operator_namespace)
-    handlers = registry()
+
+    async def stop_controllers() -> None:
+        """Stop starting steps; steps in flight are cancelled and redone after a restart."""
+        for each in controllers:
+            await each.stop()
+
+    cleanups: list[Cleanup] = [stop_controllers]
     if campaign is not None:
-        kopf.on.cleanup(registry=handlers)(_releasing(campaign))
+        cleanups.append(_releasing(campaign, stop_controllers))
+    routes = [
+        Route(GROUP, VERSION, SNAPSHOT_PLURAL, [listener(controller), schedules.observe_child]),
+        Route(GROUP, VERSION, SCHEDULE_PLURAL, [listener(schedules)]),
+    ]
     try:
-        await kopf.operator(
-            registry=handlers,
-            settings=settings,
-            standalone=True,
-            clusterwide=config.all_namespaces,
+        await watch(
+            routes,
+            cleanups=cleanups,
             namespaces=config.namespace,
-            ready_flag=ready,
-            memo=Memo(controller, schedules),
-            memories=UnkeptMemories(),
+            clusterwide=config.all_namespaces,
+            max_workers=config.max_workers,
+            ready=ready,
         )
     finally:
         if campaign is not None:
@@ -131,26 +129,6 @@ async def run(config: Settings) -> None:
             await runner.cleanup()
 
 
-class _FencedApiClient(kubernetes.client.ApiClient):
-    """The API client of the CloudSnapshot writes, fenced where the write leaves.
-
-    The controller checks ``may_act`` before it hands a write to the writer's threads, but a
-    write can wait there (a busy pool; the process paused by SIGSTOP, a VM freeze) until after
-    the Lease has passed to a successor, and would then overwrite the successor's status with a
-    stale one. So every write is checked again in the thread that sends it, right before it is
-    sent. Reads are not fenced.
-    """
-
-    def __init__(self, configuration: Any, may_act: Callable[[], bool]) -> None:
-        super().__init__(configuration)
-        self._may_act = may_act
-
-    def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        if method.upper() not in ("GET", "HEAD") and not self._may_act():
-            raise NotLeading(f"{method} {url} not sent: this replica may not act now")
-        return super().call_api(method, url, *args, **kwargs)
-
-
 def _elector(api: Any, config: Settings) -> Elector:
     store = KubeLeaseStore(
         api, config.operator_namespace, config.lease_name, timeout=config.renew_deadline_seconds
@@ -158,8 +136,8 @@ def _elector(api: Any, config: Settings) -> Elector:
     return Elector(store, config.identity, timing=config.lease_timing())
 
 
-def _releasing(campaign: asyncio.Task[None]) -> Callable[..., Awaitable[None]]:
-    """A kopf cleanup handler that hands the Lease over as soon as the steps have stopped.
+def _releasing(campaign: asyncio.Task[None], stop_controllers: Cleanup) -> Cleanup:
+    """A cleanup that hands the Lease over as soon as the steps have stopped.
 
     kopf returns from a SIGTERM only after giving its per-object workers up to 5 s more to end,
     and a worker lives `queueing.idle_timeout` after its last event: releasing only once
@@ -167,26 +145,23 @@ def _releasing(campaign: asyncio.Task[None]) -> Callable[..., Awaitable[None]]:
     event had come in during the last seconds.
     """
 
-    async def release_lease(memo: Memo, **_: Any) -> None:
-        await memo.controller.stop()  # no step runs or starts from here on
-        if memo.schedules is not None:
-            await memo.schedules.stop()
+    async def release_lease() -> None:
+        await stop_controllers()  # no step runs or starts from here on
         campaign.cancel()  # stops leading (may_act turns False), then releases the Lease
         await asyncio.gather(campaign, return_exceptions=True)
 
     return release_lease
 
 
-def _leading(controller: Controller, schedules: ScheduleController, leading: bool) -> None:
-    """Leadership changed: start or stop reconciling and scheduling, and say so in the metrics."""
+def _leading(controllers: Sequence[Controller], leading: bool) -> None:
+    """Leadership changed: start or stop every controller, and say so in the metrics."""
     metrics.LEADER.set(1 if leading else 0)
     metrics.LEADER_TRANSITIONS.inc()
-    if leading:
-        controller.start_leading()
-        schedules.start_leading()
-    else:
-        controller.stop_leading()
-        schedules.stop_leading()
+    for each in controllers:
+        if leading:
+            each.start_leading()
+        else:
+            each.stop_leading()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

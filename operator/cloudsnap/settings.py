@@ -15,8 +15,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cloudsnap.leader import LeaseTiming
-from cloudsnap.reconcile import Backoff, Timing
+from cloudsnap.runtime.backoff import Backoff, Timing
+from cloudsnap.runtime.leader import LeaseTiming
 
 _SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 LogFormat = Literal["text", "json"]

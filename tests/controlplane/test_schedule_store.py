@@ -1,4 +1,4 @@
-"""The schedule step's Kubernetes reads and writes (kube.KubeScheduleStore) against the real API
+"""The schedule step's Kubernetes reads and writes (kube.schedule_store) against the real API
 server: what it answers for a slot's child made twice, a refused child, a child made with an
 ownerReference by an earlier version, a room mark, and a deletion by UID."""
 
@@ -14,8 +14,8 @@ import pytest
 from hack.cluster import Cluster
 
 from cloudsnap.api.constants import ROOM_ANNOTATION, SCHEDULE_LABEL, SCHEDULE_UID_LABEL
-from cloudsnap.kube import KubeScheduleStore
-from cloudsnap.schedules import ChildRefused
+from cloudsnap.kube.schedule_store import KubeScheduleStore
+from cloudsnap.runtime.writes import Refused
 from tests.fixtures.watching import api_client
 
 pytestmark = pytest.mark.usefixtures("cloudsnap_crds")
@@ -65,7 +65,7 @@ async def test_a_child_the_api_server_refuses_says_why(
     store: KubeScheduleStore, namespace: str
 ) -> None:
     bad = child(namespace, team="not a label value!")
-    with pytest.raises(ChildRefused, match="422") as refused:
+    with pytest.raises(Refused, match="422") as refused:
         await store.create_snapshot(namespace, bad)
     assert "not a label value!" in str(refused.value)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.chaos import CHAOS_SETTINGS, ChaosConfig, run_chaos
-from bench.ha import running_pair
 from hack.cluster import Cluster
+
+from tests.harness.replicas import running_pair
 
 TIMING = (3.0, 2.0, 0.5)
 # The deletions of resources whose create went unanswered wait out this window.

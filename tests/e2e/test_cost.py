@@ -188,7 +188,7 @@ async def test_api_writes_and_evs_calls_per_snapshot(start_stack: StartStack) ->
 
     # Per resource, three: status at the DELETE (Ready=False/Deleting); the Deleted Event; the
     # finalizer's removal. However long EVS takes to delete, the status stays as written
-    # (tests/reconcile/test_lifecycle.py counts that with a slow delete).
+    # (tests/controllers/snapshot/test_lifecycle.py counts that with a slow delete).
     assert writes == writes_per_resource(finalizer=1, status=1, events=1), writes
     # One DELETE each and the batched polls. No direct read: a snapshot the operator deleted
     # itself (phase deleting) is believed gone when the list stops showing it.

@@ -12,7 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bench.ha import (
+from hack.cluster import Cluster
+from hack.sandbox import wait_until
+from kubernetes import client
+
+from cloudsnap.kube.lease_store import KubeLeaseStore
+from cloudsnap.runtime.leader import LeaseConflict
+from tests.harness.replicas import (
     MUTATING,
     Pair,
     Replica,
@@ -23,12 +29,6 @@ from bench.ha import (
     step_lines,
     wrong_ids,
 )
-from hack.cluster import Cluster
-from hack.sandbox import wait_until
-from kubernetes import client
-
-from cloudsnap.kube import KubeLeaseStore
-from cloudsnap.leader import LeaseConflict
 
 TIMING = (3.0, 2.0, 0.5)
 SETTINGS = {

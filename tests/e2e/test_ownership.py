@@ -31,7 +31,8 @@ from hack.cluster import Cluster
 from hack.cluster.controlplane import free_port
 from hack.sandbox import BIN, ManagedProcess, OperatorProcess, class_manifests
 
-from cloudsnap.kube import Conflict, KubeWriter
+from cloudsnap.kube.writer import KubeWriter
+from cloudsnap.runtime.writes import Conflict
 from evs_simulator.admin_client import AdminClient
 from tests.e2e.support import make_snapshot_outside, parse_time
 from tests.fixtures.cluster import service_account_kubeconfig

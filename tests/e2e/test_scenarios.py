@@ -22,7 +22,7 @@ import pytest
 from hack.sandbox import class_manifests
 from prometheus_client.parser import text_string_to_metric_families
 
-from cloudsnap.handlers import FINALIZER
+from cloudsnap.controllers.snapshot.controller import FINALIZER
 from tests.e2e.support import make_snapshot_outside, parse_time
 from tests.fixtures.operator import Stack, StartStack, condition
 from tests.fixtures.watching import ObjectWatch, WatchObject

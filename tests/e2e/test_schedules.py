@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cloudsnap.api.constants import SLOT_ANNOTATION, SOURCE_ANNOTATION
-from cloudsnap.schedule.runs import child_name
+from cloudsnap.controllers.schedule.plan.runs import child_name
 from tests.e2e.support import make_snapshot_outside
 from tests.fixtures.cluster import everest_volume, manifest_list, volume_claim
 from tests.fixtures.operator import Stack, StartStack, condition

@@ -11,6 +11,11 @@ VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 CATEGORY: Final = "cloudsnap"
 
+READY: Final = "Ready"
+"""The condition type that says the resource is what it asks for."""
+SYNCED: Final = "Synced"
+"""The condition type that says the last step reached the cloud and the API server."""
+
 SNAPSHOT_KIND: Final = "CloudSnapshot"
 SNAPSHOT_PLURAL: Final = "cloudsnapshots"
 SNAPSHOT_SINGULAR: Final = "cloudsnapshot"

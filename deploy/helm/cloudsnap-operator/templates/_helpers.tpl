@@ -53,7 +53,7 @@ app.kubernetes.io/part-of: cloudsnap
 
 {{/* Rules on namespaced CloudSnapshots and Events: cluster-wide or per watched namespace. */}}
 {{- define "cloudsnap.namespacedRules" -}}
-# list+watch: the kopf.on.event watch stream (cloudsnap.handlers.registry).
+# list+watch: the kopf.on.event watch stream (cloudsnap.runtime.watch).
 # patch: KubeWriter.set_finalizers adds/removes the finalizer (cloudsnap.kube), and
 # KubeScheduleStore.release_snapshot drops a deleted schedule's ownerReference from its children.
 - apiGroups: [evs.cloudsnap.io]
@@ -70,7 +70,7 @@ app.kubernetes.io/part-of: cloudsnap
 - apiGroups: [evs.cloudsnap.io]
   resources: [cloudsnapshots/status]
   verbs: [patch]
-# list+watch: the kopf.on.event watch of schedules (cloudsnap.handlers.on_schedule_event).
+# list+watch: the kopf.on.event watch of schedules (cloudsnap.runtime.watch).
 # patch: the schedule's finalizer (KubeScheduleStore.set_finalizers).
 - apiGroups: [evs.cloudsnap.io]
   resources: [cloudsnapshotschedules]
@@ -85,7 +85,7 @@ app.kubernetes.io/part-of: cloudsnap
   resources: [events]
   verbs: [create]
 # list+watch: VolumeSources (cloudsnap.kube) caches claims: spec.persistentVolumeClaimName is
-# resolved from that cache (reconcile/volumes.py), and a claim's change (its binding) retries the
+# resolved from that cache (controllers/snapshot/volumes.py), and a claim's change (its binding) retries the
 # resources blocked on it at once.
 # list: KubeScheduleStore.list_claims evaluates a schedule's persistentVolumeClaimSelector at each
 # run. Claims are never read one by one, so no get, and never written.

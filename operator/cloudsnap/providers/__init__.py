@@ -1,0 +1,1 @@
+"""Clouds behind the snapshot controller's ``external`` interface."""

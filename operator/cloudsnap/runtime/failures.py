@@ -1,0 +1,95 @@
+"""What went wrong, and which of the three error classes it falls in (docs/lifecycle.md).
+
+invalid   - our own request is wrong; only a spec change helps, so nothing is retried.
+blocked   - something outside the resource must change (disk, quota, credentials, class); retried
+            at a slow interval, and at once when the class or its Secret changes.
+transient - the service or the network hiccupped; retried with capped exponential backoff.
+
+Provider error codes stay in the external client that maps them (``providers.evs.connector``);
+the controllers see only a Failure: its class, a ``Cause`` where they must act on it, the
+provider's code and request ID for people to read.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Kind(enum.StrEnum):
+    """The three error classes; their values are also the reconcile outcome metric labels."""
+
+    INVALID = "invalid"
+    BLOCKED = "blocked"
+    TRANSIENT = "transient"
+
+
+class Cause(enum.Enum):
+    """The few causes the generic loop acts on, whatever the provider's code for them."""
+
+    NOT_FOUND = "not found"  # the snapshot (or, on create, the disk) does not exist
+    QUOTA = "quota"  # the disk has as many snapshots as the provider allows
+    THROTTLED = "throttled"  # refused before it reached the service: it certainly did nothing
+    NOT_SENT = "not sent"  # never left this process (it may not act now): it did nothing
+    # The service would not change the snapshot in the state it (or its disk) is in: in use,
+    # changing status. That state changes without us, so the change is worth sending again.
+    REFUSED = "refused"
+    # The disk is attached to a server and the create did not ask to snapshot it anyway.
+    DISK_IN_USE = "disk in use"
+
+
+# Local codes: the reason lies with the cluster's configuration or with ownership, not the cloud.
+CLASS_NOT_FOUND = "ClassNotFound"
+SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - an error code
+INVALID_CREDENTIALS = "InvalidCredentials"
+INVALID_CLASS = "InvalidClass"
+INVALID_SPEC = "InvalidSpec"
+SNAPSHOT_NOT_FOUND = "SnapshotNotFound"
+ALREADY_OWNED = "AlreadyOwned"
+ACCOUNT_CHANGED = "AccountChanged"
+CACHE_NOT_SYNCED = "CacheNotSynced"
+# A spec.persistentVolumeClaimName that leads to no EVS disk (controllers/snapshot/volumes.py).
+CLAIM_NOT_FOUND = "ClaimNotFound"
+CLAIM_NOT_BOUND = "ClaimNotBound"
+UNSUPPORTED_VOLUME = "UnsupportedVolume"
+# A create refused because the disk is attached and spec.force is false: the spec's to change.
+DISK_IN_USE = "DiskInUse"
+STEP_DEADLINE = "StepDeadlineExceeded"
+NOT_LEADING = "NotLeading"  # a call held back: this replica does not hold the Lease now
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed step as the status shows it: code, message, class; never a secret."""
+
+    code: str
+    message: str
+    kind: Kind
+    request_id: str | None = None
+    cause: Cause | None = None
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the operator retries on its own, soon (the status.error.retryable field)."""
+        return self.kind is Kind.TRANSIENT
+
+    def describe(self) -> str:
+        """One line for the Synced condition and the Failed event, with the request ID."""
+        text = f"{self.code}: {self.message}"
+        return f"{text} (request {self.request_id})" if self.request_id else text
+
+
+class LocalFailure(Exception):
+    """A failure found before any cloud call: a missing class, Secret or key, an unsynced cache."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.describe())
+        self.failure = failure
+
+
+class ExternalError(Exception):
+    """A cloud call failed; ``failure`` says how, in the generic loop's terms."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.describe())
+        self.failure = failure
