@@ -1,5 +1,5 @@
 """Build the pinned tools (kube-apiserver, kube-controller-manager, etcd, helm, promql-check,
-kube-score, and the oldest supported kube-apiserver) into a cache.
+kube-score, status-check, and the oldest supported kube-apiserver) into a cache.
 
 There is no container engine and no binary download here, so the tools are compiled from their
 Go modules. Each tool has a small Go module under hack/tools/<name>/ whose go.mod/go.sum pin every
@@ -17,6 +17,10 @@ kube-apiserver-1.31 is the oldest Kubernetes minor the project supports (CCE's o
 year behind upstream): the compatibility tests (tests/compat/) install the CRDs, run the admission
 cases and a lifecycle smoke against it. Only the API server is built for it, as a cluster without
 nodes needs the controller-manager for none of that; etcd is shared.
+
+status-check (hack/tools/status/main.go) is this project's own small program around the kstatus
+library of sigs.k8s.io/cli-utils and gopher-lua: it tells how Flux, cli-utils and Argo CD's health
+scripts judge the operator's objects (tests/e2e/test_automation_status.py).
 
 kube-score is the chart's outside judge (tests/deploy/test_kube_score.py): a static checker of
 Kubernetes objects for reliability and security practice, built from its own module in about a
@@ -50,6 +54,10 @@ HELM_VERSION = "v4.3.1"
 # publishes its Go module as v0.3xx.y).
 PROMETHEUS_VERSION = "v0.316.0"
 KUBE_SCORE_VERSION = "v1.20.0"
+# status-check judges objects with kstatus (sigs.k8s.io/cli-utils, what Flux's health checks use)
+# and runs Argo CD health scripts with gopher-lua (Argo CD's Lua runtime).
+CLI_UTILS_VERSION = "v0.37.2"
+GOPHER_LUA_VERSION = "v1.1.2"
 
 # The binary name of the oldest supported kube-apiserver in the tools directory.
 OLDEST_APISERVER = "kube-apiserver-1.31"
@@ -83,17 +91,17 @@ def _kube_score_ldflags() -> list[str]:
     return [f"-X main.version={KUBE_SCORE_VERSION}"]
 
 
-def _promql_source() -> str:
-    """Digest of promql-check's own source: a change to it rebuilds the binary in place."""
+def _source(module: str) -> str:
+    """Digest of one of this project's own tools' source: a change to it rebuilds the binary."""
     digest = hashlib.sha256()
     for name in ("go.mod", "go.sum", "main.go"):
-        digest.update((TOOLS_DIR / "promql" / name).read_bytes())
+        digest.update((TOOLS_DIR / module / name).read_bytes())
     return digest.hexdigest()[:12]
 
 
-def _promql_ldflags() -> list[str]:
-    """promql-check reports the source digest it was built from next to Prometheus's version."""
-    return [f"-X main.source={_promql_source()}"]
+def _source_ldflags(module: str) -> list[str]:
+    """Our own tools report the source digest they were built from next to their pins."""
+    return [f"-X main.source={_source(module)}"]
 
 
 @dataclass(frozen=True)
@@ -127,11 +135,15 @@ TOOLS: tuple[Tool, ...] = (
          KUBE_OLDEST_VERSION, ("--version",), f"Kubernetes {KUBE_OLDEST_VERSION}",
          functools.partial(_kube_ldflags, KUBE_OLDEST_VERSION)),
     Tool("promql-check", "promql", ".", PROMETHEUS_VERSION, ("--version",),
-         f"promql-check prometheus {PROMETHEUS_VERSION} source {_promql_source()}",
-         _promql_ldflags),
+         f"promql-check prometheus {PROMETHEUS_VERSION} source {_source('promql')}",
+         functools.partial(_source_ldflags, "promql")),
     Tool("kube-score", "kube-score", "github.com/zegl/kube-score/cmd/kube-score",
          KUBE_SCORE_VERSION, ("version",), f"kube-score version: {KUBE_SCORE_VERSION},",
          _kube_score_ldflags),
+    Tool("status-check", "status", ".", CLI_UTILS_VERSION, ("--version",),
+         f"status-check cli-utils {CLI_UTILS_VERSION} gopher-lua {GOPHER_LUA_VERSION}"
+         f" source {_source('status')}",
+         functools.partial(_source_ldflags, "status")),
 )  # fmt: skip
 
 

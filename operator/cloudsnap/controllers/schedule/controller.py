@@ -42,6 +42,7 @@ from cloudsnap.api.constants import (
     SYNCED,
 )
 from cloudsnap.api.models import with_condition
+from cloudsnap.api.progress import schedule_progress, with_progress
 from cloudsnap.api.schedule import (
     CloudSnapshotScheduleSpec,
     CloudSnapshotScheduleStatus,
@@ -745,6 +746,9 @@ class ScheduleController:
         records."""
         meta = body["metadata"]
         namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        status.conditions = with_progress(
+            status.conditions, schedule_progress(status), step.now, meta.get("generation")
+        )
         dumped = _dump(status)
         if await self._store.patch_status(namespace, name, uid, dumped) is None:
             return  # the schedule is gone

@@ -60,6 +60,7 @@ from cloudsnap.api.constants import (
     SYNCED,
 )
 from cloudsnap.api.models import with_condition
+from cloudsnap.api.progress import snapshot_progress, with_progress
 from cloudsnap.controllers.snapshot.external import (
     Changes,
     Connection,
@@ -292,7 +293,11 @@ class _Draft:
         return True
 
     def changed(self) -> dict[str, Any] | None:
-        """The new status as Kubernetes stores it; None when it equals the current one."""
+        """The new status as Kubernetes stores it, with the kstatus conditions its Ready, Synced
+        and error call for; None when it equals the current one."""
+        self.status.conditions = with_progress(
+            self.status.conditions, snapshot_progress(self.status), self.now, self.res.generation
+        )
         new = self.status.model_dump(mode="json", by_alias=True, exclude_none=True)
         return None if new == self.res.raw_status else new
 

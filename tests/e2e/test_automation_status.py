@@ -1,0 +1,190 @@
+"""How automation judges the operator's objects: kstatus (sigs.k8s.io/cli-utils, which Flux's
+health checks and cli-utils' status poller use) and the Argo CD health scripts the project ships
+(deploy/argocd/health/), both run by status-check (hack/tools/status) over objects captured from
+the real API server at each point of their lifecycle.
+
+Without Reconciling and Stalled, kstatus calls a CloudSnapshot that is still being created
+Current, and one that fails for good stays Current too: a pipeline waiting on it only times out.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+from hack.tools.install import tools_bin
+
+from tests.fixtures.operator import Stack, StartStack, condition
+from tests.waiting import eventually
+
+STATUS_CHECK = tools_bin() / "status-check"
+HEALTH_SCRIPTS = Path(__file__).resolve().parents[2] / "deploy" / "argocd" / "health"
+# Long enough to capture a snapshot while EVS creates or deletes it.
+CREATE_SECONDS = 6.0
+DELETE_SECONDS = 6.0
+
+
+def judge(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """status-check's verdicts, by object name."""
+    out = subprocess.run(
+        [str(STATUS_CHECK), "--health-dir", str(HEALTH_SCRIPTS)],
+        input=json.dumps(objects),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    verdicts = [json.loads(line) for line in out.stdout.splitlines()]
+    return {v["name"]: v for v in verdicts}
+
+
+def captured(stack: Stack, kind: str, name: str) -> dict[str, Any]:
+    out = stack.kubectl("get", kind, name, "-o", "json")
+    return dict(json.loads(out.stdout))
+
+
+def schedule(stack: Stack, name: str, **spec: Any) -> None:
+    body = {
+        "apiVersion": "evs.cloudsnap.io/v1alpha1",
+        "kind": "CloudSnapshotSchedule",
+        "metadata": {"name": name, "namespace": stack.namespace},
+        "spec": {"schedule": "0 3 * * *", "retention": {"maxCount": 2}, **spec},
+    }
+    stack.kubectl("apply", "-f", "-", input=json.dumps(body))
+
+
+async def test_each_lifecycle_state_reads_as_automation_expects(start_stack: StartStack) -> None:
+    """creating -> InProgress/Progressing, Ready -> Current/Healthy, failed for good (a snapshot
+    to adopt that does not exist; an EVS snapshot in error) -> Failed/Degraded, deleting ->
+    Terminating; a running schedule with no snapshot yet -> InProgress/Healthy, an invalid one ->
+    Failed/Degraded, a suspended one -> InProgress/Suspended. And `kubectl wait
+    --for=condition=Stalled` returns for the one failed for good."""
+    stack = await start_stack(create_seconds=CREATE_SECONDS, delete_seconds=DELETE_SECONDS)
+    disk = await stack.add_volume()
+    objects: dict[str, dict[str, Any]] = {}
+
+    stack.apply("creating", volumeID=disk)
+    await stack.wait_condition("creating", "Ready", "False", reason="Creating")
+    objects["creating"] = captured(stack, "csnap", "creating")
+
+    stack.apply("missing", snapshotID=str(uuid.uuid4()))
+    missing = await stack.wait_condition("missing", "Stalled", "True")
+    objects["missing"] = missing
+    waited = stack.kubectl(
+        "wait", "csnap/missing", "--for=condition=Stalled", "--timeout=5s", check=False
+    )
+    assert waited.returncode == 0, waited.stderr
+
+    ready = await stack.wait_condition("creating", "Ready", "True", timeout=60)
+    ready["metadata"]["name"] = "ready"  # the same object, captured in its next state
+    objects["ready"] = ready
+
+    stack.apply("broken", volumeID=disk)
+    broken = await stack.wait_condition("broken", "Ready", "True", timeout=60)
+    await stack.admin.set_snapshot_status(broken["status"]["snapshotID"], "error")
+    objects["broken"] = await stack.wait_condition("broken", "Stalled", "True", timeout=60)
+
+    stack.kubectl("delete", "csnap", "creating", "--wait=false")
+    deleting = await eventually(
+        lambda: _deleting(stack, "creating"), timeout=30, what="the deletion under way"
+    )
+    deleting["metadata"]["name"] = "deleting"
+    objects["deleting"] = deleting
+
+    schedule(stack, "running", sources={"volumeIDs": [disk]})
+    schedule(stack, "invalid", sources={"volumeIDs": [disk]}, timeZone="Mars/Olympus_Mons")
+    schedule(stack, "paused", sources={"volumeIDs": [disk]}, suspend=True)
+    for name, kind in (("running", "Synced"), ("invalid", "Stalled"), ("paused", "Synced")):
+        await eventually(
+            lambda name=name, kind=kind: _has(stack, "csnapsched", name, kind),
+            timeout=30,
+            what=f"{name}'s {kind} condition",
+        )
+        objects[f"schedule-{name}"] = captured(stack, "csnapsched", name)
+        objects[f"schedule-{name}"]["metadata"]["name"] = f"schedule-{name}"
+
+    verdicts = judge(list(objects.values()))
+    table = {
+        name: (v["kstatus"], v["health"]["status"] if v.get("health") else None)
+        for name, v in verdicts.items()
+    }
+    assert table == {  # the messages say why, should a verdict differ
+        "creating": ("InProgress", "Progressing"),
+        "missing": ("Failed", "Degraded"),
+        "ready": ("Current", "Healthy"),
+        "broken": ("Failed", "Degraded"),
+        "deleting": ("Terminating", "Progressing"),
+        # kstatus falls back on Ready, False until every source has a Ready snapshot.
+        "schedule-running": ("InProgress", "Healthy"),
+        "schedule-invalid": ("Failed", "Degraded"),
+        "schedule-paused": ("InProgress", "Suspended"),
+    }, json.dumps(verdicts, indent=1)
+    assert "SnapshotNotFound" in verdicts["missing"]["kstatusMessage"]
+    assert "Mars/Olympus_Mons" in verdicts["schedule-invalid"]["health"]["message"]
+
+
+def _deleting(stack: Stack, name: str) -> dict[str, Any] | None:
+    obj = stack.get(name)
+    if obj is None or not obj["metadata"].get("deletionTimestamp"):
+        return None
+    return obj if condition(obj, "Ready").get("reason") == "Deleting" else None
+
+
+def _has(stack: Stack, kind: str, name: str, condition_type: str) -> bool:
+    obj = captured(stack, kind, name)
+    return condition(obj, condition_type).get("status") == "True"
+
+
+def test_a_status_written_before_any_look_reads_as_in_progress() -> None:
+    """Objects as a user applies them (no status yet) and with an old observedGeneration are in
+    progress for both judges, whatever their conditions say."""
+    fresh = {
+        "apiVersion": "evs.cloudsnap.io/v1alpha1",
+        "kind": "CloudSnapshot",
+        "metadata": {"name": "fresh", "generation": 1},
+        "spec": {"volumeID": str(uuid.uuid4())},
+    }
+    edited = {
+        **fresh,
+        "metadata": {"name": "edited", "generation": 3},
+        "status": {
+            "observedGeneration": 2,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "Available",
+                    "message": "",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ],
+        },
+    }
+    verdicts = judge([fresh, edited])
+    assert verdicts["fresh"]["health"]["status"] == "Progressing"
+    assert verdicts["edited"]["kstatus"] == "InProgress"
+    assert verdicts["edited"]["health"]["status"] == "Progressing"
+
+
+def test_the_documented_health_scripts_are_the_shipped_ones() -> None:
+    """docs/automation.md's argocd-cm snippet holds each script of deploy/argocd/health/ whole."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "automation.md").read_text()
+    snippet = docs.split("```yaml\n", 1)[1].split("```", 1)[0]
+    scripts = sorted(HEALTH_SCRIPTS.glob("*.lua"))
+    assert [s.stem for s in scripts] == [
+        "evs.cloudsnap.io_CloudSnapshot",
+        "evs.cloudsnap.io_CloudSnapshotSchedule",
+    ]
+    for script in scripts:
+        key = f"  resource.customizations.health.{script.stem}: |\n"
+        assert key in snippet
+        body = snippet.split(key, 1)[1]
+        shown = "".join(
+            line[4:] if line.strip() else line
+            for line in body.splitlines(keepends=True)
+            if line.startswith("    ") or not line.strip()
+        )
+        assert shown.startswith(script.read_text())
