@@ -65,6 +65,16 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "kubernetes",
         "kopf",
     ),
+    # The client speaks to the Kubernetes API only: no operator machinery, no EVS.
+    "cloudsnap.client": (
+        "cloudsnap.controllers",
+        "cloudsnap.providers",
+        "cloudsnap.kube",
+        "cloudsnap.runtime",
+        "cloudsnap.evs",
+        "cloudsnap.__main__",
+        "kopf",
+    ),
     "cloudsnap.kube": (
         "cloudsnap.controllers",
         "cloudsnap.providers",

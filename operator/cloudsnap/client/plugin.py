@@ -1,0 +1,196 @@
+"""`kubectl cloudsnap`: the kubectl plugin (the `kubectl-cloudsnap` console script on PATH).
+
+    kubectl cloudsnap snapshot pvc/NAME|volume/ID [--name N] [--class C] [--wait] [--timeout 10m]
+    kubectl cloudsnap wait NAME [--timeout 10m]
+    kubectl cloudsnap ls [--schedule S] [-A]
+
+Exit codes a script can branch on: 0 Ready (or done), 1 failed for good (Stalled: the reason is
+printed), 2 usage error, 3 not Ready within the timeout, 4 not found or refused by the API server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TextIO
+
+from kubernetes import config
+from kubernetes.client.exceptions import ApiException
+
+from cloudsnap.client import Client, NotFound, Outcome, Snapshot
+
+EXIT_CODES = {Outcome.READY: 0, Outcome.FAILED: 1, Outcome.TIMED_OUT: 3}
+EXIT_NOT_FOUND = 4
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def duration(text: str) -> float:
+    """Seconds from `90`, `90s`, `10m` or `1h30m`."""
+    if text.isdigit():
+        return float(text)
+    match = _DURATION.match(text)
+    if not text or match is None:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 10m, 1h30m)")
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return float(hours * 3600 + minutes * 60 + seconds)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line; -n and --context go before or after the command, as with kubectl."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-n", "--namespace", default=argparse.SUPPRESS, help="default: context's")
+    common.add_argument("--context", default=argparse.SUPPRESS, help="kubeconfig context")
+    top = argparse.ArgumentParser(
+        prog="kubectl cloudsnap", description=__doc__.split("\n")[0], parents=[common]
+    )
+    commands = top.add_subparsers(dest="command", required=True)
+
+    snap = commands.add_parser("snapshot", help="snapshot a claim or a disk now", parents=[common])
+    snap.add_argument("source", help="pvc/NAME or volume/ID")
+    snap.add_argument("--name", help="the CloudSnapshot's name (default: generated)")
+    snap.add_argument("--class", dest="class_name", help="CloudSnapshotClass (default: default)")
+    snap.add_argument("--deletion-policy", choices=("Delete", "Retain"))
+    snap.add_argument("--wait", action="store_true", help="wait until Ready or failed for good")
+    snap.add_argument("--timeout", type=duration, default=600.0, help="with --wait (default 10m)")
+
+    wait = commands.add_parser(
+        "wait", help="wait until a CloudSnapshot is Ready or failed", parents=[common]
+    )
+    wait.add_argument("name")
+    wait.add_argument("--timeout", type=duration, default=600.0, help="default 10m")
+
+    ls = commands.add_parser(
+        "ls", help="list CloudSnapshots: ages, sizes, states, schedules", parents=[common]
+    )
+    ls.add_argument("--schedule", help="only the children of this CloudSnapshotSchedule")
+    ls.add_argument("-A", "--all-namespaces", action="store_true")
+    return top
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    client: Client | None = None,
+    out: TextIO = sys.stdout,
+    now: datetime | None = None,
+) -> int:
+    """Run one command; the exit code."""
+    args = parser().parse_args(argv)
+    context = getattr(args, "context", None)
+    client = client or Client.from_environment(context)
+    namespace = getattr(args, "namespace", None) or _current_namespace(context)
+    try:
+        if args.command == "snapshot":
+            return _snapshot(client, namespace, args, out)
+        if args.command == "wait":
+            return _wait(client, namespace, args.name, args.timeout, out)
+        return _ls(client, None if args.all_namespaces else namespace, args, out, now)
+    except NotFound as exc:
+        print(f"error: {exc}", file=out)
+        return EXIT_NOT_FOUND
+    except ApiException as exc:
+        print(f"error: the API server refused: {exc.status} {exc.reason}", file=out)
+        return EXIT_NOT_FOUND
+
+
+def _snapshot(client: Client, namespace: str, args: argparse.Namespace, out: TextIO) -> int:
+    kind, _, value = args.source.partition("/")
+    if kind not in ("pvc", "volume") or not value:
+        print(f"error: source must be pvc/NAME or volume/ID, not {args.source!r}", file=out)
+        return 2
+    snap = client.create(
+        namespace,
+        args.name,
+        claim=value if kind == "pvc" else None,
+        volume_id=value if kind == "volume" else None,
+        class_name=args.class_name,
+        deletion_policy=args.deletion_policy,
+    )
+    print(f"cloudsnapshot/{snap.name} created", file=out)
+    if not args.wait:
+        return 0
+    return _wait(client, namespace, snap.name, args.timeout, out)
+
+
+def _wait(client: Client, namespace: str, name: str, timeout: float, out: TextIO) -> int:
+    def progress(snap: Snapshot) -> None:
+        print(f"cloudsnapshot/{snap.name}: {snap.reason}: {snap.message}", file=out, flush=True)
+
+    outcome, snap = client.wait(namespace, name, timeout=timeout, progress=progress)
+    if outcome is Outcome.READY:
+        print(f"cloudsnapshot/{snap.name} Ready: EVS snapshot {snap.snapshot_id}", file=out)
+    elif outcome is Outcome.FAILED:
+        print(f"cloudsnapshot/{snap.name} failed: {snap.reason}: {snap.message}", file=out)
+    else:
+        print(f"cloudsnapshot/{snap.name} not Ready after {timeout:g}s: {snap.reason}", file=out)
+    return EXIT_CODES[outcome]
+
+
+def _ls(
+    client: Client,
+    namespace: str | None,
+    args: argparse.Namespace,
+    out: TextIO,
+    now: datetime | None,
+) -> int:
+    selector = f"evs.cloudsnap.io/schedule={args.schedule}" if args.schedule else None
+    now = now or datetime.now(UTC)
+    rows = [
+        (
+            *((s.namespace,) if namespace is None else ()),
+            s.name,
+            "Ready" if s.ready else ("Failed" if s.stalled else s.reason),
+            f"{s.size_gib}Gi" if s.size_gib is not None else "-",
+            _age(now, s.created),
+            s.source,
+            s.schedule or "-",
+        )
+        for s in client.snapshots(namespace, selector=selector)
+    ]
+    header = (
+        *(("NAMESPACE",) if namespace is None else ()),
+        "NAME",
+        "STATE",
+        "SIZE",
+        "AGE",
+        "SOURCE",
+        "SCHEDULE",
+    )
+    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        cells = (str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("   ".join(cells).rstrip(), file=out)
+    return 0
+
+
+def _age(now: datetime, created: datetime | None) -> str:
+    """kubectl's age format: 45s, 12m, 5h, 3d."""
+    if created is None:
+        return "-"
+    seconds = max(0, int((now - created).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _current_namespace(context: str | None) -> str:
+    """The kubeconfig context's namespace, else the pod's, else `default`."""
+    try:
+        every, active = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+        chosen = next((c for c in every if c["name"] == context), active) if context else active
+        return str(chosen["context"].get("namespace") or "default")
+    except (config.ConfigException, FileNotFoundError, TypeError, KeyError):
+        try:
+            with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as handle:
+                return handle.read().strip() or "default"
+        except OSError:
+            return "default"
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
