@@ -23,6 +23,7 @@ import yaml
 from cloudsnap.evs import EVSClient, EVSError
 from cloudsnap.metrics import REGISTRY
 from tests.deploy.support import CHART, find, template
+from tests.deploy.test_observability import exposed_metric_names
 from tests.evs.test_errors import OPERATIONS, SNAPSHOT_ID
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +37,7 @@ LITERAL = re.compile(r"^`(?P<value>[^`]+)`$")
 
 
 def relative(path: Path) -> str:
+    """A path as failure messages name it, from the repository's root."""
     return str(path.relative_to(ROOT))
 
 
@@ -195,6 +197,7 @@ def crd_columns(kind: str) -> tuple[list[str], list[str]]:
 
 
 def names(listing: str) -> list[str]:
+    """The column heads of "A, B and C"."""
     return re.split(r", and |, | and ", listing)
 
 
@@ -343,19 +346,14 @@ def test_the_evs_table_says_which_operations_the_operator_uses() -> None:
 
 # Metrics and alerts.
 
-SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 METRIC = re.compile(r"\bcloudsnap_[a-z_]+[a-z]")
 
 
 def metric_names() -> set[str]:
-    """Every series name cloudsnap.metrics exposes, with its exposition suffixes, and each
-    histogram's family name (documents name histograms by it)."""
-    exposed: set[str] = set()
-    for family in REGISTRY.collect():
-        if family.name.startswith("cloudsnap_"):
-            exposed.add(family.name + ("_total" if family.type == "counter" else ""))
-            exposed.update(family.name + suffix for suffix in SUFFIXES.get(family.type, ("",)))
-    return exposed
+    """Every series name the operator exposes, and each histogram's family name (documents name
+    histograms by it)."""
+    families = {family.name for family in REGISTRY.collect() if family.type == "histogram"}
+    return exposed_metric_names() | families
 
 
 def mentions(pattern: re.Pattern[str], paths: tuple[Path, ...]) -> dict[str, set[str]]:
