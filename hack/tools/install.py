@@ -9,9 +9,10 @@ warm run only checks that each binary reports the expected version. When a pin c
 binaries whose own version did not change are copied from the previous cache directory instead of
 being built again.
 
-promql-check is this project's own small program (hack/tools/promql/main.go) around Prometheus's
-rule-file and PromQL parsers: the checks of promtool's `check rules` that the chart's tests need,
-for a fraction of promtool's build (which compiles every service-discovery SDK).
+promql-check is this project's own small program (hack/tools/promql/) around Prometheus's
+rule-file and PromQL parsers, rule manager and PromQL engine: the checks of promtool's `check rules`
+and the alert unit tests of its `test rules` that the chart's tests need, for a fraction of
+promtool's build (which compiles every service-discovery SDK).
 
 kube-apiserver-1.31 is the oldest Kubernetes minor the project supports (CCE's oldest line, a
 year behind upstream): the compatibility tests (tests/compat/) install the CRDs, run the admission
@@ -92,10 +93,13 @@ def _kube_score_ldflags() -> list[str]:
 
 
 def _source(module: str) -> str:
-    """Digest of one of this project's own tools' source: a change to it rebuilds the binary."""
+    """Digest of one of this project's own tools' source, part of its version in the cache key:
+    checkouts with different sources (two branches, two worktrees) each keep their own binary
+    instead of rebuilding the shared one over each other's."""
     digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum", "main.go"):
-        digest.update((TOOLS_DIR / module / name).read_bytes())
+    root = TOOLS_DIR / module
+    for path in (root / "go.mod", root / "go.sum", *sorted(root.glob("*.go"))):
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -134,13 +138,13 @@ TOOLS: tuple[Tool, ...] = (
     Tool(OLDEST_APISERVER, "kube-1.31", "k8s.io/kubernetes/cmd/kube-apiserver",
          KUBE_OLDEST_VERSION, ("--version",), f"Kubernetes {KUBE_OLDEST_VERSION}",
          functools.partial(_kube_ldflags, KUBE_OLDEST_VERSION)),
-    Tool("promql-check", "promql", ".", PROMETHEUS_VERSION, ("--version",),
-         f"promql-check prometheus {PROMETHEUS_VERSION} source {_source('promql')}",
+    Tool("promql-check", "promql", ".", f"{PROMETHEUS_VERSION}+{_source('promql')}",
+         ("--version",), f"promql-check prometheus {PROMETHEUS_VERSION} source {_source('promql')}",
          functools.partial(_source_ldflags, "promql")),
     Tool("kube-score", "kube-score", "github.com/zegl/kube-score/cmd/kube-score",
          KUBE_SCORE_VERSION, ("version",), f"kube-score version: {KUBE_SCORE_VERSION},",
          _kube_score_ldflags),
-    Tool("status-check", "status", ".", CLI_UTILS_VERSION, ("--version",),
+    Tool("status-check", "status", ".", f"{CLI_UTILS_VERSION}+{_source('status')}", ("--version",),
          f"status-check cli-utils {CLI_UTILS_VERSION} gopher-lua {GOPHER_LUA_VERSION}"
          f" source {_source('status')}",
          functools.partial(_source_ldflags, "status")),

@@ -4,8 +4,9 @@ kube-score (hack/tools/kube-score, built by `make tools`) scores Kubernetes obje
 and security practice. No CRITICAL finding may remain. A check the chart disagrees with may only be
 silenced in the chart itself, with a `kube-score/ignore: <check-id>` annotation and its reason
 written in a YAML comment beside it; the test runs kube-score once more with those annotations
-disabled to make sure each one silences something real. WARNINGs are held to what a configuration
-chose on purpose: none with the default values.
+disabled and holds both directions: every critical finding is fixed or ignored, and every ignore
+still silences a finding (a stale one would hide the next regression of that check). WARNINGs are
+held to what a configuration chose on purpose: none with the default values.
 """
 
 from __future__ import annotations
@@ -133,18 +134,40 @@ def test_kube_score_is_the_pinned_release() -> None:
     assert version.startswith(f"kube-score version: {KUBE_SCORE_VERSION},")
 
 
+def unjustified(manifest: Path) -> tuple[set[tuple[str, str, str]], set[tuple[str, str, str]]]:
+    """What the chart's ignores do not account for, in both directions.
+
+    First, the critical findings neither fixed nor ignored: those kube-score reports with the
+    chart's `kube-score/ignore` annotations disabled, less those the annotations name. Second, the
+    stale ignores: annotations naming a check that finds nothing on their object any more.
+    """
+    ignored = ignored_in_chart(manifest)
+    unmasked = score(manifest, "--disable-ignore-checks-annotations")
+    critical = {(f.kind, f.name, f.check) for f in unmasked if f.grade <= CRITICAL}
+    found = {(f.kind, f.name, f.check) for f in unmasked}
+    return critical - ignored, ignored - found
+
+
 @pytest.mark.parametrize("name", CONFIGURATIONS)
-def test_no_critical_finding(home: Path, tmp_path: Path, name: str) -> None:
+def test_every_finding_is_fixed_or_ignored_and_every_ignore_silences_one(
+    home: Path, tmp_path: Path, name: str
+) -> None:
     manifest = render(home, tmp_path, *CONFIGURATIONS[name])
-    critical = [f for f in score(manifest) if f.grade <= CRITICAL]
-    assert critical == []
-    # What the chart's annotations silence is critical without them, and nothing else is.
-    unmasked = {
-        (f.kind, f.name, f.check)
-        for f in score(manifest, "--disable-ignore-checks-annotations")
-        if f.grade <= CRITICAL
-    }
-    assert unmasked <= ignored_in_chart(manifest)
+    assert [f for f in score(manifest) if f.grade <= CRITICAL] == []
+    assert unjustified(manifest) == (set(), set())
+
+
+def test_an_ignore_is_accepted_only_while_it_silences_a_finding(home: Path, tmp_path: Path) -> None:
+    """Both directions can fail: a critical finding without an ignore, an ignore without one."""
+    deployment = ("Deployment", "rel-cloudsnap-operator", "container-image-pull-policy")
+    regressed = render(home, tmp_path, "image.pullPolicy=IfNotPresent")
+    assert unjustified(regressed) == ({deployment}, set())
+    ignore = f"podAnnotations.{IGNORE}=container-image-pull-policy"
+    assert unjustified(render(home, tmp_path, "image.pullPolicy=IfNotPresent", ignore)) == (
+        set(),
+        set(),
+    )
+    assert unjustified(render(home, tmp_path, ignore)) == (set(), {deployment})
 
 
 def test_default_values_leave_no_warning_either(home: Path, tmp_path: Path) -> None:

@@ -1,13 +1,18 @@
 // Command promql-check validates Prometheus rule files and PromQL expressions with Prometheus's
-// own parser (model/rulefmt and promql/parser), which is what promtool's `check rules` runs,
-// without promtool's service-discovery and storage dependencies.
+// own parser (model/rulefmt and promql/parser), which is what promtool's `check rules` runs, and
+// evaluates alerting rules against synthetic series with Prometheus's rule manager and PromQL
+// engine, which is what promtool's `test rules` runs, without promtool's service-discovery
+// dependencies.
 //
 //	promql-check --version
 //	promql-check rules FILE...  # rule groups files, strict: unknown fields are errors
 //	promql-check exprs          # a JSON array of expressions on stdin
+//	promql-check test FILE      # a promtool rule unit-test file (alert_rule_test only)
 //
-// Both commands print a JSON array, one entry per rule or expression, with the metric names the
-// expression selects, and exit 1 when any file, rule or expression is invalid.
+// `rules` and `exprs` print a JSON array, one entry per rule or expression, with the metric names
+// the expression selects, and exit 1 when any file, rule or expression is invalid. `test` prints
+// one entry per alert_rule_test case, the firing alerts expected and got, and exits 1 when any
+// case fails.
 package main
 
 import (
@@ -128,33 +133,9 @@ func version() string {
 	return "unknown"
 }
 
-func main() {
-	usage := "usage: promql-check --version | rules FILE... | exprs < expressions.json"
-	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, usage)
-		os.Exit(2)
-	}
-	var (
-		results []checked
-		ok      bool
-		err     error
-	)
-	switch os.Args[1] {
-	case "--version":
-		fmt.Printf("promql-check prometheus %s source %s\n", version(), source)
-		return
-	case "rules":
-		if len(os.Args) < 3 {
-			fmt.Fprintln(os.Stderr, usage)
-			os.Exit(2)
-		}
-		results, ok = rules(os.Args[2:])
-	case "exprs":
-		results, ok, err = exprs(os.Stdin)
-	default:
-		fmt.Fprintln(os.Stderr, usage)
-		os.Exit(2)
-	}
+// report prints a command's results as JSON and exits 2 on a usage or input error, 1 when any
+// result failed.
+func report[T any](results []T, ok bool, err error) {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -167,5 +148,35 @@ func main() {
 	}
 	if !ok {
 		os.Exit(1)
+	}
+}
+
+func main() {
+	usage := "usage: promql-check --version | rules FILE... | exprs < expressions.json | test FILE"
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, usage)
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "--version":
+		fmt.Printf("promql-check prometheus %s source %s\n", version(), source)
+	case "rules":
+		if len(os.Args) < 3 {
+			fmt.Fprintln(os.Stderr, usage)
+			os.Exit(2)
+		}
+		results, ok := rules(os.Args[2:])
+		report(results, ok, nil)
+	case "exprs":
+		report(exprs(os.Stdin))
+	case "test":
+		if len(os.Args) != 3 {
+			fmt.Fprintln(os.Stderr, usage)
+			os.Exit(2)
+		}
+		report(ruleTests(os.Args[2]))
+	default:
+		fmt.Fprintln(os.Stderr, usage)
+		os.Exit(2)
 	}
 }
