@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from evs_simulator.config import SimulatorConfig, VolumeSeed
+from evs_simulator.faults import OPERATIONS
 from evs_simulator.server import serve
 from evs_simulator.throttle import parse_rate_limits
 
@@ -88,14 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="a disk present from the start and after every reset; SIZE in GB, STATUS "
         "available by default (repeatable)",
     )
-    for action in ("create", "delete", "rollback"):
+    for action in ("create", "delete", "rollback", "volume-create", "volume-delete"):
         parser.add_argument(
             f"--{action}-seconds",
             type=cli_type(seconds),
             default=0.0,
             metavar="SECONDS",
-            help=f"how long a {action} takes to finish (0: at once)",
+            help=f"how long a {action.replace('-', ' ')} takes to finish (0: at once)",
         )
+    parser.add_argument(
+        "--volume-quota",
+        type=int,
+        default=None,
+        metavar="COUNT",
+        help="how many disks the project may have, seeded ones included (unlimited; "
+        "changeable through /_sim/settings)",
+    )
     parser.add_argument(
         "--list-lag",
         type=cli_type(seconds),
@@ -110,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         default={},
         metavar="OPERATION=RATE[/BURST],...",
         help="throttle like the API gateway: a token bucket per access key and operation "
-        "(create, show, list, update, delete, rollback), refilled at RATE calls per second and "
+        f"({', '.join(OPERATIONS)}), refilled at RATE calls per second and "
         "holding BURST calls (default: RATE rounded up, at least 1); a call over the limit is "
         "answered 429 APIG.0308 and not applied; operations not named are unlimited "
         "(e.g. create=10,list=20/40; changeable through /_sim/settings)",
@@ -138,6 +147,9 @@ def parse_args(argv: Sequence[str] | None = None) -> SimulatorConfig:
         create_seconds=args.create_seconds,
         delete_seconds=args.delete_seconds,
         rollback_seconds=args.rollback_seconds,
+        volume_create_seconds=args.volume_create_seconds,
+        volume_delete_seconds=args.volume_delete_seconds,
+        volume_quota=args.volume_quota,
         list_lag_seconds=args.list_lag,
         rate_limits=args.rate_limit,
         seed=args.seed,
