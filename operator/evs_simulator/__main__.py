@@ -21,8 +21,9 @@ T = TypeVar("T")
 
 EPILOG = (
     "Once listening, it prints 'listening on http://HOST:PORT' and serves EVS under "
-    "/v2/{project_id}/cloudsnapshots and its admin API (disks, faults, settings, call counts) "
-    "under /_sim/."
+    "/v2/{project_id}/cloudsnapshots (disks under /v2/{project_id}/cloudvolumes, created "
+    "through /v2.1, jobs under /v1/{project_id}/jobs) and its admin API (disks, faults, "
+    "settings, call counts) under /_sim/."
 )
 
 
@@ -46,6 +47,17 @@ def seconds(text: str) -> float:
         raise ValueError(f"expected a number of seconds, got {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"seconds must be finite and at least 0, got {text!r}")
+    return value
+
+
+def quota(text: str) -> int:
+    """A number of disks: a whole number, zero or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number of disks, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"a quota must be at least 0, got {text!r}")
     return value
 
 
@@ -99,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     parser.add_argument(
         "--volume-quota",
-        type=int,
+        type=cli_type(quota),
         default=None,
         metavar="COUNT",
         help="how many disks the project may have, seeded ones included (unlimited; "
