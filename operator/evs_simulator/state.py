@@ -32,7 +32,6 @@ from evs_simulator.config import SimulatorConfig
 from evs_simulator.errors import SimError, bad_request, invalid_volume, not_found
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
-JOB_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"  # cut to milliseconds and suffixed ``Z`` by job_time
 MAX_TEXT_BYTES = 255
 # Huawei's current API pages: a name of at most 64 characters, a description of at most 85.
 MAX_TEXT_CHARS = {"name": 64, "description": 85}
@@ -65,10 +64,11 @@ def evs_time(moment: datetime) -> str:
 
 def job_time(moment: datetime) -> str:
     """The job API's timestamp form: UTC, milliseconds, ``Z``."""
-    return moment.strftime(JOB_TIME_FORMAT)[:-3] + "Z"
+    return moment.strftime(TIME_FORMAT)[:-3] + "Z"
 
 
 def _now() -> datetime:
+    """The wall-clock time now, in EVS's zone-less UTC."""
     return datetime.now(UTC).replace(tzinfo=None)
 
 
@@ -111,7 +111,8 @@ class Volume(BaseModel):
 class Snapshot:
     """One snapshot record; ``due``/``next_status`` hold the transition in flight, if any.
 
-    ``born`` is the monotonic instant of creation, from which the list index's lag runs.
+    ``born`` is the monotonic instant of creation, from which the list index's lag runs;
+    ``content_version`` is the disk's when the snapshot was taken.
     """
 
     id: str
@@ -262,6 +263,8 @@ class Store:
     def _begin_volume(
         self, volume: Volume, status: str, seconds: float, then: str, version: int | None = None
     ) -> None:
+        """Put the disk in ``status`` for ``seconds``, then in ``then`` (``gone``: deleted), with
+        ``version`` as its content version after, if given."""
         volume.status = status
         volume._due = self.clock() + seconds
         volume._next_status = then
@@ -291,11 +294,13 @@ class Store:
         return self.volumes.get(volume_id)
 
     def _live_volumes(self) -> list[Volume]:
+        """Every disk not yet gone, oldest first, transitions settled."""
         for volume in list(self.volumes.values()):
             self._settle_volume(volume)
         return list(self.volumes.values())
 
     def _get_volume(self, volume_id: str) -> Volume:
+        """The disk a path names: EVS.1002 if the ID is malformed, EVS.5404 if there is none."""
         if not is_uuid(volume_id):
             raise bad_request("EVS.1002", f"Invalid volume id: {volume_id}")
         volume = self._volume(volume_id)
