@@ -52,6 +52,8 @@ tests/simulator pin each one):
   400 ``Common.0011``. Attachments are not modelled: an ``in-use`` disk lists none.
 - Deleting a disk with snapshots is Cinder's 400 ``badRequest`` with code ``EVS.5400`` (no EVS
   code is documented for it); a disk that is not available/error/error_* is ``EVS.1046``.
+  Deleting a snapshot while a disk is being made from it is refused the same way, with Cinder's
+  "Invalid snapshot" wording.
 - During a rollback the disk reads ``rollbacking`` (the disk status table's word for it) and the
   snapshot ``rollbacking``; the disk takes the snapshot's content version when it ends.
 """

@@ -37,8 +37,8 @@ class FaultRule(BaseModel):
     ``error`` is a server-side failure or throttling (500, 503, 429, codes defaulted).
     ``refusal`` is EVS saying no to a request it understood: any 4xx ``status`` (400 by default)
     with the EVS ``code`` and ``message`` chosen, in EVS's error body (the gateway's for an
-    ``APIG.`` code), nothing applied; for example a delete refused while a disk is being created
-    from the snapshot, which no state of the simulator produces by itself.
+    ``APIG.`` code), nothing applied; for example a delete refused because the disk is replicated
+    by SDRS (``EVS.2089``), which no state of the simulator produces by itself.
     ``late_apply`` is EVS applying a create (of a snapshot or of a disk) the client gave up on:
     the request is checked as a create would be (a refusal is answered as usual), then left
     unanswered, the connection cut at once (``then: "disconnect"``) or held until the client

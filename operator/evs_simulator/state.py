@@ -448,7 +448,8 @@ class Store:
         return {"snapshot": self.view(snap)}
 
     def delete(self, snapshot_id: str) -> None:
-        """DELETE /cloudsnapshots/{id}: only from available or error; gone after the delay."""
+        """DELETE /cloudsnapshots/{id}: only from available or error, and not while a disk is
+        being made from it; gone after the delay."""
         snap = self._get(snapshot_id)
         if snap.status == "error_deleting":
             raise SimError(500, "EVS.2019", f"Snapshot {snap.id} is in status error_deleting.")
@@ -457,6 +458,20 @@ class Store:
                 "EVS.1047",
                 f"Invalid snapshot: snapshot {snap.id} status must be available or error, "
                 f"but current status is: {snap.status}.",
+            )
+        made = [v.id for v in self.volumes.values() if v.snapshot_id == snap.id]
+        making = [
+            volume_id
+            for volume_id in made
+            if (volume := self._volume(volume_id)) is not None and volume.status == "creating"
+        ]
+        if making:
+            raise SimError(
+                400,
+                "EVS.5400",
+                f"Invalid snapshot: snapshot {snap.id} is in use: disk {making[0]} is being "
+                "created from it.",
+                "badRequest",
             )
         self._begin(snap, "deleting", self.config.delete_seconds, "gone")
 

@@ -183,6 +183,22 @@ async def test_a_snapshot_still_creating_cannot_make_a_disk() -> None:
         assert_evs_error(await create_volume(client, spec(snapshot_id)), 400, "EVS.2043")
 
 
+async def test_a_snapshot_is_not_deleted_while_a_disk_is_being_made_from_it() -> None:
+    async with running_simulator(volume_create_seconds=0.3) as sim, evs_client(sim) as client:
+        source = await sim.admin.add_volume()
+        snapshot_id = await snapshot_of(client, source["id"])
+        assert (await create_volume(client, spec(snapshot_id))).status_code == 202
+        refused = await client.delete(f"/cloudsnapshots/{snapshot_id}")
+        message = assert_evs_error(refused, 400, "EVS.5400", "badRequest")
+        assert message.startswith("Invalid snapshot")
+
+        async def deleted() -> bool:
+            response = await client.delete(f"/cloudsnapshots/{snapshot_id}")
+            return response.status_code == 202
+
+        await eventually(deleted, timeout=10, what="the delete once the disk is made")
+
+
 async def test_the_disk_quota_counts_every_disk_and_follows_the_settings() -> None:
     async with running_simulator(volume_quota=2) as sim, evs_client(sim) as client:
         await sim.admin.add_volume()
