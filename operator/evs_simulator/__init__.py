@@ -33,7 +33,27 @@ tests/simulator pin each one):
   authentication (a forged request is a 401 and spends no token) and before faults; a throttled
   call is 429 ``APIG.0308`` in the gateway's shape, is not applied, and counts in both
   ``/_sim/calls`` and ``/_sim/throttled``. New limits start with full buckets.
-- A ``late_apply`` create is checked on arrival (a refusal is answered), goes unanswered, and is
-  applied later with every check run again; refused then, it is dropped with a log line only. A
-  reset or the server's stop drops late creates still pending.
+- A ``late_apply`` create (of a snapshot or a disk) is checked on arrival (a refusal is
+  answered), goes unanswered, and is applied later with every check run again; refused then, it
+  is dropped with a log line only. A reset or the server's stop drops late creates still pending.
+- Disks are created through ``POST /v2.1/{project}/cloudvolumes`` only (the version the official
+  SDK calls, with ``X-Client-Token``), one per request (``count`` other than 1 is ``EVS.5400``).
+  A token is remembered only for a request that was accepted; the same token and body within 8
+  hours answer the first job again, another body is ``EVS.2219``, a token that is not a UUID
+  ``EVS.2218``, a token older than 8 hours ``EVS.2220``. A disk made from a snapshot must be in
+  the snapshot's zone (``EVS.2054``) and of its disk type (``EVS.2096``) and at least its size
+  (``EVS.1010``, the code of an invalid size: none is documented for this case).
+- Reserved (``__system__``) metadata keys are refused on disks as on snapshots (``EVS.5400``).
+- The disk quota (``--volume-quota``, ``PATCH /_sim/settings``) counts every disk not yet gone and
+  answers ``EVS.1034``; quota by gigabytes is not modelled.
+- A disk exists, ``creating``, from the create on (real EVS may answer 404 for a while); its job
+  is ``RUNNING`` until the disk leaves the job's status, then ``SUCCESS``, or ``FAIL`` when the
+  disk ended in ``error`` (``EVS.2024``) or ``error_deleting`` (``EVS.2020``). An unknown job is
+  400 ``Common.0011``. Attachments are not modelled: an ``in-use`` disk lists none.
+- Deleting a disk with snapshots is Cinder's 400 ``badRequest`` with code ``EVS.5400`` (no EVS
+  code is documented for it); a disk that is not available/error/error_* is ``EVS.1046``.
+  Deleting a snapshot while a disk is being made from it is refused the same way, with Cinder's
+  "Invalid snapshot" wording.
+- During a rollback the disk reads ``rollbacking`` (the disk status table's word for it) and the
+  snapshot ``rollbacking``; the disk takes the snapshot's content version when it ends.
 """

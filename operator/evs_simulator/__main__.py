@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from evs_simulator.config import SimulatorConfig, VolumeSeed
+from evs_simulator.faults import OPERATIONS
 from evs_simulator.server import serve
 from evs_simulator.throttle import parse_rate_limits
 
@@ -20,8 +21,9 @@ T = TypeVar("T")
 
 EPILOG = (
     "Once listening, it prints 'listening on http://HOST:PORT' and serves EVS under "
-    "/v2/{project_id}/cloudsnapshots and its admin API (disks, faults, settings, call counts) "
-    "under /_sim/."
+    "/v2/{project_id}/cloudsnapshots (disks under /v2/{project_id}/cloudvolumes, created "
+    "through /v2.1, jobs under /v1/{project_id}/jobs) and its admin API (disks, faults, "
+    "settings, call counts) under /_sim/."
 )
 
 
@@ -45,6 +47,17 @@ def seconds(text: str) -> float:
         raise ValueError(f"expected a number of seconds, got {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"seconds must be finite and at least 0, got {text!r}")
+    return value
+
+
+def quota(text: str) -> int:
+    """A number of disks: a whole number, zero or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number of disks, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"a quota must be at least 0, got {text!r}")
     return value
 
 
@@ -88,14 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="a disk present from the start and after every reset; SIZE in GB, STATUS "
         "available by default (repeatable)",
     )
-    for action in ("create", "delete", "rollback"):
+    for action in ("create", "delete", "rollback", "volume-create", "volume-delete"):
         parser.add_argument(
             f"--{action}-seconds",
             type=cli_type(seconds),
             default=0.0,
             metavar="SECONDS",
-            help=f"how long a {action} takes to finish (0: at once)",
+            help=f"how long a {action.replace('-', ' ')} takes to finish (0: at once)",
         )
+    parser.add_argument(
+        "--volume-quota",
+        type=cli_type(quota),
+        default=None,
+        metavar="COUNT",
+        help="how many disks the project may have, seeded ones included (unlimited; "
+        "changeable through /_sim/settings)",
+    )
     parser.add_argument(
         "--list-lag",
         type=cli_type(seconds),
@@ -110,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         default={},
         metavar="OPERATION=RATE[/BURST],...",
         help="throttle like the API gateway: a token bucket per access key and operation "
-        "(create, show, list, update, delete, rollback), refilled at RATE calls per second and "
+        f"({', '.join(OPERATIONS)}), refilled at RATE calls per second and "
         "holding BURST calls (default: RATE rounded up, at least 1); a call over the limit is "
         "answered 429 APIG.0308 and not applied; operations not named are unlimited "
         "(e.g. create=10,list=20/40; changeable through /_sim/settings)",
@@ -138,6 +159,9 @@ def parse_args(argv: Sequence[str] | None = None) -> SimulatorConfig:
         create_seconds=args.create_seconds,
         delete_seconds=args.delete_seconds,
         rollback_seconds=args.rollback_seconds,
+        volume_create_seconds=args.volume_create_seconds,
+        volume_delete_seconds=args.volume_delete_seconds,
+        volume_quota=args.volume_quota,
         list_lag_seconds=args.list_lag,
         rate_limits=args.rate_limit,
         seed=args.seed,

@@ -44,7 +44,21 @@ class AdminClient:
         return cast(dict[str, Any], await self._call("PATCH", f"volumes/{id}", fields))
 
     async def volumes(self) -> list[dict[str, Any]]:
+        """Every disk not yet gone (seeded, added, or made through EVS's API), with its
+        ``content_version``."""
         return cast(list[dict[str, Any]], await self._call("GET", "volumes"))
+
+    async def volume(self, id: str) -> dict[str, Any]:
+        """One disk as ``volumes()`` shows it; KeyError if it is gone or never was."""
+        found = [volume for volume in await self.volumes() if volume["id"] == id]
+        if not found:
+            raise KeyError(id)
+        return found[0]
+
+    async def write(self, id: str) -> int:
+        """Write to a disk: its content version goes up by one; returns the new version."""
+        volume = await self._call("POST", f"volumes/{id}/write")
+        return int(volume["content_version"])
 
     async def set_faults(self, rules: Sequence[Mapping[str, Any]], seed: int = 0) -> None:
         """Replace the fault plan; the same seed replays the same faults."""
@@ -60,6 +74,11 @@ class AdminClient:
     async def set_list_lag(self, seconds: float) -> dict[str, Any]:
         """Hide snapshots from list until they are this old (show sees them at once)."""
         body = {"list_lag_seconds": seconds}
+        return cast(dict[str, Any], await self._call("PATCH", "settings", body))
+
+    async def set_volume_quota(self, quota: int | None) -> dict[str, Any]:
+        """How many disks the project may have (``None``: unlimited); more are refused."""
+        body = {"volume_quota": quota}
         return cast(dict[str, Any], await self._call("PATCH", "settings", body))
 
     async def set_rate_limits(

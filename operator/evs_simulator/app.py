@@ -13,6 +13,7 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlencode
 
@@ -28,6 +29,7 @@ from evs_simulator.state import Store, Volume
 from evs_simulator.throttle import RateLimit, Throttle
 
 ADMIN_PREFIX = "/_sim/"
+IDEMPOTENCY_HEADER = "X-Client-Token"
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -51,6 +53,7 @@ class Settings(BaseModel):
 
     list_lag_seconds: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     rate_limits: dict[Operation, RateLimit] = {}
+    volume_quota: int | None = Field(default=None, ge=0)
 
 
 def unknown_api() -> SimError:
@@ -105,6 +108,7 @@ class Simulator:
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=1024**2)
         evs = "/v2/{project_id}/cloudsnapshots"
+        disks = "/v2/{project_id}/cloudvolumes"
         evs_routes: list[tuple[str, str, Handler, Operation]] = [
             ("POST", evs, self._create, "create"),
             ("GET", evs + "/detail", self._list, "list"),
@@ -112,6 +116,11 @@ class Simulator:
             ("PUT", evs + "/{snapshot_id}", self._update, "update"),
             ("DELETE", evs + "/{snapshot_id}", self._delete, "delete"),
             ("POST", evs + "/{snapshot_id}/rollback", self._rollback, "rollback"),
+            ("POST", "/v2.1/{project_id}/cloudvolumes", self._create_volume, "create_volume"),
+            ("GET", "/v1/{project_id}/jobs/{job_id}", self._show_job, "show_job"),
+            ("GET", disks + "/detail", self._list_volumes, "list_volumes"),
+            ("GET", disks + "/{volume_id}", self._show_volume, "show_volume"),
+            ("DELETE", disks + "/{volume_id}", self._delete_volume, "delete_volume"),
         ]
         for method, path, handler, operation in evs_routes:
             app.router.add_route(method, path, handler)
@@ -121,6 +130,7 @@ class Simulator:
             ("GET", "volumes", self._admin_volumes),
             ("POST", "volumes", self._admin_add_volume),
             ("PATCH", "volumes/{volume_id}", self._admin_set_volume),
+            ("POST", "volumes/{volume_id}/write", self._admin_write),
             ("PUT", "faults", self._admin_set_faults),
             ("DELETE", "faults", self._admin_clear_faults),
             ("GET", "settings", self._admin_settings),
@@ -178,7 +188,7 @@ class Simulator:
         if fault is not None and fault.kind == "hang":
             await self._hang()
         if fault is not None and fault.kind == "late_apply":
-            return await self._late_create(request, fault, arrived)
+            return await self._late_create(request, name, fault, arrived)
         response = await handler(request)
         if fault is not None and fault.kind == "lost_response":
             _cut(request)
@@ -190,12 +200,19 @@ class Simulator:
         raise SimError(503, "EVS.5503", "The service is shutting down.")
 
     async def _late_create(
-        self, request: web.Request, rule: FaultRule, arrived: float
+        self, request: web.Request, operation: Operation, rule: FaultRule, arrived: float
     ) -> web.StreamResponse:
         """Check a create and answer nothing, then apply it later: the client cannot know."""
         body = await _json(request)
-        self.store.check_create(body)
-        task = asyncio.create_task(self._apply_late(body, arrived + rule.apply_after_seconds))
+        apply: Callable[[], object]
+        if operation == "create":
+            self.store.check_create(body)
+            apply = partial(self.store.create, body)
+        else:
+            token = request.headers.get(IDEMPOTENCY_HEADER)
+            self.store.check_create_volume(body, token)
+            apply = partial(self.store.create_volume, body, token)
+        task = asyncio.create_task(self._apply_late(apply, arrived + rule.apply_after_seconds))
         self._late_creates.add(task)
         task.add_done_callback(self._late_creates.discard)
         if rule.then == "hang":
@@ -203,10 +220,10 @@ class Simulator:
         _cut(request)
         return web.Response(status=202)  # never sent: the connection is cut
 
-    async def _apply_late(self, body: Any, at: float) -> None:
+    async def _apply_late(self, apply: Callable[[], object], at: float) -> None:
         await asyncio.sleep(at - asyncio.get_running_loop().time())
         try:
-            self.store.create(body)
+            apply()
         except SimError as err:
             log.info("late create refused when applied: %s %s", err.code, err.message)
 
@@ -219,14 +236,7 @@ class Simulator:
         return web.json_response(self.store.show(request.match_info["snapshot_id"]))
 
     async def _list(self, request: web.Request) -> web.Response:
-        query = {key: request.rel_url.query.getall(key) for key in request.rel_url.query}
-        kept = [(k, v) for k, v in request.rel_url.query.items() if k not in ("limit", "offset")]
-        base = f"{request.scheme}://{request.host}{request.rel_url.path}"
-
-        def link(limit: int, offset: int) -> str:
-            return f"{base}?{urlencode([*kept, ('limit', limit), ('offset', offset)])}"
-
-        return web.json_response(self.store.list_snapshots(query, link))
+        return web.json_response(self.store.list_snapshots(*_list_query(request)))
 
     async def _update(self, request: web.Request) -> web.Response:
         snapshot_id = request.match_info["snapshot_id"]
@@ -240,6 +250,24 @@ class Simulator:
         snapshot_id = request.match_info["snapshot_id"]
         return web.json_response(self.store.rollback(snapshot_id, await _json(request)), status=202)
 
+    async def _create_volume(self, request: web.Request) -> web.Response:
+        token = request.headers.get(IDEMPOTENCY_HEADER)
+        answer = self.store.create_volume(await _json(request), token)
+        return web.json_response(answer, status=202)
+
+    async def _show_job(self, request: web.Request) -> web.Response:
+        return web.json_response(self.store.show_job(request.match_info["job_id"]))
+
+    async def _show_volume(self, request: web.Request) -> web.Response:
+        return web.json_response(self.store.show_volume(request.match_info["volume_id"]))
+
+    async def _list_volumes(self, request: web.Request) -> web.Response:
+        return web.json_response(self.store.list_volumes(*_list_query(request)))
+
+    async def _delete_volume(self, request: web.Request) -> web.Response:
+        answer = self.store.delete_volume(request.match_info["volume_id"])
+        return web.json_response(answer, status=202)
+
     # -- admin --------------------------------------------------------------------------------
 
     async def _admin_reset(self, request: web.Request) -> web.Response:
@@ -247,7 +275,7 @@ class Simulator:
         return web.json_response({"reset": True})
 
     async def _admin_volumes(self, request: web.Request) -> web.Response:
-        return web.json_response([volume.model_dump() for volume in self.store.volumes.values()])
+        return web.json_response(self.store.admin_volumes())
 
     async def _admin_add_volume(self, request: web.Request) -> web.Response:
         fields = await _admin_object(request)
@@ -267,7 +295,12 @@ class Simulator:
         changed = _admin_model(Volume, {**volume.model_dump(), **fields, "id": volume.id})
         for key in fields:
             setattr(volume, key, getattr(changed, key))
+        if "status" in fields:
+            volume.pin()
         return web.json_response(volume.model_dump())
+
+    async def _admin_write(self, request: web.Request) -> web.Response:
+        return web.json_response(self.store.write(request.match_info["volume_id"]))
 
     async def _admin_set_faults(self, request: web.Request) -> web.Response:
         plan = _admin_model(FaultPlan, await _admin_object(request))
@@ -280,7 +313,11 @@ class Simulator:
 
     def _settings(self) -> Settings:
         return Settings.model_validate(
-            {"list_lag_seconds": self.store.list_lag_seconds, "rate_limits": self.throttle.limits}
+            {
+                "list_lag_seconds": self.store.list_lag_seconds,
+                "rate_limits": self.throttle.limits,
+                "volume_quota": self.store.volume_quota,
+            }
         )
 
     async def _admin_settings(self, request: web.Request) -> web.Response:
@@ -292,6 +329,8 @@ class Simulator:
             self.store.list_lag_seconds = patch.list_lag_seconds
         if "rate_limits" in patch.model_fields_set:
             self.throttle.set(patch.rate_limits)
+        if "volume_quota" in patch.model_fields_set:
+            self.store.volume_quota = patch.volume_quota
         return web.json_response(self._settings().model_dump())
 
     async def _admin_calls(self, request: web.Request) -> web.Response:
@@ -314,6 +353,20 @@ class Simulator:
         patch = _admin_model(StatusPatch, await _admin_object(request))
         snapshot_id = request.match_info["snapshot_id"]
         return web.json_response(self.store.force_status(snapshot_id, patch.status))
+
+
+def _list_query(
+    request: web.Request,
+) -> tuple[dict[str, list[str]], Callable[[int, int], str]]:
+    """A list request's query (repeated keys kept) and the renderer of its ``next`` link."""
+    query = {key: request.rel_url.query.getall(key) for key in request.rel_url.query}
+    kept = [(k, v) for k, v in request.rel_url.query.items() if k not in ("limit", "offset")]
+    base = f"{request.scheme}://{request.host}{request.rel_url.path}"
+
+    def link(limit: int, offset: int) -> str:
+        return f"{base}?{urlencode([*kept, ('limit', limit), ('offset', offset)])}"
+
+    return query, link
 
 
 def _cut(request: web.Request) -> None:

@@ -11,6 +11,7 @@ from evs_simulator.throttle import RateLimit
 DEFAULT_ACCESS_KEY = "SIMULATORACCESSKEY01"
 DEFAULT_SECRET_KEY = "simulator-secret-key-0123456789abcdef"  # noqa: S105 - a local test double
 DEFAULT_PROJECT_ID = "0123456789abcdef0123456789abcdef"
+DEFAULT_AVAILABILITY_ZONES = ("cn-north-4a", "cn-north-4b", "cn-north-4c")
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,11 @@ class VolumeSeed:
 
 @dataclass(frozen=True)
 class SimulatorConfig:
-    """Settings of one simulator; secrets are kept out of the repr."""
+    """Settings of one simulator; secrets are kept out of the repr.
+
+    ``volume_quota`` is the project's disk quota (every disk not yet gone counts, seeded ones
+    included; ``None``: unlimited); disks can only be created in ``availability_zones``.
+    """
 
     access_key: str = DEFAULT_ACCESS_KEY
     secret_key: str = field(default=DEFAULT_SECRET_KEY, repr=False)
@@ -51,6 +56,10 @@ class SimulatorConfig:
     create_seconds: float = 0.0
     delete_seconds: float = 0.0
     rollback_seconds: float = 0.0
+    volume_create_seconds: float = 0.0
+    volume_delete_seconds: float = 0.0
+    availability_zones: tuple[str, ...] = DEFAULT_AVAILABILITY_ZONES
+    volume_quota: int | None = None
     list_lag_seconds: float = 0.0
     rate_limits: Mapping[Operation, RateLimit] = field(default_factory=dict, hash=False)
     seed: int = 0

@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from evs_simulator.errors import THROTTLED, Shape, SimError
 
-Operation = Literal["create", "show", "list", "update", "delete", "rollback"]
-OPERATIONS: tuple[Operation, ...] = ("create", "show", "list", "update", "delete", "rollback")
+Operation = Literal[
+    "create",
+    "show",
+    "list",
+    "update",
+    "delete",
+    "rollback",
+    "create_volume",
+    "show_job",
+    "show_volume",
+    "list_volumes",
+    "delete_volume",
+]
+OPERATIONS: tuple[Operation, ...] = get_args(Operation)
+# The creates whose request may be applied after the client gave up on it (``late_apply``).
+LATE_APPLIED: tuple[Operation, ...] = ("create", "create_volume")
 DEFAULT_CODES = {500: "EVS.5500", 503: "EVS.5503", 429: "APIG.0308"}
 # The message of a refusal rule that chose none.
 REFUSED = "The request was refused."
@@ -23,17 +37,18 @@ class FaultRule(BaseModel):
     ``error`` is a server-side failure or throttling (500, 503, 429, codes defaulted).
     ``refusal`` is EVS saying no to a request it understood: any 4xx ``status`` (400 by default)
     with the EVS ``code`` and ``message`` chosen, in EVS's error body (the gateway's for an
-    ``APIG.`` code), nothing applied; for example a delete refused while a disk is being created
-    from the snapshot, which no state of the simulator produces by itself.
-    ``late_apply`` is EVS applying a create the client gave up on: the request is checked as a
-    create would be (a refusal is answered as usual), then left unanswered, the connection cut at
-    once (``then: "disconnect"``) or held until the client leaves (``then: "hang"``), and the
-    create applied ``apply_after_seconds`` after the request arrived, checks included.
+    ``APIG.`` code), nothing applied; for example a delete refused because the disk is replicated
+    by SDRS (``EVS.2089``), which no state of the simulator produces by itself.
+    ``late_apply`` is EVS applying a create (of a snapshot or of a disk) the client gave up on:
+    the request is checked as a create would be (a refusal is answered as usual), then left
+    unanswered, the connection cut at once (``then: "disconnect"``) or held until the client
+    leaves (``then: "hang"``), and the create applied ``apply_after_seconds`` after the request
+    arrived, checks included.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    operation: Literal["create", "show", "list", "update", "delete", "rollback", "*"] = "*"
+    operation: Operation | Literal["*"] = "*"
     kind: Literal["error", "refusal", "latency", "hang", "lost_response", "late_apply"]
     rate: float = Field(default=1.0, ge=0.0, le=1.0)
     status: int | None = None
@@ -46,8 +61,10 @@ class FaultRule(BaseModel):
 
     @model_validator(mode="after")
     def _late_apply_is_for_creates(self) -> Self:
-        if self.kind == "late_apply" and self.operation != "create":
-            raise ValueError("late_apply is modelled for operation 'create' only")
+        if self.kind == "late_apply" and self.operation not in LATE_APPLIED:
+            raise ValueError(
+                f"late_apply is modelled for operations {', '.join(LATE_APPLIED)} only"
+            )
         return self
 
     @model_validator(mode="after")

@@ -19,11 +19,13 @@ from hypothesis import strategies as st
 from cloudsnap.evs import (
     AKSKAuth,
     CreateSnapshotRequest,
+    CreateVolumeRequest,
     EVSAPIError,
     EVSClient,
     EVSError,
     EVSResponseError,
     ListSnapshotsQuery,
+    ListVolumesQuery,
     TokenAuth,
 )
 from cloudsnap.evs.errors import is_retryable
@@ -50,6 +52,16 @@ OPERATIONS: dict[str, Operation] = {
     "update": lambda c: c.update_snapshot(SNAPSHOT_ID, name="n"),
     "delete": lambda c: c.delete_snapshot(SNAPSHOT_ID),
     "rollback": lambda c: c.rollback_snapshot(SNAPSHOT_ID, VOLUME_ID),
+    "create_volume": lambda c: c.create_volume(
+        CreateVolumeRequest(
+            availability_zone="az", volume_type="SAS", size=10, snapshot_id=SNAPSHOT_ID
+        ),
+        client_token=SNAPSHOT_ID,
+    ),
+    "show_job": lambda c: c.show_job("ff80808169"),
+    "show_volume": lambda c: c.show_volume(VOLUME_ID),
+    "list_volumes": lambda c: c.list_volumes(ListVolumesQuery(metadata={"k": "v"})),
+    "delete_volume": lambda c: c.delete_volume(VOLUME_ID),
 }
 
 
@@ -226,7 +238,10 @@ json_documents = st.recursive(
     max_leaves=12,
 )
 known_keys = st.sampled_from(
-    ["error", "itemNotFound", "badRequest", "snapshot", "snapshots", "rollback", "count"]
+    [
+        *("error", "itemNotFound", "badRequest", "snapshot", "snapshots", "rollback", "count"),
+        *("job_id", "status", "entities", "volume", "volumes", "volume_ids"),
+    ]
 )
 shaped_documents = st.fixed_dictionaries(
     {},

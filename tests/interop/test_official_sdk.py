@@ -7,6 +7,8 @@ on this test's event loop. Every success means the simulator accepted the SDK's 
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,19 +20,28 @@ from huaweicloudsdkevs.v2 import (
     CreateSnapshotOption,
     CreateSnapshotRequest,
     CreateSnapshotRequestBody,
+    CreateVolumeOption,
+    CreateVolumeRequest,
+    CreateVolumeRequestBody,
     DeleteSnapshotRequest,
+    DeleteVolumeRequest,
     EvsClient,
     ListSnapshotsRequest,
+    ListVolumesRequest,
     RollbackSnapshotOption,
     RollbackSnapshotRequest,
     RollbackSnapshotRequestBody,
+    ShowJobRequest,
     ShowSnapshotRequest,
+    ShowVolumeRequest,
     UpdateSnapshotOption,
     UpdateSnapshotRequest,
     UpdateSnapshotRequestBody,
 )
 
-from evs_simulator.testing import RunningSimulator
+from evs_simulator.faults import OPERATIONS
+from evs_simulator.testing import RunningSimulator, running_simulator
+from tests.waiting import eventually
 
 T = TypeVar("T")
 MISSING = "00000000-0000-4000-8000-000000000000"
@@ -108,7 +119,7 @@ async def test_sdk_drives_all_six_operations(evs_sim: RunningSimulator) -> None:
     assert deleted.status_code == 202
     (record,) = await evs_sim.admin.snapshots()
     assert record["deleted"] is True
-    assert await evs_sim.admin.calls() == dict.fromkeys(
+    assert await evs_sim.admin.calls() == dict.fromkeys(OPERATIONS, 0) | dict.fromkeys(
         ["create", "show", "list", "update", "delete", "rollback"], 1
     )
 
@@ -259,3 +270,115 @@ async def test_sdk_lost_response_still_creates(evs_sim: RunningSimulator) -> Non
         await call(sdk_client(evs_sim).create_snapshot, create_request(volume["id"]))
     (made,) = await evs_sim.admin.snapshots()
     assert made["volume_id"] == volume["id"]
+
+
+def volume_request(snapshot_id: str, token: str | None, **fields: Any) -> CreateVolumeRequest:
+    option = CreateVolumeOption(
+        availability_zone="cn-north-4a",
+        volume_type="SAS",
+        size=fields.pop("size", 10),
+        snapshot_id=snapshot_id,
+        **fields,
+    )
+    return CreateVolumeRequest(x_client_token=token, body=CreateVolumeRequestBody(volume=option))
+
+
+async def sdk_snapshot(client: Any, volume_id: str) -> str:
+    created = await call(client.create_snapshot, create_request(volume_id))
+    return str(created.snapshot.id)
+
+
+async def test_sdk_restores_a_disk_from_a_snapshot_and_rolls_one_back() -> None:
+    async with running_simulator(volume_create_seconds=0.2, volume_delete_seconds=0.2) as sim:
+        client = sdk_client(sim)
+        source = await sim.admin.add_volume(size=10)
+        await sim.admin.write(source["id"])
+        snapshot_id = await sdk_snapshot(client, source["id"])
+        created = await call(
+            client.create_volume,
+            volume_request(
+                snapshot_id, str(uuid.uuid4()), size=20, name="sdk", metadata={"o": "u-1"}
+            ),
+        )
+        assert created.status_code == 202
+
+        async def job_status(job_id: str) -> Any:
+            return await call(client.show_job, ShowJobRequest(job_id=job_id))
+
+        async def succeeded(job_id: str) -> bool:
+            return bool((await job_status(job_id)).status == "SUCCESS")
+
+        await eventually(lambda: succeeded(created.job_id), timeout=10, what="the create job")
+        job = await job_status(created.job_id)
+        assert (job.job_type, job.entities.size, job.entities.name) == ("createVolume", 20, "sdk")
+        volume_id = job.entities.volume_id
+
+        shown = await call(client.show_volume, ShowVolumeRequest(volume_id=volume_id))
+        disk = shown.volume
+        assert (disk.status, disk.size, disk.snapshot_id) == ("available", 20, snapshot_id)
+        assert disk.os_vol_tenant_attrtenant_id == sim.project_id
+        assert (await sim.admin.volume(volume_id))["content_version"] == 1
+
+        listed = await call(
+            client.list_volumes, ListVolumesRequest(metadata=json.dumps({"o": "u-1"}), limit=5)
+        )
+        assert (listed.count, [v.id for v in listed.volumes]) == (1, [volume_id])
+
+        await sim.admin.write(source["id"])
+        rolled = await call(
+            client.rollback_snapshot,
+            RollbackSnapshotRequest(
+                snapshot_id=snapshot_id,
+                body=RollbackSnapshotRequestBody(
+                    rollback=RollbackSnapshotOption(volume_id=source["id"])
+                ),
+            ),
+        )
+        assert rolled.rollback.volume_id == source["id"]
+        assert (await sim.admin.volume(source["id"]))["content_version"] == 1
+
+        deleted = await call(client.delete_volume, DeleteVolumeRequest(volume_id=volume_id))
+        assert deleted.status_code == 202
+        await eventually(lambda: succeeded(deleted.job_id), timeout=10, what="the delete job")
+        with pytest.raises(sdk_errors.ClientRequestException) as gone:
+            await call(client.show_volume, ShowVolumeRequest(volume_id=volume_id))
+        assert (gone.value.status_code, gone.value.error_code) == (404, "EVS.5404")
+
+
+async def test_sdk_client_token_makes_one_disk_of_two_requests(evs_sim: RunningSimulator) -> None:
+    client = sdk_client(evs_sim)
+    source = await evs_sim.admin.add_volume()
+    snapshot_id = await sdk_snapshot(client, source["id"])
+    token = str(uuid.uuid4())
+    first = await call(client.create_volume, volume_request(snapshot_id, token))
+    again = await call(client.create_volume, volume_request(snapshot_id, token))
+    assert again.job_id == first.job_id
+    assert len(await evs_sim.admin.volumes()) == 2
+    with pytest.raises(sdk_errors.ClientRequestException) as conflict:
+        await call(client.create_volume, volume_request(snapshot_id, token, size=11))
+    assert conflict.value.error_code == "EVS.2219"
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [({"size": 5}, "EVS.1010"), ({"availability_zone": "nowhere"}, "EVS.1036")],
+)
+async def test_sdk_sees_disk_create_refusals(
+    evs_sim: RunningSimulator, fields: dict[str, Any], code: str
+) -> None:
+    client = sdk_client(evs_sim)
+    source = await evs_sim.admin.add_volume()
+    snapshot_id = await sdk_snapshot(client, source["id"])
+    request = volume_request(snapshot_id, None, size=fields.pop("size", 10))
+    for key, value in fields.items():
+        setattr(request.body.volume, key, value)
+    with pytest.raises(sdk_errors.ClientRequestException) as refused:
+        await call(client.create_volume, request)
+    assert (refused.value.status_code, refused.value.error_code) == (400, code)
+    assert refused.value.request_id
+
+
+async def test_sdk_unknown_job(evs_sim: RunningSimulator) -> None:
+    with pytest.raises(sdk_errors.ClientRequestException) as unknown:
+        await call(sdk_client(evs_sim).show_job, ShowJobRequest(job_id="ff80808169"))
+    assert (unknown.value.status_code, unknown.value.error_code) == (400, "Common.0011")

@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from evs_simulator.config import VolumeSeed
+from evs_simulator.faults import OPERATIONS
 from evs_simulator.testing import RunningSimulator, running_simulator
 from tests.simulator.signed import assert_evs_error, evs_client
 from tests.simulator.wire import raw_request
@@ -54,9 +55,7 @@ async def test_reset_restores_seed_disks_and_clears_everything() -> None:
         await sim.admin.reset()
         assert (await client.get("/cloudsnapshots/detail")).json()["count"] == 0
         assert await sim.admin.snapshots() == []
-        assert await sim.admin.calls() == dict.fromkeys(
-            ["create", "show", "list", "update", "delete", "rollback"], 0
-        ) | {"list": 1}
+        assert await sim.admin.calls() == dict.fromkeys(OPERATIONS, 0) | {"list": 1}
         (volume,) = await sim.admin.volumes()
         assert (volume["id"], volume["size"], volume["status"]) == (SEED_VOLUME, 8, "in-use")
 

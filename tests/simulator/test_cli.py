@@ -86,17 +86,24 @@ def test_options_reach_the_config() -> None:
     config = parse_args(
         [
             *("--access-key", "AK", "--secret-key", "s", "--project-id", "p"),
-            *("--list-lag", "2.5", "--rate-limit", "create=10, list=0.5/3,show=2.5"),
+            *("--list-lag", "2.5"),
+            *("--rate-limit", "create=10, list=0.5/3,show=2.5,create_volume=1"),
+            *("--volume-create-seconds", "3", "--volume-delete-seconds", "4"),
+            *("--volume-quota", "5"),
         ]
     )
     assert config.list_lag_seconds == 2.5
+    assert (config.volume_create_seconds, config.volume_delete_seconds) == (3.0, 4.0)
+    assert config.volume_quota == 5
     assert config.rate_limits == {
         "create": RateLimit(rate=10, burst=10),
         "list": RateLimit(rate=0.5, burst=3),
         "show": RateLimit(rate=2.5, burst=3),
+        "create_volume": RateLimit(rate=1, burst=1),
     }
     unlimited = parse_args(["--access-key", "AK", "--secret-key", "s", "--project-id", "p"])
     assert unlimited.rate_limits == {}
+    assert unlimited.volume_quota is None
 
 
 def test_help_describes_every_option() -> None:
@@ -116,6 +123,9 @@ def test_help_describes_every_option() -> None:
         ("--delete-seconds", "soon", "expected a number of seconds, got 'soon'"),
         ("--rollback-seconds", "inf", "seconds must be finite and at least 0, got 'inf'"),
         ("--list-lag", "-0.5", "argument --list-lag: seconds must be finite and at least 0"),
+        ("--volume-create-seconds", "-1", "seconds must be finite and at least 0, got '-1'"),
+        ("--volume-quota", "-1", "argument --volume-quota: a quota must be at least 0"),
+        ("--volume-quota", "many", "expected a whole number of disks, got 'many'"),
         ("--rate-limit", "create", "argument --rate-limit: expected OPERATION=RATE[/BURST]"),
         ("--rate-limit", "list=1,copy=2", "unknown operation 'copy' in 'copy=2'; one of create,"),
         ("--rate-limit", "list=0", "'list=0': rate: Input should be greater than 0"),

@@ -223,4 +223,4 @@ async def test_bad_late_apply_rules_are_refused(
         await evs_sim.admin.set_faults([rule])
     assert caught.value.response.status_code == 400
     if "operation" not in rule:
-        assert "operation 'create' only" in caught.value.response.text
+        assert "operations create, create_volume only" in caught.value.response.text

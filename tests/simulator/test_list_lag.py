@@ -110,8 +110,16 @@ async def test_lag_over_http_and_through_the_admin_api() -> None:
         for pairs in [(), (("id", snap_id),)]:
             assert (await listing(*pairs))["count"] == 0
             assert (await listing(*pairs))["snapshots"] == []
-        assert await sim.admin.settings() == {"list_lag_seconds": 60.0, "rate_limits": {}}
-        assert await sim.admin.set_list_lag(0) == {"list_lag_seconds": 0.0, "rate_limits": {}}
+        assert await sim.admin.settings() == {
+            "list_lag_seconds": 60.0,
+            "rate_limits": {},
+            "volume_quota": None,
+        }
+        assert await sim.admin.set_list_lag(0) == {
+            "list_lag_seconds": 0.0,
+            "rate_limits": {},
+            "volume_quota": None,
+        }
         assert [s["id"] for s in (await listing(("id", snap_id)))["snapshots"]] == [snap_id]
         await sim.admin.reset()
         assert (await sim.admin.settings())["list_lag_seconds"] == 60.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,12 +14,6 @@ from tests.waiting import eventually
 
 EVS_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$")
 MISSING = "00000000-0000-4000-8000-000000000000"
-
-
-@pytest.fixture
-async def evs(evs_sim: RunningSimulator) -> AsyncIterator[httpx.AsyncClient]:
-    async with evs_client(evs_sim) as client:
-        yield client
 
 
 async def create(client: httpx.AsyncClient, volume_id: str, **fields: Any) -> httpx.Response:

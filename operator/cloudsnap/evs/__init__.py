@@ -1,4 +1,4 @@
-"""Async client for Huawei Cloud EVS snapshots; knows nothing of Kubernetes."""
+"""Async client for Huawei Cloud EVS snapshots, disks and jobs; knows nothing of Kubernetes."""
 
 from cloudsnap.evs.auth import AKSKAuth, TokenAuth
 from cloudsnap.evs.client import UNSET, EVSClient, Observer, Unset
@@ -10,12 +10,26 @@ from cloudsnap.evs.errors import (
     EVSResponseError,
     EVSTimeoutError,
 )
-from cloudsnap.evs.models import CreateSnapshotRequest, ListSnapshotsQuery, Snapshot, SnapshotPage
+from cloudsnap.evs.models import (
+    CreatedVolume,
+    CreateSnapshotRequest,
+    CreateVolumeRequest,
+    Job,
+    JobEntities,
+    ListSnapshotsQuery,
+    ListVolumesQuery,
+    Snapshot,
+    SnapshotPage,
+    Volume,
+    VolumePage,
+)
 
 __all__ = [
     "UNSET",
     "AKSKAuth",
     "CreateSnapshotRequest",
+    "CreateVolumeRequest",
+    "CreatedVolume",
     "EVSAPIError",
     "EVSClient",
     "EVSConnectionError",
@@ -23,10 +37,15 @@ __all__ = [
     "EVSNotSent",
     "EVSResponseError",
     "EVSTimeoutError",
+    "Job",
+    "JobEntities",
     "ListSnapshotsQuery",
+    "ListVolumesQuery",
     "Observer",
     "Snapshot",
     "SnapshotPage",
     "TokenAuth",
     "Unset",
+    "Volume",
+    "VolumePage",
 ]

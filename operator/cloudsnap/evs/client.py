@@ -1,8 +1,11 @@
-"""Async client for the EVS snapshot API (one instance per endpoint and credentials).
+"""Async client for the EVS snapshot, disk and job APIs (one instance per endpoint and
+credentials).
 
 It makes one HTTP request per call and never retries a request EVS may have seen: whether a
-create may be repeated is for the caller to decide (EVS has no idempotency token), so a failure is
-reported as an :class:`~cloudsnap.evs.errors.EVSError` with a ``retryable`` verdict instead. The one
+create may be repeated is for the caller to decide (EVS has no idempotency token for snapshots;
+a disk create carries the caller's ``X-Client-Token``, which makes repeating it safe for 8
+hours), so a failure is reported as an :class:`~cloudsnap.evs.errors.EVSError` with a
+``retryable`` verdict instead. The one
 exception is an answer the API gateway throttled, which never reached EVS: it is sent again after
 the limiter's wait, up to ``throttle_retries`` times. Nothing else escapes a call, whatever the
 server or the network does.
@@ -35,7 +38,18 @@ from cloudsnap.evs.errors import (
     is_throttled,
     parse_error,
 )
-from cloudsnap.evs.models import CreateSnapshotRequest, ListSnapshotsQuery, Snapshot, SnapshotPage
+from cloudsnap.evs.models import (
+    CreatedVolume,
+    CreateSnapshotRequest,
+    CreateVolumeRequest,
+    Job,
+    ListSnapshotsQuery,
+    ListVolumesQuery,
+    Snapshot,
+    SnapshotPage,
+    Volume,
+    VolumePage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +71,8 @@ _UNANSWERED = ("timeout", "connection_error")
 # Enough parallel requests for one account's rate limit; idle connections are kept for polling.
 DEFAULT_LIMITS = httpx.Limits(max_connections=32, max_keepalive_connections=16, keepalive_expiry=30)
 _REDACTED = "***"
+# The header of a disk create's idempotency token (a UUID, valid for 8 hours).
+IDEMPOTENCY_HEADER = "X-Client-Token"
 
 
 class Unset(enum.Enum):
@@ -85,6 +101,25 @@ class _RolledBack(BaseModel):
 
 class _RollbackAnswer(BaseModel):
     rollback: _RolledBack
+
+
+class _VolumeAnswer(BaseModel):
+    volume: Volume
+
+
+class _VolumeList(BaseModel):
+    count: int
+    volumes: list[Volume]
+
+
+class _JobStarted(BaseModel):
+    job_id: str
+
+
+def _next_offset(offset: int | None, returned: int, count: int) -> int | None:
+    """Where the page after one of ``returned`` items starts; None after the last one."""
+    end = (offset or 0) + returned
+    return end if returned and end < count else None
 
 
 def _segment(value: str) -> str:
@@ -192,7 +227,8 @@ def _guard_writes(client: httpx.AsyncClient, guard: Callable[[], bool]) -> None:
 
 
 class EVSClient:
-    """The six snapshot operations of EVS v2 for one project, over one pooled HTTP client."""
+    """The six snapshot operations of EVS v2, and the disk and job calls a restore needs, for
+    one project over one pooled HTTP client."""
 
     def __init__(
         self,
@@ -214,7 +250,12 @@ class EVSClient:
             raise ValueError(f"EVS endpoint must be an http(s) URL, got {endpoint!r}")
         self.endpoint = str(url).rstrip("/")
         self.project_id = project_id
-        self._base = f"{self.endpoint}/v2/{_segment(project_id)}/cloudsnapshots"
+        project = _segment(project_id)
+        self._base = f"{self.endpoint}/v2/{project}/cloudsnapshots"
+        self._volumes = f"{self.endpoint}/v2/{project}/cloudvolumes"
+        # Disk creation is v2.1, the version that honours X-Client-Token; jobs are v1.
+        self._volume_create = f"{self.endpoint}/v2.1/{project}/cloudvolumes"
+        self._jobs = f"{self.endpoint}/v1/{project}/jobs"
         self._timeout = timeout
         self._observer = observer
         self._limiter = limiter
@@ -268,10 +309,10 @@ class EVSClient:
         query = query or ListSnapshotsQuery()
         response = await self._call("list", "GET", f"{self._base}/detail", params=query.params())
         listing = self._parse("list", _SnapshotList, response)
-        end = (query.offset or 0) + len(listing.snapshots)
-        more = bool(listing.snapshots) and end < listing.count
         return SnapshotPage(
-            count=listing.count, snapshots=listing.snapshots, next_offset=end if more else None
+            count=listing.count,
+            snapshots=listing.snapshots,
+            next_offset=_next_offset(query.offset, len(listing.snapshots), listing.count),
         )
 
     async def iter_snapshots(
@@ -322,6 +363,52 @@ class EVSClient:
         )
         return self._parse("rollback", _RollbackAnswer, response).rollback.volume_id
 
+    async def create_volume(self, req: CreateVolumeRequest, client_token: str) -> CreatedVolume:
+        """Start making a disk (``creating``, then ``available``) under a job.
+
+        ``client_token`` (a UUID) makes the call idempotent for 8 hours: sent again with the same
+        token and body, EVS answers the first call's job instead of making a second disk.
+        """
+        response = await self._call(
+            "create_volume",
+            "POST",
+            self._volume_create,
+            json=req.body(),
+            headers={IDEMPOTENCY_HEADER: client_token},
+        )
+        return self._parse("create_volume", CreatedVolume, response)
+
+    async def show_job(self, job_id: str) -> Job:
+        """One job: how a disk create or delete is going, and the disk it is about."""
+        response = await self._call("show_job", "GET", f"{self._jobs}/{_segment(job_id)}")
+        return self._parse("show_job", Job, response)
+
+    async def show_volume(self, volume_id: str) -> Volume:
+        """One disk; a missing one raises EVSAPIError with code ``EVS.5404``."""
+        url = f"{self._volumes}/{_segment(volume_id)}"
+        response = await self._call("show_volume", "GET", url)
+        return self._parse("show_volume", _VolumeAnswer, response).volume
+
+    async def list_volumes(self, query: ListVolumesQuery | None = None) -> VolumePage:
+        """One page of disks, e.g. those whose metadata carries a restore's UID."""
+        query = query or ListVolumesQuery()
+        response = await self._call(
+            "list_volumes", "GET", f"{self._volumes}/detail", params=query.params()
+        )
+        listing = self._parse("list_volumes", _VolumeList, response)
+        return VolumePage(
+            count=listing.count,
+            volumes=listing.volumes,
+            next_offset=_next_offset(query.offset, len(listing.volumes), listing.count),
+        )
+
+    async def delete_volume(self, volume_id: str) -> str:
+        """Start deleting a disk (refused while it is attached or has snapshots); returns the
+        job that deletes it."""
+        url = f"{self._volumes}/{_segment(volume_id)}"
+        response = await self._call("delete_volume", "DELETE", url)
+        return self._parse("delete_volume", _JobStarted, response).job_id
+
     def _item(self, snapshot_id: str) -> str:
         return f"{self._base}/{_segment(snapshot_id)}"
 
@@ -339,12 +426,15 @@ class EVSClient:
         *,
         params: tuple[tuple[str, str], ...] | None = None,
         json: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """Send the request, again while the gateway throttles it (``throttle_retries``)."""
         retries = self._throttle_retries
         while True:
             try:
-                return await self._send(operation, method, url, params=params, json=json)
+                return await self._send(
+                    operation, method, url, params=params, json=json, headers=headers
+                )
             except EVSAPIError as exc:
                 if not exc.throttled or retries <= 0:
                     raise
@@ -359,6 +449,7 @@ class EVSClient:
         *,
         params: tuple[tuple[str, str], ...] | None,
         json: dict[str, Any] | None,
+        headers: dict[str, str] | None,
     ) -> httpx.Response:
         """Send one request; any failure becomes the EVSError that describes it.
 
@@ -373,7 +464,9 @@ class EVSClient:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout):
-                response = await self._http.request(method, url, params=params, json=json)
+                response = await self._http.request(
+                    method, url, params=params, json=json, headers=headers
+                )
             outcome = str(response.status_code)
         except (TimeoutError, httpx.TimeoutException):
             outcome = "timeout"
