@@ -4,6 +4,7 @@ API server, the operator makes the snapshots, and each outcome has its exit code
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 from cloudsnap.client import AsyncClient, Client, Outcome
@@ -81,3 +82,39 @@ async def test_the_python_client_waits_sync_and_async(stack: Stack) -> None:
 
 def test_durations_read_as_kubectl_writes_them() -> None:
     assert [duration(t) for t in ("90", "90s", "10m", "1h30m")] == [90, 90, 600, 5400]
+
+
+async def test_run_makes_one_extra_run_of_a_schedule_and_waits_for_it(stack: Stack) -> None:
+    disk = await stack.add_volume()
+    for name, suspend in (("nightly", False), ("paused", True)):
+        body = {
+            "apiVersion": "evs.cloudsnap.io/v1alpha1",
+            "kind": "CloudSnapshotSchedule",
+            "metadata": {"name": name, "namespace": stack.namespace},
+            "spec": {
+                "schedule": "0 3 * * *",
+                "sources": {"volumeIDs": [disk]},
+                "retention": {"maxCount": 3},
+                "suspend": suspend,
+            },
+        }
+        stack.kubectl("apply", "-f", "-", input=json.dumps(body))
+
+    code, out = await asyncio.to_thread(
+        plugin, stack, "run", "nightly", "--wait", "--timeout", "90"
+    )
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0].startswith("cloudsnapshotschedule/nightly: run of ")
+    assert lines[0].endswith(", 1 source(s)")
+    assert lines[-1].endswith(f"(volume/{disk}) Ready"), out
+
+    code, out = await asyncio.to_thread(plugin, stack, "ls", "--schedule", "nightly")
+    assert code == 0, out
+    rows = out.splitlines()[1:]
+    assert len(rows) == 1
+    assert rows[0].split()[-1] == "nightly"
+
+    code, out = await asyncio.to_thread(plugin, stack, "run", "paused")
+    assert code == 1, out
+    assert "suspended" in out

@@ -75,6 +75,9 @@ ROOM_ANNOTATION: Final = f"{GROUP}/room-made"
 """Annotation on a schedule's child refused for want of room on its disk (or made right after
 room was made for it): which child the schedule deleted to free a place, and when that child was
 seen gone, so that one refusal frees one place whoever leads and however long the deletion takes."""
+RUN_NOW_ANNOTATION: Final = f"{GROUP}/run-now"
+"""Annotation on a CloudSnapshotSchedule: a new value asks for one extra run now (once per value;
+`kubectl cloudsnap run` sets it)."""
 SOURCE_ANNOTATION: Final = f"{GROUP}/source"
 """Annotation on a schedule's children: the full source ("volume/<id>" or "pvc/<name>"); the
 label may be a shortened form."""

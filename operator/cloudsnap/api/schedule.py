@@ -326,6 +326,16 @@ class SourceStatus(StatusModel):
     the disk, newest last (the latest 7): they take room on it until deleted in EVS."""
 
 
+class RunNow(StatusModel):
+    """The latest extra run asked for with the run-now annotation."""
+
+    value: Annotated[str, Fitted(253)]
+    """The annotation's value it answered; the same value again asks for nothing."""
+    slot: UTCDateTime | None = None
+    """The run's slot (the minute it was asked in); empty when the request was not run (the
+    schedule was suspended or its spec invalid)."""
+
+
 class CloudSnapshotScheduleStatus(StatusModel):
     """Observed state of a schedule."""
 
@@ -343,6 +353,8 @@ class CloudSnapshotScheduleStatus(StatusModel):
         default_factory=list, max_length=MAX_SOURCES, json_schema_extra=map_list("source")
     )
     """Per source, the children by state and the newest Ready one."""
+    run_now: RunNow | None = Field(None, alias="runNow")
+    """The latest extra run asked for with the evs.cloudsnap.io/run-now annotation."""
     observed_generation: int | None = Field(None, alias="observedGeneration", ge=0)
     """metadata.generation of the spec last acted on."""
     conditions: list[Condition] = Field(

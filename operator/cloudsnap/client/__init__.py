@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import kubernetes
@@ -26,7 +27,11 @@ from kubernetes.client.exceptions import ApiException
 from cloudsnap.api.constants import (
     GROUP,
     READY,
+    RUN_NOW_ANNOTATION,
     SCHEDULE_LABEL,
+    SCHEDULE_PLURAL,
+    SCHEDULE_UID_LABEL,
+    SLOT_ANNOTATION,
     SNAPSHOT_KIND,
     SNAPSHOT_PLURAL,
     VERSION,
@@ -62,6 +67,8 @@ class Snapshot:
     snapshot_id: str | None
     size_gib: int | None
     schedule: str | None
+    slot: str | None
+    """The run of its schedule that made it (RFC 3339), for a schedule's child."""
     deleting: bool
 
     @classmethod
@@ -96,6 +103,7 @@ class Snapshot:
             snapshot_id=status.get("snapshotID"),
             size_gib=status.get("size"),
             schedule=(meta.get("labels") or {}).get(SCHEDULE_LABEL),
+            slot=(meta.get("annotations") or {}).get(SLOT_ANNOTATION),
             deleting=bool(meta.get("deletionTimestamp")),
         )
 
@@ -107,6 +115,16 @@ class Snapshot:
         if self.stalled:
             return Outcome.FAILED
         return None
+
+
+@dataclass(frozen=True)
+class Run:
+    """The schedule's answer to a run asked for now."""
+
+    schedule_uid: str
+    slot: str | None
+    """The run's slot (RFC 3339); None when the schedule did not run it (it is suspended)."""
+    sources: int
 
 
 class NotFound(LookupError):
@@ -238,6 +256,52 @@ class Client:
             if left <= 0:
                 return Outcome.TIMED_OUT, snap
             pause(min(POLL_SECONDS, left))
+
+    def run_now(
+        self,
+        namespace: str,
+        schedule: str,
+        *,
+        timeout: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        pause: Callable[[float], None] = time.sleep,
+    ) -> Run:
+        """Ask a CloudSnapshotSchedule for one extra run now (a new value of its run-now
+        annotation) and return its answer; TimeoutError if the operator gives none in time."""
+        value = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+        patch = {"metadata": {"annotations": {RUN_NOW_ANNOTATION: value}}}
+        try:
+            self._custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, SCHEDULE_PLURAL, schedule, patch
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFound(f"cloudsnapshotschedule {namespace}/{schedule} not found") from None
+            raise
+        deadline = clock() + timeout
+        while True:
+            body = cast(
+                dict[str, Any],
+                self._custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, SCHEDULE_PLURAL, schedule
+                ),
+            )
+            status = body.get("status") or {}
+            answer = status.get("runNow") or {}
+            if answer.get("value") == value:
+                return Run(
+                    schedule_uid=str(body["metadata"]["uid"]),
+                    slot=answer.get("slot"),
+                    sources=int(status.get("sourceCount") or 0),
+                )
+            if clock() >= deadline:
+                raise TimeoutError(f"cloudsnapshotschedule {namespace}/{schedule}: no answer")
+            pause(min(POLL_SECONDS, max(0.0, deadline - clock())))
+
+    def run_children(self, namespace: str, run: Run) -> list[Snapshot]:
+        """The children a run has made so far."""
+        selector = f"{SCHEDULE_UID_LABEL}={run.schedule_uid}"
+        return [s for s in self.snapshots(namespace, selector=selector) if s.slot == run.slot]
 
     def snapshot_claim(
         self,

@@ -2,6 +2,7 @@
 
     kubectl cloudsnap snapshot pvc/NAME|volume/ID [--name N] [--class C] [--wait] [--timeout 10m]
     kubectl cloudsnap wait NAME [--timeout 10m]
+    kubectl cloudsnap run SCHEDULE [--wait] [--timeout 10m]
     kubectl cloudsnap ls [--schedule S] [-A]
 
 Exit codes a script can branch on: 0 Ready (or done), 1 failed for good (Stalled: the reason is
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TextIO
@@ -20,7 +22,7 @@ from typing import TextIO
 from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 
-from cloudsnap.client import Client, NotFound, Outcome, Snapshot
+from cloudsnap.client import POLL_SECONDS, Client, NotFound, Outcome, Snapshot
 
 EXIT_CODES = {Outcome.READY: 0, Outcome.FAILED: 1, Outcome.TIMED_OUT: 3}
 EXIT_NOT_FOUND = 4
@@ -62,6 +64,13 @@ def parser() -> argparse.ArgumentParser:
     wait.add_argument("name")
     wait.add_argument("--timeout", type=duration, default=600.0, help="default 10m")
 
+    run = commands.add_parser(
+        "run", help="one extra run of a CloudSnapshotSchedule now", parents=[common]
+    )
+    run.add_argument("schedule")
+    run.add_argument("--wait", action="store_true", help="wait until its children are Ready")
+    run.add_argument("--timeout", type=duration, default=600.0, help="with --wait (default 10m)")
+
     ls = commands.add_parser(
         "ls", help="list CloudSnapshots: ages, sizes, states, schedules", parents=[common]
     )
@@ -87,6 +96,8 @@ def main(
             return _snapshot(client, namespace, args, out)
         if args.command == "wait":
             return _wait(client, namespace, args.name, args.timeout, out)
+        if args.command == "run":
+            return _run(client, namespace, args.schedule, args, out)
         return _ls(client, None if args.all_namespaces else namespace, args, out, now)
     except NotFound as exc:
         print(f"error: {exc}", file=out)
@@ -127,6 +138,35 @@ def _wait(client: Client, namespace: str, name: str, timeout: float, out: TextIO
     else:
         print(f"cloudsnapshot/{snap.name} not Ready after {timeout:g}s: {snap.reason}", file=out)
     return EXIT_CODES[outcome]
+
+
+def _run(
+    client: Client, namespace: str, schedule: str, args: argparse.Namespace, out: TextIO
+) -> int:
+    run = client.run_now(namespace, schedule)
+    if run.slot is None:
+        print(f"cloudsnapshotschedule/{schedule} did not run: it is suspended", file=out)
+        return EXIT_CODES[Outcome.FAILED]
+    print(f"cloudsnapshotschedule/{schedule}: run of {run.slot}, {run.sources} source(s)", file=out)
+    if not args.wait:
+        return 0
+    deadline = time.monotonic() + args.timeout
+    while True:
+        children = client.run_children(namespace, run)
+        done = [c for c in children if c.outcome is not None]
+        if len(done) >= run.sources and len(children) >= run.sources:
+            break
+        if time.monotonic() >= deadline:
+            print(
+                f"{len(done)} of {run.sources} children settled after {args.timeout:g}s", file=out
+            )
+            return EXIT_CODES[Outcome.TIMED_OUT]
+        time.sleep(POLL_SECONDS)
+    failed = [c for c in children if c.outcome is Outcome.FAILED]
+    for child in children:
+        state = "Ready" if child.ready else f"failed: {child.reason}: {child.message}"
+        print(f"cloudsnapshot/{child.name} ({child.source}) {state}", file=out)
+    return EXIT_CODES[Outcome.FAILED if failed else Outcome.READY]
 
 
 def _ls(

@@ -16,6 +16,7 @@ import pytest
 from cloudsnap import metrics
 from cloudsnap.api.constants import (
     ROOM_ANNOTATION,
+    RUN_NOW_ANNOTATION,
     SCHEDULE_LABEL,
     SCHEDULE_UID_LABEL,
     SLOT_ANNOTATION,
@@ -660,3 +661,46 @@ async def test_every_source_run_a_run_does_not_make_is_a_missed_run() -> None:
     )
     assert counted("cloudsnap_schedule_missed_runs_total") == before + 2
     assert world.reasons().count("Run") == 2
+
+
+def ask_for_a_run(world: World, value: str) -> None:
+    annotations = world.store.schedule["metadata"].setdefault("annotations", {})
+    annotations[RUN_NOW_ANNOTATION] = value
+
+
+async def test_the_run_now_annotation_makes_one_extra_run_once_per_value() -> None:
+    world = World(jitterSeconds=1800)
+    await world.step(hour(9, 20))
+    assert world.store.snapshots == {}
+    ask_for_a_run(world, "first")
+    await world.step(hour(9, 20, 30))
+    slots = {c["metadata"]["annotations"][SLOT_ANNOTATION] for c in world.store.snapshots.values()}
+    assert slots == {"2026-06-01T09:20:00Z"}  # both sources at once: no jitter for it
+    assert len(world.store.snapshots) == 2
+    assert world.status["runNow"] == {"value": "first", "slot": "2026-06-01T09:20:00Z"}
+    assert world.reasons() == ["Run"]
+    await world.step(hour(9, 40))
+    assert world.store.creates == 2  # the same value asks for nothing more
+    ask_for_a_run(world, "second")  # in a later minute: one more run
+    await world.step(hour(9, 41))
+    assert world.store.creates == 4
+    ask_for_a_run(world, "third")  # in the same minute: that run is it
+    await world.step(hour(9, 41, 50))
+    assert world.store.creates == 4
+    assert world.status["runNow"] == {"value": "third", "slot": "2026-06-01T09:41:00Z"}
+    assert world.reasons()[-1] == "RunNow"
+    await world.step(hour(11, 0, 1))  # the cron slots go on as before, jittered
+    assert world.status["lastScheduleTime"].startswith("2026-06-01T11:00:00")
+
+
+async def test_a_run_asked_for_while_suspended_is_answered_without_a_run() -> None:
+    world = World(suspend=True)
+    ask_for_a_run(world, "now")
+    await world.step(hour(9, 20))
+    assert world.store.snapshots == {}
+    assert world.status["runNow"] == {"value": "now"}
+    assert world.reasons() == ["RunNowIgnored"]
+    world.store.schedule["spec"]["suspend"] = False
+    world.store.schedule["metadata"]["generation"] = 2
+    await world.step(hour(9, 21))
+    assert world.store.snapshots == {}  # answered: resuming does not run it late

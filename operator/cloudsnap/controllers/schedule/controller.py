@@ -33,6 +33,7 @@ from cloudsnap.api.constants import (
     EVS_SNAPSHOTS_PER_DISK,
     READY,
     ROOM_ANNOTATION,
+    RUN_NOW_ANNOTATION,
     SCHEDULE_KIND,
     SCHEDULE_LABEL,
     SCHEDULE_UID_LABEL,
@@ -47,6 +48,7 @@ from cloudsnap.api.schedule import (
     CloudSnapshotScheduleSpec,
     CloudSnapshotScheduleStatus,
     LabelSelector,
+    RunNow,
     SourceStatus,
 )
 from cloudsnap.controllers.schedule.plan.cron import Cron, CronError, shortest_interval
@@ -422,7 +424,7 @@ class ScheduleController:
         self._may_act = may_act
         self._clock = clock
         self._bodies: dict[str, dict[str, Any]] = {}
-        self._generations: dict[str, tuple[int, str]] = {}
+        self._generations: dict[str, tuple[int, str, str]] = {}
         self._children_by_phase: dict[str, Counter[str]] = {}
         self._keys_by_uid: dict[str, str] = {}
         """Each schedule's key by its UID: a child's UID label names the schedule to wake."""
@@ -456,7 +458,8 @@ class ScheduleController:
         # A schedule being deleted is looked at on every change: the garbage collector's removal
         # of its foregroundDeletion or orphan finalizer refuses a release made meanwhile.
         deleting = str(meta.get("resourceVersion", "")) if meta.get("deletionTimestamp") else ""
-        seen = (int(meta.get("generation") or 0), deleting)
+        asked = str((meta.get("annotations") or {}).get(RUN_NOW_ANNOTATION) or "")
+        seen = (int(meta.get("generation") or 0), deleting, asked)
         if self._generations.get(key) != seen:
             self._generations[key] = seen
             self.queue.enqueue(key)
@@ -540,9 +543,11 @@ class ScheduleController:
         await self._detach(look.children, uid)
         active = self._plan(meta, parsed, status, len(sources), step)
         previous = {entry.source: entry for entry in status.sources}
+        # The run asked for with the annotation starts at once: no jitter, no starting deadline.
+        asked = active is not None and status.run_now is not None and status.run_now.slot == active
         entries = [
             await self._step_source(
-                body, parsed, source, active, previous.get(source.key), look, step
+                body, parsed, source, active, previous.get(source.key), look, step, asked=asked
             )
             for source in sources
         ]
@@ -654,6 +659,7 @@ class ScheduleController:
         status.next_schedule_time = plan.next_slot
         if plan.next_slot is not None:
             step.wake_at(plan.next_slot)
+        _answer_run_now(meta, spec, status, source_count, step)
         active = status.last_schedule_time
         if (
             spec.suspend
@@ -672,6 +678,8 @@ class ScheduleController:
         previous: SourceStatus | None,
         look: _Look,
         step: _Step,
+        *,
+        asked: bool,
     ) -> SourceStatus:
         """One source's part of a step: whether its child of the active run is due now (after
         its jitter, within the starting deadline), retention over its children (room made for
@@ -685,9 +693,9 @@ class ScheduleController:
         create_now = False
         if active is not None and (entry.last_run_time is None or entry.last_run_time < active):
             key = f"{meta['namespace']}/{meta['name']}"
-            delay = jitter_delay(key, source.key, active, spec.jitter_seconds)
+            delay = 0.0 if asked else jitter_delay(key, source.key, active, spec.jitter_seconds)
             at = active + timedelta(seconds=delay)
-            deadline = spec.starting_deadline_seconds
+            deadline = None if asked else spec.starting_deadline_seconds
             if at > step.now:
                 step.wake_at(at)
             elif deadline is not None and step.now - at > timedelta(seconds=deadline):
@@ -1015,6 +1023,39 @@ def _set_condition(
     )
     previous = next((c for c in status.conditions if c.type == kind), None)
     status.conditions = with_condition(status.conditions, previous, new)
+
+
+def _answer_run_now(
+    meta: Mapping[str, Any],
+    spec: CloudSnapshotScheduleSpec,
+    status: CloudSnapshotScheduleStatus,
+    source_count: int,
+    step: _Step,
+) -> None:
+    """A new value of the run-now annotation: one extra run, in the current minute, unless the
+    run of that minute is already under way or the schedule is suspended (then it is answered
+    without a run). The run is the schedule's latest, made like any other (without jitter)."""
+    requested = (meta.get("annotations") or {}).get(RUN_NOW_ANNOTATION)
+    if not requested:
+        return
+    answer = RunNow(value=str(requested))
+    if status.run_now is not None and status.run_now.value == answer.value:
+        return
+    slot = step.now.replace(second=0, microsecond=0)
+    latest = status.last_schedule_time
+    if spec.suspend:
+        status.run_now = answer
+        step.record(
+            "Warning", "RunNowIgnored", "a run was asked for, but the schedule is suspended"
+        )
+    elif latest is not None and slot <= latest:
+        status.run_now = answer.model_copy(update={"slot": latest})
+        step.record("Normal", "RunNow", f"a run was asked for: the run of {_rfc3339(latest)} is it")
+    else:
+        status.run_now = answer.model_copy(update={"slot": slot})
+        status.last_schedule_time = slot
+        message = f"run of {_rfc3339(slot)} for {source_count} source(s), asked for by annotation"
+        step.record("Normal", "Run", message, runs=1)
 
 
 def _set_ready(
