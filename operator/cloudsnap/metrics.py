@@ -130,6 +130,29 @@ SCHEDULE_RETAINED_SNAPSHOTS = Counter(
     " Retain; each takes one of the disk's places until deleted in EVS.",
     registry=REGISTRY,
 )
+# One series per schedule and metric (bounded by the number of CloudSnapshotSchedules), published
+# by the leader only and removed with the schedule. The schedule's namespace is `schedule_namespace`:
+# a scrape gives `namespace` the operator's own.
+SCHEDULE_LAST_SUCCESS = Gauge(
+    "cloudsnap_schedule_last_success_timestamp_seconds",
+    "Slot of the schedule's latest run whose children are all Ready (Unix seconds); the"
+    " schedule's creation while it has none.",
+    ["schedule_namespace", "schedule"],
+    registry=REGISTRY,
+)
+SCHEDULE_NEXT_RUN = Gauge(
+    "cloudsnap_schedule_next_run_timestamp_seconds",
+    "The schedule's next slot (Unix seconds); absent while it is suspended or its spec invalid.",
+    ["schedule_namespace", "schedule"],
+    registry=REGISTRY,
+)
+SCHEDULE_SUCCESS_DUE = Gauge(
+    "cloudsnap_schedule_success_due_timestamp_seconds",
+    "When the schedule will have gone two slots past its latest success (or its creation)"
+    " without another (Unix seconds); absent while it is suspended or its spec invalid.",
+    ["schedule_namespace", "schedule"],
+    registry=REGISTRY,
+)
 SCHEDULE_CHILDREN = Gauge(
     "cloudsnap_schedule_children",
     "Children of CloudSnapshotSchedules at their schedules' latest steps, by phase.",

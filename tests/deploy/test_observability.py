@@ -37,6 +37,7 @@ ALERTS = {
     "CloudsnapReconcileStalled",
     "CloudsnapReconcileFailing",
     "CloudsnapDuplicateSnapshotsDeleted",
+    "CloudsnapScheduleNotSucceeding",
 }
 # Series Prometheus itself adds to every scrape.
 SCRAPE_SERIES = {"up"}

@@ -24,7 +24,7 @@ from cloudsnap.evs import EVSClient, EVSError
 from cloudsnap.metrics import REGISTRY
 from tests.deploy.support import CHART, find, template
 from tests.deploy.test_observability import exposed_metric_names
-from tests.evs.test_errors import OPERATIONS, SNAPSHOT_ID
+from tests.evs.test_errors import JOB_ID, OPERATIONS, SNAPSHOT_ID, VOLUME_ID
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = (*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md", CHART / "README.md")
@@ -273,7 +273,13 @@ def sent_operations() -> dict[str, tuple[str, str]]:
     names: list[str] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
-        path = request.url.path.replace(PROJECT, "{project_id}").replace(SNAPSHOT_ID, "{id}")
+        path = request.url.path.replace(PROJECT, "{project_id}")
+        for value, placeholder in (
+            (SNAPSHOT_ID, "{id}"),
+            (VOLUME_ID, "{id}"),
+            (JOB_ID, "{job_id}"),
+        ):
+            path = path.replace(value, placeholder)
         seen.append((request.method, path))
         return httpx.Response(500, json={"error": {"code": "EVS.5500", "message": "test"}})
 

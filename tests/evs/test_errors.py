@@ -32,6 +32,7 @@ from cloudsnap.evs.errors import is_retryable
 
 SNAPSHOT_ID = "ffa9bc5e-1172-4021-acaf-cdcd78a9584d"
 VOLUME_ID = "5aa119a8-d25b-45a7-8d1b-88e127885635"
+JOB_ID = "ff80808169"
 SNAPSHOT: dict[str, Any] = {
     "id": SNAPSHOT_ID,
     "status": "available",
@@ -58,7 +59,7 @@ OPERATIONS: dict[str, Operation] = {
         ),
         client_token=SNAPSHOT_ID,
     ),
-    "show_job": lambda c: c.show_job("ff80808169"),
+    "show_job": lambda c: c.show_job(JOB_ID),
     "show_volume": lambda c: c.show_volume(VOLUME_ID),
     "list_volumes": lambda c: c.list_volumes(ListVolumesQuery(metadata={"k": "v"})),
     "delete_volume": lambda c: c.delete_volume(VOLUME_ID),

@@ -704,3 +704,42 @@ async def test_a_run_asked_for_while_suspended_is_answered_without_a_run() -> No
     world.store.schedule["metadata"]["generation"] = 2
     await world.step(hour(9, 21))
     assert world.store.snapshots == {}  # answered: resuming does not run it late
+
+
+def schedule_gauge(name: str) -> float | None:
+    return metrics.REGISTRY.get_sample_value(name, {"schedule_namespace": NS, "schedule": "db"})
+
+
+async def test_staleness_gauges_follow_the_latest_success_and_go_with_the_schedule() -> None:
+    world = World()
+    await world.step(hour(10, 0, 1))
+    last, due, nxt = (
+        "cloudsnap_schedule_last_success_timestamp_seconds",
+        "cloudsnap_schedule_success_due_timestamp_seconds",
+        "cloudsnap_schedule_next_run_timestamp_seconds",
+    )
+    # No success yet: counted from the creation (09:10), due two slots after it.
+    assert schedule_gauge(last) == CREATED.timestamp()
+    assert schedule_gauge(due) == hour(11).timestamp()
+    assert schedule_gauge(nxt) == hour(11).timestamp()
+    world.store.make_ready(*world.store.snapshots)
+    await world.step(hour(10, 5))
+    assert schedule_gauge(last) == hour(10).timestamp()
+    assert schedule_gauge(due) == hour(12).timestamp()
+    world.store.schedule["spec"]["suspend"] = True
+    world.store.schedule["metadata"]["generation"] = 2
+    await world.step(hour(10, 6))
+    assert schedule_gauge(due) is None  # nothing is due while suspended
+    assert schedule_gauge(nxt) is None
+    assert schedule_gauge(last) == hour(10).timestamp()
+    world.controller.observe("DELETED", world.store.schedule)
+    assert schedule_gauge(last) is None
+
+
+async def test_a_replica_that_stops_leading_publishes_no_stale_schedule_times() -> None:
+    world = World()
+    await world.step(hour(10, 0, 1))
+    assert schedule_gauge("cloudsnap_schedule_success_due_timestamp_seconds") is not None
+    world.controller.stop_leading()
+    assert schedule_gauge("cloudsnap_schedule_success_due_timestamp_seconds") is None
+    assert schedule_gauge("cloudsnap_schedule_last_success_timestamp_seconds") is None

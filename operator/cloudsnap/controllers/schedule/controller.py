@@ -16,6 +16,7 @@ idempotent across restarts and replicas (AlreadyExists of our own child is succe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections import Counter
@@ -26,6 +27,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
+from prometheus_client import Gauge
 
 from cloudsnap import metrics
 from cloudsnap.api import API_VERSION, GROUP, SNAPSHOT_KIND, Condition, ConditionStatus
@@ -448,6 +450,7 @@ class ScheduleController:
             self._written.pop(key, None)
             self.queue.forget(key)
             self._publish_children()
+            _unpublish_times(meta)
             return
         old = self._bodies.get(key)
         if old is not None and old["metadata"].get("uid") != meta.get("uid"):
@@ -496,6 +499,8 @@ class ScheduleController:
         the statuses, so they are read from the watch again."""
         self.queue.pause()
         self._written.clear()
+        for gauge in _TIME_GAUGES:
+            gauge.clear()  # the next leader publishes them
 
     # -- step ---------------------------------------------------------------------------------
 
@@ -562,6 +567,7 @@ class ScheduleController:
         _set_condition(status, SYNCED, "True", "Synced", "the schedule is running", step.now, meta)
         _set_ready(status, entries, step.now, meta)
         await self._write_status(body, status, step)
+        _publish_times(meta, parsed, status)
         return min(step.wake) if step.wake else None
 
     def _last_status(self, body: Mapping[str, Any]) -> CloudSnapshotScheduleStatus:
@@ -588,6 +594,7 @@ class ScheduleController:
         _set_condition(status, SYNCED, "False", "InvalidSpec", str(exc), step.now, meta)
         status.observed_generation = meta.get("generation")
         await self._write_status(body, status, step)
+        _publish_times(meta, None, status)
 
     async def _hold(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """The body with the schedule's finalizer in place (added first if missing), or None
@@ -1023,6 +1030,41 @@ def _set_condition(
     )
     previous = next((c for c in status.conditions if c.type == kind), None)
     status.conditions = with_condition(status.conditions, previous, new)
+
+
+def _publish_times(
+    meta: Mapping[str, Any], parsed: Parsed | None, status: CloudSnapshotScheduleStatus
+) -> None:
+    """The schedule's staleness gauges: its latest success (or creation), and while it runs (not
+    suspended, spec valid) its next slot and the moment it will be two slots past that success."""
+    labels = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+    since = status.last_successful_time or _time(meta.get("creationTimestamp"))
+    if since is not None:
+        metrics.SCHEDULE_LAST_SUCCESS.labels(*labels).set(since.timestamp())
+    if parsed is None or parsed.spec.suspend or since is None:
+        _unpublish_times(meta, (metrics.SCHEDULE_NEXT_RUN, metrics.SCHEDULE_SUCCESS_DUE))
+        return
+    if status.next_schedule_time is not None:
+        metrics.SCHEDULE_NEXT_RUN.labels(*labels).set(status.next_schedule_time.timestamp())
+    first = parsed.cron.next_after(since, parsed.zone)
+    metrics.SCHEDULE_SUCCESS_DUE.labels(*labels).set(
+        parsed.cron.next_after(first, parsed.zone).timestamp()
+    )
+
+
+_TIME_GAUGES = (
+    metrics.SCHEDULE_LAST_SUCCESS,
+    metrics.SCHEDULE_NEXT_RUN,
+    metrics.SCHEDULE_SUCCESS_DUE,
+)
+
+
+def _unpublish_times(meta: Mapping[str, Any], gauges: Sequence[Gauge] = _TIME_GAUGES) -> None:
+    """Remove the schedule's series of these gauges (all three: it is gone)."""
+    labels = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+    for gauge in gauges:
+        with contextlib.suppress(KeyError):
+            gauge.remove(*labels)
 
 
 def _answer_run_now(
