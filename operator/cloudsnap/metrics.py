@@ -131,8 +131,8 @@ SCHEDULE_RETAINED_SNAPSHOTS = Counter(
     registry=REGISTRY,
 )
 # One series per schedule and metric (bounded by the number of CloudSnapshotSchedules), published
-# by the leader only and removed with the schedule. The schedule's namespace is `schedule_namespace`:
-# a scrape gives `namespace` the operator's own.
+# by the leader only and removed with the schedule. The schedule's namespace is
+# `schedule_namespace`: a scrape gives `namespace` the operator's own.
 SCHEDULE_LAST_SUCCESS = Gauge(
     "cloudsnap_schedule_last_success_timestamp_seconds",
     "Slot of the schedule's latest run whose children are all Ready (Unix seconds); the"

@@ -136,6 +136,7 @@ class Client:
 
     def __init__(self, api: kubernetes.client.ApiClient) -> None:
         self._custom = kubernetes.client.CustomObjectsApi(api)
+        self._core = kubernetes.client.CoreV1Api(api)
 
     @classmethod
     def from_environment(
@@ -256,6 +257,34 @@ class Client:
             if left <= 0:
                 return Outcome.TIMED_OUT, snap
             pause(min(POLL_SECONDS, left))
+
+    def claims(self, namespace: str, selector: str) -> list[str]:
+        """The names of the namespace's PersistentVolumeClaims a label selector picks, sorted."""
+        listing = self._core.list_namespaced_persistent_volume_claim(
+            namespace, label_selector=selector
+        )
+        return sorted(str(item.metadata.name) for item in listing.items if item.metadata)
+
+    def wait_all(
+        self,
+        namespace: str,
+        names: Sequence[str],
+        *,
+        timeout: float,
+        progress: Callable[[Snapshot], None] | None = None,
+    ) -> tuple[Outcome, list[Snapshot]]:
+        """Wait for every named CloudSnapshot: READY when all are Ready, FAILED as soon as one
+        failed for good, TIMED_OUT when the time is up first."""
+        deadline = time.monotonic() + timeout
+        settled: dict[str, Snapshot] = {}
+        for name in names:
+            outcome, snap = self.wait(
+                namespace, name, timeout=max(0.0, deadline - time.monotonic()), progress=progress
+            )
+            settled[name] = snap
+            if outcome is not Outcome.READY:
+                return outcome, list(settled.values())
+        return Outcome.READY, list(settled.values())
 
     def run_now(
         self,

@@ -1,6 +1,7 @@
 """`kubectl cloudsnap`: the kubectl plugin (the `kubectl-cloudsnap` console script on PATH).
 
     kubectl cloudsnap snapshot pvc/NAME|volume/ID [--name N] [--class C] [--wait] [--timeout 10m]
+    kubectl cloudsnap snapshot -l SELECTOR [--wait]     (every claim the selector picks)
     kubectl cloudsnap wait NAME [--timeout 10m]
     kubectl cloudsnap run SCHEDULE [--wait] [--timeout 10m]
     kubectl cloudsnap ls [--schedule S] [-A]
@@ -15,7 +16,7 @@ import argparse
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
@@ -51,7 +52,8 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
 
     snap = commands.add_parser("snapshot", help="snapshot a claim or a disk now", parents=[common])
-    snap.add_argument("source", help="pvc/NAME or volume/ID")
+    snap.add_argument("source", nargs="?", help="pvc/NAME or volume/ID")
+    snap.add_argument("-l", "--selector", help="snapshot every claim this label selector picks")
     snap.add_argument("--name", help="the CloudSnapshot's name (default: generated)")
     snap.add_argument("--class", dest="class_name", help="CloudSnapshotClass (default: default)")
     snap.add_argument("--deletion-policy", choices=("Delete", "Retain"))
@@ -108,6 +110,11 @@ def main(
 
 
 def _snapshot(client: Client, namespace: str, args: argparse.Namespace, out: TextIO) -> int:
+    if (args.source is None) == (args.selector is None):
+        print("error: give a source (pvc/NAME or volume/ID) or --selector, not both", file=out)
+        return 2
+    if args.selector is not None:
+        return _snapshot_claims(client, namespace, args, out)
     kind, _, value = args.source.partition("/")
     if kind not in ("pvc", "volume") or not value:
         print(f"error: source must be pvc/NAME or volume/ID, not {args.source!r}", file=out)
@@ -126,11 +133,51 @@ def _snapshot(client: Client, namespace: str, args: argparse.Namespace, out: Tex
     return _wait(client, namespace, snap.name, args.timeout, out)
 
 
-def _wait(client: Client, namespace: str, name: str, timeout: float, out: TextIO) -> int:
+def _snapshot_claims(client: Client, namespace: str, args: argparse.Namespace, out: TextIO) -> int:
+    """One CloudSnapshot per claim the selector picks; with --wait, all Ready or the first that
+    fails for good."""
+    claims = client.claims(namespace, args.selector)
+    if not claims:
+        print(f"error: no PersistentVolumeClaim in {namespace} matches {args.selector!r}", file=out)
+        return EXIT_NOT_FOUND
+    names = []
+    for claim in claims:
+        snap = client.create(
+            namespace,
+            None,
+            claim=claim,
+            class_name=args.class_name,
+            deletion_policy=args.deletion_policy,
+        )
+        names.append(snap.name)
+        print(f"cloudsnapshot/{snap.name} created (pvc/{claim})", file=out)
+    if not args.wait:
+        return 0
+    outcome, snaps = client.wait_all(
+        namespace, names, timeout=args.timeout, progress=_progress(out)
+    )
+    for snap in snaps:
+        print(f"cloudsnapshot/{snap.name} {_verdict(snap)}", file=out)
+    return EXIT_CODES[outcome]
+
+
+def _progress(out: TextIO) -> Callable[[Snapshot], None]:
     def progress(snap: Snapshot) -> None:
         print(f"cloudsnapshot/{snap.name}: {snap.reason}: {snap.message}", file=out, flush=True)
 
-    outcome, snap = client.wait(namespace, name, timeout=timeout, progress=progress)
+    return progress
+
+
+def _verdict(snap: Snapshot) -> str:
+    if snap.ready:
+        return f"Ready: EVS snapshot {snap.snapshot_id}"
+    if snap.stalled:
+        return f"failed: {snap.reason}: {snap.message}"
+    return f"not Ready: {snap.reason}"
+
+
+def _wait(client: Client, namespace: str, name: str, timeout: float, out: TextIO) -> int:
+    outcome, snap = client.wait(namespace, name, timeout=timeout, progress=_progress(out))
     if outcome is Outcome.READY:
         print(f"cloudsnapshot/{snap.name} Ready: EVS snapshot {snap.snapshot_id}", file=out)
     elif outcome is Outcome.FAILED:
