@@ -30,6 +30,7 @@ import pydantic
 from cloudsnap import metrics
 from cloudsnap.api import API_VERSION, GROUP, SNAPSHOT_KIND, Condition, ConditionStatus
 from cloudsnap.api.constants import (
+    DISK_FULL_CODE,
     EVS_SNAPSHOTS_PER_DISK,
     READY,
     ROOM_ANNOTATION,
@@ -73,7 +74,6 @@ log = logging.getLogger(__name__)
 
 SCHEDULE_FINALIZER = f"{GROUP}/schedule-children"
 """Held while a schedule may have children: its deletion first keeps (releases) or deletes them."""
-QUOTA_CODE = "EVS.5413"
 # A source blocked by a full disk, or a step that failed, looks again this much later.
 RETRY_SECONDS = 30.0
 # Wake this long after a slot or a jittered create, so the clock has certainly passed it.
@@ -179,7 +179,7 @@ def child_phase(body: Mapping[str, Any]) -> tuple[Phase, bool]:
     if status.get("snapshotID"):
         return Phase.CREATING, False
     code = (status.get("error") or {}).get("code")
-    if code == QUOTA_CODE:
+    if code == DISK_FULL_CODE:
         return Phase.PENDING, True
     if code in UNRESOLVED_CODES and not status.get("volumeID"):
         return Phase.UNRESOLVED, False
