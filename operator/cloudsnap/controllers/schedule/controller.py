@@ -42,7 +42,8 @@ from cloudsnap.api.constants import (
     SOURCE_LABEL,
     SYNCED,
 )
-from cloudsnap.api.models import with_condition
+from cloudsnap.api.models import condition_of, with_condition
+from cloudsnap.api.objects import condition_in, object_key
 from cloudsnap.api.schedule import (
     CloudSnapshotScheduleSpec,
     CloudSnapshotScheduleStatus,
@@ -69,6 +70,7 @@ from cloudsnap.controllers.schedule.store import ScheduleStore
 from cloudsnap.runtime.failures import CLAIM_NOT_BOUND, CLAIM_NOT_FOUND, UNSUPPORTED_VOLUME
 from cloudsnap.runtime.workqueue import WorkQueue
 from cloudsnap.runtime.writes import Event, EventType, Refused
+from cloudsnap.utc import parse_time, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +172,7 @@ def child_phase(body: Mapping[str, Any]) -> tuple[Phase, bool]:
     status = body.get("status") or {}
     if meta.get("deletionTimestamp"):
         return Phase.DELETING, False
-    conditions: list[dict[str, Any]] = status.get("conditions") or []
-    ready: dict[str, Any] = next((c for c in conditions if c.get("type") == READY), {})
+    ready = condition_in(body, READY)
     if ready.get("status") == "True":
         return Phase.READY, False
     if status.get("phase") == "error" or ready.get("reason") in ("NotFound", "AlreadyOwned"):
@@ -189,13 +190,7 @@ def child_phase(body: Mapping[str, Any]) -> tuple[Phase, bool]:
 
 
 def _time(text: Any) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(str(text).replace("Z", "+00:00")).astimezone(UTC)
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return parse_time(str(text)) if text else None
 
 
 def _legacy_references(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -239,9 +234,9 @@ class RoomMark:
 
     def dump(self) -> str:
         """The annotation's value."""
-        fields = {"uid": self.uid, "name": self.name, "at": _rfc3339(self.at)}
+        fields = {"uid": self.uid, "name": self.name, "at": rfc3339(self.at)}
         if self.gone is not None:
-            fields["gone"] = _rfc3339(self.gone)
+            fields["gone"] = rfc3339(self.gone)
         return json.dumps(fields, separators=(",", ":"))
 
 
@@ -436,7 +431,7 @@ class ScheduleController:
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A schedule's watch event: keep the body; look again when its spec or deletion changed."""
         meta = body.get("metadata") or {}
-        key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+        key = object_key(body)
         if event_type == "DELETED":
             self._keys_by_uid.pop(str(meta.get("uid", "")), None)
             self._bodies.pop(key, None)
@@ -632,7 +627,7 @@ class ScheduleController:
             unmade = _unmade_sources(status)
             if unmade and status.last_schedule_time is not None:
                 message = (
-                    f"the run of {_rfc3339(status.last_schedule_time)} ended without a child of"
+                    f"the run of {rfc3339(status.last_schedule_time)} ended without a child of"
                     f" {len(unmade)} source(s): {', '.join(unmade)}"
                 )
                 step.record("Warning", "MissedRun", message, missed=len(unmade))
@@ -643,12 +638,12 @@ class ScheduleController:
                 else "not started within startingDeadlineSeconds"
             )
             latest = plan.latest_missed or step.now
-            message = f"{plan.missed} run(s) skipped, the latest at {_rfc3339(latest)} ({why})"
+            message = f"{plan.missed} run(s) skipped, the latest at {rfc3339(latest)} ({why})"
             step.record("Warning", "MissedRun", message, missed=plan.missed)
             status.last_missed_time = plan.latest_missed or status.last_missed_time
         if plan.slot is not None:
             status.last_schedule_time = plan.slot
-            message = f"run of {_rfc3339(plan.slot)} for {source_count} source(s)"
+            message = f"run of {rfc3339(plan.slot)} for {source_count} source(s)"
             step.record("Normal", "Run", message, runs=1)
         status.next_schedule_time = plan.next_slot
         if plan.next_slot is not None:
@@ -691,7 +686,7 @@ class ScheduleController:
                 step.wake_at(at)
             elif deadline is not None and step.now - at > timedelta(seconds=deadline):
                 entry.last_run_time = active  # too late for this one: never made
-                message = f"{source.key}: the run of {_rfc3339(active)} started too late"
+                message = f"{source.key}: the run of {rfc3339(active)} started too late"
                 step.record("Warning", "MissedRun", message, missed=1)
             else:
                 create_now = True
@@ -867,7 +862,7 @@ class ScheduleController:
                 },
                 "annotations": {
                     **template.metadata.annotations,
-                    SLOT_ANNOTATION: _rfc3339(slot),
+                    SLOT_ANNOTATION: rfc3339(slot),
                     SOURCE_ANNOTATION: source.key,
                     **({ROOM_ANNOTATION: room_mark} if room_mark else {}),
                 },
@@ -989,7 +984,8 @@ def _last_successful(children: Sequence[Mapping[str, Any]]) -> datetime | None:
 
 
 def _condition_reason(status: CloudSnapshotScheduleStatus, kind: str) -> str | None:
-    return next((c.reason for c in status.conditions if c.type == kind), None)
+    found = condition_of(status.conditions, kind)
+    return found.reason if found else None
 
 
 def _set_condition(
@@ -1009,8 +1005,9 @@ def _set_condition(
         last_transition_time=now,
         observed_generation=meta.get("generation"),
     )
-    previous = next((c for c in status.conditions if c.type == kind), None)
-    status.conditions = with_condition(status.conditions, previous, new)
+    status.conditions = with_condition(
+        status.conditions, condition_of(status.conditions, kind), new
+    )
 
 
 def _set_ready(

@@ -21,11 +21,13 @@ from typing import Any, cast
 from cloudsnap import metrics
 from cloudsnap.api import GROUP
 from cloudsnap.api.constants import SCHEDULE_LABEL, SCHEDULE_UID_LABEL
+from cloudsnap.api.objects import object_key, uid_of, version_of
 from cloudsnap.controllers.snapshot.reconciler import Outcome, Reconciler, Result
 from cloudsnap.controllers.snapshot.volumes import claim_to_resolve
 from cloudsnap.runtime.failures import ALREADY_OWNED
 from cloudsnap.runtime.workqueue import WorkQueue
 from cloudsnap.runtime.writes import Conflict, FencedWriter, NotLeading, Writer
+from cloudsnap.utc import parse_time
 
 FINALIZER = f"{GROUP}/snapshot-protection"
 # A 409 on the finalizer patch means our copy is behind the watch; it catches up within moments.
@@ -100,7 +102,7 @@ class SnapshotController:
         """
         meta = body.get("metadata", {})
         # One copy of each UID, however many events and structures name it.
-        uid = sys.intern(_uid(body))
+        uid = sys.intern(uid_of(body))
         if event_type == "DELETED":
             self._drop(uid)
             return
@@ -209,7 +211,7 @@ class SnapshotController:
     def resource(self, uid: str) -> str | None:
         """``namespace/name`` of the live CloudSnapshot with this UID."""
         body = self._bodies.get(uid)
-        return None if body is None else _display(body)
+        return None if body is None else object_key(body)
 
     def prior_claimant(self, snapshot_id: str, uid: str) -> str | None:
         """Another resource whose claim on the snapshot comes first: one whose status already
@@ -221,7 +223,7 @@ class SnapshotController:
             if other == uid or body is None:
                 continue
             if rank is None or _claim_rank(body, snapshot_id, other) < rank:
-                return _display(body)
+                return object_key(body)
         return None
 
     # -- bookkeeping --------------------------------------------------------------------------
@@ -286,7 +288,7 @@ class SnapshotController:
             return None
         log.debug(
             "%s: %s, %d event(s), next step in %s",
-            _display(body),
+            object_key(body),
             result.outcome,
             len(result.events),
             "-" if result.requeue_after is None else f"{result.requeue_after:.1f}s",
@@ -354,7 +356,7 @@ class SnapshotController:
         finalizers = list(meta.get("finalizers") or [])
         if result.finalizer is True and FINALIZER not in finalizers:
             fresh = await writer.set_finalizers(
-                namespace, name, uid, [*finalizers, FINALIZER], _version_text(body)
+                namespace, name, uid, [*finalizers, FINALIZER], version_of(body)
             )
             if fresh is None:
                 return
@@ -373,7 +375,7 @@ class SnapshotController:
             self._releasing.add(uid)
             try:
                 fresh = await writer.set_finalizers(
-                    namespace, name, uid, remaining, _version_text(current)
+                    namespace, name, uid, remaining, version_of(current)
                 )
                 if fresh is not None:
                     self._remember(uid, fresh)
@@ -411,11 +413,6 @@ def _claim_rank(body: Mapping[str, Any], snapshot_id: str, uid: str) -> tuple[in
     established = status.get("snapshotID") == snapshot_id and error.get("code") != ALREADY_OWNED
     created = str(body.get("metadata", {}).get("creationTimestamp", ""))
     return (0 if established else 1, created, uid)
-
-
-def _display(body: Mapping[str, Any]) -> str:
-    meta = body.get("metadata", {})
-    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
 def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -466,17 +463,9 @@ class _Bodies:
         return len(self._encoded)
 
 
-def _uid(body: Mapping[str, Any]) -> str:
-    return str(body.get("metadata", {}).get("uid", ""))
-
-
-def _version_text(body: Mapping[str, Any]) -> str:
-    return str(body.get("metadata", {}).get("resourceVersion", ""))
-
-
 def _version(body: Mapping[str, Any]) -> int:
     """resourceVersion as a number where it is one (etcd's revision); opaque ones compare equal."""
-    text = _version_text(body)
+    text = version_of(body)
     return int(text) if text.isdigit() else 0
 
 
@@ -484,5 +473,5 @@ def _observe_time_to_ready(body: Mapping[str, Any]) -> None:
     created = body.get("metadata", {}).get("creationTimestamp")
     if not created:
         return
-    since = datetime.now(UTC) - datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+    since = datetime.now(UTC) - parse_time(str(created))
     metrics.TIME_TO_READY_SECONDS.observe(max(0.0, since.total_seconds()))
