@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -67,8 +67,8 @@ from cloudsnap.controllers.schedule.plan.runs import (
     plan_run,
 )
 from cloudsnap.controllers.schedule.store import ScheduleStore
+from cloudsnap.runtime.controller import QueuedController
 from cloudsnap.runtime.failures import CLAIM_NOT_BOUND, CLAIM_NOT_FOUND, UNSUPPORTED_VOLUME
-from cloudsnap.runtime.workqueue import WorkQueue
 from cloudsnap.runtime.writes import Event, EventType, Refused
 from cloudsnap.utc import parse_time, rfc3339
 
@@ -80,8 +80,6 @@ SCHEDULE_FINALIZER = f"{GROUP}/schedule-children"
 RETRY_SECONDS = 30.0
 # Wake this long after a slot or a jittered create, so the clock has certainly passed it.
 WAKE_MARGIN_SECONDS = 0.05
-# A step fenced off because this replica may not act now comes back this much later.
-NOT_LEADING_RETRY_SECONDS = 1.0
 REFUSED = "the API server refused the child"
 """Starts a source's blocked text when the API server refused its child (its words follow)."""
 # A child blocked with one of these has not found its disk (controllers/snapshot/volumes.py).
@@ -401,7 +399,7 @@ class _Step:
         self.wake.append(seconds)
 
 
-class ScheduleController:
+class ScheduleController(QueuedController):
     """Keeps the latest body of each schedule and runs its steps; only while leading."""
 
     def __init__(
@@ -412,8 +410,8 @@ class ScheduleController:
         may_act: Callable[[], bool] = lambda: True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        super().__init__(name="cloudsnap-schedules", max_workers=max_workers, may_act=may_act)
         self._store = store
-        self._may_act = may_act
         self._clock = clock
         self._bodies: dict[str, dict[str, Any]] = {}
         self._generations: dict[str, tuple[int, str]] = {}
@@ -424,7 +422,6 @@ class ScheduleController:
         """The status this replica last wrote for each schedule, with the schedule's UID: only
         the leader writes it, so it is newer than that of a body the watch has not caught up
         with, which a step would otherwise run its slot again from."""
-        self.queue: WorkQueue[str] = WorkQueue(self.step, concurrency=max_workers)
 
     # -- watch --------------------------------------------------------------------------------
 
@@ -468,38 +465,26 @@ class ScheduleController:
             if key is not None and key in self._bodies:
                 self.queue.enqueue(key)
 
-    def start(self) -> None:
-        """Start the scheduler once, from the first watch event (on kopf's event loop)."""
-        self.queue.start("cloudsnap-schedules")
+    def _gained_lease(self) -> None:
+        """Nothing: what this replica wrote while leading was dropped when it stopped."""
 
-    async def stop(self) -> None:
-        """Cancel the scheduler and the steps in flight."""
-        await self.queue.stop()
-
-    def start_leading(self) -> None:
-        """This replica holds the Lease: look at every schedule again."""
-        for key in self._bodies:
-            self.queue.enqueue(key)
-        self.queue.resume()
-
-    def stop_leading(self) -> None:
-        """This replica lost the Lease: start nothing, cancel what runs; the next leader writes
-        the statuses, so they are read from the watch again."""
-        self.queue.pause()
+    def _lost_lease(self) -> None:
+        """The next leader writes the statuses, so they are read from the watch again."""
         self._written.clear()
+
+    def _keys(self) -> Iterable[str]:
+        return self._bodies
+
+    def _body(self, key: str) -> dict[str, Any] | None:
+        return self._bodies.get(key)
 
     # -- step ---------------------------------------------------------------------------------
 
-    async def step(self, key: str) -> float | None:
+    async def _step(self, key: str, body: dict[str, Any]) -> float | None:
         """One step of one schedule; seconds until the next (None: on the next change)."""
-        body = self._bodies.get(key)
-        if body is None:
-            return None
-        if not self._may_act():
-            return NOT_LEADING_RETRY_SECONDS
         step = _Step(self._clock())
         try:
-            return await self._step(body, step)
+            return await self._phases(body, step)
         finally:
             await self._post(body, step)
 
@@ -509,7 +494,7 @@ class ScheduleController:
             if self._may_act():
                 await self._store.post_event(body, event)
 
-    async def _step(self, body: dict[str, Any], step: _Step) -> float | None:
+    async def _phases(self, body: dict[str, Any], step: _Step) -> float | None:
         """One look at one schedule, in phases: release its children if it is being deleted;
         otherwise report an invalid spec, hold the finalizer, note the run due (or missed), step
         each source (its child, its retention, its report) and write the status, whose Events

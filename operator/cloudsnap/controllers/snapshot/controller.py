@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -24,16 +24,14 @@ from cloudsnap.api.constants import SCHEDULE_LABEL, SCHEDULE_UID_LABEL
 from cloudsnap.api.objects import object_key, uid_of, version_of
 from cloudsnap.controllers.snapshot.reconciler import Outcome, Reconciler, Result
 from cloudsnap.controllers.snapshot.volumes import claim_to_resolve
+from cloudsnap.runtime.controller import NOT_LEADING_RETRY_SECONDS, QueuedController
 from cloudsnap.runtime.failures import ALREADY_OWNED
-from cloudsnap.runtime.workqueue import WorkQueue
 from cloudsnap.runtime.writes import Conflict, FencedWriter, NotLeading, Writer
 from cloudsnap.utc import parse_time
 
 FINALIZER = f"{GROUP}/snapshot-protection"
 # A 409 on the finalizer patch means our copy is behind the watch; it catches up within moments.
 CONFLICT_RETRY_SECONDS = 0.5
-# A step fenced off because this replica may not act now comes back this much later.
-NOT_LEADING_RETRY_SECONDS = 1.0
 # The metadata a step, a finalizer write or an Event's object reference reads; nothing else is kept.
 _KEPT_METADATA = (
     "name",
@@ -63,7 +61,7 @@ class _Seen:
     waits_for: tuple[str, ...] = ()
 
 
-class SnapshotController:
+class SnapshotController(QueuedController):
     """Keeps the latest body per resource (by UID), runs reconcile steps, persists their results.
 
     It is also the reconciler's ``Claims``: it knows which resource claims which snapshot.
@@ -77,8 +75,8 @@ class SnapshotController:
         max_workers: int,
         may_act: Callable[[], bool] = lambda: True,
     ) -> None:
+        super().__init__(name="cloudsnap-scheduler", max_workers=max_workers, may_act=may_act)
         self._reconciler = reconciler
-        self._may_act = may_act
         self._writer = writer
         self._bodies = _Bodies()
         self._seen: dict[str, _Seen] = {}
@@ -90,7 +88,6 @@ class SnapshotController:
         self._releasing: set[str] = set()
         # Key of a Kubernetes object (a claim, a volume) -> UIDs of the resources waiting on it.
         self._waiting: dict[str, set[str]] = {}
-        self.queue: WorkQueue[str] = WorkQueue(self.step, concurrency=max_workers)
         self._sweeper: asyncio.Task[None] | None = None
         reconciler.claims = self
 
@@ -139,7 +136,7 @@ class SnapshotController:
     def start(self) -> None:
         """Start the scheduler once, from inside a kopf handler: kopf keeps its Event queue in
         context variables it sets for its per-object tasks, and tasks inherit the context."""
-        self.queue.start("cloudsnap-scheduler")
+        super().start()
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_drift(), name="cloudsnap-drift-sweep")
 
@@ -149,7 +146,7 @@ class SnapshotController:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
             self._sweeper = None
-        await self.queue.stop()
+        await super().stop()
 
     async def sweep(self) -> None:
         """The drift check of every steady resource, a few list calls per class; a step for
@@ -170,17 +167,18 @@ class SnapshotController:
             except Exception:
                 log.exception("Unexpected failure in the drift sweep; trying again next period")
 
-    def start_leading(self) -> None:
-        """This replica now holds the Lease: what it remembers proves nothing about what the
-        previous leader sent, so forget it, and look at every resource again."""
+    def _gained_lease(self) -> None:
+        """What the reconciler remembers proves nothing about what the previous leader sent."""
         self._reconciler.forget_all()
-        for uid in self._seen:
-            self.queue.enqueue(uid)
-        self.queue.resume()
 
-    def stop_leading(self) -> None:
-        """This replica lost (or gave up) the Lease: start nothing, cancel what runs."""
-        self.queue.pause()
+    def _lost_lease(self) -> None:
+        """Nothing: what the reconciler remembers is forgotten when the Lease is gained again."""
+
+    def _keys(self) -> Iterable[str]:
+        return self._seen
+
+    def _body(self, key: str) -> dict[str, Any] | None:
+        return self._bodies.get(key)
 
     def retry_blocked(self) -> None:
         """A class or Secret changed: resources waiting on one try again now."""
@@ -268,17 +266,8 @@ class SnapshotController:
         self._reconciler.forget(uid)
         self._publish_phases()
 
-    async def step(self, uid: str) -> float | None:
+    async def _step(self, uid: str, body: dict[str, Any]) -> float | None:
         """One persisted reconcile step; seconds until the next one (None: on the next change)."""
-        body = self._bodies.get(uid)
-        if body is None:
-            return None
-        if not self._may_act():
-            # Fenced. If the Lease is lost, the paused scheduler holds this and start_leading
-            # requeues everything; but a renewal sent just before the renew deadline and answered
-            # just after it lets this replica act again without a new start, and then only this
-            # brings the resource back (returning None left it unscheduled until it changed).
-            return NOT_LEADING_RETRY_SECONDS
         started = time.perf_counter()
         result = await self._reconciler.reconcile(body)
         elapsed = time.perf_counter() - started
