@@ -43,7 +43,7 @@ from cloudsnap.api.constants import (
     SYNCED,
 )
 from cloudsnap.api.models import condition_of, with_condition
-from cloudsnap.api.objects import condition_in, object_key
+from cloudsnap.api.objects import condition_in, object_key, uid_of, version_of
 from cloudsnap.api.schedule import (
     CloudSnapshotScheduleSpec,
     CloudSnapshotScheduleStatus,
@@ -430,7 +430,7 @@ class ScheduleController(QueuedController):
         meta = body.get("metadata") or {}
         key = object_key(body)
         if event_type == "DELETED":
-            self._keys_by_uid.pop(str(meta.get("uid", "")), None)
+            self._keys_by_uid.pop(uid_of(body), None)
             self._bodies.pop(key, None)
             self._generations.pop(key, None)
             self._children_by_phase.pop(key, None)
@@ -439,14 +439,14 @@ class ScheduleController(QueuedController):
             self._publish_children()
             return
         old = self._bodies.get(key)
-        if old is not None and old["metadata"].get("uid") != meta.get("uid"):
+        if old is not None and uid_of(old) != uid_of(body):
             self._generations.pop(key, None)  # a new schedule of the same name
-            self._keys_by_uid.pop(str(old["metadata"].get("uid", "")), None)
-        self._keys_by_uid[str(meta.get("uid", ""))] = key
+            self._keys_by_uid.pop(uid_of(old), None)
+        self._keys_by_uid[uid_of(body)] = key
         self._bodies[key] = dict(body)
         # A schedule being deleted is looked at on every change: the garbage collector's removal
         # of its foregroundDeletion or orphan finalizer refuses a release made meanwhile.
-        deleting = str(meta.get("resourceVersion", "")) if meta.get("deletionTimestamp") else ""
+        deleting = version_of(body) if meta.get("deletionTimestamp") else ""
         seen = (int(meta.get("generation") or 0), deleting)
         if self._generations.get(key) != seen:
             self._generations[key] = seen
@@ -525,7 +525,7 @@ class ScheduleController(QueuedController):
             )
             for source in sources
         ]
-        self._children_by_phase[f"{namespace}/{name}"] = Counter(
+        self._children_by_phase[object_key(body)] = Counter(
             child_phase(c)[0].value for c in look.children
         )
         self._publish_children()
@@ -541,7 +541,7 @@ class ScheduleController(QueuedController):
     def _last_status(self, body: Mapping[str, Any]) -> CloudSnapshotScheduleStatus:
         """The schedule's status as this replica last wrote it, else as the watch brought it."""
         meta = body["metadata"]
-        written = self._written.get(f"{meta['namespace']}/{meta['name']}")
+        written = self._written.get(object_key(body))
         return CloudSnapshotScheduleStatus.model_validate(
             written[1]
             if written is not None and written[0] == meta["uid"]
@@ -576,10 +576,10 @@ class ScheduleController(QueuedController):
             name,
             meta["uid"],
             [*finalizers, SCHEDULE_FINALIZER],
-            str(meta.get("resourceVersion", "")),
+            version_of(body),
         )
         if fresh is not None:
-            self._bodies[f"{namespace}/{name}"] = fresh
+            self._bodies[object_key(body)] = fresh
         return fresh
 
     def _plan(
@@ -655,7 +655,6 @@ class ScheduleController(QueuedController):
         """One source's part of a step: whether its child of the active run is due now (after
         its jitter, within the starting deadline), retention over its children (room made for
         that child where the disk is full), the child made, and its status entry."""
-        meta = body["metadata"]
         spec = parsed.spec
         was_blocked = previous.blocked if previous is not None else None
         entry = previous or SourceStatus(source=source.key)
@@ -663,8 +662,7 @@ class ScheduleController(QueuedController):
         mine = look.of_source(source.key)
         create_now = False
         if active is not None and (entry.last_run_time is None or entry.last_run_time < active):
-            key = f"{meta['namespace']}/{meta['name']}"
-            delay = jitter_delay(key, source.key, active, spec.jitter_seconds)
+            delay = jitter_delay(object_key(body), source.key, active, spec.jitter_seconds)
             at = active + timedelta(seconds=delay)
             deadline = spec.starting_deadline_seconds
             if at > step.now:
@@ -728,7 +726,7 @@ class ScheduleController(QueuedController):
         dumped = _dump(status)
         if await self._store.patch_status(namespace, name, uid, dumped) is None:
             return  # the schedule is gone
-        self._written[f"{namespace}/{name}"] = (uid, dumped)
+        self._written[object_key(body)] = (uid, dumped)
         step.status_written()
 
     async def _sources(self, namespace: str, spec: CloudSnapshotScheduleSpec) -> list[Source]:
@@ -882,9 +880,7 @@ class ScheduleController(QueuedController):
         else:
             await self._detach(children, uid)
         remaining = [f for f in finalizers if f != SCHEDULE_FINALIZER]
-        await self._store.set_finalizers(
-            namespace, name, uid, remaining, str(meta.get("resourceVersion", ""))
-        )
+        await self._store.set_finalizers(namespace, name, uid, remaining, version_of(body))
         # Only once released: a release refused (the garbage collector changed the schedule
         # meanwhile) is made again by the step its change brings, which says it then.
         step.event(
