@@ -37,7 +37,6 @@ import contextlib
 import json
 import math
 import random
-import secrets
 import sys
 import time
 from collections import Counter
@@ -50,16 +49,14 @@ from hack.sandbox import wait_until
 from kubernetes.client.exceptions import ApiException
 from tests.harness.replicas import (
     FINALIZER,
-    OPERATOR_NAMESPACE,
     Pair,
     duplicate_details,
     is_ready,
     owner_of,
-    running_pair,
     wrong_ids,
 )
 
-from bench.ha import add_pair_arguments, begin_run, control_plane
+from bench.ha import add_pair_arguments, begin_run, pair_on_own_cluster
 
 # Shorter than the defaults (15/10/2) so that fifteen handovers take minutes, not a quarter hour;
 # `--timing 15 10 2` runs the defaults.
@@ -488,21 +485,16 @@ def main(argv: list[str] | None = None) -> int:
         f" faults {fault_rules() if config.faults else 'off'}",
         flush=True,
     )
-    with control_plane(workdir) as cluster:
-        namespace = f"chaos-{secrets.token_hex(3)}"
-        cluster.kubectl("create", "namespace", namespace)
-        with running_pair(
-            cluster,
-            workdir,
-            namespace=namespace,
-            operator_namespace=OPERATOR_NAMESPACE,
-            timing=timing,
-            settings=CHAOS_SETTINGS,
-            create_seconds=1.0,
-            delete_seconds=0.5,
-            log_level="INFO",
-        ) as pair:
-            result = run_chaos(pair, config, lambda text: print(text, flush=True))
+    with pair_on_own_cluster(
+        workdir,
+        "chaos",
+        timing=timing,
+        settings=CHAOS_SETTINGS,
+        create_seconds=1.0,
+        delete_seconds=0.5,
+        log_level="INFO",
+    ) as pair:
+        result = run_chaos(pair, config, lambda text: print(text, flush=True))
     report = {
         "config": asdict(config),
         "timing": timing,

@@ -47,6 +47,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from hack.cluster import Cluster, ControlPlane, tool_env
 from hack.sandbox import (
@@ -405,8 +406,10 @@ def table(report: Obj) -> str:
 
 
 @contextlib.contextmanager
-def control_plane(workdir: Path) -> Iterator[Cluster]:
-    """etcd + kube-apiserver with the CRDs and the operator namespace; stopped on the way out."""
+def pair_on_own_cluster(workdir: Path, prefix: str, **options: Any) -> Iterator[Pair]:
+    """etcd + kube-apiserver with the CRDs and the operator namespace, a namespace named after
+    ``prefix`` and two replicas watching it (``options`` as `running_pair` takes them); all
+    stopped on the way out."""
     with contextlib.ExitStack() as stack:
         print(f"starting etcd and kube-apiserver in {workdir} ...", flush=True)
         plane = stack.enter_context(ControlPlane(directory=workdir / "cluster"))
@@ -414,7 +417,17 @@ def control_plane(workdir: Path) -> Iterator[Cluster]:
         cluster.kubectl("apply", "-f", str(REPO / "crds"))
         cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE)
-        yield cluster
+        namespace = f"{prefix}-{secrets.token_hex(3)}"
+        cluster.kubectl("create", "namespace", namespace)
+        yield stack.enter_context(
+            running_pair(
+                cluster,
+                workdir,
+                namespace=namespace,
+                operator_namespace=OPERATOR_NAMESPACE,
+                **options,
+            )
+        )
 
 
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
@@ -477,49 +490,40 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "machine": {"cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
     }
-    with control_plane(workdir) as cluster:
-        namespace = f"ha-{secrets.token_hex(3)}"
-        cluster.kubectl("create", "namespace", namespace)
-        with running_pair(
-            cluster,
-            workdir,
-            namespace=namespace,
-            operator_namespace=OPERATOR_NAMESPACE,
-            timing=timing,
-            create_seconds=args.create_seconds,
-            audit=True,
-        ) as pair:
-            # Resources a new leader looks at first: its first step is an EVS call.
-            volume = pair.admin.add_volumes(1)[0]
-            names = [f"base-{i}" for i in range(3)]
-            for name in names:
-                pair.create(name, volume)
-            pair.wait_ready(names, args.timeout)
-            for kind, key, count in (
-                ("kill", "sigkill", args.kill_trials),
-                ("term", "sigterm", args.term_trials),
-            ):
-                report[key] = []
-                for index in range(count):
-                    trial = handover_trial(pair, kind, index, args.timeout)
-                    report[key].append(trial)
-                    print(f"{key} trial {index}: {json.dumps(trial)}", flush=True)
-            report["sigstop"] = []
-            for index in range(args.stop_trials):
-                trial = stop_trial(pair, index, args.stop_batch, args.timeout)
-                report["sigstop"].append(trial)
-                print(f"sigstop trial {index}: {json.dumps(trial)}", flush=True)
-            report["deletion"] = []
-            for index in range(args.deletion_trials):
-                trial = deletion_trial(
-                    pair,
-                    index,
-                    args.deletion_batch,
-                    args.timeout,
-                    create_latency=args.create_latency,
-                )
-                report["deletion"].append(trial)
-                print(f"deletion trial {index}: {json.dumps(trial)}", flush=True)
+    with pair_on_own_cluster(
+        workdir, "ha", timing=timing, create_seconds=args.create_seconds, audit=True
+    ) as pair:
+        # Resources a new leader looks at first: its first step is an EVS call.
+        volume = pair.admin.add_volumes(1)[0]
+        names = [f"base-{i}" for i in range(3)]
+        for name in names:
+            pair.create(name, volume)
+        pair.wait_ready(names, args.timeout)
+        for kind, key, count in (
+            ("kill", "sigkill", args.kill_trials),
+            ("term", "sigterm", args.term_trials),
+        ):
+            report[key] = []
+            for index in range(count):
+                trial = handover_trial(pair, kind, index, args.timeout)
+                report[key].append(trial)
+                print(f"{key} trial {index}: {json.dumps(trial)}", flush=True)
+        report["sigstop"] = []
+        for index in range(args.stop_trials):
+            trial = stop_trial(pair, index, args.stop_batch, args.timeout)
+            report["sigstop"].append(trial)
+            print(f"sigstop trial {index}: {json.dumps(trial)}", flush=True)
+        report["deletion"] = []
+        for index in range(args.deletion_trials):
+            trial = deletion_trial(
+                pair,
+                index,
+                args.deletion_batch,
+                args.timeout,
+                create_latency=args.create_latency,
+            )
+            report["deletion"].append(trial)
+            print(f"deletion trial {index}: {json.dumps(trial)}", flush=True)
     report["machine"]["loadavg_at_end"] = os.getloadavg()
     report["summary"] = summarise(report)
     report["summary"]["writes_while_standby"] = {

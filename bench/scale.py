@@ -460,6 +460,15 @@ def _measure(
             passed=lambda event: True,
         )
 
+    def announced(events: Watcher, reason: str) -> float:
+        """When an Event of `reason` had come for every resource (the operator still up)."""
+        return events.follow(
+            lambda: events.passed == count,
+            timeout=timeout,
+            what=f"{count} {reason} events",
+            check=lambda: operator_alive(operator),
+        )
+
     # --- create: everything at once, until Ready and announced ---
     result.memory_kib["idle"] = memory_kib(pid)["VmRSS"]
     snapshots = Watcher(stack.kube, list_snapshots, key=_name, passed=is_ready)
@@ -469,12 +478,7 @@ def _measure(
     applied_at, ready_at = apply_at_once(
         stack, result, snapshots, timeout, lambda: operator_alive(operator)
     )
-    announced_at = created.follow(
-        lambda: created.passed == count,
-        timeout=timeout,
-        what=f"{count} Created events",
-        check=lambda: operator_alive(operator),
-    )
+    announced_at = announced(created, "Created")
     result.seconds["applied"] = applied_at - started
     result.seconds["ready"] = ready_at - started
     result.seconds["created_events"] = announced_at - started
@@ -537,12 +541,7 @@ def _measure(
     tally = Tally(stack)
     started = time.time()
     gone_at = delete_all(stack, namespace, snapshots, timeout, lambda: operator_alive(operator))
-    announced_at = deleted.follow(
-        lambda: deleted.passed == count,
-        timeout=timeout,
-        what=f"{count} Deleted events",
-        check=lambda: operator_alive(operator),
-    )
+    announced_at = announced(deleted, "Deleted")
     result.seconds["gone"] = gone_at - started
     result.seconds["deleted_events"] = announced_at - started
     tally.record(result, "delete")

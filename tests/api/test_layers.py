@@ -145,7 +145,7 @@ def test_a_kube_module_importing_a_controller_is_a_breach(tmp_path: Path) -> Non
     kube.mkdir(parents=True)
     (kube / "store.py").write_text(
         "from cloudsnap.controllers.schedule.store import ScheduleStore\n"
-        "from cloudsnap.kube.objects import uid_of\n"
+        "from cloudsnap.kube.objects import api_message\n"
     )
     assert breaches(tmp_path, "cloudsnap.kube", FORBIDDEN["cloudsnap.kube"]) == [
         "cloudsnap.kube.store imports cloudsnap.controllers.schedule.store"

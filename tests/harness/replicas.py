@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,6 +45,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloudsnap.api import GROUP, OWNER_UID_METADATA_KEY, SNAPSHOT_PLURAL, VERSION
+from cloudsnap.api.objects import condition_in
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -380,16 +381,18 @@ class Pair:
         )
         return created
 
-    def get(self, name: str) -> Obj | None:
+    def _unless_gone(self, call: Callable[..., Any], name: str) -> Obj | None:
+        """``call`` on the CloudSnapshot ``name``; None where there is none by that name."""
         try:
-            found: Obj = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, SNAPSHOT_PLURAL, name
-            )
+            found: Obj = call(GROUP, VERSION, self.namespace, SNAPSHOT_PLURAL, name)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
         return found
+
+    def get(self, name: str) -> Obj | None:
+        return self._unless_gone(self.custom.get_namespaced_custom_object, name)
 
     def items(self) -> list[Obj]:
         listing = self.custom.list_namespaced_custom_object(
@@ -398,16 +401,9 @@ class Pair:
         return list(listing["items"])
 
     def delete(self, name: str) -> bool:
-        """Delete (the operator's finalizer then holds it until its snapshot is gone)."""
-        try:
-            self.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, SNAPSHOT_PLURAL, name
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        """Delete (the operator's finalizer then holds it until its snapshot is gone); False
+        where there was none to delete."""
+        return self._unless_gone(self.custom.delete_namespaced_custom_object, name) is not None
 
     def patch_spec(self, name: str, spec: Mapping[str, Any]) -> None:
         """A merge patch of the spec, as `kubectl patch --type=merge` sends it."""
@@ -743,8 +739,7 @@ def batch_outcome(pair: Pair, names: Sequence[str]) -> Obj:
 
 def is_ready(obj: Obj) -> bool:
     """The resource's Ready condition is True."""
-    conditions = obj.get("status", {}).get("conditions", [])
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    return condition_in(obj, "Ready").get("status") == "True"
 
 
 def samples(text: str, name: str) -> Iterator[tuple[dict[str, str], float]]:

@@ -10,6 +10,13 @@ from cloudsnap.runtime.workqueue import WorkQueue, waiting_on_others
 from tests.waiting import eventually
 
 
+async def park(scheduler: WorkQueue[str], count: int) -> None:
+    """Queue ``count`` keys whose work parks (``parked-0``, ...), and wait until all of them run."""
+    for index in range(count):
+        scheduler.enqueue(f"parked-{index}")
+    await eventually(lambda: len(scheduler.running()) == count, timeout=5)
+
+
 async def test_queue_coalesces_requests_and_never_runs_a_key_twice_at_once() -> None:
     running: set[str] = set()
     overlaps: list[str] = []
@@ -97,9 +104,7 @@ async def test_a_step_waiting_on_others_gives_its_worker_to_new_keys() -> None:
     scheduler: WorkQueue[str] = WorkQueue(work, concurrency=2)
     scheduler.start("test")
     try:
-        for index in range(4):
-            scheduler.enqueue(f"parked-{index}")
-        await eventually(lambda: len(scheduler.running()) == 4, timeout=5)
+        await park(scheduler, 4)
         for index in range(3):
             scheduler.enqueue(f"new-{index}")
         await eventually(lambda: len(done) == 3, timeout=5)
@@ -167,9 +172,7 @@ async def test_a_step_cancelled_while_parked_leaks_no_worker() -> None:
     scheduler: WorkQueue[str] = WorkQueue(work, concurrency=1)
     scheduler.start("test")
     try:
-        for index in range(3):
-            scheduler.enqueue(f"parked-{index}")
-        await eventually(lambda: len(scheduler.running()) == 3, timeout=5)
+        await park(scheduler, 3)
         scheduler.pause()  # cancels them in their wait
         await eventually(lambda: scheduler.running() == [], timeout=5)
         scheduler.resume()

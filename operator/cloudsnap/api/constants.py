@@ -84,3 +84,7 @@ label may be a shortened form."""
 
 EVS_SNAPSHOTS_PER_DISK: Final = 7
 """EVS keeps at most this many snapshots of one disk and refuses the next create (EVS.5413)."""
+DISK_FULL_CODE: Final = "EVS.5413"
+"""The ``status.error.code`` of a CloudSnapshot whose create was refused because its disk holds
+EVS_SNAPSHOTS_PER_DISK snapshots: the provider maps it to the quota cause, and a schedule reads
+it on its children to make room for them."""

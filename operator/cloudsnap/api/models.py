@@ -8,6 +8,7 @@ the CEL rules attached with `json_schema_extra` are what the API server enforces
 Python names are snake_case; the Kubernetes (camelCase) names are the aliases.
 """
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -310,6 +311,11 @@ def with_condition(
         new = new.model_copy(update={"last_transition_time": previous.last_transition_time})
     others = [c for c in conditions if c.type != new.type]
     return sorted([*others, new], key=lambda c: (c.type != "Ready", c.type))
+
+
+def condition_of(conditions: Sequence[Condition], kind: str) -> Condition | None:
+    """The condition of type ``kind`` among ``conditions``, if there is one."""
+    return next((c for c in conditions if c.type == kind), None)
 
 
 def map_list(key: str) -> JsonDict:

@@ -20,6 +20,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from cloudsnap.api import CLASS_PLURAL, GROUP, VERSION
+from cloudsnap.api.objects import object_key
 from cloudsnap.kube.objects import api_message
 from cloudsnap.logs import REDACTOR
 from cloudsnap.runtime.failures import CACHE_NOT_SYNCED, Failure, Kind, LocalFailure
@@ -261,7 +262,7 @@ class VolumeSources:
                     core.list_namespaced_persistent_volume_claim,
                     namespace,
                     transform=_slim_claim,
-                    key=_namespaced_key,
+                    key=object_key,
                 )
                 for namespace in namespaces
             }
@@ -272,7 +273,7 @@ class VolumeSources:
                     "persistentvolumeclaims",
                     core.list_persistent_volume_claim_for_all_namespaces,
                     transform=_slim_claim,
-                    key=_namespaced_key,
+                    key=object_key,
                 )
             }
         self._volumes = WatchCache(
@@ -308,11 +309,6 @@ class VolumeSources:
         """The volume (only the fields a resolution reads), or None."""
         found: Mapping[str, Any] | None = await self._volumes.get(name)
         return found
-
-
-def _namespaced_key(obj: dict[str, Any]) -> str:
-    meta = obj["metadata"]
-    return f"{meta['namespace']}/{meta['name']}"
 
 
 def _slim_claim(obj: dict[str, Any]) -> dict[str, Any]:

@@ -1,10 +1,8 @@
-"""Small readers of API objects and answers shared by the adapters."""
+"""Small readers of the API server's answers shared by the adapters."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
@@ -20,11 +18,3 @@ def api_message(exc: ApiException) -> str:
 def json_pointer(key: str) -> str:
     """A map key as one JSON-pointer segment (RFC 6901: ~ and / escaped)."""
     return key.replace("~", "~0").replace("/", "~1")
-
-
-def uid_of(obj: Mapping[str, Any]) -> str:
-    return str(obj.get("metadata", {}).get("uid", ""))
-
-
-def version_of(obj: Mapping[str, Any]) -> str:
-    return str(obj.get("metadata", {}).get("resourceVersion", ""))

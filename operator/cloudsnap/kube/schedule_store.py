@@ -10,7 +10,8 @@ from kubernetes.client.exceptions import ApiException
 
 from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.api.constants import SCHEDULE_PLURAL, SCHEDULE_UID_LABEL
-from cloudsnap.kube.objects import api_message, json_pointer, uid_of, version_of
+from cloudsnap.api.objects import uid_of, version_of
+from cloudsnap.kube.objects import api_message, json_pointer
 from cloudsnap.kube.writer import KubeWriter
 from cloudsnap.runtime.writes import Conflict, Refused
 

@@ -19,9 +19,11 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from cloudsnap.api import GROUP, SNAPSHOT_KIND, SNAPSHOT_PLURAL, VERSION
+from cloudsnap.api.objects import uid_of, version_of
 from cloudsnap.api.text import EVENT_MESSAGE_MAX_BYTES, fit_text
-from cloudsnap.kube.objects import api_message, uid_of, version_of
+from cloudsnap.kube.objects import api_message
 from cloudsnap.runtime.writes import Conflict, Event
+from cloudsnap.utc import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +99,7 @@ class KubeWriter:
         """
         meta = body.get("metadata", {})
         namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = rfc3339(datetime.now(UTC))
         message = fit_text(event.message, EVENT_MESSAGE_MAX_BYTES)
         manifest = {
             "metadata": {"generateName": f"{name}.", "namespace": namespace},

@@ -20,7 +20,7 @@ import contextlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,6 +32,7 @@ from prometheus_client import Gauge
 from cloudsnap import metrics
 from cloudsnap.api import API_VERSION, GROUP, SNAPSHOT_KIND, Condition, ConditionStatus
 from cloudsnap.api.constants import (
+    DISK_FULL_CODE,
     EVS_SNAPSHOTS_PER_DISK,
     READY,
     ROOM_ANNOTATION,
@@ -44,7 +45,8 @@ from cloudsnap.api.constants import (
     SOURCE_LABEL,
     SYNCED,
 )
-from cloudsnap.api.models import with_condition
+from cloudsnap.api.models import condition_of, with_condition
+from cloudsnap.api.objects import condition_in, object_key, uid_of, version_of
 from cloudsnap.api.progress import schedule_progress, with_progress
 from cloudsnap.api.schedule import (
     CloudSnapshotScheduleSpec,
@@ -70,21 +72,19 @@ from cloudsnap.controllers.schedule.plan.runs import (
     plan_run,
 )
 from cloudsnap.controllers.schedule.store import ScheduleStore
+from cloudsnap.runtime.controller import QueuedController
 from cloudsnap.runtime.failures import CLAIM_NOT_BOUND, CLAIM_NOT_FOUND, UNSUPPORTED_VOLUME
-from cloudsnap.runtime.workqueue import WorkQueue
 from cloudsnap.runtime.writes import Event, EventType, Refused
+from cloudsnap.utc import parse_time, rfc3339
 
 log = logging.getLogger(__name__)
 
 SCHEDULE_FINALIZER = f"{GROUP}/schedule-children"
 """Held while a schedule may have children: its deletion first keeps (releases) or deletes them."""
-QUOTA_CODE = "EVS.5413"
 # A source blocked by a full disk, or a step that failed, looks again this much later.
 RETRY_SECONDS = 30.0
 # Wake this long after a slot or a jittered create, so the clock has certainly passed it.
 WAKE_MARGIN_SECONDS = 0.05
-# A step fenced off because this replica may not act now comes back this much later.
-NOT_LEADING_RETRY_SECONDS = 1.0
 REFUSED = "the API server refused the child"
 """Starts a source's blocked text when the API server refused its child (its words follow)."""
 # A child blocked with one of these has not found its disk (controllers/snapshot/volumes.py).
@@ -175,8 +175,7 @@ def child_phase(body: Mapping[str, Any]) -> tuple[Phase, bool]:
     status = body.get("status") or {}
     if meta.get("deletionTimestamp"):
         return Phase.DELETING, False
-    conditions: list[dict[str, Any]] = status.get("conditions") or []
-    ready: dict[str, Any] = next((c for c in conditions if c.get("type") == READY), {})
+    ready = condition_in(body, READY)
     if ready.get("status") == "True":
         return Phase.READY, False
     if status.get("phase") == "error" or ready.get("reason") in ("NotFound", "AlreadyOwned"):
@@ -184,7 +183,7 @@ def child_phase(body: Mapping[str, Any]) -> tuple[Phase, bool]:
     if status.get("snapshotID"):
         return Phase.CREATING, False
     code = (status.get("error") or {}).get("code")
-    if code == QUOTA_CODE:
+    if code == DISK_FULL_CODE:
         return Phase.PENDING, True
     if code in UNRESOLVED_CODES and not status.get("volumeID"):
         return Phase.UNRESOLVED, False
@@ -194,13 +193,7 @@ def child_phase(body: Mapping[str, Any]) -> tuple[Phase, bool]:
 
 
 def _time(text: Any) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(str(text).replace("Z", "+00:00")).astimezone(UTC)
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return parse_time(str(text)) if text else None
 
 
 def _legacy_references(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -244,9 +237,9 @@ class RoomMark:
 
     def dump(self) -> str:
         """The annotation's value."""
-        fields = {"uid": self.uid, "name": self.name, "at": _rfc3339(self.at)}
+        fields = {"uid": self.uid, "name": self.name, "at": rfc3339(self.at)}
         if self.gone is not None:
-            fields["gone"] = _rfc3339(self.gone)
+            fields["gone"] = rfc3339(self.gone)
         return json.dumps(fields, separators=(",", ":"))
 
 
@@ -411,7 +404,7 @@ class _Step:
         self.wake.append(seconds)
 
 
-class ScheduleController:
+class ScheduleController(QueuedController):
     """Keeps the latest body of each schedule and runs its steps; only while leading."""
 
     def __init__(
@@ -422,8 +415,8 @@ class ScheduleController:
         may_act: Callable[[], bool] = lambda: True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        super().__init__(name="cloudsnap-schedules", max_workers=max_workers, may_act=may_act)
         self._store = store
-        self._may_act = may_act
         self._clock = clock
         self._bodies: dict[str, dict[str, Any]] = {}
         self._generations: dict[str, tuple[int, str, str]] = {}
@@ -434,16 +427,15 @@ class ScheduleController:
         """The status this replica last wrote for each schedule, with the schedule's UID: only
         the leader writes it, so it is newer than that of a body the watch has not caught up
         with, which a step would otherwise run its slot again from."""
-        self.queue: WorkQueue[str] = WorkQueue(self.step, concurrency=max_workers)
 
     # -- watch --------------------------------------------------------------------------------
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A schedule's watch event: keep the body; look again when its spec or deletion changed."""
         meta = body.get("metadata") or {}
-        key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+        key = object_key(body)
         if event_type == "DELETED":
-            self._keys_by_uid.pop(str(meta.get("uid", "")), None)
+            self._keys_by_uid.pop(uid_of(body), None)
             self._bodies.pop(key, None)
             self._generations.pop(key, None)
             self._children_by_phase.pop(key, None)
@@ -453,14 +445,14 @@ class ScheduleController:
             _unpublish_times(meta)
             return
         old = self._bodies.get(key)
-        if old is not None and old["metadata"].get("uid") != meta.get("uid"):
+        if old is not None and uid_of(old) != uid_of(body):
             self._generations.pop(key, None)  # a new schedule of the same name
-            self._keys_by_uid.pop(str(old["metadata"].get("uid", "")), None)
-        self._keys_by_uid[str(meta.get("uid", ""))] = key
+            self._keys_by_uid.pop(uid_of(old), None)
+        self._keys_by_uid[uid_of(body)] = key
         self._bodies[key] = dict(body)
         # A schedule being deleted is looked at on every change: the garbage collector's removal
         # of its foregroundDeletion or orphan finalizer refuses a release made meanwhile.
-        deleting = str(meta.get("resourceVersion", "")) if meta.get("deletionTimestamp") else ""
+        deleting = version_of(body) if meta.get("deletionTimestamp") else ""
         asked = str((meta.get("annotations") or {}).get(RUN_NOW_ANNOTATION) or "")
         seen = (int(meta.get("generation") or 0), deleting, asked)
         if self._generations.get(key) != seen:
@@ -480,40 +472,28 @@ class ScheduleController:
             if key is not None and key in self._bodies:
                 self.queue.enqueue(key)
 
-    def start(self) -> None:
-        """Start the scheduler once, from the first watch event (on kopf's event loop)."""
-        self.queue.start("cloudsnap-schedules")
+    def _gained_lease(self) -> None:
+        """Nothing: what this replica wrote while leading was dropped when it stopped."""
 
-    async def stop(self) -> None:
-        """Cancel the scheduler and the steps in flight."""
-        await self.queue.stop()
-
-    def start_leading(self) -> None:
-        """This replica holds the Lease: look at every schedule again."""
-        for key in self._bodies:
-            self.queue.enqueue(key)
-        self.queue.resume()
-
-    def stop_leading(self) -> None:
-        """This replica lost the Lease: start nothing, cancel what runs; the next leader writes
-        the statuses, so they are read from the watch again."""
-        self.queue.pause()
+    def _lost_lease(self) -> None:
+        """The next leader writes the statuses, so they are read from the watch again."""
         self._written.clear()
         for gauge in _TIME_GAUGES:
             gauge.clear()  # the next leader publishes them
 
+    def _keys(self) -> Iterable[str]:
+        return self._bodies
+
+    def _body(self, key: str) -> dict[str, Any] | None:
+        return self._bodies.get(key)
+
     # -- step ---------------------------------------------------------------------------------
 
-    async def step(self, key: str) -> float | None:
+    async def _step(self, key: str, body: dict[str, Any]) -> float | None:
         """One step of one schedule; seconds until the next (None: on the next change)."""
-        body = self._bodies.get(key)
-        if body is None:
-            return None
-        if not self._may_act():
-            return NOT_LEADING_RETRY_SECONDS
         step = _Step(self._clock())
         try:
-            return await self._step(body, step)
+            return await self._phases(body, step)
         finally:
             await self._post(body, step)
 
@@ -523,7 +503,7 @@ class ScheduleController:
             if self._may_act():
                 await self._store.post_event(body, event)
 
-    async def _step(self, body: dict[str, Any], step: _Step) -> float | None:
+    async def _phases(self, body: dict[str, Any], step: _Step) -> float | None:
         """One look at one schedule, in phases: release its children if it is being deleted;
         otherwise report an invalid spec, hold the finalizer, note the run due (or missed), step
         each source (its child, its retention, its report) and write the status, whose Events
@@ -556,7 +536,7 @@ class ScheduleController:
             )
             for source in sources
         ]
-        self._children_by_phase[f"{namespace}/{name}"] = Counter(
+        self._children_by_phase[object_key(body)] = Counter(
             child_phase(c)[0].value for c in look.children
         )
         self._publish_children()
@@ -573,7 +553,7 @@ class ScheduleController:
     def _last_status(self, body: Mapping[str, Any]) -> CloudSnapshotScheduleStatus:
         """The schedule's status as this replica last wrote it, else as the watch brought it."""
         meta = body["metadata"]
-        written = self._written.get(f"{meta['namespace']}/{meta['name']}")
+        written = self._written.get(object_key(body))
         return CloudSnapshotScheduleStatus.model_validate(
             written[1]
             if written is not None and written[0] == meta["uid"]
@@ -609,10 +589,10 @@ class ScheduleController:
             name,
             meta["uid"],
             [*finalizers, SCHEDULE_FINALIZER],
-            str(meta.get("resourceVersion", "")),
+            version_of(body),
         )
         if fresh is not None:
-            self._bodies[f"{namespace}/{name}"] = fresh
+            self._bodies[object_key(body)] = fresh
         return fresh
 
     def _plan(
@@ -645,7 +625,7 @@ class ScheduleController:
             unmade = _unmade_sources(status)
             if unmade and status.last_schedule_time is not None:
                 message = (
-                    f"the run of {_rfc3339(status.last_schedule_time)} ended without a child of"
+                    f"the run of {rfc3339(status.last_schedule_time)} ended without a child of"
                     f" {len(unmade)} source(s): {', '.join(unmade)}"
                 )
                 step.record("Warning", "MissedRun", message, missed=len(unmade))
@@ -656,12 +636,12 @@ class ScheduleController:
                 else "not started within startingDeadlineSeconds"
             )
             latest = plan.latest_missed or step.now
-            message = f"{plan.missed} run(s) skipped, the latest at {_rfc3339(latest)} ({why})"
+            message = f"{plan.missed} run(s) skipped, the latest at {rfc3339(latest)} ({why})"
             step.record("Warning", "MissedRun", message, missed=plan.missed)
             status.last_missed_time = plan.latest_missed or status.last_missed_time
         if plan.slot is not None:
             status.last_schedule_time = plan.slot
-            message = f"run of {_rfc3339(plan.slot)} for {source_count} source(s)"
+            message = f"run of {rfc3339(plan.slot)} for {source_count} source(s)"
             step.record("Normal", "Run", message, runs=1)
         status.next_schedule_time = plan.next_slot
         if plan.next_slot is not None:
@@ -691,7 +671,6 @@ class ScheduleController:
         """One source's part of a step: whether its child of the active run is due now (after
         its jitter, within the starting deadline), retention over its children (room made for
         that child where the disk is full), the child made, and its status entry."""
-        meta = body["metadata"]
         spec = parsed.spec
         was_blocked = previous.blocked if previous is not None else None
         entry = previous or SourceStatus(source=source.key)
@@ -699,7 +678,7 @@ class ScheduleController:
         mine = look.of_source(source.key)
         create_now = False
         if active is not None and (entry.last_run_time is None or entry.last_run_time < active):
-            key = f"{meta['namespace']}/{meta['name']}"
+            key = object_key(body)
             delay = 0.0 if asked else jitter_delay(key, source.key, active, spec.jitter_seconds)
             at = active + timedelta(seconds=delay)
             deadline = None if asked else spec.starting_deadline_seconds
@@ -707,7 +686,7 @@ class ScheduleController:
                 step.wake_at(at)
             elif deadline is not None and step.now - at > timedelta(seconds=deadline):
                 entry.last_run_time = active  # too late for this one: never made
-                message = f"{source.key}: the run of {_rfc3339(active)} started too late"
+                message = f"{source.key}: the run of {rfc3339(active)} started too late"
                 step.record("Warning", "MissedRun", message, missed=1)
             else:
                 create_now = True
@@ -767,7 +746,7 @@ class ScheduleController:
         dumped = _dump(status)
         if await self._store.patch_status(namespace, name, uid, dumped) is None:
             return  # the schedule is gone
-        self._written[f"{namespace}/{name}"] = (uid, dumped)
+        self._written[object_key(body)] = (uid, dumped)
         step.status_written()
 
     async def _sources(self, namespace: str, spec: CloudSnapshotScheduleSpec) -> list[Source]:
@@ -886,7 +865,7 @@ class ScheduleController:
                 },
                 "annotations": {
                     **template.metadata.annotations,
-                    SLOT_ANNOTATION: _rfc3339(slot),
+                    SLOT_ANNOTATION: rfc3339(slot),
                     SOURCE_ANNOTATION: source.key,
                     **({ROOM_ANNOTATION: room_mark} if room_mark else {}),
                 },
@@ -921,9 +900,7 @@ class ScheduleController:
         else:
             await self._detach(children, uid)
         remaining = [f for f in finalizers if f != SCHEDULE_FINALIZER]
-        await self._store.set_finalizers(
-            namespace, name, uid, remaining, str(meta.get("resourceVersion", ""))
-        )
+        await self._store.set_finalizers(namespace, name, uid, remaining, version_of(body))
         # Only once released: a release refused (the garbage collector changed the schedule
         # meanwhile) is made again by the step its change brings, which says it then.
         step.event(
@@ -1008,7 +985,8 @@ def _last_successful(children: Sequence[Mapping[str, Any]]) -> datetime | None:
 
 
 def _condition_reason(status: CloudSnapshotScheduleStatus, kind: str) -> str | None:
-    return next((c.reason for c in status.conditions if c.type == kind), None)
+    found = condition_of(status.conditions, kind)
+    return found.reason if found else None
 
 
 def _set_condition(
@@ -1028,8 +1006,9 @@ def _set_condition(
         last_transition_time=now,
         observed_generation=meta.get("generation"),
     )
-    previous = next((c for c in status.conditions if c.type == kind), None)
-    status.conditions = with_condition(status.conditions, previous, new)
+    status.conditions = with_condition(
+        status.conditions, condition_of(status.conditions, kind), new
+    )
 
 
 def _publish_times(
@@ -1092,11 +1071,11 @@ def _answer_run_now(
         )
     elif latest is not None and slot <= latest:
         status.run_now = answer.model_copy(update={"slot": latest})
-        step.record("Normal", "RunNow", f"a run was asked for: the run of {_rfc3339(latest)} is it")
+        step.record("Normal", "RunNow", f"a run was asked for: the run of {rfc3339(latest)} is it")
     else:
         status.run_now = answer.model_copy(update={"slot": slot})
         status.last_schedule_time = slot
-        message = f"run of {_rfc3339(slot)} for {source_count} source(s), asked for by annotation"
+        message = f"run of {rfc3339(slot)} for {source_count} source(s), asked for by annotation"
         step.record("Normal", "Run", message, runs=1)
 
 

@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -21,17 +21,17 @@ from typing import Any, cast
 from cloudsnap import metrics
 from cloudsnap.api import GROUP
 from cloudsnap.api.constants import SCHEDULE_LABEL, SCHEDULE_UID_LABEL
+from cloudsnap.api.objects import object_key, uid_of, version_of
 from cloudsnap.controllers.snapshot.reconciler import Outcome, Reconciler, Result
 from cloudsnap.controllers.snapshot.volumes import claim_to_resolve
+from cloudsnap.runtime.controller import NOT_LEADING_RETRY_SECONDS, QueuedController
 from cloudsnap.runtime.failures import ALREADY_OWNED
-from cloudsnap.runtime.workqueue import WorkQueue
 from cloudsnap.runtime.writes import Conflict, FencedWriter, NotLeading, Writer
+from cloudsnap.utc import parse_time
 
 FINALIZER = f"{GROUP}/snapshot-protection"
 # A 409 on the finalizer patch means our copy is behind the watch; it catches up within moments.
 CONFLICT_RETRY_SECONDS = 0.5
-# A step fenced off because this replica may not act now comes back this much later.
-NOT_LEADING_RETRY_SECONDS = 1.0
 # The metadata a step, a finalizer write or an Event's object reference reads; nothing else is kept.
 _KEPT_METADATA = (
     "name",
@@ -61,7 +61,7 @@ class _Seen:
     waits_for: tuple[str, ...] = ()
 
 
-class SnapshotController:
+class SnapshotController(QueuedController):
     """Keeps the latest body per resource (by UID), runs reconcile steps, persists their results.
 
     It is also the reconciler's ``Claims``: it knows which resource claims which snapshot.
@@ -75,8 +75,8 @@ class SnapshotController:
         max_workers: int,
         may_act: Callable[[], bool] = lambda: True,
     ) -> None:
+        super().__init__(name="cloudsnap-scheduler", max_workers=max_workers, may_act=may_act)
         self._reconciler = reconciler
-        self._may_act = may_act
         self._writer = writer
         self._bodies = _Bodies()
         self._seen: dict[str, _Seen] = {}
@@ -88,7 +88,6 @@ class SnapshotController:
         self._releasing: set[str] = set()
         # Key of a Kubernetes object (a claim, a volume) -> UIDs of the resources waiting on it.
         self._waiting: dict[str, set[str]] = {}
-        self.queue: WorkQueue[str] = WorkQueue(self.step, concurrency=max_workers)
         self._sweeper: asyncio.Task[None] | None = None
         reconciler.claims = self
 
@@ -100,7 +99,7 @@ class SnapshotController:
         """
         meta = body.get("metadata", {})
         # One copy of each UID, however many events and structures name it.
-        uid = sys.intern(_uid(body))
+        uid = sys.intern(uid_of(body))
         if event_type == "DELETED":
             self._drop(uid)
             return
@@ -137,7 +136,7 @@ class SnapshotController:
     def start(self) -> None:
         """Start the scheduler once, from inside a kopf handler: kopf keeps its Event queue in
         context variables it sets for its per-object tasks, and tasks inherit the context."""
-        self.queue.start("cloudsnap-scheduler")
+        super().start()
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_drift(), name="cloudsnap-drift-sweep")
 
@@ -147,7 +146,7 @@ class SnapshotController:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
             self._sweeper = None
-        await self.queue.stop()
+        await super().stop()
 
     async def sweep(self) -> None:
         """The drift check of every steady resource, a few list calls per class; a step for
@@ -168,17 +167,18 @@ class SnapshotController:
             except Exception:
                 log.exception("Unexpected failure in the drift sweep; trying again next period")
 
-    def start_leading(self) -> None:
-        """This replica now holds the Lease: what it remembers proves nothing about what the
-        previous leader sent, so forget it, and look at every resource again."""
+    def _gained_lease(self) -> None:
+        """What the reconciler remembers proves nothing about what the previous leader sent."""
         self._reconciler.forget_all()
-        for uid in self._seen:
-            self.queue.enqueue(uid)
-        self.queue.resume()
 
-    def stop_leading(self) -> None:
-        """This replica lost (or gave up) the Lease: start nothing, cancel what runs."""
-        self.queue.pause()
+    def _lost_lease(self) -> None:
+        """Nothing: what the reconciler remembers is forgotten when the Lease is gained again."""
+
+    def _keys(self) -> Iterable[str]:
+        return self._seen
+
+    def _body(self, key: str) -> dict[str, Any] | None:
+        return self._bodies.get(key)
 
     def retry_blocked(self) -> None:
         """A class or Secret changed: resources waiting on one try again now."""
@@ -209,7 +209,7 @@ class SnapshotController:
     def resource(self, uid: str) -> str | None:
         """``namespace/name`` of the live CloudSnapshot with this UID."""
         body = self._bodies.get(uid)
-        return None if body is None else _display(body)
+        return None if body is None else object_key(body)
 
     def prior_claimant(self, snapshot_id: str, uid: str) -> str | None:
         """Another resource whose claim on the snapshot comes first: one whose status already
@@ -221,7 +221,7 @@ class SnapshotController:
             if other == uid or body is None:
                 continue
             if rank is None or _claim_rank(body, snapshot_id, other) < rank:
-                return _display(body)
+                return object_key(body)
         return None
 
     # -- bookkeeping --------------------------------------------------------------------------
@@ -266,17 +266,8 @@ class SnapshotController:
         self._reconciler.forget(uid)
         self._publish_phases()
 
-    async def step(self, uid: str) -> float | None:
+    async def _step(self, uid: str, body: dict[str, Any]) -> float | None:
         """One persisted reconcile step; seconds until the next one (None: on the next change)."""
-        body = self._bodies.get(uid)
-        if body is None:
-            return None
-        if not self._may_act():
-            # Fenced. If the Lease is lost, the paused scheduler holds this and start_leading
-            # requeues everything; but a renewal sent just before the renew deadline and answered
-            # just after it lets this replica act again without a new start, and then only this
-            # brings the resource back (returning None left it unscheduled until it changed).
-            return NOT_LEADING_RETRY_SECONDS
         started = time.perf_counter()
         result = await self._reconciler.reconcile(body)
         elapsed = time.perf_counter() - started
@@ -286,7 +277,7 @@ class SnapshotController:
             return None
         log.debug(
             "%s: %s, %d event(s), next step in %s",
-            _display(body),
+            object_key(body),
             result.outcome,
             len(result.events),
             "-" if result.requeue_after is None else f"{result.requeue_after:.1f}s",
@@ -354,7 +345,7 @@ class SnapshotController:
         finalizers = list(meta.get("finalizers") or [])
         if result.finalizer is True and FINALIZER not in finalizers:
             fresh = await writer.set_finalizers(
-                namespace, name, uid, [*finalizers, FINALIZER], _version_text(body)
+                namespace, name, uid, [*finalizers, FINALIZER], version_of(body)
             )
             if fresh is None:
                 return
@@ -373,7 +364,7 @@ class SnapshotController:
             self._releasing.add(uid)
             try:
                 fresh = await writer.set_finalizers(
-                    namespace, name, uid, remaining, _version_text(current)
+                    namespace, name, uid, remaining, version_of(current)
                 )
                 if fresh is not None:
                     self._remember(uid, fresh)
@@ -411,11 +402,6 @@ def _claim_rank(body: Mapping[str, Any], snapshot_id: str, uid: str) -> tuple[in
     established = status.get("snapshotID") == snapshot_id and error.get("code") != ALREADY_OWNED
     created = str(body.get("metadata", {}).get("creationTimestamp", ""))
     return (0 if established else 1, created, uid)
-
-
-def _display(body: Mapping[str, Any]) -> str:
-    meta = body.get("metadata", {})
-    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
 def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -466,17 +452,9 @@ class _Bodies:
         return len(self._encoded)
 
 
-def _uid(body: Mapping[str, Any]) -> str:
-    return str(body.get("metadata", {}).get("uid", ""))
-
-
-def _version_text(body: Mapping[str, Any]) -> str:
-    return str(body.get("metadata", {}).get("resourceVersion", ""))
-
-
 def _version(body: Mapping[str, Any]) -> int:
     """resourceVersion as a number where it is one (etcd's revision); opaque ones compare equal."""
-    text = _version_text(body)
+    text = version_of(body)
     return int(text) if text.isdigit() else 0
 
 
@@ -484,5 +462,5 @@ def _observe_time_to_ready(body: Mapping[str, Any]) -> None:
     created = body.get("metadata", {}).get("creationTimestamp")
     if not created:
         return
-    since = datetime.now(UTC) - datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+    since = datetime.now(UTC) - parse_time(str(created))
     metrics.TIME_TO_READY_SECONDS.observe(max(0.0, since.total_seconds()))

@@ -59,7 +59,7 @@ from cloudsnap.api.constants import (
     SCHEDULE_UID_LABEL,
     SYNCED,
 )
-from cloudsnap.api.models import with_condition
+from cloudsnap.api.models import condition_of, with_condition
 from cloudsnap.api.progress import snapshot_progress, with_progress
 from cloudsnap.controllers.snapshot.external import (
     Changes,
@@ -213,7 +213,7 @@ class _Resource:
         return dataclasses.replace(self, status=status)
 
     def condition(self, kind: str) -> Condition | None:
-        return next((c for c in self.status.conditions if c.type == kind), None)
+        return condition_of(self.status.conditions, kind)
 
     def reason(self, kind: str) -> str | None:
         cond = self.condition(kind)
@@ -999,7 +999,7 @@ class Reconciler:
         """Record the failure on the draft and pick when to retry, by its class."""
         res = draft.res
         is_new = draft.failed(failure, _synced_reason(failure))
-        ready = next((c for c in draft.status.conditions if c.type == READY), None)
+        ready = condition_of(draft.status.conditions, READY)
         keep_ready = ready is not None and ready.reason in _STICKY_READY_REASONS
         if not draft.status.snapshot_id and not keep_ready:
             ready_reason = "Pending" if failure.kind is Kind.TRANSIENT else "Error"

@@ -19,6 +19,7 @@ from cloudsnap.api import (
     OWNER_UID_METADATA_KEY,
     AccountRef,
 )
+from cloudsnap.api.constants import DISK_FULL_CODE
 from cloudsnap.controllers.snapshot.external import (
     Changes,
     Connection,
@@ -53,9 +54,8 @@ _STATES = {
 }
 
 AUTH_CODES = frozenset({"APIG.0301", "EVS.5401", "EVS.5403", "EVS.0001", "EVS.0002"})
-QUOTA_CODE = "EVS.5413"
 # error_deleting (EVS.2019), not available (EVS.2043), delete refused in this status (EVS.1047).
-_BLOCKED_CODES = AUTH_CODES | {QUOTA_CODE, "EVS.2019", "EVS.2043", "EVS.1047"}
+_BLOCKED_CODES = AUTH_CODES | {DISK_FULL_CODE, "EVS.2019", "EVS.2043", "EVS.1047"}
 # Cinder's wording for a disk in a status that allows no snapshot, which EVS inherits
 # (docs/evs.md, "Errors"), and the part of it that says the disk is attached.
 _DISK_STATUS_HINTS = ("in-use", "must be available")
@@ -259,7 +259,7 @@ def classify(exc: EVSError, operation: str) -> Failure:
         return Failure(code, exc.message, Kind.TRANSIENT, request_id)
     status = exc.status_code or 0
     code = exc.code or f"HTTP.{status}"
-    if code == QUOTA_CODE:
+    if code == DISK_FULL_CODE:
         return Failure(code, exc.message, Kind.BLOCKED, request_id, Cause.QUOTA)
     if status == 404:
         kind = Kind.BLOCKED if operation == "create" else Kind.TRANSIENT

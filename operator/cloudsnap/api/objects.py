@@ -1,0 +1,29 @@
+"""Readers of a resource's body as the API server serves it (a JSON dict): its identity, its key
+and its conditions, for the controllers and the Kubernetes adapters alike."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def uid_of(body: Mapping[str, Any]) -> str:
+    """The object's UID ("" before the API server gave it one)."""
+    return str(body.get("metadata", {}).get("uid", ""))
+
+
+def version_of(body: Mapping[str, Any]) -> str:
+    """The object's resourceVersion, opaque text ("" when absent)."""
+    return str(body.get("metadata", {}).get("resourceVersion", ""))
+
+
+def object_key(body: Mapping[str, Any]) -> str:
+    """ "namespace/name": how a namespaced object is named in keys, caches and log lines."""
+    meta = body.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def condition_in(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """The status condition of type ``kind``, or an empty dict where there is none yet."""
+    conditions = (body.get("status") or {}).get("conditions") or ()
+    return next((dict(c) for c in conditions if c.get("type") == kind), {})
