@@ -193,7 +193,7 @@ def debian_sources(texts: Iterable[str], suite: str = SUITE) -> str:
                 )
             )
             suites = fields.get("Suites", "").split()
-            if "URIs" in fields and fields.get("Types", "").split()[:1] == ["deb"]:
+            if "URIs" in fields and "deb" in fields.get("Types", "").split():
                 kept = [s for s in suites if s == suite or s.startswith(f"{suite}-")]
                 if kept and fields.get("Enabled", "yes") != "no":
                     stanzas.append(_stanza(fields["URIs"], kept, fields))
@@ -600,6 +600,8 @@ def unpack(archive_path: Path, bundle: Path) -> Path:
 # Runs in a mount namespace of its own, so every mount goes with the process, even on a crash.
 _IN_CHROOT = """root=$1 user=$2 kubeconfig=$3
 shift 3
+mount --bind "$root" "$root"
+mount -o remount,bind,ro "$root"
 mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
 mount -t proc proc "$root/proc"
 mount --rbind /dev "$root/dev"
@@ -609,9 +611,9 @@ exec chroot --userspec="$user" "$root" "$@"
 
 
 def chroot_argv(rootfs: Path, kubeconfig: Path, argv: Sequence[str]) -> list[str]:
-    """A command that runs `argv` as the image's user in `rootfs`, the way a runtime would start
-    the container, with /proc, /dev, a fresh /tmp and the kubeconfig at /tmp/kubeconfig. Its
-    environment is the caller's: pass the image's (``image_config``) plus KUBECONFIG."""
+    """A command that runs `argv` as the image's user in `rootfs`, as the chart's pod runs it:
+    the root read-only, a fresh writable /tmp (holding the kubeconfig, /tmp/kubeconfig), /proc and
+    /dev. Its environment is the caller's: pass the image's (``image_config``) plus KUBECONFIG."""
     unshare = ["unshare", "--mount", "--propagation=private", "--fork", "--"]
     return [*unshare, "sh", "-euc", _IN_CHROOT, "sh", str(rootfs), USER, str(kubeconfig), *argv]
 
