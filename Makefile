@@ -61,7 +61,7 @@ unit: $(STAMP)
 
 # The operator image as an OCI archive and its SPDX SBOM in dist/, built without a container engine
 # from Debian's packages and requirements.lock (hack/image.py; needs root, mmdebstrap and umoci).
-# Reproducible: the same inputs and Debian packages give the same bytes. About 2 minutes cold.
+# Reproducible: the same inputs and Debian packages give the same bytes. 1.5-3 minutes cold.
 image: $(STAMP)
 	$(BIN)/python -m hack.image --output dist
 
