@@ -153,6 +153,11 @@ def project_version() -> str:
     return str(pyproject["project"]["version"])
 
 
+def image_cache() -> Path:
+    """Built images (one directory per inputs key) and the wheelhouse, beside the tools cache."""
+    return cache_root().parent / "image"
+
+
 def input_files() -> list[Path]:
     """Every file whose content the image depends on (the cache key's inputs)."""
     sources = sorted(
@@ -533,7 +538,7 @@ def archive(layout: Path, output: Path, epoch: int) -> None:
 def build(destination: Path, epoch: int) -> Built:
     """Build the archive and SBOM into `destination` (a fresh directory)."""
     version = project_version()
-    wheelhouse = cache_root().parent / "image" / "wheels"
+    wheelhouse = image_cache() / "wheels"
     wheelhouse.mkdir(parents=True, exist_ok=True)
     _download_wheels(wheelhouse)
     destination.mkdir(parents=True)
@@ -554,7 +559,7 @@ def build(destination: Path, epoch: int) -> Built:
 
 def cached_build(*, rebuild: bool = False) -> Built:
     """The image for the current inputs, from the cache or built into it."""
-    place = cache_root().parent / "image" / inputs_key(input_files())
+    place = image_cache() / inputs_key(input_files())
     if rebuild and place.exists():
         shutil.rmtree(place)
     if not (place / "digest").exists():

@@ -16,6 +16,7 @@ import pytest
 from hack import image
 from hack.cluster import Cluster
 from hack.cluster.controlplane import free_port
+from hack.lock import RUNTIME_LOCK, read_lock
 from hack.sandbox import (
     ManagedProcess,
     OperatorProcess,
@@ -23,6 +24,7 @@ from hack.sandbox import (
     released_lease,
     start_simulator,
 )
+from packaging.utils import canonicalize_name
 
 from tests.deploy.support import ROOT
 from tests.waiting import eventually
@@ -183,6 +185,14 @@ async def test_the_built_image_runs_until_a_cloudsnapshot_is_ready(
     names = {entry["name"] for entry in sbom["packages"]}
     assert {"python3.11", "ca-certificates", "kopf", "kubernetes", "cloudsnap"} <= names
     assert not names & {"gcc", "gcc-12", "cpp", "binutils", "apt", *image.VENV_ONLY}
+    python = {
+        str(canonicalize_name(entry["name"])): entry["versionInfo"]
+        for entry in sbom["packages"]
+        if entry["SPDXID"].startswith("SPDXRef-pypi-")
+    }
+    # The venv's own installers (ensurepip's, as in the Dockerfile's venv) beside exactly the lock.
+    assert python.keys() - read_lock(RUNTIME_LOCK).keys() == {"cloudsnap", "pip", "setuptools"}
+    assert {name: python[name] for name in read_lock(RUNTIME_LOCK)} == read_lock(RUNTIME_LOCK)
 
     rootfs = image.unpack(built.archive, tmp_path / "bundle")
     assert image.compilers(rootfs) == []
