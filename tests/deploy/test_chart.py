@@ -106,6 +106,7 @@ def test_values_become_cloudsnap_settings(home: Path) -> None:
     )
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env["CLOUDSNAP_OPERATOR_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["CLOUDSNAP_ALL_NAMESPACES"] == "true"
     assert env["CLOUDSNAP_LOG_FORMAT"] == "text"
     assert env["CLOUDSNAP_LOG_LEVEL"] == "DEBUG"
