@@ -24,6 +24,7 @@ Needs root, ``mmdebstrap`` and ``umoci`` (Debian packages). Run: ``python -m hac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -106,6 +107,8 @@ DROPPED = (
     "usr/share/lintian",
 )
 SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
+# Cached images kept (of different inputs: other branches and checkouts share the cache).
+KEPT = 3
 
 
 @dataclass(frozen=True)
@@ -558,19 +561,38 @@ def build(destination: Path, epoch: int) -> Built:
 
 
 def cached_build(*, rebuild: bool = False) -> Built:
-    """The image for the current inputs, from the cache or built into it."""
-    place = image_cache() / inputs_key(input_files())
+    """The image for the current inputs, from the cache or built into it.
+
+    A build lands in the cache by a rename, so a reader (another checkout's tests, a concurrent
+    build of the same inputs, whose result is the same bytes) never sees half an image.
+    """
+    cache = image_cache()
+    place = cache / inputs_key(input_files())
     if rebuild and place.exists():
         shutil.rmtree(place)
-    if not (place / "digest").exists():
-        shutil.rmtree(place, ignore_errors=True)
-        build(place, source_date_epoch())
-        # Images of older inputs are not used again: keep one, and the wheelhouse.
-        for other in place.parent.iterdir():
-            if other.is_dir() and other.name not in {place.name, "wheels"} and other.name[0] != ".":
-                shutil.rmtree(other)
+    if not place.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache, prefix=".build-") as scratch:
+            fresh = Path(scratch) / "image"
+            build(fresh, source_date_epoch())
+            with contextlib.suppress(OSError):  # built meanwhile by someone else: the same
+                fresh.rename(place)
+        _prune(cache)
+    os.utime(place)  # last used, for _prune
     digest = (place / "digest").read_text().strip()
     return Built(place / ARCHIVE_NAME, place / SBOM_NAME, digest)
+
+
+def _prune(cache: Path) -> None:
+    """Keep the KEPT images used last (checkouts of other inputs may still use them)."""
+    images = [
+        entry
+        for entry in cache.iterdir()
+        if entry.is_dir() and entry.name != "wheels" and not entry.name.startswith(".")
+    ]
+    images.sort(key=lambda entry: entry.stat().st_mtime, reverse=True)
+    for stale in images[KEPT:]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def image_config(archive_path: Path) -> dict[str, object]:
