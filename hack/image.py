@@ -13,9 +13,10 @@ The Dockerfile's image for machines that have no Docker and no registry to pull 
 4. ``umoci`` makes one layer of the tree and sets the Dockerfile's config (user 65532:65532,
    entry point, environment, port, labels); the OCI layout is archived as a tar.
 
-Every time stamp is ``SOURCE_DATE_EPOCH`` (default: the last commit's time), so equal inputs and
-equal Debian packages give a byte-identical archive. Built images are cached under
-``~/.cache/cloudsnap/image/<key>``, the key a digest of every input file (``inputs_key``).
+Every time stamp is ``SOURCE_DATE_EPOCH`` (default: the time of the last commit that changed an
+input, ``INPUTS``), so equal inputs and equal Debian packages give a byte-identical archive. Built
+images are cached under ``~/.cache/cloudsnap/image/<key>``, the key a digest of every input file
+and that time (``inputs_key``).
 
 Needs root, ``mmdebstrap`` and ``umoci`` (Debian packages). Run: ``python -m hack.image
 [--output DIR] [--rebuild]``; ``make image`` writes ``dist/``.
@@ -107,6 +108,16 @@ DROPPED = (
     "usr/share/lintian",
 )
 SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
+# What the image is made of: the lock, the project (pyproject names README.md as its readme), the
+# install steps and this build script.
+INPUTS = (
+    LOCK,
+    REPO / "pyproject.toml",
+    REPO / "README.md",
+    REPO / "operator",
+    INSTALL_SCRIPT,
+    Path(__file__).resolve(),
+)
 # Cached images kept (of different inputs: other branches and checkouts share the cache).
 KEPT = 3
 
@@ -144,10 +155,12 @@ def _run(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> str:
 
 
 def source_date_epoch() -> int:
-    """SOURCE_DATE_EPOCH when set, else the last commit's time: every time stamp in the image."""
+    """Every time stamp in the image: SOURCE_DATE_EPOCH when set, else the time of the last
+    commit that changed an input (a commit of anything else leaves the image's bytes alone)."""
     if "SOURCE_DATE_EPOCH" in os.environ:
         return int(os.environ["SOURCE_DATE_EPOCH"])
-    return int(_run(["git", "-C", str(REPO), "log", "-1", "--format=%ct"]).strip())
+    inputs = [str(path.relative_to(REPO)) for path in INPUTS]
+    return int(_run(["git", "-C", str(REPO), "log", "-1", "--format=%ct", "--", *inputs]).strip())
 
 
 def project_version() -> str:
@@ -163,24 +176,18 @@ def image_cache() -> Path:
 
 def input_files() -> list[Path]:
     """Every file whose content the image depends on (the cache key's inputs)."""
-    sources = sorted(
+    return sorted(
         path
-        for path in (REPO / "operator").rglob("*")
+        for root in INPUTS
+        for path in ([root] if root.is_file() else root.rglob("*"))
         if path.is_file() and "__pycache__" not in path.parts and ".egg-info" not in str(path)
     )
-    return [
-        LOCK,
-        REPO / "pyproject.toml",
-        REPO / "README.md",
-        INSTALL_SCRIPT,
-        Path(__file__),
-        *sources,
-    ]
 
 
-def inputs_key(files: Iterable[Path]) -> str:
-    """A digest of the files' paths and contents: equal keys build equal images."""
-    digest = hashlib.sha256()
+def inputs_key(files: Iterable[Path], epoch: int) -> str:
+    """A digest of the files' paths and contents and the time stamp: equal keys build equal
+    images."""
+    digest = hashlib.sha256(str(epoch).encode() + b"\0")
     for path in files:
         digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:20]
@@ -567,14 +574,15 @@ def cached_build(*, rebuild: bool = False) -> Built:
     build of the same inputs, whose result is the same bytes) never sees half an image.
     """
     cache = image_cache()
-    place = cache / inputs_key(input_files())
+    epoch = source_date_epoch()
+    place = cache / inputs_key(input_files(), epoch)
     if rebuild and place.exists():
         shutil.rmtree(place)
     if not place.exists():
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache, prefix=".build-") as scratch:
             fresh = Path(scratch) / "image"
-            build(fresh, source_date_epoch())
+            build(fresh, epoch)
             with contextlib.suppress(OSError):  # built meanwhile by someone else: the same
                 fresh.rename(place)
         _prune(cache)
