@@ -16,6 +16,10 @@ LABEL org.opencontainers.image.title="cloudsnap-operator" \
       org.opencontainers.image.description="Declarative Huawei Cloud EVS disk snapshots for Kubernetes" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /opt/venv /opt/venv
+# A name for the uid: kopf asks getpass.getuser() at start-up, which fails for a uid without one.
+RUN groupadd --gid 65532 nonroot \
+ && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin nonroot
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

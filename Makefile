@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PKGS := operator/cloudsnap operator/evs_simulator
 
-.PHONY: all venv lint test unit tools crds chart-crds manifests lock lock-upgrade sandbox bench ha-trials chaos clean
+.PHONY: all venv lint test unit tools crds chart-crds manifests lock lock-upgrade image sandbox bench ha-trials chaos clean
 
 all: test
 
@@ -25,7 +25,7 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests bench hack deploy
 	$(BIN)/ruff format --check operator tests bench hack deploy
-	$(BIN)/mypy $(PKGS)
+	$(BIN)/mypy $(PKGS) hack
 
 # Pinned kube-apiserver, kube-controller-manager, etcd and helm built from Go modules into a cache outside the checkout.
 tools: $(STAMP)
@@ -58,6 +58,12 @@ test: lint tools
 # Only the tests that need no control plane.
 unit: $(STAMP)
 	$(BIN)/pytest -m 'not e2e'
+
+# The operator image as an OCI archive and its SPDX SBOM in dist/, built without a container engine
+# from Debian's packages and requirements.lock (hack/image.py; needs root, mmdebstrap and umoci).
+# Reproducible: the same inputs and Debian packages give the same bytes. 1.5-3 minutes cold.
+image: $(STAMP)
+	$(BIN)/python -m hack.image --output dist
 
 sandbox: tools
 	$(BIN)/python -m hack.sandbox

@@ -21,6 +21,11 @@ MANIFESTS = ROOT / "deploy" / "manifests"
 RELEASE = "cloudsnap-operator"
 NAMESPACE = "cloudsnap-system"
 HEADER = "# Rendered from deploy/helm/cloudsnap-operator by `make manifests`; do not edit.\n"
+# No registry publishes the image and the chart requires one: this reserved name (.invalid never
+# resolves) stands in until a kustomization sets where the image was pushed, e.g. with
+# `kustomize edit set image registry.invalid/cloudsnap-operator=<registry>/cloudsnap-operator:<tag>`
+# (docs/operations.md, "The image").
+REPOSITORY = "registry.invalid/cloudsnap-operator"
 
 # The restricted Pod Security level: the operator's pod meets it, so the namespace can enforce it.
 NAMESPACE_DOC = f"""apiVersion: v1
@@ -57,7 +62,10 @@ def render(helm: Path) -> dict[str, str]:
     """File name -> content of every file in deploy/manifests/, kustomization.yaml included."""
     # A fixed argv of our own helm binary; no shell, no user input.
     stream = subprocess.run(  # noqa: S603
-        [str(helm), "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--include-crds"],
+        [
+            *(str(helm), "template", RELEASE, str(CHART), "--namespace", NAMESPACE),
+            *("--include-crds", "--set", f"image.repository={REPOSITORY}"),
+        ],
         capture_output=True,
         text=True,
         check=True,

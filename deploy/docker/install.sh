@@ -1,7 +1,8 @@
 #!/bin/sh
-# The image's install steps, kept in one place so that tests/deploy replays exactly what the
-# Dockerfile runs (there is no Docker engine in CI).
-#   install.sh deps VENV LOCKFILE   a fresh venv with the exact runtime closure (wheels only)
+# The image's install steps, kept in one place so that the Dockerfile, the engine-less OCI build
+# (hack/image.py, run in a chroot of the image) and tests/deploy all run exactly the same steps.
+#   install.sh deps VENV LOCKFILE   a fresh venv with the exact runtime closure (wheels only,
+#                                   each checked against the lock's hashes)
 #   install.sh app  VENV SRC        cloudsnap itself, no dependency resolution, then `pip check`
 # PYTHON picks the interpreter (default python3).
 set -eu
@@ -12,7 +13,7 @@ export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 case "$step" in
   deps)
     "${PYTHON:-python3}" -m venv "$venv"
-    "$venv/bin/pip" install --only-binary=:all: --requirement "$from"
+    "$venv/bin/pip" install --require-hashes --only-binary=:all: --requirement "$from"
     ;;
   app)
     "$venv/bin/pip" install --no-deps "$from"

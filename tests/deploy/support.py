@@ -28,6 +28,11 @@ def load_script(relative: str) -> ModuleType:
     return module
 
 
+# The chart requires image.repository (no registry publishes the image): every rendering and
+# install in the tests sets the placeholder deploy/manifests are rendered with.
+IMAGE = f"image.repository={load_script('deploy/render_manifests.py').REPOSITORY}"
+
+
 def helm(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run the pinned helm offline (its kubeconfig does not exist) with a private home."""
     env = tool_env(home / "no-kubeconfig", HELM.parent, home)
@@ -39,12 +44,19 @@ def helm(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
     return result
 
 
+def render_chart(home: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """`helm template` of the chart with the test image and these options, not checked."""
+    return helm(home, "template", "rel", str(CHART), "--set", IMAGE, *options, check=False)
+
+
 def template(home: Path, *sets: str, namespace: str = "cloudsnap-system") -> list[dict[str, Any]]:
     """The chart rendered with `--set` overrides, as a list of objects (empty docs dropped)."""
-    args = ["template", "rel", str(CHART), "--namespace", namespace]
+    args = ["--namespace", namespace]
     for value in sets:
         args += ["--set", value]
-    return [doc for doc in yaml.safe_load_all(helm(home, *args).stdout) if doc]
+    result = render_chart(home, *args)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
 def find(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:

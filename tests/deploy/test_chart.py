@@ -12,7 +12,17 @@ import yaml
 from hack.tools.install import KUBE_OLDEST_VERSION, KUBE_VERSION
 
 from cloudsnap.settings import Settings
-from tests.deploy.support import CHART, HELM, ROOT, find, helm, load_script, template
+from tests.deploy.support import (
+    CHART,
+    HELM,
+    IMAGE,
+    ROOT,
+    find,
+    helm,
+    load_script,
+    render_chart,
+    template,
+)
 
 render_manifests = load_script("deploy/render_manifests.py")
 
@@ -96,6 +106,7 @@ def test_values_become_cloudsnap_settings(home: Path) -> None:
     )
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env["CLOUDSNAP_OPERATOR_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["CLOUDSNAP_ALL_NAMESPACES"] == "true"
     assert env["CLOUDSNAP_LOG_FORMAT"] == "text"
     assert env["CLOUDSNAP_LOG_LEVEL"] == "DEBUG"
@@ -244,12 +255,20 @@ def test_disruption_budget_with_the_two_default_replicas(home: Path) -> None:
     ],
 )
 def test_a_budget_that_forbids_every_eviction_is_refused(home: Path, sets: tuple[str, ...]) -> None:
-    args = ["template", "rel", str(CHART)]
-    for value in sets:
-        args += ["--set", value]
-    result = helm(home, *args, check=False)
+    result = render_chart(home, *(option for value in sets for option in ("--set", value)))
     assert result.returncode != 0
     assert "would forbid every voluntary eviction" in result.stderr
+
+
+def test_the_image_repository_is_required_and_tagged_with_the_app_version(home: Path) -> None:
+    result = helm(home, "template", "rel", str(CHART), check=False)
+    assert result.returncode != 0
+    assert "image.repository is required: no registry publishes" in result.stderr
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    repository = IMAGE.split("=", 1)[1]
+    assert _container(template(home))["image"] == f"{repository}:{chart['appVersion']}"
+    digest = "sha256:" + "0" * 64
+    assert _container(template(home, f"image.digest={digest}"))["image"] == f"{repository}@{digest}"
 
 
 def test_replicas_prefer_different_nodes_by_default(home: Path) -> None:
@@ -504,21 +523,17 @@ def test_service_monitor_is_optional(home: Path) -> None:
 def test_schema_refuses_bad_values_naming_the_key(
     home: Path, option: str, value: str, message: str
 ) -> None:
-    result = helm(home, "template", "rel", str(CHART), option, value, check=False)
+    result = render_chart(home, option, value)
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert message in result.stderr, "the error names the key"
 
 
 def test_schema_rejects_both_an_existing_secret_and_inline_keys(home: Path) -> None:
-    result = helm(
+    result = render_chart(
         home,
-        "template",
-        "rel",
-        str(CHART),
         "--set",
         "credentials.existingSecret=s,credentials.accessKey=AK,credentials.secretKey=SK",
-        check=False,
     )
     assert result.returncode != 0
     assert "/credentials/accessKey" in result.stderr
@@ -558,7 +573,7 @@ def test_kube_version_floor_is_the_oldest_tested_minor(
     home: Path, kube_version: str, accepted: bool
 ) -> None:
     """Chart.yaml's kubeVersion admits the minor tests/compat/ runs on, refuses the one before."""
-    result = helm(home, "template", "rel", str(CHART), "--kube-version", kube_version, check=False)
+    result = render_chart(home, "--kube-version", kube_version)
     assert (result.returncode == 0) is accepted, result.stderr
     if not accepted:
         assert "incompatible with Kubernetes" in result.stderr

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from hack.cluster import Cluster
 
-from tests.deploy.support import CHART, load_script
+from tests.deploy.support import CHART, IMAGE, load_script
 
 render_manifests = load_script("deploy/render_manifests.py")
 
@@ -46,7 +46,7 @@ class Release:
 
 
 def _install(cluster: Cluster, name: str, namespace: str, *sets: str) -> str:
-    args = ["install", name, str(CHART), "--namespace", namespace]
+    args = ["install", name, str(CHART), "--namespace", namespace, "--set", IMAGE]
     for value in sets:
         args += ["--set", value]
     return cluster.helm(*args).stdout

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from hack.tools.install import KUBE_SCORE_VERSION, tools_bin
 
-from tests.deploy.support import CHART, helm
+from tests.deploy.support import CHART, IMAGE, helm
 
 KUBE_SCORE = tools_bin() / "kube-score"
 # scorecard.Grade in kube-score: CRITICAL 1, WARNING 5, ALMOST_OK 7, ALL_OK 10.
@@ -71,7 +71,7 @@ def kubernetes_version() -> str:
 
 
 def render(home: Path, tmp_path: Path, *sets: str) -> Path:
-    args = ["template", "rel", str(CHART), "--namespace", "cloudsnap-system"]
+    args = ["template", "rel", str(CHART), "--namespace", "cloudsnap-system", "--set", IMAGE]
     for value in sets:
         args += ["--set", value]
     rendered = tmp_path / "rendered.yaml"

@@ -19,7 +19,7 @@ import yaml
 from hack.tools.install import tools_bin
 
 from cloudsnap.metrics import REGISTRY
-from tests.deploy.support import CHART, find, helm, template
+from tests.deploy.support import CHART, find, render_chart, template
 
 PROMQL_CHECK = tools_bin() / "promql-check"
 DASHBOARD = CHART / "dashboards" / "cloudsnap.json"
@@ -326,7 +326,7 @@ def test_the_checker_reports_each_expression_and_its_metrics() -> None:
     ],
 )
 def test_schema_rejects_wrong_observability_values(home: Path, override: str, message: str) -> None:
-    result = helm(home, "template", "rel", str(CHART), "--set", override, check=False)
+    result = render_chart(home, "--set", override)
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert message in result.stderr

@@ -24,7 +24,7 @@ from hack.sandbox import Simulator, class_manifests, start_operator, start_simul
 from prometheus_client.parser import text_string_to_metric_families
 
 from evs_simulator.admin_client import AdminClient
-from tests.deploy.support import CHART
+from tests.deploy.support import CHART, IMAGE
 from tests.fixtures.cluster import (
     everest_volume,
     manifest_list,
@@ -49,7 +49,7 @@ def chart_identity(
     """
     release = f"o{uuid.uuid4().hex[:8]}"
     watched = [] if request.param == "all-namespaces" else [namespace]
-    args = ["install", release, str(CHART), "--namespace", namespace, "--skip-crds"]
+    args = ["install", release, str(CHART), "--namespace", namespace, "--skip-crds", "--set", IMAGE]
     if watched:
         args += ["--set", f"operator.watchNamespaces={{{namespace}}}"]
     cluster.helm(*args)

@@ -34,6 +34,7 @@ from hack.sandbox import BIN, ManagedProcess, OperatorProcess, class_manifests
 from cloudsnap.kube.writer import KubeWriter
 from cloudsnap.runtime.writes import Conflict
 from evs_simulator.admin_client import AdminClient
+from tests.deploy.support import CHART, IMAGE
 from tests.e2e.support import make_snapshot_outside, parse_time
 from tests.fixtures.cluster import service_account_kubeconfig
 from tests.fixtures.operator import Stack, StartStack, condition
@@ -43,7 +44,6 @@ from tests.waiting import eventually
 OWNER_KEY = "cloudsnap.io/owner-uid"
 FINALIZER = "evs.cloudsnap.io/snapshot-protection"
 REMOVE_FINALIZERS = '[{"op":"remove","path":"/metadata/finalizers"}]'  # a JSON patch
-CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "cloudsnap-operator"
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -771,6 +771,7 @@ async def test_10_unreadable_secrets_keep_readyz_false_and_are_logged_sparingly(
     release = f"o{uuid.uuid4().hex[:8]}"
     cluster.helm(
         *("install", release, str(CHART), "--namespace", namespace, "--skip-crds"),
+        *("--set", IMAGE),
         *("--set", f"operator.watchNamespaces={{{namespace}}}"),
     )
     process: ManagedProcess | None = None

@@ -39,10 +39,11 @@ app.kubernetes.io/part-of: cloudsnap
 {{- end }}
 
 {{- define "cloudsnap.image" -}}
+{{- $repository := required "image.repository is required: no registry publishes the cloudsnap-operator image; build it (make image, or docker build), push it to a registry your nodes pull from, and set image.repository to it (chart README, Image)" .Values.image.repository }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
 
