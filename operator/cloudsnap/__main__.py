@@ -114,6 +114,7 @@ async def run(config: Settings) -> None:
             clusterwide=config.all_namespaces,
             max_workers=config.max_workers,
             ready=ready,
+            identity=config.identity,
         )
     finally:
         if campaign is not None:

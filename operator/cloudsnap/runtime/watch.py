@@ -145,8 +145,12 @@ async def watch(
     clusterwide: bool,
     max_workers: int,
     ready: asyncio.Event,
+    identity: str,
 ) -> None:
-    """Watch until SIGINT/SIGTERM; ``ready`` is set once every watch has listed its objects."""
+    """Watch until SIGINT/SIGTERM; ``ready`` is set once every watch has listed its objects.
+
+    ``identity`` is the replica's own (``--identity``): kopf would otherwise make one from the
+    user's name, which a uid without a passwd entry does not have."""
     settings = kopf.OperatorSettings()
     configure(settings, max_workers=max_workers)
     await kopf.operator(
@@ -157,6 +161,7 @@ async def watch(
         namespaces=list(namespaces),
         ready_flag=ready,
         memories=UnkeptMemories(),
+        identity=identity,  # type: ignore[arg-type]  # kopf types it as a private NewType of str
     )
 
 
