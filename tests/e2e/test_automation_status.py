@@ -172,7 +172,7 @@ def test_a_status_written_before_any_look_reads_as_in_progress() -> None:
 def test_the_documented_health_scripts_are_the_shipped_ones() -> None:
     """docs/automation.md's argocd-cm snippet holds each script of deploy/argocd/health/ whole."""
     docs = (Path(__file__).resolve().parents[2] / "docs" / "automation.md").read_text()
-    snippet = docs.split("```yaml\n", 1)[1].split("```", 1)[0]
+    snippet = docs.split("<!-- recipe: argocd-cm -->\n```yaml\n", 1)[1].split("```", 1)[0]
     scripts = sorted(HEALTH_SCRIPTS.glob("*.lua"))
     assert [s.stem for s in scripts] == [
         "evs.cloudsnap.io_CloudSnapshot",
