@@ -126,9 +126,12 @@ def test_cluster_role_holds_no_write_on_classes_and_no_secrets(home: Path) -> No
             assert rule["resources"] == ["cloudsnapshots"], "schedules delete their children only"
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
         assert "secrets" not in rule["resources"]
-        assert "namespaces" not in rule["resources"], "kopf lists namespaces only when namespaced"
         if rule["resources"] == ["cloudsnapshotclasses"]:
             assert rule["verbs"] == ["list", "watch"]
+    # Namespaces are only listed, for the labels a class's allowedNamespaces selector reads.
+    assert [r["verbs"] for r in role["rules"] if "namespaces" in r["resources"]] == [
+        ["list", "watch"]
+    ]
     # Claims and volumes are only listed, by the watch caches of the claim source and a schedule's
     # claim selector: one rule each, nothing else.
     for resource in ("persistentvolumeclaims", "persistentvolumes"):
@@ -425,6 +428,25 @@ def test_class_and_secret_from_values(home: Path) -> None:
     assert secret["metadata"]["namespace"] == "cloudsnap-system"
     assert cls["spec"]["credentialsSecretRef"] == {"name": secret["metadata"]["name"]}
     assert set(secret["data"]) == {"accessKey", "secretKey"}
+
+
+def test_the_chart_class_admits_only_labelled_namespaces_unless_told_otherwise(
+    home: Path,
+) -> None:
+    values = (
+        "snapshotClass.create=true",
+        "snapshotClass.region=cn-north-4",
+        "snapshotClass.projectID=p1",
+        "credentials.existingSecret=my-evs",
+    )
+    (cls,) = find(template(home, *values), "CloudSnapshotClass")
+    assert cls["spec"]["allowedNamespaces"] == {
+        "selector": {"matchLabels": {"evs.cloudsnap.io/snapshots": "allowed"}}
+    }
+    (cls,) = find(
+        template(home, *values, "snapshotClass.allowedNamespaces=null"), "CloudSnapshotClass"
+    )
+    assert "allowedNamespaces" not in cls["spec"]
 
 
 def test_class_with_an_existing_secret_renders_no_secret(home: Path) -> None:

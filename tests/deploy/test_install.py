@@ -141,6 +141,9 @@ NEEDED = [
     ("watch", "persistentvolumes", ""),
     ("list", CLASSES, ""),
     ("watch", CLASSES, ""),
+    # NamespaceCache: the labels a class's allowedNamespaces selector reads.
+    ("list", "namespaces", ""),
+    ("watch", "namespaces", ""),
     ("create", "events", "other"),
     ("list", CRDS, ""),
     ("watch", CRDS, ""),
@@ -180,7 +183,7 @@ FORBIDDEN = [
     ("create", "deployments.apps", "own"),
     ("get", "configmaps", "own"),
     ("create", "namespaces", ""),
-    ("list", "namespaces", ""),
+    ("update", "namespaces", ""),
     ("create", "serviceaccounts/token", "own"),
     ("create", "clusterroles.rbac.authorization.k8s.io", ""),
     ("bind", "clusterroles.rbac.authorization.k8s.io", ""),

@@ -71,6 +71,7 @@ from cloudsnap.controllers.snapshot.external import (
     Owner,
     State,
 )
+from cloudsnap.controllers.snapshot.tenancy import NamespaceReader, admit
 from cloudsnap.controllers.snapshot.volumes import (
     ResolvedVolume,
     Unresolved,
@@ -333,6 +334,7 @@ class Reconciler:
         *,
         finalizer: str,
         volumes: VolumeReader,
+        namespaces: NamespaceReader,
         claims: Claims | None = None,
         timing: Timing | None = None,
         rng: random.Random | None = None,
@@ -341,6 +343,7 @@ class Reconciler:
         self._connector = connector
         self._finalizer = finalizer
         self._volumes = volumes
+        self._namespaces = namespaces
         self.claims: Claims = claims or NoClaims()
         self._timing = timing or Timing()
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
@@ -567,6 +570,7 @@ class Reconciler:
         draft = _Draft(res, self._clock())
         try:
             conn = await self._connect(res)
+            await admit(self._namespaces, conn, res.namespace)
         except LocalFailure as exc:
             return self._failed(draft, exc.failure)
         spec = res.spec
