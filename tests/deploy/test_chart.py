@@ -22,6 +22,9 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "helm-home"
 
 
+OPERATOR_ROLE = "rel-cloudsnap-operator"  # the release is called rel
+
+
 def _container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     (deployment,) = find(objects, "Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -120,7 +123,7 @@ def test_the_operator_accepts_the_rendered_environment(
 
 
 def test_cluster_role_holds_no_write_on_classes_and_no_secrets(home: Path) -> None:
-    (role,) = find(template(home), "ClusterRole")
+    (role,) = find(template(home), "ClusterRole", OPERATOR_ROLE)
     for rule in role["rules"]:
         if "delete" in rule["verbs"]:
             assert rule["resources"] == ["cloudsnapshots"], "schedules delete their children only"
@@ -169,7 +172,7 @@ def test_leader_election_may_renew_only_its_own_lease(home: Path) -> None:
 
 def test_watch_namespaces_grant_per_namespace_roles_only(home: Path) -> None:
     objects = template(home, "operator.watchNamespaces={team-a,team-b}")
-    (cluster_role,) = find(objects, "ClusterRole")
+    (cluster_role,) = find(objects, "ClusterRole", OPERATOR_ROLE)
     cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
     assert "cloudsnapshots" not in cluster_resources
     assert "persistentvolumeclaims" not in cluster_resources
@@ -430,7 +433,7 @@ def test_class_and_secret_from_values(home: Path) -> None:
     assert set(secret["data"]) == {"accessKey", "secretKey"}
 
 
-def test_the_chart_class_admits_only_labelled_namespaces_unless_told_otherwise(
+def test_the_chart_class_is_closed_by_default(
     home: Path,
 ) -> None:
     values = (
@@ -443,6 +446,7 @@ def test_the_chart_class_admits_only_labelled_namespaces_unless_told_otherwise(
     assert cls["spec"]["allowedNamespaces"] == {
         "selector": {"matchLabels": {"evs.cloudsnap.io/snapshots": "allowed"}}
     }
+    assert (cls["spec"]["volumeIDs"], cls["spec"]["adoption"]) == ("Allowed", "Retain")
     (cls,) = find(
         template(home, *values, "snapshotClass.allowedNamespaces=null"), "CloudSnapshotClass"
     )

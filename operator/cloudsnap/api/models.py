@@ -527,6 +527,10 @@ class AllowedNamespaces(_Model):
         return self.selector is not None and labels is not None and self.selector.matches(labels)
 
 
+VolumeIDRule = Literal["Denied", "Allowed", "Any"]
+AdoptionRule = Literal["Denied", "Retain", "Delete"]
+
+
 class CloudSnapshotClassSpec(_Model):
     """Where and as whom snapshots are made: one cloud account, project and region."""
 
@@ -577,6 +581,16 @@ class CloudSnapshotClassSpec(_Model):
     allowed_namespaces: AllowedNamespaces | None = Field(None, alias="allowedNamespaces")
     """The namespaces that may use this class. Absent: every namespace (as before the field
     existed); a CloudSnapshot in a namespace not admitted is refused before any EVS call."""
+
+    volume_ids: VolumeIDRule = Field("Allowed", alias="volumeIDs")
+    """Whether a CloudSnapshot may name its disk by spec.volumeID. Allowed: any disk of the
+    account except one behind a PersistentVolume bound to a claim in another namespace (that
+    namespace's, to snapshot by its claim); Any: every disk of the account; Denied: claims only
+    (spec.persistentVolumeClaimName)."""
+    adoption: AdoptionRule = "Delete"
+    """Whether a CloudSnapshot may adopt an existing snapshot by spec.snapshotID. Delete: yes, and
+    its spec.deletionPolicy may be Delete; Retain: only to keep it (an adopted snapshot is never
+    deleted through this class); Denied: no adoption."""
 
     def evs_endpoint(self) -> str:
         """The explicit endpoint (e.g. a simulator), else the region's public one."""

@@ -323,6 +323,16 @@ class VolumeSources:
         found: Mapping[str, Any] | None = await self._volumes.get(name)
         return found
 
+    async def volumes_of_disk(self, disk_id: str) -> Sequence[Mapping[str, Any]]:
+        """The volumes whose CSI volumeHandle is this disk: a scan, since it is asked only
+        before a create by raw volume ID, once per resource."""
+        wanted = disk_id.lower()
+        return [
+            volume
+            for volume in await self._volumes.values()
+            if str(((volume["spec"].get("csi") or {}).get("volumeHandle")) or "").lower() == wanted
+        ]
+
 
 def _namespaced_key(obj: dict[str, Any]) -> str:
     meta = obj["metadata"]

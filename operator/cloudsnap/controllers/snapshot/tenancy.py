@@ -1,5 +1,6 @@
-"""Which namespaces may use a class (docs/security.md): checked on every step before the
-finalizer and before any EVS call, so a refused resource leaves nothing behind.
+"""Which namespaces may use a class, and which sources they may name through it
+(docs/security.md): checked on every step before the finalizer and before any EVS call, so a
+refused resource leaves nothing behind.
 
 Namespace labels come in through the ``NamespaceReader`` protocol, which the operator answers from
 a watch cache (``cloudsnap.kube.caches.NamespaceCache``) and the tests from a dictionary.
@@ -10,8 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+from cloudsnap.api import CloudSnapshotSpec
 from cloudsnap.controllers.snapshot.external import Connection
-from cloudsnap.runtime.failures import CLASS_NOT_ALLOWED, Failure, Kind, LocalFailure
+from cloudsnap.controllers.snapshot.volumes import EVS_CSI_DRIVERS, VolumeReader
+from cloudsnap.runtime.failures import (
+    CLASS_NOT_ALLOWED,
+    SOURCE_NOT_ALLOWED,
+    Failure,
+    Kind,
+    LocalFailure,
+)
 
 
 class NamespaceReader(Protocol):
@@ -45,3 +54,48 @@ async def admit(namespaces: NamespaceReader, conn: Connection, namespace: str) -
         f" its spec.allowedNamespaces admits {offered}"
     )
     raise LocalFailure(Failure(CLASS_NOT_ALLOWED, message, Kind.BLOCKED))
+
+
+async def check_source(
+    volumes: VolumeReader,
+    conn: Connection,
+    namespace: str,
+    spec: CloudSnapshotSpec,
+    *,
+    created: bool,
+) -> None:
+    """Raise a blocked SourceNotAllowed failure when the class does not let the resource name
+    its source: a raw volume ID (spec.volumeIDs), a disk behind another namespace's claim, or an
+    adoption (spec.adoption). ``created``: the resource already has its snapshot, so only what
+    its spec still asks (an adopted snapshot's deletion) matters."""
+    rules = conn.class_spec
+    where = f"CloudSnapshotClass {conn.class_name}"
+    if spec.snapshot_id:
+        if rules.adoption == "Denied" and not created:
+            _refuse(f"{where} allows no adoption by spec.snapshotID (its spec.adoption is Denied)")
+        if rules.adoption == "Retain" and spec.deletion_policy == "Delete":
+            _refuse(
+                f"{where} lets adopted snapshots be kept only (its spec.adoption is Retain):"
+                " remove spec.deletionPolicy or set it to Retain; an adopted snapshot is never"
+                " deleted through this class"
+            )
+    if not spec.volume_id or created or rules.volume_ids == "Any":
+        return
+    if rules.volume_ids == "Denied":
+        _refuse(
+            f"{where} allows no raw volume IDs (its spec.volumeIDs is Denied): name the disk by"
+            " spec.persistentVolumeClaimName"
+        )
+    for volume in await volumes.volumes_of_disk(spec.volume_id):
+        pv = volume.get("spec") or {}
+        owner = str((pv.get("claimRef") or {}).get("namespace") or "")
+        if (pv.get("csi") or {}).get("driver") in EVS_CSI_DRIVERS and owner not in ("", namespace):
+            name = (volume.get("metadata") or {}).get("name")
+            _refuse(
+                f"disk {spec.volume_id} backs PersistentVolume {name}, bound to a claim in"
+                f" namespace {owner}: only that namespace may snapshot it, by its claim"
+            )
+
+
+def _refuse(message: str) -> None:
+    raise LocalFailure(Failure(SOURCE_NOT_ALLOWED, message, Kind.BLOCKED))
