@@ -49,6 +49,8 @@ def test_default_rendering_is_the_expected_set_of_objects(home: Path) -> None:
     kinds = sorted(obj["kind"] for obj in template(home))
     assert kinds == [
         "ClusterRole",
+        "ClusterRole",
+        "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
         "NetworkPolicy",
@@ -120,6 +122,26 @@ def test_the_operator_accepts_the_rendered_environment(
     assert settings.log_format == "json"
     assert settings.metrics_port == 8080
     assert settings.all_namespaces is not bool(settings.namespace)
+
+
+def test_user_roles_aggregate_into_view_edit_and_admin(home: Path) -> None:
+    roles = {role["metadata"]["name"]: role for role in find(template(home), "ClusterRole")}
+    view, edit = roles[f"{OPERATOR_ROLE}-view"], roles[f"{OPERATOR_ROLE}-edit"]
+    aggregate = "rbac.authorization.k8s.io/aggregate-to-"
+    assert {key for key in view["metadata"]["labels"] if key.startswith(aggregate)} == {
+        f"{aggregate}view",
+        f"{aggregate}edit",
+        f"{aggregate}admin",
+    }
+    assert {key for key in edit["metadata"]["labels"] if key.startswith(aggregate)} == {
+        f"{aggregate}edit",
+        f"{aggregate}admin",
+    }
+    assert [rule["verbs"] for rule in view["rules"]] == [["get", "list", "watch"]]
+    # Users write CloudSnapshots and schedules, never classes nor status.
+    (write,) = edit["rules"]
+    assert write["resources"] == ["cloudsnapshots", "cloudsnapshotschedules"]
+    assert find(template(home, "rbac.userRoles=false"), "ClusterRole") == [roles[OPERATOR_ROLE]]
 
 
 def test_cluster_role_holds_no_write_on_classes_and_no_secrets(home: Path) -> None:
