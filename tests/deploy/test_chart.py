@@ -61,6 +61,10 @@ def test_default_rendering_is_the_expected_set_of_objects(home: Path) -> None:
         "RoleBinding",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "ValidatingAdmissionPolicyBinding",
     ]
 
 
@@ -122,6 +126,18 @@ def test_the_operator_accepts_the_rendered_environment(
     assert settings.log_format == "json"
     assert settings.metrics_port == 8080
     assert settings.all_namespaces is not bool(settings.namespace)
+
+
+def test_admission_policies_are_optional(home: Path) -> None:
+    objects = template(home)
+    policies = find(objects, "ValidatingAdmissionPolicy")
+    assert {p["spec"]["paramKind"]["kind"] for p in policies} == {"CloudSnapshotClass"}
+    bindings = find(objects, "ValidatingAdmissionPolicyBinding")
+    assert {b["spec"]["policyName"] for b in bindings} == {p["metadata"]["name"] for p in policies}
+    assert all(b["spec"]["validationActions"] == ["Deny"] for b in bindings)
+    disabled = template(home, "admissionPolicy.enabled=false")
+    assert find(disabled, "ValidatingAdmissionPolicy") == []
+    assert find(disabled, "ValidatingAdmissionPolicyBinding") == []
 
 
 def test_user_roles_aggregate_into_view_edit_and_admin(home: Path) -> None:
