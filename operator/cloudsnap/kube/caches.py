@@ -252,6 +252,13 @@ class NamespaceCache(WatchCache):
         found: Mapping[str, str] | None = await self.get(name)
         return found
 
+    def _set(self, key: str, value: Any) -> None:
+        # Namespaces change for reasons of their own (status, annotations); only a change of
+        # labels may admit a refused resource, so only that retries them.
+        if value is not None and self._items.get(key) == value:
+            return
+        super()._set(key, value)
+
 
 class VolumeSources:
     """PersistentVolumeClaims of the watched namespaces and PersistentVolumes cluster-wide, in

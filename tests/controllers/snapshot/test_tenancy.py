@@ -185,3 +185,12 @@ async def test_a_delete_class_lets_an_adopted_snapshot_be_deleted(
     world.delete("gone")
     await eventually(lambda: "gone" not in world.objects, timeout=10)
     assert not await live(evs_sim, existing)
+
+
+async def test_a_refusal_names_a_few_of_many_admitted_namespaces(
+    world: World, evs_sim: RunningSimulator, volume: str, fake: FakeCluster
+) -> None:
+    fake.classes[CLASS]["spec"]["allowedNamespaces"] = {"names": [f"ns{i}" for i in range(40)]}
+    world.apply("db", volumeID=volume)
+    message = await refused(world, evs_sim, "db", "ClassNotAllowed")
+    assert "names ns0, ns1, ns2, ns3, ns4 and 35 more" in message

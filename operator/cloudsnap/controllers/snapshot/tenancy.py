@@ -22,6 +22,9 @@ from cloudsnap.runtime.failures import (
     LocalFailure,
 )
 
+# A refusal names at most this many of the namespaces a class admits by name.
+NAMES_SHOWN = 5
+
 
 class NamespaceReader(Protocol):
     """Namespaces' labels, as Kubernetes has them."""
@@ -45,7 +48,9 @@ async def admit(namespaces: NamespaceReader, conn: Connection, namespace: str) -
         return
     rule = []
     if allowed.names:
-        rule.append(f"names {', '.join(allowed.names)}")
+        shown = ", ".join(allowed.names[:NAMES_SHOWN])
+        more = len(allowed.names) - NAMES_SHOWN
+        rule.append(f"names {shown}" + (f" and {more} more" if more > 0 else ""))
     if allowed.selector is not None:
         rule.append("a namespace selector")
     offered = " or ".join(rule) or "no namespace"
