@@ -51,6 +51,9 @@ CONTROLLERS = (
     "persistentvolumeclaim-protection-controller",
     "garbage-collector-controller",
     "namespace-controller",
+    # Folds ClusterRoles labelled aggregate-to-view/edit/admin (the chart's user roles) into the
+    # built-in view, edit and admin roles.
+    "clusterrole-aggregation-controller",
 )
 _OWNED_NAMES = (
     "etcd",

@@ -19,7 +19,7 @@ from cloudsnap.controllers.schedule.controller import ScheduleController
 from cloudsnap.controllers.snapshot.controller import FINALIZER, SnapshotController
 from cloudsnap.controllers.snapshot.reconciler import Reconciler
 from cloudsnap.controllers.snapshot.volumes import claim_key, volume_key
-from cloudsnap.kube.caches import ClassCache, SecretCache, VolumeSources
+from cloudsnap.kube.caches import ClassCache, NamespaceCache, SecretCache, VolumeSources
 from cloudsnap.kube.client import FencedApiClient, load_config, wait_for_api
 from cloudsnap.kube.lease_store import KubeLeaseStore
 from cloudsnap.kube.schedule_store import KubeScheduleStore
@@ -38,6 +38,7 @@ async def run(config: Settings) -> None:
     api = load_config()
     classes = ClassCache(api)
     secrets = SecretCache(api, config.operator_namespace)
+    namespaces = NamespaceCache(api)
     volumes = VolumeSources(api, [] if config.all_namespaces else config.namespace)
     elector = _elector(api, config) if config.leader_election else None
     may_act = elector.may_act if elector is not None else (lambda: True)
@@ -56,7 +57,11 @@ async def run(config: Settings) -> None:
         user_agent=f"cloudsnap/{config.identity}",
     )
     reconciler = Reconciler(
-        EVSConnector(accounts), finalizer=FINALIZER, volumes=volumes, timing=config.timing()
+        EVSConnector(accounts),
+        finalizer=FINALIZER,
+        volumes=volumes,
+        namespaces=namespaces,
+        timing=config.timing(),
     )
     controller = SnapshotController(
         reconciler, writer, max_workers=config.max_workers, may_act=may_act
@@ -72,11 +77,14 @@ async def run(config: Settings) -> None:
         campaign = asyncio.create_task(elector.run(), name="cloudsnap-leader-election")
     else:
         metrics.LEADER.set(1)
-    classes.on_change = secrets.on_change = lambda _name: controller.retry_blocked()
+    classes.on_change = secrets.on_change = namespaces.on_change = lambda _name: (
+        controller.retry_blocked()
+    )
     volumes.on_claim_change = lambda namespace, name: controller.wake(claim_key(namespace, name))
     volumes.on_volume_change = lambda name: controller.wake(volume_key(name))
     classes.start()
     secrets.start()
+    namespaces.start()
     volumes.start()
     ready = asyncio.Event()
     runner = None
@@ -122,6 +130,7 @@ async def run(config: Settings) -> None:
             await asyncio.gather(campaign, return_exceptions=True)
         classes.stop()
         secrets.stop()
+        namespaces.stop()
         volumes.stop()
         await accounts.aclose()
         writer.close()

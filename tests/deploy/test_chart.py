@@ -32,6 +32,9 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "helm-home"
 
 
+OPERATOR_ROLE = "rel-cloudsnap-operator"  # the release is called rel
+
+
 def _container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     (deployment,) = find(objects, "Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -56,6 +59,8 @@ def test_default_rendering_is_the_expected_set_of_objects(home: Path) -> None:
     kinds = sorted(obj["kind"] for obj in template(home))
     assert kinds == [
         "ClusterRole",
+        "ClusterRole",
+        "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
         "NetworkPolicy",
@@ -66,6 +71,10 @@ def test_default_rendering_is_the_expected_set_of_objects(home: Path) -> None:
         "RoleBinding",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "ValidatingAdmissionPolicyBinding",
     ]
 
 
@@ -130,16 +139,51 @@ def test_the_operator_accepts_the_rendered_environment(
     assert settings.all_namespaces is not bool(settings.namespace)
 
 
+def test_admission_policies_are_optional(home: Path) -> None:
+    objects = template(home)
+    policies = find(objects, "ValidatingAdmissionPolicy")
+    assert {p["spec"]["paramKind"]["kind"] for p in policies} == {"CloudSnapshotClass"}
+    bindings = find(objects, "ValidatingAdmissionPolicyBinding")
+    assert {b["spec"]["policyName"] for b in bindings} == {p["metadata"]["name"] for p in policies}
+    assert all(b["spec"]["validationActions"] == ["Deny"] for b in bindings)
+    disabled = template(home, "admissionPolicy.enabled=false")
+    assert find(disabled, "ValidatingAdmissionPolicy") == []
+    assert find(disabled, "ValidatingAdmissionPolicyBinding") == []
+
+
+def test_user_roles_aggregate_into_view_edit_and_admin(home: Path) -> None:
+    roles = {role["metadata"]["name"]: role for role in find(template(home), "ClusterRole")}
+    view, edit = roles[f"{OPERATOR_ROLE}-view"], roles[f"{OPERATOR_ROLE}-edit"]
+    aggregate = "rbac.authorization.k8s.io/aggregate-to-"
+    assert {key for key in view["metadata"]["labels"] if key.startswith(aggregate)} == {
+        f"{aggregate}view",
+        f"{aggregate}edit",
+        f"{aggregate}admin",
+    }
+    assert {key for key in edit["metadata"]["labels"] if key.startswith(aggregate)} == {
+        f"{aggregate}edit",
+        f"{aggregate}admin",
+    }
+    assert [rule["verbs"] for rule in view["rules"]] == [["get", "list", "watch"]]
+    # Users write CloudSnapshots and schedules, never classes nor status.
+    (write,) = edit["rules"]
+    assert write["resources"] == ["cloudsnapshots", "cloudsnapshotschedules"]
+    assert find(template(home, "rbac.userRoles=false"), "ClusterRole") == [roles[OPERATOR_ROLE]]
+
+
 def test_cluster_role_holds_no_write_on_classes_and_no_secrets(home: Path) -> None:
-    (role,) = find(template(home), "ClusterRole")
+    (role,) = find(template(home), "ClusterRole", OPERATOR_ROLE)
     for rule in role["rules"]:
         if "delete" in rule["verbs"]:
             assert rule["resources"] == ["cloudsnapshots"], "schedules delete their children only"
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
         assert "secrets" not in rule["resources"]
-        assert "namespaces" not in rule["resources"], "kopf lists namespaces only when namespaced"
         if rule["resources"] == ["cloudsnapshotclasses"]:
             assert rule["verbs"] == ["list", "watch"]
+    # Namespaces are only listed, for the labels a class's allowedNamespaces selector reads.
+    assert [r["verbs"] for r in role["rules"] if "namespaces" in r["resources"]] == [
+        ["list", "watch"]
+    ]
     # Claims and volumes are only listed, by the watch caches of the claim source and a schedule's
     # claim selector: one rule each, nothing else.
     for resource in ("persistentvolumeclaims", "persistentvolumes"):
@@ -177,7 +221,7 @@ def test_leader_election_may_renew_only_its_own_lease(home: Path) -> None:
 
 def test_watch_namespaces_grant_per_namespace_roles_only(home: Path) -> None:
     objects = template(home, "operator.watchNamespaces={team-a,team-b}")
-    (cluster_role,) = find(objects, "ClusterRole")
+    (cluster_role,) = find(objects, "ClusterRole", OPERATOR_ROLE)
     cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
     assert "cloudsnapshots" not in cluster_resources
     assert "persistentvolumeclaims" not in cluster_resources
@@ -444,6 +488,26 @@ def test_class_and_secret_from_values(home: Path) -> None:
     assert secret["metadata"]["namespace"] == "cloudsnap-system"
     assert cls["spec"]["credentialsSecretRef"] == {"name": secret["metadata"]["name"]}
     assert set(secret["data"]) == {"accessKey", "secretKey"}
+
+
+def test_the_chart_class_is_closed_by_default(
+    home: Path,
+) -> None:
+    values = (
+        "snapshotClass.create=true",
+        "snapshotClass.region=cn-north-4",
+        "snapshotClass.projectID=p1",
+        "credentials.existingSecret=my-evs",
+    )
+    (cls,) = find(template(home, *values), "CloudSnapshotClass")
+    assert cls["spec"]["allowedNamespaces"] == {
+        "selector": {"matchLabels": {"evs.cloudsnap.io/snapshots": "allowed"}}
+    }
+    assert (cls["spec"]["volumeIDs"], cls["spec"]["adoption"]) == ("Allowed", "Retain")
+    (cls,) = find(
+        template(home, *values, "snapshotClass.allowedNamespaces=null"), "CloudSnapshotClass"
+    )
+    assert "allowedNamespaces" not in cls["spec"]
 
 
 def test_class_with_an_existing_secret_renders_no_secret(home: Path) -> None:

@@ -19,6 +19,7 @@ import yaml
 from hack.cluster import Cluster
 
 from tests.deploy.support import CHART, IMAGE, load_script
+from tests.waiting import eventually
 
 render_manifests = load_script("deploy/render_manifests.py")
 
@@ -98,6 +99,8 @@ def test_helm_install_and_uninstall(cluster: Cluster, namespace: str) -> None:
     cluster_scoped = [
         f"clusterrole/{fullname}",
         f"clusterrolebinding/{fullname}",
+        f"clusterrole/{fullname}-view",
+        f"clusterrole/{fullname}-edit",
         f"cloudsnapshotclass/{class_name}",
     ]
     cluster.kubectl("get", "--namespace", namespace, *namespaced)
@@ -141,6 +144,9 @@ NEEDED = [
     ("watch", "persistentvolumes", ""),
     ("list", CLASSES, ""),
     ("watch", CLASSES, ""),
+    # NamespaceCache: the labels a class's allowedNamespaces selector reads.
+    ("list", "namespaces", ""),
+    ("watch", "namespaces", ""),
     ("create", "events", "other"),
     ("list", CRDS, ""),
     ("watch", CRDS, ""),
@@ -180,7 +186,7 @@ FORBIDDEN = [
     ("create", "deployments.apps", "own"),
     ("get", "configmaps", "own"),
     ("create", "namespaces", ""),
-    ("list", "namespaces", ""),
+    ("update", "namespaces", ""),
     ("create", "serviceaccounts/token", "own"),
     ("create", "clusterroles.rbac.authorization.k8s.io", ""),
     ("bind", "clusterroles.rbac.authorization.k8s.io", ""),
@@ -239,3 +245,64 @@ def test_plain_manifests_are_accepted_by_the_api_server(
         "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(objects)
     )
     assert result.stdout.count("(server dry run)") == len(objects)
+
+
+# The status subresource: `kubectl auth can-i patch TYPE/status` would ask about an object named
+# "status", which patch on TYPE covers.
+STATUS_OF_SNAPSHOTS = f"{SNAPSHOTS} --subresource=status"
+STATUS_OF_SCHEDULES = f"{SCHEDULES} --subresource=status"
+
+# What a user bound to the built-in view or edit role in a namespace may do with cloudsnap's kinds
+# there, once the chart's user roles are aggregated into them: (role, verb, resource, allowed).
+USER_RIGHTS = [
+    ("view", "get", SNAPSHOTS, True),
+    ("view", "list", SNAPSHOTS, True),
+    ("view", "watch", SCHEDULES, True),
+    ("view", "create", SNAPSHOTS, False),
+    ("view", "delete", SNAPSHOTS, False),
+    ("view", "patch", SCHEDULES, False),
+    ("edit", "list", SNAPSHOTS, True),
+    ("edit", "create", SNAPSHOTS, True),
+    ("edit", "update", SNAPSHOTS, True),
+    ("edit", "patch", SNAPSHOTS, True),
+    ("edit", "delete", SNAPSHOTS, True),
+    ("edit", "create", SCHEDULES, True),
+    ("edit", "delete", SCHEDULES, True),
+    ("edit", "patch", STATUS_OF_SNAPSHOTS, False),
+    ("edit", "patch", STATUS_OF_SCHEDULES, False),
+    ("admin", "create", SNAPSHOTS, True),
+    ("admin", "patch", STATUS_OF_SNAPSHOTS, False),
+]
+
+
+async def test_view_edit_and_admin_users_get_the_aggregated_rights(release: Release) -> None:
+    """Bound to a built-in role by a RoleBinding in one namespace, a tenant gets that role's
+    rights on CloudSnapshots and schedules there, nowhere else, and never on classes."""
+    cluster, home, away = release.cluster, release.other, release.namespace
+    for role in ("view", "edit", "admin"):
+        cluster.kubectl("create", "serviceaccount", f"tenant-{role}", "-n", home)
+        cluster.kubectl(
+            "create", "rolebinding", f"tenant-{role}", f"--clusterrole={role}",
+            f"--serviceaccount={home}:tenant-{role}", "-n", home,
+        )  # fmt: skip
+
+    def can(role: str, verb: str, resource: str, *scope: str) -> bool:
+        who = f"--as=system:serviceaccount:{home}:tenant-{role}"
+        question = ("auth", "can-i", verb, *resource.split(), who, *scope)
+        result = cluster.kubectl(*question, check=False)
+        assert result.stdout.strip() in ("yes", "no"), result.stderr
+        return result.stdout.strip() == "yes"
+
+    # The controller-manager folds the chart's roles into the built-in ones in the background.
+    await eventually(lambda: can("view", "get", SNAPSHOTS, "-n", home), timeout=30)
+    await eventually(lambda: can("edit", "create", SNAPSHOTS, "-n", home), timeout=30)
+    await eventually(lambda: can("admin", "create", SNAPSHOTS, "-n", home), timeout=30)
+    answers = {
+        (role, verb, resource): can(role, verb, resource, "-n", home)
+        for role, verb, resource, _ in USER_RIGHTS
+    }
+    assert answers == {(role, verb, resource): ok for role, verb, resource, ok in USER_RIGHTS}
+    for role in ("view", "edit", "admin"):
+        assert not can(role, "get", SNAPSHOTS, "-n", away), role
+        assert not can(role, "create", CLASSES), role
+        assert not can(role, "list", CLASSES), role  # cluster-scoped: a RoleBinding gives none

@@ -8,7 +8,7 @@ the CEL rules attached with `json_schema_extra` are what the API server enforces
 Python names are snake_case; the Kubernetes (camelCase) names are the aliases.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -443,6 +443,99 @@ class RateLimit(_Model):
     """Requests that may be made at once after a quiet period."""
 
 
+LABEL_KEY_MAX_LENGTH = 317  # a 253-character prefix, "/", a 63-character name
+LABEL_VALUE_MAX_LENGTH = 63
+
+LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=LABEL_KEY_MAX_LENGTH)]
+LabelValue = Annotated[str, StringConstraints(max_length=LABEL_VALUE_MAX_LENGTH)]
+LABEL_KEYS_BOUNDED = cel(
+    f"self.all(k, size(k) >= 1 && size(k) <= {LABEL_KEY_MAX_LENGTH})",
+    f"keys must be 1 to {LABEL_KEY_MAX_LENGTH} characters long",
+)
+SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
+VALUES_FIT_OPERATOR = cel(
+    "!has(self.matchExpressions) || self.matchExpressions.all(r,"
+    " (r.operator in ['In', 'NotIn']) == (has(r.values) && size(r.values) > 0))",
+    "matchExpressions: In and NotIn need values, Exists and DoesNotExist take none",
+    field_path=".matchExpressions",
+)
+"""A selector's CEL rule: values exactly where the operator compares them."""
+
+
+class LabelSelectorRequirement(_Model):
+    """One requirement of a label selector, as in metav1.LabelSelectorRequirement."""
+
+    key: LabelKey
+    """The label key the requirement applies to."""
+    operator: SelectorOperator
+    """In, NotIn, Exists or DoesNotExist."""
+    values: list[Annotated[LabelValue, Field(description="A label value.")]] = Field(
+        default_factory=list, max_length=100
+    )
+    """The values for In and NotIn (at least one); empty for Exists and DoesNotExist."""
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether ``labels`` meet the requirement (Kubernetes' label selector semantics)."""
+        if self.operator == "In":
+            return self.key in labels and labels[self.key] in self.values
+        if self.operator == "NotIn":
+            return self.key not in labels or labels[self.key] not in self.values
+        if self.operator == "Exists":
+            return self.key in labels
+        return self.key not in labels
+
+
+class Selector(_Model):
+    """A label selector, as in metav1.LabelSelector: every requirement must hold (AND)."""
+
+    model_config = ConfigDict(json_schema_extra=validations(VALUES_FIT_OPERATOR))
+
+    match_labels: dict[str, LabelValue] = Field(
+        default_factory=dict,
+        alias="matchLabels",
+        max_length=64,
+        json_schema_extra=validations(LABEL_KEYS_BOUNDED),
+    )
+    """Labels that must be set, with exactly these values."""
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, alias="matchExpressions", max_length=64
+    )
+    """Further requirements on the labels."""
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether an object with ``labels`` is selected (an empty selector selects all)."""
+        return all(labels.get(key) == value for key, value in self.match_labels.items()) and all(
+            requirement.matches(labels) for requirement in self.match_expressions
+        )
+
+
+class AllowedNamespaces(_Model):
+    """The namespaces whose CloudSnapshots (and schedules) may use a class: those named, and
+    those whose labels the selector matches. Neither given admits no namespace."""
+
+    names: list[
+        Annotated[
+            str,
+            StringConstraints(min_length=1, max_length=63),
+            Field(description="A namespace name."),
+        ]
+    ] = Field(default_factory=list, max_length=1024)
+    """Namespaces admitted by name."""
+    selector: Selector | None = None
+    """Namespaces admitted by their labels ({} admits every namespace)."""
+
+    def admits(self, namespace: str, labels: Mapping[str, str] | None) -> bool:
+        """Whether ``namespace`` (with ``labels``; None when the namespace is not known) may use
+        the class. A namespace not known is admitted only by name."""
+        if namespace in self.names:
+            return True
+        return self.selector is not None and labels is not None and self.selector.matches(labels)
+
+
+VolumeIDRule = Literal["Denied", "Allowed", "Any"]
+AdoptionRule = Literal["Denied", "Retain", "Delete"]
+
+
 class CloudSnapshotClassSpec(_Model):
     """Where and as whom snapshots are made: one cloud account, project and region."""
 
@@ -489,6 +582,20 @@ class CloudSnapshotClassSpec(_Model):
     rate_limit: RateLimit | None = Field(None, alias="rateLimit")
     """An optional ceiling on the EVS calls made with this class. Without it the operator goes
     as fast as EVS answers, slowing down when the API gateway throttles (APIG.0308)."""
+
+    allowed_namespaces: AllowedNamespaces | None = Field(None, alias="allowedNamespaces")
+    """The namespaces that may use this class. Absent: every namespace (as before the field
+    existed); a CloudSnapshot in a namespace not admitted is refused before any EVS call."""
+
+    volume_ids: VolumeIDRule = Field("Allowed", alias="volumeIDs")
+    """Whether a CloudSnapshot may name its disk by spec.volumeID. Allowed: any disk of the
+    account except one behind a PersistentVolume bound to a claim in another namespace (that
+    namespace's, to snapshot by its claim); Any: every disk of the account; Denied: claims only
+    (spec.persistentVolumeClaimName)."""
+    adoption: AdoptionRule = "Delete"
+    """Whether a CloudSnapshot may adopt an existing snapshot by spec.snapshotID. Delete: yes, and
+    its spec.deletionPolicy may be Delete; Retain: only to keep it (an adopted snapshot is never
+    deleted through this class); Denied: no adoption."""
 
     def evs_endpoint(self) -> str:
         """The explicit endpoint (e.g. a simulator), else the region's public one."""

@@ -7,7 +7,7 @@ rules are what the API server enforces. What CEL cannot check (a cron field's ra
 zone's existence) the operator checks and reports as `Synced=False` with reason `InvalidSpec`.
 """
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BeforeValidator, ConfigDict, Field, StringConstraints
 
@@ -23,12 +23,16 @@ from cloudsnap.api.constants import (
     SOURCE_LABEL,
 )
 from cloudsnap.api.models import (
+    LABEL_KEYS_BOUNDED,
     MAX_CONDITIONS,
     UUID_PATTERN,
+    VALUES_FIT_OPERATOR,
     ClassName,
     Condition,
     DeletionPolicy,
+    LabelValue,
     ObjectMeta,
+    Selector,
     SnapshotDescription,
     SnapshotMetadata,
     StatusModel,
@@ -51,32 +55,9 @@ CRON_SHAPE = f"^({'|'.join(CRON_MACROS)}|{_CRON_FIELD}( +{_CRON_FIELD}){{4}})$"
 DURATION_PATTERN = "^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
 """A duration in hours, minutes and seconds, Go style without fractions: 168h, 1h30m, 90s."""
 TIME_ZONE_PATTERN = "^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$"
-LABEL_KEY_MAX_LENGTH = 317  # a 253-character prefix, "/", a 63-character name
-LABEL_VALUE_MAX_LENGTH = 63
-
-LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=LABEL_KEY_MAX_LENGTH)]
-LabelValue = Annotated[str, StringConstraints(max_length=LABEL_VALUE_MAX_LENGTH)]
-_LABEL_KEYS_BOUNDED = cel(
-    f"self.all(k, size(k) >= 1 && size(k) <= {LABEL_KEY_MAX_LENGTH})",
-    f"keys must be 1 to {LABEL_KEY_MAX_LENGTH} characters long",
-)
-SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
 
 
-class LabelSelectorRequirement(_Model):
-    """One requirement of a label selector, as in metav1.LabelSelectorRequirement."""
-
-    key: LabelKey
-    """The label key the requirement applies to."""
-    operator: SelectorOperator
-    """In, NotIn, Exists or DoesNotExist."""
-    values: list[Annotated[LabelValue, Field(description="A label value.")]] = Field(
-        default_factory=list, max_length=100
-    )
-    """The values for In and NotIn (at least one); empty for Exists and DoesNotExist."""
-
-
-class LabelSelector(_Model):
+class LabelSelector(Selector):
     """Which PersistentVolumeClaims a schedule snapshots: all labels must match (AND)."""
 
     model_config = ConfigDict(
@@ -87,26 +68,9 @@ class LabelSelector(_Model):
                 "persistentVolumeClaimSelector needs matchLabels or matchExpressions: an empty"
                 " selector would snapshot every claim in the namespace",
             ),
-            cel(
-                "!has(self.matchExpressions) || self.matchExpressions.all(r,"
-                " (r.operator in ['In', 'NotIn']) == (has(r.values) && size(r.values) > 0))",
-                "matchExpressions: In and NotIn need values, Exists and DoesNotExist take none",
-                field_path=".matchExpressions",
-            ),
+            VALUES_FIT_OPERATOR,
         )
     )
-
-    match_labels: dict[str, LabelValue] = Field(
-        default_factory=dict,
-        alias="matchLabels",
-        max_length=64,
-        json_schema_extra=validations(_LABEL_KEYS_BOUNDED),
-    )
-    """Labels a claim must carry with exactly these values."""
-    match_expressions: list[LabelSelectorRequirement] = Field(
-        default_factory=list, alias="matchExpressions", max_length=64
-    )
-    """Further requirements on a claim's labels."""
 
 
 class ScheduleSources(_Model):
@@ -202,11 +166,11 @@ class TemplateMetadata(_Model):
     )
 
     labels: dict[str, LabelValue] = Field(
-        default_factory=dict, max_length=64, json_schema_extra=validations(_LABEL_KEYS_BOUNDED)
+        default_factory=dict, max_length=64, json_schema_extra=validations(LABEL_KEYS_BOUNDED)
     )
     """Labels of each child."""
     annotations: dict[str, Annotated[str, StringConstraints(max_length=4096)]] = Field(
-        default_factory=dict, max_length=64, json_schema_extra=validations(_LABEL_KEYS_BOUNDED)
+        default_factory=dict, max_length=64, json_schema_extra=validations(LABEL_KEYS_BOUNDED)
     )
     """Annotations of each child."""
 

@@ -1,8 +1,8 @@
-"""List+watch caches: classes, the operator namespace's Secrets, claims and volumes.
+"""List+watch caches: classes, the operator namespace's Secrets, namespaces, claims and volumes.
 
-They answer the reconcile layer's ClassReader/SecretReader/VolumeReader protocols without an API
-call per step and report every change, so a fixed class or Secret retries blocked resources at
-once. Each watch runs in its own daemon thread.
+They answer the reconcile layer's ClassReader/SecretReader/NamespaceReader/VolumeReader
+protocols without an API call per step and report every change, so a fixed class, Secret or
+namespace retries blocked resources at once. Each watch runs in its own daemon thread.
 """
 
 from __future__ import annotations
@@ -240,6 +240,27 @@ class SecretCache(WatchCache):
         return found
 
 
+class NamespaceCache(WatchCache):
+    """Namespaces' labels, cluster-wide; a NamespaceReader (cloudsnap.controllers.snapshot.tenancy)
+    for the classes that admit namespaces by a selector."""
+
+    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+        core = kubernetes.client.CoreV1Api(api)
+        super().__init__(api, "namespaces", core.list_namespace, transform=_labels)
+
+    async def get_namespace_labels(self, name: str) -> Mapping[str, str] | None:
+        """The namespace's labels, or None."""
+        found: Mapping[str, str] | None = await self.get(name)
+        return found
+
+    def _set(self, key: str, value: Any) -> None:
+        # Namespaces change for reasons of their own (status, annotations); only a change of
+        # labels may admit a refused resource, so only that retries them.
+        if value is not None and self._items.get(key) == value:
+            return
+        super()._set(key, value)
+
+
 class VolumeSources:
     """PersistentVolumeClaims of the watched namespaces and PersistentVolumes cluster-wide, in
     list+watch caches; a VolumeReader (cloudsnap.controllers.snapshot.volumes).
@@ -310,6 +331,16 @@ class VolumeSources:
         found: Mapping[str, Any] | None = await self._volumes.get(name)
         return found
 
+    async def volumes_of_disk(self, disk_id: str) -> Sequence[Mapping[str, Any]]:
+        """The volumes whose CSI volumeHandle is this disk: a scan, since it is asked only
+        before a create by raw volume ID, once per resource."""
+        wanted = disk_id.lower()
+        return [
+            volume
+            for volume in await self._volumes.values()
+            if str(((volume["spec"].get("csi") or {}).get("volumeHandle")) or "").lower() == wanted
+        ]
+
 
 def _slim_claim(obj: dict[str, Any]) -> dict[str, Any]:
     """What resolving a claim reads: its identity, the volume it names and its phase."""
@@ -333,6 +364,10 @@ def _slim_volume(obj: dict[str, Any]) -> dict[str, Any]:
             "csi": {key: csi.get(key) for key in ("driver", "volumeHandle")} if csi else None,
         },
     }
+
+
+def _labels(obj: dict[str, Any]) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("labels") or {})
 
 
 def _decode_secret(obj: dict[str, Any]) -> dict[str, str]:

@@ -47,6 +47,11 @@ INVALID_SPEC = "InvalidSpec"
 SNAPSHOT_NOT_FOUND = "SnapshotNotFound"
 ALREADY_OWNED = "AlreadyOwned"
 ACCOUNT_CHANGED = "AccountChanged"
+# The class does not admit the resource's namespace (spec.allowedNamespaces).
+CLASS_NOT_ALLOWED = "ClassNotAllowed"
+# The class does not let the resource name this source (spec.volumeIDs, spec.adoption), or the
+# disk belongs to another namespace's claim.
+SOURCE_NOT_ALLOWED = "SourceNotAllowed"
 CACHE_NOT_SYNCED = "CacheNotSynced"
 # A spec.persistentVolumeClaimName that leads to no EVS disk (controllers/snapshot/volumes.py).
 CLAIM_NOT_FOUND = "ClaimNotFound"

@@ -453,7 +453,7 @@ async def test_list_calls_per_snapshot_to_ready_stay_under_a_fifth(
     accounts = Accounts(fake, fake, poll_window=0.02, poll_spacing=POLL, adaptation=UNTHROTTLED)
     timing = dataclasses.replace(FAST, poll=POLL)
     reconciler = Reconciler(
-        EVSConnector(accounts), finalizer=FINALIZER, volumes=fake, timing=timing
+        EVSConnector(accounts), finalizer=FINALIZER, volumes=fake, namespaces=fake, timing=timing
     )
     disks = [(await evs_sim.admin.add_volume(size=1))["id"] for _ in range(40)]
     names = [f"r{i}" for i in range(200)]
@@ -607,6 +607,7 @@ async def test_the_controller_sweeps_for_drift_every_resync_period(
         EVSConnector(accounts),
         finalizer=FINALIZER,
         volumes=fake,
+        namespaces=fake,
         timing=dataclasses.replace(FAST, resync=0.3),
     )
     async with World(reconciler) as world:

@@ -120,6 +120,7 @@ class OwnershipMachine(RuleBasedStateMachine):
             EVSConnector(accounts),
             finalizer=FINALIZER,
             volumes=self.cluster,
+            namespaces=self.cluster,
             timing=TIMING,
             rng=random.Random(0),
         )

@@ -120,6 +120,7 @@ async def test_a_refused_delete_is_tried_again_by_itself_until_evs_lets_go(
         EVSConnector(accounts),
         finalizer=FINALIZER,
         volumes=fake,
+        namespaces=fake,
         timing=dataclasses.replace(FAST, blocked=blocked),
     )
     async with World(reconciler) as world:

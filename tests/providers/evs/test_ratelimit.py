@@ -199,6 +199,7 @@ async def test_the_operator_finds_the_simulators_rate_and_reports_no_throttling(
         EVSConnector(accounts),
         finalizer=FINALIZER,
         volumes=fake,
+        namespaces=fake,
         timing=FAST,
         rng=random.Random(7),
     )

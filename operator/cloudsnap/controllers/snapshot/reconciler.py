@@ -71,6 +71,7 @@ from cloudsnap.controllers.snapshot.external import (
     Owner,
     State,
 )
+from cloudsnap.controllers.snapshot.tenancy import NamespaceReader, admit, check_source
 from cloudsnap.controllers.snapshot.volumes import (
     ResolvedVolume,
     Unresolved,
@@ -333,6 +334,7 @@ class Reconciler:
         *,
         finalizer: str,
         volumes: VolumeReader,
+        namespaces: NamespaceReader,
         claims: Claims | None = None,
         timing: Timing | None = None,
         rng: random.Random | None = None,
@@ -341,6 +343,7 @@ class Reconciler:
         self._connector = connector
         self._finalizer = finalizer
         self._volumes = volumes
+        self._namespaces = namespaces
         self.claims: Claims = claims or NoClaims()
         self._timing = timing or Timing()
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
@@ -567,6 +570,14 @@ class Reconciler:
         draft = _Draft(res, self._clock())
         try:
             conn = await self._connect(res)
+            await admit(self._namespaces, conn, res.namespace)
+            await check_source(
+                self._volumes,
+                conn,
+                res.namespace,
+                res.spec,
+                created=bool(res.status.snapshot_id),
+            )
         except LocalFailure as exc:
             return self._failed(draft, exc.failure)
         spec = res.spec
@@ -1098,6 +1109,13 @@ class Reconciler:
         except LocalFailure as exc:
             return self._failed(draft, _way_out(exc.failure, policy))
         policy = policy or effective_deletion_policy(res.spec, status, conn.class_spec)
+        if policy == "Delete" and status.adopted and conn.class_spec.adoption != "Delete":
+            message = (
+                f"CloudSnapshotClass {conn.class_name} never deletes an adopted snapshot (its"
+                f" spec.adoption is {conn.class_spec.adoption}): EVS snapshot"
+                f" {status.snapshot_id} kept"
+            )
+            return self._released(res, Event("Normal", "Retained", message))
         try:
             return await self._delete_owned(draft, conn, policy or "Delete")
         except ExternalError as exc:

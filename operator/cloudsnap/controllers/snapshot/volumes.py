@@ -11,7 +11,7 @@ once, besides the slow blocked retry.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,6 +39,10 @@ class VolumeReader(Protocol):
 
     async def get_volume(self, name: str) -> Mapping[str, Any] | None:
         """The (cluster-scoped) volume, or None when there is none."""
+        ...
+
+    async def volumes_of_disk(self, disk_id: str) -> Sequence[Mapping[str, Any]]:
+        """The volumes whose CSI volumeHandle is this disk ID (any case), of any driver."""
         ...
 
 
