@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hack.cluster import Cluster
 
-from tests.deploy.support import CHART
+from tests.deploy.support import CHART, IMAGE
 from tests.waiting import eventually
 
 DISK = "0b7a2f5e-5f7e-4a43-9d3c-6a1e6c2d9f10"
@@ -28,7 +28,9 @@ def policies(cluster: Cluster, cloudsnap_crds: object) -> Iterator[str]:
     namespace = f"adm-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", namespace)
     release = f"a{uuid.uuid4().hex[:8]}"
-    cluster.helm("install", release, str(CHART), "--namespace", namespace, "--skip-crds")
+    cluster.helm(
+        "install", release, str(CHART), "--namespace", namespace, "--skip-crds", "--set", IMAGE
+    )
     yield namespace
     cluster.helm("uninstall", release, "--namespace", namespace)
     cluster.kubectl("delete", "namespace", namespace, "--wait=false", "--ignore-not-found")

@@ -24,7 +24,7 @@ from hack.sandbox import Simulator, class_manifests, start_operator, start_simul
 
 from cloudsnap.evs import AKSKAuth, CreateSnapshotRequest, EVSClient
 from evs_simulator.admin_client import AdminClient
-from tests.deploy.support import CHART
+from tests.deploy.support import CHART, IMAGE
 from tests.fixtures.cluster import (
     everest_volume,
     manifest_list,
@@ -45,7 +45,7 @@ def release(
     ServiceAccount and whether the policies are installed."""
     name = f"t{uuid.uuid4().hex[:8]}"
     policies = request.param == "admission"
-    args = ["install", name, str(CHART), "--namespace", namespace, "--skip-crds"]
+    args = ["install", name, str(CHART), "--namespace", namespace, "--skip-crds", "--set", IMAGE]
     args += ["--set", f"admissionPolicy.enabled={str(policies).lower()}"]
     cluster.helm(*args)
     yield f"{name}-cloudsnap-operator", policies
