@@ -17,6 +17,7 @@ the other at once), and checks after every rule:
   with an explicit Delete), or it was a twin of the snapshot its owner keeps;
 - no status names a snapshot of another disk, another owner or another account than the one it
   records;
+- nothing is written, posted or changed in EVS while the Lease is lost;
 and at the end, once everything is deleted and settled, only retained snapshots remain.
 
 The profile is chosen by HYPOTHESIS_PROFILE: "ci" (the default, part of `make test`) or "long".
@@ -227,6 +228,7 @@ class OwnershipMachine(RuleBasedStateMachine):
         self.accounts: list[Accounts] = []
         self.holds = Holds()
         self.leading = True  # whether this process holds the Lease (the world and EVS fences)
+        self.sent_when_lost = (0, 0, 0)  # writes, Events, EVS changes when the Lease was lost
         self.world = World(self.new_reconciler())
         self.deleted_with_delete: set[str] = set()  # UIDs deleted under policy Delete
         self.present: set[str] = set()  # names the users made and have not deleted
@@ -434,7 +436,10 @@ class OwnershipMachine(RuleBasedStateMachine):
         body = self.live(name)
         if body is None:
             event("step_while_user_acts: the resource is gone already")
+            leading = self.leading
             self.act(user_acts)
+            if leading and not self.leading:
+                self.sent_when_lost = self.run(self.sent_so_far())
             return
         uid = body["metadata"]["uid"]
 
@@ -447,7 +452,10 @@ class OwnershipMachine(RuleBasedStateMachine):
                 # Either the step is suspended awaiting the held answer, or it ended without
                 # calling EVS (fenced, blocked, or nothing to ask).
                 event(f"step_while_user_acts: EVS answer held: {held.done()}")
+                leading = self.leading
                 user_acts()
+                if leading and not self.leading:
+                    self.sent_when_lost = await self.sent_so_far()
                 await asyncio.sleep(0)
             finally:
                 self.holds.disarm()
@@ -525,6 +533,7 @@ class OwnershipMachine(RuleBasedStateMachine):
     @rule()
     def lose_the_lease(self) -> None:
         self.act(lambda: self.set_leading(False))
+        self.sent_when_lost = self.run(self.sent_so_far())
 
     @precondition(lambda self: not self.leading)
     @rule()
@@ -532,6 +541,21 @@ class OwnershipMachine(RuleBasedStateMachine):
         self.act(lambda: self.set_leading(True))
 
     # -- the guarantees -----------------------------------------------------------------------
+
+    async def sent_so_far(self) -> tuple[int, int, int]:
+        """Writes, Events, and EVS creates, updates and deletes the simulators received."""
+        calls = [await sim.admin.calls() for sim in self.sims]
+        changes = sum(c.get(op, 0) for c in calls for op in ("create", "update", "delete"))
+        return len(self.world.writes), len(self.world.events), changes
+
+    @invariant()
+    def nothing_sent_without_the_lease(self) -> None:
+        """Without the Lease the operator writes nothing, posts no Event and sends EVS no change,
+        even from a step that was awaiting EVS when the Lease was lost."""
+        if self.leading:
+            return
+        sent = self.run(self.sent_so_far())
+        assert sent == self.sent_when_lost, f"without the Lease: {self.sent_when_lost} -> {sent}"
 
     @invariant()
     def at_most_one_snapshot_per_owner(self) -> None:
