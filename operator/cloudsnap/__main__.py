@@ -28,6 +28,7 @@ from cloudsnap.providers.evs.accounts import Accounts
 from cloudsnap.providers.evs.connector import EVSConnector
 from cloudsnap.runtime.leader import Elector
 from cloudsnap.runtime.watch import Cleanup, Controller, Route, listener, watch
+from cloudsnap.runtime.workqueue import watchdog
 from cloudsnap.settings import Settings, add_run_arguments, from_arguments
 
 log = logging.getLogger("cloudsnap")
@@ -93,10 +94,7 @@ async def run(config: Settings) -> None:
             config.metrics_host,
             config.metrics_port,
             lambda: ready.is_set() and classes.synced and secrets.synced,
-            lambda: (
-                max(controller.queue.stalled_for(), schedules.queue.stalled_for())
-                < config.watchdog_seconds
-            ),
+            watchdog((controller.queue, schedules.queue), config.watchdog_seconds),
         )
     await wait_for_api(api, None if config.all_namespaces else config.namespace[0])
     scope = "all namespaces" if config.all_namespaces else ", ".join(config.namespace)

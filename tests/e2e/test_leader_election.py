@@ -8,6 +8,7 @@ timings (Lease 3 s, renew deadline 2 s, retry 0.5 s) keep handovers to seconds. 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,8 +23,10 @@ from tests.harness.replicas import (
     MUTATING,
     Pair,
     Replica,
+    audited_writes,
     deletion_trial,
     duplicate_owners,
+    is_lease_write,
     kube_client,
     running_pair,
     step_lines,
@@ -39,6 +42,9 @@ SETTINGS = {
     "CLOUDSNAP_CREATE_DOUBT_SECONDS": "10",
 }
 TIMEOUT = 60.0
+# The EVS client's line for a request that ended with no outcome: cancelled, or kept from
+# leaving by the fence.
+UNANSWERED = re.compile(r"^EVS (list|create) -> cancelled\b")
 # A retry period long enough for a batch to arrive between the standby's creating the deleted Lease
 # and the leader's next renewal (which finds it).
 DELETION_TIMING = (6.0, 4.0, 2.0)
@@ -68,6 +74,31 @@ def pair(
         yield started
 
 
+@pytest.fixture
+def audited_pair(
+    cluster: Cluster, cloudsnap_crds: object, namespace: str, tmp_path: Path
+) -> Iterator[Pair]:
+    """As `pair`, each replica logging every Kubernetes write before it is sent (the audit)."""
+    with running_pair(
+        cluster,
+        tmp_path,
+        namespace=namespace,
+        operator_namespace=namespace,
+        timing=TIMING,
+        settings=SETTINGS,
+        create_seconds=0.5,
+        delete_seconds=0.5,
+        audit=True,
+    ) as started:
+        yield started
+
+
+def resource_writes(entries: list[dict[str, object]]) -> list[str]:
+    """The audited Kubernetes writes in `entries`, but for the Lease's (every replica's renewals
+    and tries are writes)."""
+    return [write for write in audited_writes(entries) if not is_lease_write(write)]
+
+
 def noticed_loss(replica: Replica, since: int) -> bool:
     """The replica logged, after byte `since`, that it stopped leading."""
     return any("stops leading" in str(e.get("message")) for e in replica.log_entries(since))
@@ -84,6 +115,9 @@ def test_only_the_leader_reconciles(pair: Pair) -> None:
 
     assert pair.calls(leader)["create"] == len(names)
     assert pair.calls(standby).total() == 0, "the standby called EVS"
+    # The leader's step lines are found (so the pattern still matches what the operator logs),
+    # the standby's are none.
+    assert len(step_lines(leader.log_entries(leader.log_start))) >= len(names)
     assert step_lines(standby.log_entries(standby.log_start)) == [], "the standby ran steps"
     assert leader.metric("cloudsnap_leader") == 1
     assert standby.metric("cloudsnap_leader") == 0
@@ -114,10 +148,12 @@ def test_killing_the_leader_hands_over(pair: Pair) -> None:
     assert wrong_ids(pair.items(), snapshots) == []
 
 
-def test_a_stopped_leader_sends_nothing_after_it_wakes(pair: Pair) -> None:
+def test_a_stopped_leader_sends_nothing_after_it_wakes(audited_pair: Pair) -> None:
     """SIGSTOP the leader; while it sleeps, give it work of every mutating kind (creates, a
     rename, a delete); the standby takes over and does it. SIGCONT: the old leader's watch then
-    delivers all that work at once, and it must send no mutating EVS call and write nothing."""
+    delivers all that work at once, and it must send no mutating EVS call and write nothing to
+    Kubernetes (the audit logs every write before it is sent) but its tries for the Lease."""
+    pair = audited_pair
     leader, standby = pair.replicas
     volume, other = pair.admin.add_volumes(2)
     pair.create("renamed", volume)
@@ -126,6 +162,12 @@ def test_a_stopped_leader_sends_nothing_after_it_wakes(pair: Pair) -> None:
 
     leader.pause()
     offset = leader.log_size()
+    # Before the pause the same log shows the leader's steps and writes: the checks after the
+    # wake-up would see them.
+    before_pause = leader.log_entries(leader.log_start, offset)
+    assert len(step_lines(before_pause)) >= 2, "no step line found in the leader's log"
+    written = resource_writes(before_pause)
+    assert any("/cloudsnapshots/" in w for w in written), f"no write audited: {written}"
     new = ["new-0", "new-1", "new-2"]
     for name in new:
         pair.create(name, other)
@@ -159,7 +201,9 @@ def test_a_stopped_leader_sends_nothing_after_it_wakes(pair: Pair) -> None:
     sent = after - before
     assert {op: sent[op] for op in MUTATING if sent[op]} == {}, f"sent after waking: {sent}"
     assert sent.total() == 0, f"EVS reads after waking: {sent}"
-    assert step_lines(leader.log_entries(offset)) == [], "the old leader ran steps after waking"
+    woke = leader.log_entries(offset)
+    assert step_lines(woke) == [], "the old leader ran steps after waking"
+    assert resource_writes(woke) == [], "the old leader wrote to Kubernetes after waking"
     snapshots = pair.admin.snapshots()
     assert duplicate_owners(snapshots) == {}
     assert wrong_ids(pair.items(), snapshots) == []
@@ -169,8 +213,10 @@ def test_a_stopped_leader_sends_nothing_after_it_wakes(pair: Pair) -> None:
 def test_a_leader_stopped_mid_step_sends_no_create_after_it_wakes(pair: Pair) -> None:
     """Steps in flight when the process stops: resources born while nobody leads make the next
     leader look (an EVS list, 3 s slow here) before it creates. Stopped while those lookups are at
-    the simulator, the replica wakes to their answers and its steps go on to the create: the
-    fence must refuse it, since the Lease has passed on meanwhile."""
+    the simulator, the replica wakes with their answers waiting. Whichever runs first, its elector
+    finding the renew deadline passed (which cancels the steps) or a step going on to its create
+    (which the fence refuses before a byte leaves), no create may reach EVS: the Lease has passed
+    on meanwhile."""
     first, second = pair.replicas
     volume = pair.admin.add_volumes(1)[0]
     pair.admin.set_faults([{"operation": "list", "kind": "latency", "latency_seconds": 3.0}], 0)
@@ -200,6 +246,11 @@ def test_a_leader_stopped_mid_step_sends_no_create_after_it_wakes(pair: Pair) ->
 
     sent = pair.calls(second) - before
     assert {op: sent[op] for op in MUTATING if sent[op]} == {}, f"sent after waking: {sent}"
+    # Not because nothing was in flight: the woken replica's lookups ended without an answer its
+    # steps could act on, cancelled when it let the Lease go (or, had a step reached its create
+    # first, that create refused by the fence before a byte left; both log no outcome).
+    unanswered = [e for e in second.log_entries(offset) if UNANSWERED.match(str(e.get("message")))]
+    assert len(unanswered) >= len(names), f"the lookups in flight: {unanswered}"
     snapshots = pair.admin.snapshots()
     assert duplicate_owners(snapshots) == {}
     assert wrong_ids(pair.items(), snapshots) == []

@@ -7,10 +7,11 @@ exposition says happened. The probes and the exposition format are checked on a 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cloudsnap import metrics
 from cloudsnap.evs import CreateSnapshotRequest, EVSAPIError, EVSTimeoutError
+from cloudsnap.runtime.workqueue import WorkQueue, watchdog
 from evs_simulator.testing import RunningSimulator
 from tests.fixtures.operator import Stack
 from tests.fixtures.simulator import operator_client
@@ -79,6 +81,43 @@ def _scrape(stack: Stack) -> str:
 async def test_healthz_is_ok_while_running(server: httpx.AsyncClient) -> None:
     response = await server.get("/healthz")
     assert response.status_code == 200
+
+
+async def test_healthz_turns_503_while_due_work_stalls_past_the_watchdog_and_200_after() -> None:
+    """The operator's liveness check: a queue whose step hangs past the watchdog fails /healthz,
+    so Kubernetes restarts the pod; once a step finishes it passes again."""
+    gate = asyncio.Event()
+
+    async def work(key: str) -> float | None:
+        await gate.wait()
+        return None
+
+    queue: WorkQueue[str] = WorkQueue(work)
+    runner = await metrics.serve("127.0.0.1", 0, lambda: True, watchdog([queue], 1.0))
+    queue.start("test")
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{_port(runner)}") as client:
+
+            async def status() -> int:
+                return (await client.get("/healthz")).status_code
+
+            assert await status() == 200
+            queue.enqueue("hangs")
+            await eventually(lambda: queue.running() == ["hangs"], timeout=5)
+            await eventually(lambda: queue.stalled_for() > 0.1, timeout=5)
+            assert await status() == 200  # stalled, but for less than the watchdog
+            await eventually(lambda: _is(status(), 503), timeout=5, what="/healthz 503")
+            response = await client.get("/healthz")
+            assert "stalled" in response.text
+            gate.set()
+            await eventually(lambda: _is(status(), 200), timeout=5, what="/healthz 200 again")
+    finally:
+        await queue.stop()
+        await runner.cleanup()
+
+
+async def _is(status: Awaitable[int], wanted: int) -> bool:
+    return await status == wanted
 
 
 async def test_readyz_follows_is_ready(server: httpx.AsyncClient, ready_flag: list[bool]) -> None:

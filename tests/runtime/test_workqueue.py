@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from cloudsnap.runtime.workqueue import WorkQueue, waiting_on_others
+from cloudsnap.runtime.workqueue import WorkQueue, waiting_on_others, watchdog
 from tests.waiting import eventually
 
 
@@ -210,3 +210,67 @@ async def test_stop_ends_the_queue_even_when_a_request_wakes_it_in_the_same_turn
         stopping = asyncio.create_task(scheduler.stop())
         done, _ = await asyncio.wait({stopping}, timeout=5)
         assert done, f"stop() after {turns} turns never returned: the loop ate its cancel"
+
+
+async def test_stalled_for_grows_while_due_work_makes_no_progress_and_is_zero_otherwise() -> None:
+    gate = asyncio.Event()
+    done: list[str] = []
+
+    async def work(key: str) -> float | None:
+        if key == "hangs":
+            await gate.wait()
+        done.append(key)
+        return None
+
+    queue: WorkQueue[str] = WorkQueue(work, concurrency=2)
+    assert queue.stalled_for() == 0.0  # idle
+    queue.enqueue("later", delay=3600)
+    assert queue.stalled_for() == 0.0  # queued, but not due
+    queue.start("test")
+    try:
+        queue.enqueue("hangs")
+        await eventually(lambda: queue.running() == ["hangs"], timeout=5)
+        await eventually(lambda: queue.stalled_for() > 0.2, timeout=5)
+        first = queue.stalled_for()
+        await eventually(lambda: queue.stalled_for() > first + 0.1, timeout=5)
+        queue.enqueue("quick")
+        await eventually(lambda: "quick" in done, timeout=5)
+        # A step finished: the hanging one is still running, but progress was just made.
+        assert queue.stalled_for() < first
+        gate.set()
+        await eventually(lambda: "hangs" in done, timeout=5)
+        assert queue.stalled_for() == 0.0
+        gate.clear()
+        queue.enqueue("hangs")
+        await eventually(lambda: queue.stalled_for() > 0.1, timeout=5)
+        queue.pause()  # a replica without the Lease is not stalled, whatever is queued
+        assert queue.stalled_for() == 0.0
+    finally:
+        await queue.stop()
+
+
+async def test_watchdog_is_unhealthy_once_any_queue_stalls_past_the_limit() -> None:
+    gate = asyncio.Event()
+
+    async def hangs(key: str) -> float | None:
+        await gate.wait()
+        return None
+
+    async def idle(key: str) -> float | None:
+        return None
+
+    stuck: WorkQueue[str] = WorkQueue(hangs)
+    fine: WorkQueue[str] = WorkQueue(idle)
+    healthy = watchdog((fine, stuck), 0.3)
+    assert healthy()
+    stuck.start("test")
+    try:
+        stuck.enqueue("a")
+        await eventually(lambda: stuck.running() == ["a"], timeout=5)
+        assert healthy()  # stalled, but not yet for the limit
+        await eventually(lambda: not healthy(), timeout=5)
+        assert stuck.stalled_for() >= 0.3
+        gate.set()
+        await eventually(healthy, timeout=5)
+    finally:
+        await stuck.stop()

@@ -25,8 +25,8 @@ import contextlib
 import contextvars
 import heapq
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
@@ -285,3 +285,9 @@ class WorkQueue(Generic[K]):
             self.enqueue(key, again - asyncio.get_running_loop().time())
         elif delay is not None:
             self.enqueue(key, delay)
+
+
+def watchdog(queues: Sequence[WorkQueue[Any]], limit: float) -> Callable[[], bool]:
+    """/healthz's check: healthy while no queue has had due work without progress for ``limit``
+    seconds (``WorkQueue.stalled_for``)."""
+    return lambda: max((queue.stalled_for() for queue in queues), default=0.0) < limit

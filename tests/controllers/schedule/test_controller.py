@@ -44,6 +44,8 @@ class MemoryStore:
         self.claims: list[dict[str, Any]] = []
         self.schedule: dict[str, Any] = {}
         self.creates = 0
+        self.create_requests = 0
+        """Every create sent, including those answered with the object already there."""
         self.deleted: list[str] = []
         self.uids = (f"uid-{n}" for n in itertools.count())
         self.now = CREATED
@@ -66,6 +68,7 @@ class MemoryStore:
                 f'422 Unprocessable Entity: CloudSnapshot "{name}" is invalid (attempt'
                 f' {self.refusals}): unknown field "persistentVolumeClaimName"; ' + "more " * 300
             )
+        self.create_requests += 1
         if name in self.snapshots:
             return copy.deepcopy(self.snapshots[name])
         self.creates += 1
@@ -247,11 +250,16 @@ async def test_a_slot_is_made_once_even_when_its_status_was_lost() -> None:
     await world.step(hour(10, 0, 1))
     await world.step(hour(10, 5))
     assert world.store.creates == 2
+    assert world.store.create_requests == 2
     world.store.schedule["status"] = {}  # a crash before the status write
     world.store.schedule["metadata"]["creationTimestamp"] = "2026-06-01T09:10:00Z"
+    # A restarted operator: a new controller, which remembers no status it wrote before.
     world.start_controller()
     await world.step(hour(10, 6))
-    assert world.store.creates == 2  # the same names: nothing new
+    # The loss was felt: the new controller ran the 10:00 slot again and sent both creates ...
+    assert world.store.create_requests == 4
+    # ... under the same names, so the API server made nothing new.
+    assert world.store.creates == 2
     assert len(world.store.snapshots) == 2
 
 
