@@ -555,7 +555,7 @@ def test_manifests_build_with_kustomize() -> None:
         check=True,
     ).stdout
     kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(built) if doc)
-    assert kinds.count("CustomResourceDefinition") == 3
+    assert kinds.count("CustomResourceDefinition") == 4
     assert {"Namespace", "Deployment", "ClusterRole", "Role", "ServiceAccount"} <= set(kinds)
 
 
