@@ -4,6 +4,7 @@ one is stored with its defaults and explained by `kubectl explain`."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -97,3 +98,12 @@ def test_explain_describes_the_restore_fields(cluster: Cluster) -> None:
     )
     assert "at least the snapshot's" in explain("csnaprestore.spec.newVolume.size")
     assert "never touched" in explain("csnaprestore.spec.newVolume.claim.name")
+
+
+def test_the_restore_example_is_admitted(cluster: Cluster) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "cloudsnapshotrestore.yaml"
+    result = cluster.kubectl("apply", "--dry-run=server", "-f", str(example), check=False)
+    assert result.returncode == 0, result.stderr
+    assert "cloudsnapshotrestore.evs.cloudsnap.io/demo-restore created (server dry run)" in (
+        result.stdout
+    )

@@ -36,6 +36,11 @@ _STATES = {
 # What EVS's refusals of a disk create mean for a restore (docs/restore.md), and whether a change
 # outside the restore (a quota raised) can let it through.
 _CREATE_REFUSALS = {
+    "EVS.1036": (
+        "spec.newVolume.availabilityZone: EVS knows no such availability zone",
+        Kind.INVALID,
+    ),
+    "EVS.1020": ("spec.newVolume.volumeType: EVS knows no such disk type", Kind.INVALID),
     "EVS.2054": (
         "spec.newVolume.availabilityZone: EVS makes a disk only in its snapshot's zone",
         Kind.INVALID,
