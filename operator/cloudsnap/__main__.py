@@ -86,7 +86,12 @@ async def run(config: Settings) -> None:
         campaign = asyncio.create_task(elector.run(), name="cloudsnap-leader-election")
     else:
         metrics.LEADER.set(1)
-    classes.on_change = secrets.on_change = lambda _name: controller.retry_blocked()
+
+    def retry_blocked(_name: str) -> None:
+        controller.retry_blocked()
+        restores.retry_blocked()
+
+    classes.on_change = secrets.on_change = retry_blocked
     volumes.on_claim_change = lambda namespace, name: controller.wake(claim_key(namespace, name))
     volumes.on_volume_change = lambda name: controller.wake(volume_key(name))
     classes.start()

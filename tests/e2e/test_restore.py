@@ -112,6 +112,34 @@ async def test_a_snapshot_is_restored_to_a_bound_claim_with_its_data(
     )
 
 
+async def test_delete_policy_deletes_the_claim_volume_and_disk_it_made(
+    stack: Stack, volume_names: list[str]
+) -> None:
+    disk, _ = await ready_snapshot(stack)
+    before = await stack.calls()
+    apply_restore(
+        stack, snapshotName="db", deletionPolicy="Delete", newVolume={"claim": {"name": CLAIM}}
+    )
+    obj = await wait_restore(stack, "Ready", "True")
+    after = await stack.calls()
+    assert after["create_volume"] - before.get("create_volume", 0) == 1
+    assert after["list_volumes"] - before.get("list_volumes", 0) == 1, "one look before create"
+    volume = obj["status"]["persistentVolumeName"]
+    volume_names.append(volume)
+    uid = obj["metadata"]["uid"]
+    stack.kubectl("delete", "csnaprestore", RESTORE, "--timeout=60s")
+    assert await disks_of(stack, uid) == [], "the finalizer goes once EVS has no disk left"
+    await eventually(
+        lambda: not stack.kubectl("get", "pvc", CLAIM, "--ignore-not-found").stdout.strip(),
+        what="the claim's deletion",
+    )
+    await eventually(
+        lambda: not stack.cluster.kubectl("get", "pv", volume, "--ignore-not-found").stdout,
+        what="the volume's deletion",
+    )
+    assert (await stack.admin.volume(disk))["id"] == disk, "the source disk is never touched"
+
+
 async def test_a_lost_create_answer_ends_with_one_disk(stack: Stack) -> None:
     disk = await stack.add_volume()
     stack.apply("db", volumeID=disk)

@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from cloudsnap.api import GROUP
-from cloudsnap.api.objects import object_key, uid_of, version_of
+from cloudsnap.api.constants import READY
+from cloudsnap.api.objects import condition_in, object_key, uid_of, version_of
 from cloudsnap.controllers.restore.reconciler import Reconciler, Result
 from cloudsnap.controllers.restore.store import RestoreStore
 from cloudsnap.runtime.controller import NOT_LEADING_RETRY_SECONDS, QueuedController
@@ -38,6 +39,8 @@ class RestoreController(QueuedController):
         self._writer = FencedWriter(store, may_act)
         self._bodies: dict[str, dict[str, Any]] = {}
         self._seen: dict[str, tuple[str, int, bool]] = {}
+        self._by_source: dict[str, set[str]] = {}
+        """The restores naming each CloudSnapshot ("namespace/name") as their source."""
         self._written: dict[str, tuple[str, dict[str, Any]]] = {}
         """The status this replica last wrote for each restore, with the restore's UID: only the
         leader writes it, so it is newer than the status of a body the watch has not caught up
@@ -47,7 +50,9 @@ class RestoreController(QueuedController):
         """A restore's watch event: keep the body; step it when it is new, its spec changed or
         its deletion began."""
         key = object_key(body)
+        source = _source_key(body)
         if event_type == "DELETED":
+            self._by_source.get(source, set()).discard(key)
             self._bodies.pop(key, None)
             self._seen.pop(key, None)
             self._written.pop(key, None)
@@ -56,23 +61,24 @@ class RestoreController(QueuedController):
             return
         meta = body.get("metadata") or {}
         self._bodies[key] = dict(body)
+        self._by_source.setdefault(source, set()).add(key)  # the source is immutable
         seen = (uid_of(body), int(meta.get("generation") or 0), bool(meta.get("deletionTimestamp")))
         if self._seen.get(key) != seen:
             self._seen[key] = seen
             self.queue.enqueue(key)
 
     def observe_source(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """A CloudSnapshot's watch event: the restores of this namespace that name it and have
-        no disk yet look again (it may have become Ready)."""
-        meta = body.get("metadata") or {}
-        namespace, name = meta.get("namespace"), meta.get("name")
+        """A CloudSnapshot's watch event: the restores naming it that have no disk yet look
+        again (it may have become Ready)."""
+        for key in self._by_source.get(object_key(body), ()):
+            restore = self._bodies.get(key)
+            if restore is not None and not (restore.get("status") or {}).get("volumeID"):
+                self.queue.enqueue(key)
+
+    def retry_blocked(self) -> None:
+        """A class or Secret changed: every restore not Ready looks again at once."""
         for key, restore in self._bodies.items():
-            spec, status = restore.get("spec") or {}, restore.get("status") or {}
-            same = (restore["metadata"].get("namespace"), spec.get("snapshotName")) == (
-                namespace,
-                name,
-            )
-            if same and not status.get("volumeID"):
+            if condition_in(restore, READY).get("status") != "True":
                 self.queue.enqueue(key)
 
     def _keys(self) -> Iterable[str]:
@@ -126,3 +132,9 @@ class RestoreController(QueuedController):
             kept = [each for each in finalizers if each != RESTORE_FINALIZER]
             await self._writer.set_finalizers(namespace, name, uid, kept, version_of(body))
         return result.requeue
+
+
+def _source_key(body: Mapping[str, Any]) -> str:
+    """The CloudSnapshot a restore names, as "namespace/name" ("" for an EVS snapshot ID)."""
+    name = (body.get("spec") or {}).get("snapshotName")
+    return f"{(body.get('metadata') or {}).get('namespace', '')}/{name}" if name else ""
