@@ -221,7 +221,8 @@ def test_restore_crd_names_columns_and_every_field_described() -> None:
     columns = [column["name"].upper() for column in version["additionalPrinterColumns"]]
     assert columns == ["READY", "PHASE", "SOURCE", "VOLUME-ID", "CLAIM", "AGE", "SNAPSHOT-ID"]
     spec = _schema(crd)["properties"]["spec"]
-    assert spec["required"] == ["newVolume"]
+    assert "required" not in spec, "exactly one target, by CEL"
     assert spec["properties"]["deletionPolicy"]["default"] == "Retain"
+    assert spec["properties"]["rollback"]["properties"]["safetySnapshot"]["default"] is True
     for path, node in _nodes(spec, "spec"):
         assert path.endswith(("{}", "[]")) or node.get("description"), path

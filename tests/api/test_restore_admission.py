@@ -38,7 +38,11 @@ INVALID = {
         restore(snapshotName="db", className="default", newVolume={}),
         ["spec.className", "goes with spec.snapshotID"],
     ),
-    "no-target": (restore(snapshotName="db"), ["spec.newVolume", "Required"]),
+    "no-target": (restore(snapshotName="db"), ["exactly one of spec.newVolume and spec.rollback"]),
+    "two-targets": (
+        restore(snapshotName="db", newVolume={}, rollback={}),
+        ["exactly one of spec.newVolume and spec.rollback"],
+    ),
     "upper-case-id": (
         restore(snapshotID=SNAPSHOT_ID.upper(), newVolume={}),
         ["spec.snapshotID", "should match"],
@@ -83,6 +87,8 @@ def test_valid_restore_is_stored_with_defaults_and_its_target_is_fixed(
     assert_refused(apply(cluster, changed, namespace), "spec.newVolume", "immutable")
     other_source = restore(snapshotName="other", newVolume={"claim": {"name": "data"}})
     assert_refused(apply(cluster, other_source, namespace), "spec.snapshotName", "immutable")
+    to_rollback = restore(snapshotName="db", rollback={})
+    assert_refused(apply(cluster, to_rollback, namespace), "spec.newVolume", "immutable")
     deleting = restore(snapshotName="db", newVolume={"claim": {"name": "data"}})
     deleting["spec"]["deletionPolicy"] = "Delete"
     result = apply(cluster, deleting, namespace)

@@ -11,7 +11,7 @@ import pytest
 
 from cloudsnap.api import OWNER_UID_METADATA_KEY
 from tests.fixtures.cluster import manifest_list, volume_claim
-from tests.fixtures.operator import Stack, condition
+from tests.fixtures.operator import Stack, StartStack, condition
 from tests.waiting import eventually
 
 RESTORE = "db-restore"
@@ -19,36 +19,36 @@ CLAIM = "db-restored"
 TIMEOUT = 90.0
 
 
-def apply_restore(stack: Stack, **spec: Any) -> None:
+def apply_restore(stack: Stack, name: str = RESTORE, **spec: Any) -> None:
     """`kubectl apply` the restore with this spec, as a user would."""
     doc = {
         "apiVersion": "evs.cloudsnap.io/v1alpha1",
         "kind": "CloudSnapshotRestore",
-        "metadata": {"name": RESTORE, "namespace": stack.namespace},
+        "metadata": {"name": name, "namespace": stack.namespace},
         "spec": spec,
     }
     stack.kubectl("apply", "-f", "-", input=json.dumps(doc))
 
 
-def get_restore(stack: Stack) -> dict[str, Any]:
-    out = stack.kubectl("get", "csnaprestore", RESTORE, "-o", "json")
+def get_restore(stack: Stack, name: str = RESTORE) -> dict[str, Any]:
+    out = stack.kubectl("get", "csnaprestore", name, "-o", "json")
     return dict(json.loads(out.stdout))
 
 
 async def wait_restore(
-    stack: Stack, kind: str, status: str, *, code: str | None = None
+    stack: Stack, kind: str, status: str, *, code: str | None = None, name: str = RESTORE
 ) -> dict[str, Any]:
     """The restore once its condition ``kind`` is ``status`` (and its error ``code``)."""
 
     def probe() -> dict[str, Any] | None:
-        obj = get_restore(stack)
+        obj = get_restore(stack, name)
         error = (obj.get("status") or {}).get("error") or {}
         if condition(obj, kind).get("status") == status and code in (None, error.get("code")):
             return obj
         return None
 
     found: dict[str, Any] = await eventually(
-        probe, timeout=TIMEOUT, what=f"csnaprestore/{RESTORE} {kind}={status} {code}"
+        probe, timeout=TIMEOUT, what=f"csnaprestore/{name} {kind}={status} {code}"
     )
     return found
 
@@ -219,3 +219,34 @@ async def test_bad_input_is_explained_and_makes_nothing(
         assert f"{stack.namespace}/{CLAIM}" in error["message"]
         claim = json.loads(stack.kubectl("get", "pvc", CLAIM, "-o", "json").stdout)
         assert "volumeName" not in claim["spec"], "a claim it did not make is never touched"
+
+
+async def content(stack: Stack, disk: str) -> int:
+    return int((await stack.admin.volume(disk))["content_version"])
+
+
+async def test_a_rollback_waits_for_the_detached_disk_keeps_a_safety_snapshot_and_is_undone(
+    start_stack: StartStack,
+) -> None:
+    stack = await start_stack(settings={"CLOUDSNAP_BLOCKED_RETRY_SECONDS": "1"})
+    disk, snapshot = await ready_snapshot(stack)
+    later = await content(stack, disk)
+    assert later != snapshot["content_version"]
+    await stack.admin.set_volume(disk, status="in-use")
+    apply_restore(stack, snapshotName="db", rollback={})
+    obj = await wait_restore(stack, "Synced", "False", code="DiskInUse")
+    assert disk in obj["status"]["error"]["message"]
+    assert await content(stack, disk) == later, "nothing rolled back onto an attached disk"
+
+    await stack.admin.set_volume(disk, status="available")
+    obj = await wait_restore(stack, "Ready", "True")
+    assert await content(stack, disk) == snapshot["content_version"]
+    safety = obj["status"]["safetySnapshotName"]
+    kept = stack.must_get(safety)
+    assert kept["spec"]["deletionPolicy"] == "Retain"
+    (taken,) = [s for s in await stack.admin.snapshots() if s["id"] == kept["status"]["snapshotID"]]
+    assert taken["content_version"] == later, "the safety snapshot holds what the disk held"
+
+    apply_restore(stack, "undo", snapshotName=safety, rollback={"safetySnapshot": False})
+    await wait_restore(stack, "Ready", "True", name="undo")
+    assert await content(stack, disk) == later

@@ -24,6 +24,7 @@ from cloudsnap.api.models import (
     Condition,
     DeletionPolicy,
     EVSName,
+    JsonDict,
     ObjectMeta,
     SnapshotDescription,
     SnapshotMetadata,
@@ -42,7 +43,9 @@ from cloudsnap.utc import UTCDateTime
 MAX_DISK_GB = 32768
 """The largest EVS data disk, in GB."""
 AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
-RestorePhase = Literal["Pending", "Creating", "Binding", "Ready", "Failed", "Deleting"]
+RestorePhase = Literal[
+    "Pending", "Creating", "Binding", "SafetySnapshot", "RollingBack", "Ready", "Failed", "Deleting"
+]
 
 _SNAPSHOT_NAME_SET = "has(self.snapshotName)"
 _SNAPSHOT_ID_SET = "has(self.snapshotID)"
@@ -95,6 +98,26 @@ class NewVolume(_Model):
     mount it; without it only the disk is made."""
 
 
+def _target_fixed(field: str) -> JsonDict:
+    """A transition rule refusing any change of the target ``field``, its adding or removal."""
+    return cel(
+        f"has(self.{field}) == has(oldSelf.{field})"
+        f" && (!has(self.{field}) || self.{field} == oldSelf.{field})",
+        f"{field} is immutable: a restore has one target; create another restore for another",
+        field_path=f".{field}",
+    )
+
+
+class Rollback(_Model):
+    """Roll the snapshot's data back onto its own source disk (the only disk EVS rolls a snapshot
+    back onto). The disk must be detached (available); what it holds now is kept first in a
+    safety snapshot, so that the rollback can be undone by a restore from it."""
+
+    safety_snapshot: bool = Field(True, alias="safetySnapshot")
+    """Take a CloudSnapshot of the disk (deletionPolicy Retain, named "<restore>-safety") and
+    wait for it to be Ready before rolling back; false rolls back without one."""
+
+
 class CloudSnapshotRestoreSpec(_Model):
     """Desired state of a CloudSnapshotRestore: which snapshot to restore and the disk to make
     from it. The source and the target are immutable."""
@@ -115,11 +138,11 @@ class CloudSnapshotRestoreSpec(_Model):
             _fixed_at_creation("snapshotID", "''"),
             _fixed_at_creation("className", "''"),
             cel(
-                "self.newVolume == oldSelf.newVolume",
-                "newVolume is immutable: a restore makes one disk; create another restore for"
-                " another disk",
-                field_path=".newVolume",
+                "has(self.newVolume) != has(self.rollback)",
+                "exactly one of spec.newVolume and spec.rollback is required",
             ),
+            _target_fixed("newVolume"),
+            _target_fixed("rollback"),
         )
     )
 
@@ -134,8 +157,12 @@ class CloudSnapshotRestoreSpec(_Model):
     class_name: ClassName | None = Field(None, alias="className")
     """With snapshotID: the CloudSnapshotClass (account, project, region) the snapshot lives in;
     when omitted, the default class. Immutable."""
-    new_volume: NewVolume = Field(alias="newVolume")
-    """The disk to make from the snapshot (the only target so far). Immutable."""
+    new_volume: NewVolume | None = Field(None, alias="newVolume")
+    """A new disk to make from the snapshot. Exactly one of newVolume and rollback is set;
+    immutable."""
+    rollback: Rollback | None = None
+    """Roll the snapshot back onto its own source disk instead of making a new one.
+    Immutable."""
     deletion_policy: DeletionPolicy = Field(RESTORE_DEFAULT_DELETION_POLICY, alias="deletionPolicy")
     """What happens to the disk, PersistentVolume and claim this restore made when it is deleted:
     Retain keeps them, Delete deletes them (the claim and volume first, then the disk)."""
@@ -152,11 +179,19 @@ class CloudSnapshotRestoreStatus(StatusModel):
 
     phase: RestorePhase | None = None
     """Pending (checking the input), Creating (EVS is making the disk), Binding (the claim waits
-    for its volume), Ready, Failed (the disk went into error) or Deleting."""
+    for its volume), SafetySnapshot (a rollback waits for its safety snapshot), RollingBack,
+    Ready, Failed (the disk went into error) or Deleting."""
     snapshot_id: Annotated[str, Fitted(64)] | None = Field(None, alias="snapshotID")
     """ID of the EVS snapshot restored (spec.snapshotID, or the one of spec.snapshotName)."""
     volume_id: Annotated[str, Fitted(64)] | None = Field(None, alias="volumeID")
-    """ID of the EVS disk this restore made, written as soon as EVS names it."""
+    """ID of the EVS disk this restore made (written as soon as EVS names it), or for a rollback
+    the snapshot's own disk."""
+    safety_snapshot_name: Annotated[str, Fitted(253)] | None = Field(
+        None, alias="safetySnapshotName"
+    )
+    """For a rollback: the CloudSnapshot of the disk taken before it, to undo it with."""
+    rolled_back_at: UTCDateTime | None = Field(None, alias="rolledBackAt")
+    """For a rollback: when EVS was asked to roll the disk back (asked once)."""
     job_id: Annotated[str, Fitted(64)] | None = Field(None, alias="jobID")
     """ID of the EVS job making the disk."""
     persistent_volume_name: Annotated[str, Fitted(253)] | None = Field(

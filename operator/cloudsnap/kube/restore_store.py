@@ -8,6 +8,7 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.api.constants import RESTORE_PLURAL
 from cloudsnap.kube.writer import KubeWriter
 
@@ -20,6 +21,7 @@ class KubeRestoreStore:
 
     def __init__(self, api: kubernetes.client.ApiClient, *, threads: int = 4) -> None:
         self._core = kubernetes.client.CoreV1Api(api)
+        self._custom = kubernetes.client.CustomObjectsApi(api)
         self._restores = KubeWriter(api, threads=threads, plural=RESTORE_PLURAL)
         self._snapshots = KubeWriter(api, threads=threads)
         self.patch_status = self._restores.patch_status
@@ -28,6 +30,17 @@ class KubeRestoreStore:
 
     async def read_snapshot(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._snapshots.read(namespace, name)
+
+    async def create_snapshot(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        return await self._create(
+            lambda: self._custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, SNAPSHOT_PLURAL, dict(body)
+            ),
+            lambda: self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, SNAPSHOT_PLURAL, name
+            ),
+        )
 
     async def read_volume(self, name: str) -> dict[str, Any] | None:
         return await self._get(lambda: self._core.read_persistent_volume(name))

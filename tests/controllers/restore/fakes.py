@@ -36,6 +36,7 @@ class FakeDisks:
     tokens: dict[str, tuple[DiskRequest, str]] = field(default_factory=dict)
     requests: list[DiskRequest] = field(default_factory=list)
     creates: int = 0
+    rollbacks: list[tuple[str, str]] = field(default_factory=list)
     lose_next_answer: bool = False
     list_lag: bool = False
     refuse: Failure | None = None
@@ -95,6 +96,11 @@ class FakeDisks:
         self.disks[volume_id] = replace(disk, state=DiskState.DELETING, phase="deleting")
         return True
 
+    async def rollback(self, snapshot_id: str, volume_id: str) -> None:
+        self.rollbacks.append((snapshot_id, volume_id))
+        disk = self.disks[volume_id]
+        self.disks[volume_id] = replace(disk, state=DiskState.BUSY, phase="rollbacking")
+
     def finish_creates(self) -> None:
         """EVS makes every disk being created available and ends its job."""
         for job_id, job in list(self.jobs.items()):
@@ -135,6 +141,11 @@ class MemoryStore:
 
     async def read_snapshot(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.snapshots.get((namespace, name))
+
+    async def create_snapshot(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        self.writes.append("create csnap")
+        key = (namespace, body["metadata"]["name"])
+        return self.snapshots.setdefault(key, self._stored(body))
 
     async def read_volume(self, name: str) -> dict[str, Any] | None:
         return self.volumes.get(name)

@@ -6,6 +6,7 @@ by policy."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -296,3 +297,55 @@ async def test_delete_removes_claim_volume_then_disk() -> None:
     assert result.remove_finalizer
     assert world.disks.made() == []
     assert SOURCE_DISK in world.disks.disks, "the source disk is never touched"
+
+
+ROLLBACK = {"snapshotName": "db", "rollback": {}}
+
+
+async def test_a_rollback_waits_for_a_detached_disk_and_its_safety_snapshot() -> None:
+    world = World()
+    world.store.snapshots[("team-a", "db")] = ready_snapshot()
+    await world.step(restore(ROLLBACK))
+    error = world.parsed().error
+    assert error is not None
+    assert error.code == "DiskInUse"
+    assert SOURCE_DISK in error.message
+    assert world.disks.rollbacks == []
+    assert "create csnap" not in world.store.writes, "no safety snapshot of an attached disk"
+
+    source = world.disks.disks[SOURCE_DISK]
+    world.disks.disks[SOURCE_DISK] = replace(source, phase="available")
+    await world.step(restore(ROLLBACK))
+    safety = world.store.snapshots[("team-a", "db-restore-safety")]
+    assert safety["spec"]["volumeID"] == SOURCE_DISK
+    assert safety["spec"]["deletionPolicy"] == "Retain"
+    assert world.parsed().phase == "SafetySnapshot"
+    assert world.disks.rollbacks == [], "never before the safety snapshot is Ready"
+
+    safety["status"] = {"conditions": [{"type": "Ready", "status": "True"}]}
+    await world.step(restore(ROLLBACK))
+    await world.step(restore(ROLLBACK))
+    assert world.disks.rollbacks == [(SNAPSHOT, SOURCE_DISK)], "asked once"
+    assert world.parsed().phase == "RollingBack"
+    world.disks.disks[SOURCE_DISK] = replace(source, phase="available")
+    await world.step(restore(ROLLBACK))
+    status = world.parsed()
+    assert status.phase == "Ready"
+    assert status.safety_snapshot_name == "db-restore-safety"
+    assert world.disks.made() == []
+
+
+async def test_a_safety_snapshot_that_cannot_be_made_blocks_the_rollback() -> None:
+    world = World()
+    world.store.snapshots[("team-a", "db")] = ready_snapshot()
+    source = world.disks.disks[SOURCE_DISK]
+    world.disks.disks[SOURCE_DISK] = replace(source, phase="available")
+    await world.step(restore(ROLLBACK))
+    full = {"code": "EVS.5413", "message": "the disk has 7 snapshots", "retryable": False}
+    world.store.snapshots[("team-a", "db-restore-safety")]["status"] = {"error": full}
+    await world.step(restore(ROLLBACK))
+    error = world.parsed().error
+    assert error is not None
+    assert error.code == "EVS.5413"
+    assert "db-restore-safety" in error.message
+    assert world.disks.rollbacks == []

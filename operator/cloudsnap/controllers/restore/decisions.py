@@ -3,11 +3,12 @@ create's idempotency token, and the PersistentVolume and claim that expose the d
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from cloudsnap.api.constants import EVEREST_CSI_DRIVER, GROUP, READY
+from cloudsnap.api.constants import API_VERSION, EVEREST_CSI_DRIVER, GROUP, READY, SNAPSHOT_KIND
 from cloudsnap.api.naming import default_disk_name
 from cloudsnap.api.objects import Owner, condition_in
 from cloudsnap.api.restore import NewVolume, RestoreClaim
@@ -26,6 +27,11 @@ SNAPSHOT_NOT_FOUND = "SnapshotNotFound"
 SNAPSHOT_NOT_READY = "SnapshotNotReady"
 SIZE_TOO_SMALL = "SizeTooSmall"
 CLAIM_EXISTS = "ClaimExists"
+SNAPSHOT_EXISTS = "SnapshotExists"
+DISK_NOT_FOUND = "DiskNotFound"
+DISK_IN_USE = "DiskInUse"
+SAFETY_SUFFIX = "safety"
+DNS_NAME_MAX = 253
 VOLUME_EXISTS = "VolumeExists"
 SOURCE_DISK_UNKNOWN = "SourceDiskUnknown"
 
@@ -64,11 +70,8 @@ def tracked_source(namespace: str, name: str, body: Mapping[str, Any] | None) ->
     return str(snapshot_id), str(class_name)
 
 
-def disk_request(
-    owner: Owner, target: NewVolume, snapshot: SourceSnapshot | None, source_disk: Disk | None
-) -> DiskRequest:
-    """The disk to ask for: the spec's fields, else the snapshot's size and its source disk's
-    zone and type; InputError when the snapshot is unusable or the size too small."""
+def usable(snapshot: SourceSnapshot | None) -> SourceSnapshot:
+    """The snapshot, if it can be restored now; InputError saying why not."""
     if snapshot is None:
         raise _blocked(SNAPSHOT_NOT_FOUND, "the EVS snapshot does not exist in the class's account")
     if not snapshot.available:
@@ -76,6 +79,57 @@ def disk_request(
             SNAPSHOT_NOT_READY,
             f"EVS snapshot {snapshot.id} is {snapshot.phase}, not available; the restore waits",
         )
+    return snapshot
+
+
+def rollback_target(disk: Disk | None, snapshot: SourceSnapshot) -> Disk:
+    """The snapshot's own disk, if EVS may roll it back now (detached); InputError otherwise."""
+    if disk is None:
+        raise _blocked(DISK_NOT_FOUND, f"the snapshot's disk {snapshot.volume_id} is gone")
+    if disk.phase != "available":
+        raise _blocked(
+            DISK_IN_USE,
+            f"disk {disk.id} is {disk.phase}: EVS rolls back only a detached (available) disk;"
+            " stop the workload that uses it (scale it to zero) and the rollback goes on",
+        )
+    return disk
+
+
+def safety_snapshot_name(restore_name: str) -> str:
+    """The safety CloudSnapshot of a rollback: "<restore>-safety", shortened with a digest to
+    fit a name of 253 characters."""
+    name = f"{restore_name}-{SAFETY_SUFFIX}"
+    if len(name) <= DNS_NAME_MAX:
+        return name
+    digest = hashlib.sha256(restore_name.encode()).hexdigest()[:8]
+    return f"{restore_name[: DNS_NAME_MAX - len(SAFETY_SUFFIX) - 10]}-{digest}-{SAFETY_SUFFIX}"
+
+
+def safety_snapshot(owner: Owner, disk_id: str, class_name: str) -> dict[str, Any]:
+    """The safety CloudSnapshot of the disk: kept whatever happens to the restore (Retain)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": SNAPSHOT_KIND,
+        "metadata": {
+            "name": safety_snapshot_name(owner.name),
+            "namespace": owner.namespace,
+            "labels": {RESTORE_UID_LABEL: owner.uid},
+        },
+        "spec": {
+            "volumeID": disk_id,
+            "className": class_name,
+            "deletionPolicy": "Retain",
+            "description": f"before the rollback of restore {owner.name}",
+        },
+    }
+
+
+def disk_request(
+    owner: Owner, target: NewVolume, snapshot: SourceSnapshot | None, source_disk: Disk | None
+) -> DiskRequest:
+    """The disk to ask for: the spec's fields, else the snapshot's size and its source disk's
+    zone and type; InputError when the snapshot is unusable or the size too small."""
+    snapshot = usable(snapshot)
     size = target.size if target.size is not None else snapshot.size
     if size < snapshot.size:
         raise InputError(

@@ -105,6 +105,10 @@ class DiskClient(Protocol):
         """Start deleting the disk; False when it is already gone."""
         ...
 
+    async def rollback(self, snapshot_id: str, volume_id: str) -> None:
+        """Start rolling the snapshot's data back onto its own disk ``volume_id``."""
+        ...
+
 
 @dataclass(frozen=True)
 class DiskConnection:

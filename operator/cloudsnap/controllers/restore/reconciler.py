@@ -21,11 +21,18 @@ import pydantic
 from cloudsnap.api import invalid_fields
 from cloudsnap.api.constants import READY, SYNCED
 from cloudsnap.api.models import Condition, ConditionStatus, StatusError, with_condition
-from cloudsnap.api.objects import Owner
+from cloudsnap.api.objects import Owner, condition_in
 from cloudsnap.api.progress import restore_progress, with_progress
-from cloudsnap.api.restore import CloudSnapshotRestoreSpec, CloudSnapshotRestoreStatus, NewVolume
+from cloudsnap.api.restore import (
+    CloudSnapshotRestoreSpec,
+    CloudSnapshotRestoreStatus,
+    NewVolume,
+    RestoreClaim,
+)
 from cloudsnap.controllers.restore.decisions import (
     CLAIM_EXISTS,
+    DISK_NOT_FOUND,
+    SNAPSHOT_EXISTS,
     VOLUME_EXISTS,
     InputError,
     claim_body,
@@ -34,7 +41,11 @@ from cloudsnap.controllers.restore.decisions import (
     foreign,
     made_by,
     persistent_volume,
+    rollback_target,
+    safety_snapshot,
+    safety_snapshot_name,
     tracked_source,
+    usable,
     volume_name,
 )
 from cloudsnap.controllers.restore.external import (
@@ -54,8 +65,6 @@ from cloudsnap.runtime.failures import (
 )
 from cloudsnap.runtime.writes import Event
 
-DISK_GONE = "DiskNotFound"
-CREATE_FAILED = "CreateFailed"
 ERROR_REFRESH = timedelta(minutes=1)
 
 
@@ -157,6 +166,8 @@ class Reconciler:
     # -- create and expose ----------------------------------------------------------------------
 
     async def _advance(self, step: _Step) -> Result:
+        if step.spec.rollback is not None:
+            return await self._rollback(step)
         status = step.status
         if status.volume_id is None:
             found = await self._make_disk(step)
@@ -168,7 +179,7 @@ class Reconciler:
         if disk is None:
             raise InputError(
                 Failure(
-                    DISK_GONE,
+                    DISK_NOT_FOUND,
                     f"disk {status.volume_id} made by this restore no longer exists",
                     Kind.BLOCKED,
                 )
@@ -203,7 +214,7 @@ class Reconciler:
             return None
         await self._claim_is_free(step)
         snapshot = await client.snapshot(snapshot_id)
-        target = step.spec.new_volume
+        target = step.spec.new_volume or NewVolume()
         source_disk = None
         if snapshot is not None and not (target.availability_zone and target.volume_type):
             source_disk = await client.disk(snapshot.volume_id)
@@ -240,7 +251,7 @@ class Reconciler:
 
     async def _expose(self, step: _Step, disk: Disk) -> Result:
         """The PersistentVolume and claim of the disk, when the spec asks for them."""
-        claim = step.spec.new_volume.claim
+        claim = _claim_of(step)
         if claim is None:
             return self._ready(step, f"EVS disk {disk.id} is {disk.phase}")
         owner, store = step.owner, self._store
@@ -271,7 +282,7 @@ class Reconciler:
         """The claim of spec.newVolume.claim if this restore made it; InputError when one of
         that name exists that it did not make (checked before the create too, so such a restore
         makes nothing)."""
-        claim = step.spec.new_volume.claim
+        claim = _claim_of(step)
         if claim is None:
             return None
         owner = step.owner
@@ -279,6 +290,62 @@ class Reconciler:
         if found is not None and not made_by(found, owner.uid):
             raise foreign(CLAIM_EXISTS, f"PersistentVolumeClaim {owner.namespace}/{claim.name}")
         return found
+
+    # -- rollback -------------------------------------------------------------------------------
+
+    async def _rollback(self, step: _Step) -> Result:
+        """Roll the snapshot back onto its own disk, once, after a safety snapshot of it."""
+        status = step.status
+        snapshot_id, class_name = await self._source(step)
+        client = (await self._connect(step, class_name)).client
+        snapshot = usable(await client.snapshot(snapshot_id))
+        status.volume_id = snapshot.volume_id
+        disk = await client.disk(snapshot.volume_id)
+        if status.rolled_back_at is not None:
+            if disk is not None and disk.phase == "available":
+                return self._ready(step, f"disk {disk.id} holds snapshot {snapshot_id}'s data")
+            if disk is not None and disk.state is DiskState.FAILED:
+                return self._broken(step, f"EVS disk {disk.id} is {disk.phase}")
+            phase = disk.phase if disk is not None else "gone"
+            return self._waiting(step, "RollingBack", f"EVS disk {snapshot.volume_id} is {phase}")
+        disk = rollback_target(disk, snapshot)
+        assert step.spec.rollback is not None
+        if step.spec.rollback.safety_snapshot:
+            waiting = await self._safety_snapshot(step, disk)
+            if waiting is not None:
+                return waiting
+        await client.rollback(snapshot_id, disk.id)
+        status.rolled_back_at = step.now
+        message = f"rolling disk {disk.id} back to EVS snapshot {snapshot_id}"
+        step.events.append(Event("Normal", "RollingBack", message))
+        return self._waiting(step, "RollingBack", message)
+
+    async def _safety_snapshot(self, step: _Step, disk: Disk) -> Result | None:
+        """The safety CloudSnapshot of the disk, made if missing; a Result until it is Ready."""
+        owner, status = step.owner, step.status
+        name = safety_snapshot_name(owner.name)
+        found = await self._store.read_snapshot(owner.namespace, name)
+        if found is None:
+            assert status.account is not None
+            body = safety_snapshot(owner, disk.id, status.account.class_name)
+            found = await self._store.create_snapshot(owner.namespace, body)
+            step.events.append(Event("Normal", "SafetySnapshot", f"CloudSnapshot {name} made"))
+        if not made_by(found, owner.uid):
+            raise foreign(SNAPSHOT_EXISTS, f"CloudSnapshot {owner.namespace}/{name}")
+        status.safety_snapshot_name = name
+        if condition_in(found, READY).get("status") == "True":
+            return None
+        error = (found.get("status") or {}).get("error")
+        if error:
+            raise InputError(
+                Failure(
+                    str(error.get("code")),
+                    f"safety snapshot {name} cannot be made, so the rollback waits:"
+                    f" {error.get('message')}",
+                    Kind.BLOCKED,
+                )
+            )
+        return self._waiting(step, "SafetySnapshot", f"waiting for safety snapshot {name}")
 
     # -- delete ---------------------------------------------------------------------------------
 
@@ -288,7 +355,8 @@ class Reconciler:
         if not step.has_finalizer:
             return Result(status)
         status.phase = "Deleting"
-        if step.spec.deletion_policy == "Retain" or status.account is None:
+        rollback = step.spec.rollback is not None  # made nothing of its own to delete
+        if rollback or step.spec.deletion_policy == "Retain" or status.account is None:
             if status.volume_id is not None:
                 message = f"disk {status.volume_id} kept (deletionPolicy Retain)"
                 step.events.append(Event("Normal", "Retained", message))
@@ -317,7 +385,7 @@ class Reconciler:
 
     async def _delete_claim(self, step: _Step) -> None:
         """Delete the claim and the PersistentVolume this restore made (label checked)."""
-        claim = step.spec.new_volume.claim
+        claim = _claim_of(step)
         owner = step.owner
         if claim is not None:
             found = await self._store.read_claim(owner.namespace, claim.name)
@@ -388,3 +456,9 @@ class Reconciler:
         )
         result.events = step.events + result.events
         return result
+
+
+def _claim_of(step: _Step) -> RestoreClaim | None:
+    """The claim a newVolume target asks for, if any."""
+    target = step.spec.new_volume
+    return target.claim if target is not None else None

@@ -17,6 +17,11 @@ class RestoreStore(Writer, Protocol):
         """The CloudSnapshot, or None."""
         ...
 
+    async def create_snapshot(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create the CloudSnapshot (a rollback's safety snapshot); on AlreadyExists the one
+        stored under that name."""
+        ...
+
     async def read_volume(self, name: str) -> dict[str, Any] | None:
         """The PersistentVolume, or None."""
         ...

@@ -159,6 +159,11 @@ class EVSDisks:
         job = await unless_gone(self._account, "delete_volume", client.delete_volume(volume_id))
         return job is not None
 
+    async def rollback(self, snapshot_id: str, volume_id: str) -> None:
+        """POST the rollback of the snapshot onto its disk."""
+        with failing_as(self._account, "rollback"):
+            await self._account.client.rollback_snapshot(snapshot_id, volume_id)
+
 
 def _disk(volume: EVSVolume) -> Disk:
     return Disk(
