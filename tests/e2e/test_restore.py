@@ -140,6 +140,16 @@ async def test_delete_policy_deletes_the_claim_volume_and_disk_it_made(
     assert (await stack.admin.volume(disk))["id"] == disk, "the source disk is never touched"
 
 
+async def test_a_restore_waiting_for_its_snapshot_goes_on_when_it_is_ready(stack: Stack) -> None:
+    """Woken by the CloudSnapshot's watch event, not by the blocked retry (two minutes here)."""
+    apply_restore(stack, snapshotName="db", newVolume={})
+    await wait_restore(stack, "Synced", "False", code="SnapshotNotFound")
+    disk = await stack.add_volume()
+    stack.apply("db", volumeID=disk)
+    obj = await wait_restore(stack, "Ready", "True")
+    assert obj["status"]["snapshotID"] == stack.must_get("db")["status"]["snapshotID"]
+
+
 async def test_a_lost_create_answer_ends_with_one_disk(stack: Stack) -> None:
     disk = await stack.add_volume()
     stack.apply("db", volumeID=disk)
