@@ -135,6 +135,8 @@ class MemoryStore:
     snapshots: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
     claims: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    restores: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """The restores as the API server stores them (the watch may lag behind)."""
     events: list[Event] = field(default_factory=list)
     writes: list[str] = field(default_factory=list)
     _uids: itertools.count[int] = field(default_factory=itertools.count)
@@ -180,13 +182,20 @@ class MemoryStore:
         self, namespace: str, name: str, uid: str, status: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         self.writes.append("status")
-        return {}
+        stored = self.restores.get((namespace, name))
+        if stored is not None:
+            stored["status"] = dict(status)
+        return dict(stored or {})
 
     async def set_finalizers(
         self, namespace: str, name: str, uid: str, finalizers: Sequence[str], version: str
     ) -> dict[str, Any] | None:
         self.writes.append("finalizers")
-        return {}
+        stored = self.restores.get((namespace, name))
+        if stored is None:
+            return None
+        stored["metadata"] = {**stored["metadata"], "finalizers": list(finalizers)}
+        return dict(stored)
 
     async def post_event(self, body: Mapping[str, Any], event: Event) -> None:
         self.events.append(event)
