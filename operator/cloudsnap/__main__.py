@@ -14,7 +14,9 @@ import pydantic
 
 from cloudsnap import logs, metrics
 from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION, crdgen
-from cloudsnap.api.constants import SCHEDULE_PLURAL
+from cloudsnap.api.constants import RESTORE_PLURAL, SCHEDULE_PLURAL
+from cloudsnap.controllers.restore.controller import RESTORE_FINALIZER, RestoreController
+from cloudsnap.controllers.restore.reconciler import Reconciler as RestoreReconciler
 from cloudsnap.controllers.schedule.controller import ScheduleController
 from cloudsnap.controllers.snapshot.controller import FINALIZER, SnapshotController
 from cloudsnap.controllers.snapshot.reconciler import Reconciler
@@ -22,10 +24,12 @@ from cloudsnap.controllers.snapshot.volumes import claim_key, volume_key
 from cloudsnap.kube.caches import ClassCache, NamespaceCache, SecretCache, VolumeSources
 from cloudsnap.kube.client import FencedApiClient, load_config, wait_for_api
 from cloudsnap.kube.lease_store import KubeLeaseStore
+from cloudsnap.kube.restore_store import KubeRestoreStore
 from cloudsnap.kube.schedule_store import KubeScheduleStore
 from cloudsnap.kube.writer import KubeWriter
 from cloudsnap.providers.evs.accounts import Accounts
 from cloudsnap.providers.evs.connector import EVSConnector
+from cloudsnap.providers.evs.disks import EVSDiskConnector
 from cloudsnap.runtime.leader import Elector
 from cloudsnap.runtime.watch import Cleanup, Controller, Route, listener, watch
 from cloudsnap.runtime.workqueue import watchdog
@@ -46,6 +50,7 @@ async def run(config: Settings) -> None:
     fenced = api if elector is None else FencedApiClient(api.configuration, may_act)
     writer = KubeWriter(fenced)
     schedule_store = KubeScheduleStore(fenced)
+    restore_store = KubeRestoreStore(fenced)
     accounts = Accounts(
         classes,
         secrets,
@@ -68,7 +73,16 @@ async def run(config: Settings) -> None:
         reconciler, writer, max_workers=config.max_workers, may_act=may_act
     )
     schedules = ScheduleController(schedule_store, max_workers=config.max_workers, may_act=may_act)
-    controllers: list[Controller] = [controller, schedules]
+    restore_reconciler = RestoreReconciler(
+        EVSDiskConnector(accounts),
+        restore_store,
+        finalizer=RESTORE_FINALIZER,
+        timing=config.timing(),
+    )
+    restores = RestoreController(
+        restore_reconciler, restore_store, max_workers=config.max_workers, may_act=may_act
+    )
+    controllers: list[Controller] = [controller, schedules, restores]
     campaign = None
     if elector is not None:
         for each in controllers:
@@ -78,9 +92,12 @@ async def run(config: Settings) -> None:
         campaign = asyncio.create_task(elector.run(), name="cloudsnap-leader-election")
     else:
         metrics.LEADER.set(1)
-    classes.on_change = secrets.on_change = namespaces.on_change = lambda _name: (
+
+    def retry_blocked(_name: str) -> None:
         controller.retry_blocked()
-    )
+        restores.retry_blocked()
+
+    classes.on_change = secrets.on_change = namespaces.on_change = retry_blocked
     volumes.on_claim_change = lambda namespace, name: controller.wake(claim_key(namespace, name))
     volumes.on_volume_change = lambda name: controller.wake(volume_key(name))
     classes.start()
@@ -94,7 +111,7 @@ async def run(config: Settings) -> None:
             config.metrics_host,
             config.metrics_port,
             lambda: ready.is_set() and classes.synced and secrets.synced,
-            watchdog((controller.queue, schedules.queue), config.watchdog_seconds),
+            watchdog((controller.queue, schedules.queue, restores.queue), config.watchdog_seconds),
         )
     await wait_for_api(api, None if config.all_namespaces else config.namespace[0])
     scope = "all namespaces" if config.all_namespaces else ", ".join(config.namespace)
@@ -109,8 +126,14 @@ async def run(config: Settings) -> None:
     if campaign is not None:
         cleanups.append(_releasing(campaign, stop_controllers))
     routes = [
-        Route(GROUP, VERSION, SNAPSHOT_PLURAL, [listener(controller), schedules.observe_child]),
+        Route(
+            GROUP,
+            VERSION,
+            SNAPSHOT_PLURAL,
+            [listener(controller), schedules.observe_child, restores.observe_source],
+        ),
         Route(GROUP, VERSION, SCHEDULE_PLURAL, [listener(schedules)]),
+        Route(GROUP, VERSION, RESTORE_PLURAL, [listener(restores)]),
     ]
     try:
         await watch(
@@ -133,6 +156,7 @@ async def run(config: Settings) -> None:
         await accounts.aclose()
         writer.close()
         schedule_store.close()
+        restore_store.close()
         if runner is not None:
             await runner.cleanup()
 

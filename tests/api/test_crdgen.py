@@ -14,6 +14,7 @@ from cloudsnap.api.crdgen import (
     SchemaError,
     class_crd,
     render_crds,
+    restore_crd,
     schedule_crd,
     snapshot_crd,
     structural_schema,
@@ -208,3 +209,20 @@ def test_schedule_strings_are_bounded() -> None:
     for path, node in _nodes(_schema(schedule_crd())["properties"]["spec"], "spec"):
         if node["type"] == "string" and "enum" not in node:
             assert "maxLength" in node or "pattern" in node, path
+
+
+def test_restore_crd_names_columns_and_every_field_described() -> None:
+    crd = restore_crd()
+    assert crd["spec"]["scope"] == "Namespaced"
+    assert crd["spec"]["names"]["shortNames"] == ["csnaprestore"]
+    assert crd["spec"]["names"]["categories"] == ["cloudsnap"]
+    version = crd["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    columns = [column["name"].upper() for column in version["additionalPrinterColumns"]]
+    assert columns == ["READY", "PHASE", "SOURCE", "VOLUME-ID", "CLAIM", "AGE", "SNAPSHOT-ID"]
+    spec = _schema(crd)["properties"]["spec"]
+    assert "required" not in spec, "exactly one target, by CEL"
+    assert spec["properties"]["deletionPolicy"]["default"] == "Retain"
+    assert spec["properties"]["rollback"]["properties"]["safetySnapshot"]["default"] is True
+    for path, node in _nodes(spec, "spec"):
+        assert path.endswith(("{}", "[]")) or node.get("description"), path

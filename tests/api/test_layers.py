@@ -7,9 +7,9 @@
   ``runtime.watch`` imports kopf, the one module of the operator that does.
 - A controller depends on the runtime and on interfaces, never on another controller, a provider
   or the Kubernetes adapters; ``controllers.schedule.plan`` is pure arithmetic.
-- ``providers`` implement the snapshot controller's ``external`` interface and reach nothing else
-  of the controllers; ``kube`` implements the runtime's and controllers' protocols structurally
-  and imports no controller.
+- ``providers`` implement the snapshot and restore controllers' ``external`` interfaces and reach
+  nothing else of the controllers; ``kube`` implements the runtime's and controllers' protocols
+  structurally and imports no controller.
 
 The simulator ships in the same distribution and image as the operator: it adds no dependency
 (aiohttp is already there for kopf and the metrics server) and under 100 KiB, and the operator
@@ -44,8 +44,18 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "kopf",
         "httpx",
     ),
-    "cloudsnap.controllers.snapshot": ("cloudsnap.controllers.schedule",),
-    "cloudsnap.controllers.schedule": ("cloudsnap.controllers.snapshot",),
+    "cloudsnap.controllers.snapshot": (
+        "cloudsnap.controllers.schedule",
+        "cloudsnap.controllers.restore",
+    ),
+    "cloudsnap.controllers.schedule": (
+        "cloudsnap.controllers.snapshot",
+        "cloudsnap.controllers.restore",
+    ),
+    "cloudsnap.controllers.restore": (
+        "cloudsnap.controllers.snapshot",
+        "cloudsnap.controllers.schedule",
+    ),
     # Schedule arithmetic and retention are pure: nothing of the operator, no I/O.
     "cloudsnap.controllers.schedule.plan": (
         "cloudsnap.api",
@@ -61,6 +71,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "cloudsnap.controllers.snapshot.controller",
         "cloudsnap.controllers.snapshot.reconciler",
         "cloudsnap.controllers.snapshot.volumes",
+        "cloudsnap.controllers.restore.controller",
+        "cloudsnap.controllers.restore.decisions",
+        "cloudsnap.controllers.restore.reconciler",
+        "cloudsnap.controllers.restore.store",
         "cloudsnap.runtime.watch",
         "kubernetes",
         "kopf",

@@ -35,7 +35,7 @@ def test_the_server_is_the_oldest_supported_release(cluster: Cluster) -> None:
 
 def test_the_crds_are_established(cluster: Cluster, cloudsnap_crds: list[str]) -> None:
     waited = cluster.kubectl("wait", "--for=condition=Established", "--timeout=0s", *cloudsnap_crds)
-    assert waited.stdout.count("condition met") == len(cloudsnap_crds) == 3
+    assert waited.stdout.count("condition met") == len(cloudsnap_crds) == 4
 
 
 def test_the_examples_apply(cluster: Cluster, cloudsnap_crds: list[str]) -> None:

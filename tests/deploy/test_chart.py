@@ -175,7 +175,11 @@ def test_cluster_role_holds_no_write_on_classes_and_no_secrets(home: Path) -> No
     (role,) = find(template(home), "ClusterRole", OPERATOR_ROLE)
     for rule in role["rules"]:
         if "delete" in rule["verbs"]:
-            assert rule["resources"] == ["cloudsnapshots"], "schedules delete their children only"
+            assert rule["resources"] in (
+                ["cloudsnapshots"],  # a schedule's own children
+                ["persistentvolumeclaims"],  # a restore's own claim
+                ["persistentvolumes"],  # a restore's own volume
+            ), rule
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
         assert "secrets" not in rule["resources"]
         if rule["resources"] == ["cloudsnapshotclasses"]:
@@ -184,11 +188,12 @@ def test_cluster_role_holds_no_write_on_classes_and_no_secrets(home: Path) -> No
     assert [r["verbs"] for r in role["rules"] if "namespaces" in r["resources"]] == [
         ["list", "watch"]
     ]
-    # Claims and volumes are only listed, by the watch caches of the claim source and a schedule's
-    # claim selector: one rule each, nothing else.
+    # Claims and volumes are listed by the watch caches of the claim source and a schedule's claim
+    # selector, and read, made and deleted one by one by a restore: two rules each, no update.
     for resource in ("persistentvolumeclaims", "persistentvolumes"):
         assert [r["verbs"] for r in role["rules"] if resource in r["resources"]] == [
-            ["list", "watch"]
+            ["list", "watch"],
+            ["get", "create", "delete"],
         ], resource
     roles = {role["metadata"]["name"]: role for role in find(template(home), "Role")}
     assert set(roles) == {
@@ -238,6 +243,8 @@ def test_watch_namespaces_grant_per_namespace_roles_only(home: Path) -> None:
         "cloudsnapshots/status",
         "cloudsnapshotschedules",
         "cloudsnapshotschedules/status",
+        "cloudsnapshotrestores",
+        "cloudsnapshotrestores/status",
         "events",
         "persistentvolumeclaims",
     }
@@ -619,7 +626,7 @@ def test_manifests_build_with_kustomize() -> None:
         check=True,
     ).stdout
     kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(built) if doc)
-    assert kinds.count("CustomResourceDefinition") == 3
+    assert kinds.count("CustomResourceDefinition") == 4
     assert {"Namespace", "Deployment", "ClusterRole", "Role", "ServiceAccount"} <= set(kinds)
 
 

@@ -119,6 +119,7 @@ ALL = "--all-namespaces"
 SNAPSHOTS = "cloudsnapshots.evs.cloudsnap.io"
 CLASSES = "cloudsnapshotclasses.evs.cloudsnap.io"
 SCHEDULES = "cloudsnapshotschedules.evs.cloudsnap.io"
+RESTORES = "cloudsnapshotrestores.evs.cloudsnap.io"
 CRDS = "customresourcedefinitions.apiextensions.k8s.io"
 LEASES = "leases.coordination.k8s.io"
 OWN_LEASE = "{release}-cloudsnap-operator"  # the chart names the Lease after the release
@@ -142,6 +143,18 @@ NEEDED = [
     ("watch", "persistentvolumeclaims", ALL),
     ("list", "persistentvolumes", ""),
     ("watch", "persistentvolumes", ""),
+    # Restores: watched, finalized, their status written; their claim and volume read, made and
+    # (deletionPolicy Delete) deleted.
+    ("list", RESTORES, ALL),
+    ("watch", RESTORES, ALL),
+    ("patch", RESTORES, "other"),
+    ("patch", f"{RESTORES}/status", "other"),
+    ("get", "persistentvolumeclaims", "other"),
+    ("create", "persistentvolumeclaims", "other"),
+    ("delete", "persistentvolumeclaims", "other"),
+    ("get", "persistentvolumes", ""),
+    ("create", "persistentvolumes", ""),
+    ("delete", "persistentvolumes", ""),
     ("list", CLASSES, ""),
     ("watch", CLASSES, ""),
     # NamespaceCache: the labels a class's allowedNamespaces selector reads.
@@ -168,11 +181,13 @@ FORBIDDEN = [
     ("create", SCHEDULES, "other"),
     ("update", SCHEDULES, "other"),
     ("delete", SCHEDULES, "other"),
-    ("get", "persistentvolumeclaims", "other"),
     ("update", "persistentvolumeclaims", "other"),
-    ("delete", "persistentvolumeclaims", "other"),
-    ("get", "persistentvolumes", ""),
-    ("delete", "persistentvolumes", ""),
+    ("patch", "persistentvolumeclaims", "other"),
+    ("update", "persistentvolumes", ""),
+    ("patch", "persistentvolumes", ""),
+    ("create", RESTORES, "other"),
+    ("update", RESTORES, "other"),
+    ("delete", RESTORES, "other"),
     ("create", CLASSES, ""),
     ("update", CLASSES, ""),
     ("patch", CLASSES, ""),

@@ -88,3 +88,13 @@ DISK_FULL_CODE: Final = "EVS.5413"
 """The ``status.error.code`` of a CloudSnapshot whose create was refused because its disk holds
 EVS_SNAPSHOTS_PER_DISK snapshots: the provider maps it to the quota cause, and a schedule reads
 it on its children to make room for them."""
+
+RESTORE_KIND: Final = "CloudSnapshotRestore"
+RESTORE_PLURAL: Final = "cloudsnapshotrestores"
+RESTORE_SINGULAR: Final = "cloudsnapshotrestore"
+RESTORE_SHORT_NAME: Final = "csnaprestore"
+RESTORE_DEFAULT_DELETION_POLICY: Final = "Retain"
+"""A restore keeps the disk, PersistentVolume and claim it made unless told to delete them:
+restored data is what a user asked to get back."""
+EVEREST_CSI_DRIVER: Final = "disk.csi.everest.io"
+"""The EVS CSI driver of Huawei Cloud CCE, named in a restored claim's PersistentVolume."""

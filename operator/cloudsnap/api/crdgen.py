@@ -22,6 +22,10 @@ from cloudsnap.api.constants import (
     CLASS_SINGULAR,
     DEFAULT_CLASS_ANNOTATION,
     GROUP,
+    RESTORE_KIND,
+    RESTORE_PLURAL,
+    RESTORE_SHORT_NAME,
+    RESTORE_SINGULAR,
     SCHEDULE_KIND,
     SCHEDULE_PLURAL,
     SCHEDULE_SHORT_NAME,
@@ -33,6 +37,7 @@ from cloudsnap.api.constants import (
     VERSION,
 )
 from cloudsnap.api.models import CloudSnapshot, CloudSnapshotClass
+from cloudsnap.api.restore import CloudSnapshotRestore
 from cloudsnap.api.schedule import CloudSnapshotSchedule
 
 HEADER = "# Generated from cloudsnap.api by `make crds`; do not edit by hand.\n"
@@ -132,6 +137,11 @@ def _column(
     return column
 
 
+def _ready(description: str) -> dict[str, Any]:
+    """The column of the Ready condition's status."""
+    return _column("Ready", '.status.conditions[?(@.type=="Ready")].status', "string", description)
+
+
 _AGE = _column("Age", ".metadata.creationTimestamp", "date", "Time since the resource was created.")
 
 
@@ -186,12 +196,7 @@ def snapshot_crd() -> dict[str, Any]:
         scope="Namespaced",
         schema=_resource_schema(CloudSnapshot, ("spec", "status")),
         columns=[
-            _column(
-                "Ready",
-                '.status.conditions[?(@.type=="Ready")].status',
-                "string",
-                "Whether the EVS snapshot is available.",
-            ),
+            _ready("Whether the EVS snapshot is available."),
             _column("Phase", ".status.phase", "string", "Status of the EVS snapshot."),
             _column("Snapshot-ID", ".status.snapshotID", "string", "ID of the EVS snapshot."),
             _column("Size", ".status.size", "integer", "Size of the snapshot in GB."),
@@ -262,12 +267,7 @@ def schedule_crd() -> dict[str, Any]:
             _column("Last", ".status.lastScheduleTime", "date", "Time since the latest run."),
             _column("Next", ".status.nextScheduleTime", "string", "Time of the next run (UTC)."),
             _column("Sources", ".status.sourceCount", "integer", "Sources at the latest look."),
-            _column(
-                "Ready",
-                '.status.conditions[?(@.type=="Ready")].status',
-                "string",
-                "Whether every source has a Ready child.",
-            ),
+            _ready("Whether every source has a Ready child."),
             _AGE,
             _column("Time-Zone", ".spec.timeZone", "string", "Time zone of the schedule.", 1),
         ],
@@ -275,9 +275,36 @@ def schedule_crd() -> dict[str, Any]:
     )
 
 
+def restore_crd() -> dict[str, Any]:
+    """The CloudSnapshotRestore CRD (namespaced, status subresource)."""
+    return _crd(
+        kind=RESTORE_KIND,
+        plural=RESTORE_PLURAL,
+        singular=RESTORE_SINGULAR,
+        short_name=RESTORE_SHORT_NAME,
+        scope="Namespaced",
+        schema=_resource_schema(CloudSnapshotRestore, ("spec", "status")),
+        columns=[
+            _ready("Whether the disk (and its claim) is ready."),
+            _column("Phase", ".status.phase", "string", "Where the restore is."),
+            _column(
+                "Source",
+                ".spec['snapshotName','snapshotID']",
+                "string",
+                "The CloudSnapshot, or the ID of the EVS snapshot, restored.",
+            ),
+            _column("Volume-ID", ".status.volumeID", "string", "ID of the disk made."),
+            _column("Claim", ".status.claimName", "string", "The claim bound to the disk."),
+            _AGE,
+            _column("Snapshot-ID", ".status.snapshotID", "string", "ID of the EVS snapshot.", 1),
+        ],
+        status_subresource=True,
+    )
+
+
 def all_crds() -> list[dict[str, Any]]:
     """Every CRD the operator serves."""
-    return [snapshot_crd(), class_crd(), schedule_crd()]
+    return [snapshot_crd(), class_crd(), schedule_crd(), restore_crd()]
 
 
 def _filename(crd: Mapping[str, Any]) -> str:

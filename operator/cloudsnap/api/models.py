@@ -128,6 +128,24 @@ SnapshotMetadata = Annotated[
     ),
 ]
 """EVS snapshot metadata as users may set it."""
+EVSName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=EVS_TEXT_MAX_BYTES,
+        json_schema_extra=validations(
+            cel(
+                f"size(bytes(self)) <= {EVS_TEXT_MAX_BYTES}",
+                f"name must be at most {EVS_TEXT_MAX_BYTES} bytes in UTF-8",
+            ),
+            cel(
+                f"!self.startsWith('{RESERVED_NAME_PREFIX}')",
+                f"name must not start with {RESERVED_NAME_PREFIX} (reserved for EVS backups)",
+            ),
+        ),
+    ),
+]
+"""The name of an EVS snapshot or disk as users may set it."""
 ClassName = Annotated[
     str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
 ]
@@ -214,21 +232,7 @@ class CloudSnapshotSpec(_Model):
     disk is resolved once, before the snapshot is made, and kept in status.volumeID and
     status.persistentVolumeName: the claim bound to another volume later never moves this
     snapshot. Immutable."""
-    name: str | None = Field(
-        None,
-        min_length=1,
-        max_length=EVS_TEXT_MAX_BYTES,
-        json_schema_extra=validations(
-            cel(
-                f"size(bytes(self)) <= {EVS_TEXT_MAX_BYTES}",
-                f"name must be at most {EVS_TEXT_MAX_BYTES} bytes in UTF-8",
-            ),
-            cel(
-                f"!self.startsWith('{RESERVED_NAME_PREFIX}')",
-                f"name must not start with {RESERVED_NAME_PREFIX} (reserved for EVS backups)",
-            ),
-        ),
-    )
+    name: EVSName | None = None
     """Name of the EVS snapshot, at most 255 bytes in UTF-8, not starting with autobk_snapshot_;
     Huawei's current EVS takes at most 64 characters, and a longer name it refuses is reported
     with the limit. Defaults to "<namespace>-<name>" of this resource, shortened to 64 characters

@@ -37,3 +37,9 @@ def _fit_evs_name(text: str) -> str:
     tail_chars = EVS_NAME_MAX_CHARS - _HEAD_CHARS - _DIGEST_CHARS - 2
     # At most 54 characters of at most 4 bytes each, and the digest: within 255 bytes.
     return f"{text[:_HEAD_CHARS]}-{digest}-{text[-tail_chars:]}"
+
+
+def default_disk_name(namespace: str, name: str) -> str:
+    """The name of a restored disk whose spec names none: "<namespace>-<name>" of the restore,
+    fitted to EVS's limits as a snapshot's default name is."""
+    return _fit_evs_name(f"{namespace}-{name}")

@@ -4,6 +4,7 @@ and its conditions, for the controllers and the Kubernetes adapters alike."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -27,3 +28,13 @@ def condition_in(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
     """The status condition of type ``kind``, or an empty dict where there is none yet."""
     conditions = (body.get("status") or {}).get("conditions") or ()
     return next((dict(c) for c in conditions if c.get("type") == kind), {})
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The resource an EVS snapshot or disk is made for: the provider tags what it makes with
+    it (docs/ownership.md)."""
+
+    uid: str
+    namespace: str
+    name: str

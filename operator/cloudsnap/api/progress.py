@@ -16,7 +16,8 @@ from datetime import datetime
 from typing import Final, Literal
 
 from cloudsnap.api.constants import READY, SYNCED
-from cloudsnap.api.models import CloudSnapshotStatus, Condition, with_condition
+from cloudsnap.api.models import CloudSnapshotStatus, Condition, StatusError, with_condition
+from cloudsnap.api.restore import CloudSnapshotRestoreStatus
 from cloudsnap.api.schedule import CloudSnapshotScheduleStatus
 
 RECONCILING: Final = "Reconciling"
@@ -42,12 +43,27 @@ def snapshot_progress(status: CloudSnapshotStatus) -> Progress | None:
     Reconciling while not Ready (creating, deleting, retrying) or retrying a transient error;
     neither once Ready and in sync."""
     ready = _find(status.conditions, READY)
-    synced = _find(status.conditions, SYNCED)
-    error = status.error
+    stuck = ready is not None and ready.status != "True" and ready.reason in _STUCK_READY_REASONS
+    return _progress(status.conditions, status.error, stuck=stuck)
+
+
+def restore_progress(status: CloudSnapshotRestoreStatus) -> Progress | None:
+    """A restore's progress, as a CloudSnapshot's: Stalled on an error not retried soon or a
+    disk that failed; Reconciling until Ready (creating, binding, deleting, retrying)."""
+    return _progress(status.conditions, status.error, stuck=status.phase == "Failed")
+
+
+def _progress(
+    conditions: list[Condition], error: StatusError | None, *, stuck: bool
+) -> Progress | None:
+    """Stalled on an error not retried soon, or when ``stuck`` (Ready says why); Reconciling
+    while not Ready or retrying; None once Ready and in sync."""
+    ready = _find(conditions, READY)
+    synced = _find(conditions, SYNCED)
     if error is not None and not error.retryable:
         reason = synced.reason if synced is not None and synced.status == "False" else "Error"
         return Progress(STALLED, reason, f"{error.code}: {error.message}")
-    if ready is not None and ready.status != "True" and ready.reason in _STUCK_READY_REASONS:
+    if stuck and ready is not None:
         return Progress(STALLED, ready.reason, ready.message)
     if ready is None or ready.status != "True":
         reason = ready.reason if ready is not None else "Pending"

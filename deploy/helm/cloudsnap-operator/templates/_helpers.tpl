@@ -62,6 +62,7 @@ app.kubernetes.io/part-of: cloudsnap
   verbs: [list, watch, patch]
 # create: ScheduleController makes each slot's children (KubeScheduleStore.create_snapshot);
 # get: it reads the child already there on AlreadyExists, and a child before releasing it;
+# KubeRestoreStore.read_snapshot reads the CloudSnapshot a restore names (spec.snapshotName);
 # delete: schedule retention and deleteChildrenOnDelete delete the schedule's own children only
 # (label and ownerReference UID checked, the UID sent as a precondition).
 - apiGroups: [evs.cloudsnap.io]
@@ -80,6 +81,15 @@ app.kubernetes.io/part-of: cloudsnap
 - apiGroups: [evs.cloudsnap.io]
   resources: [cloudsnapshotschedules/status]
   verbs: [patch]
+# list+watch: the kopf.on.event watch of restores (cloudsnap.runtime.watch).
+# patch: the restore's finalizer (KubeRestoreStore.set_finalizers).
+- apiGroups: [evs.cloudsnap.io]
+  resources: [cloudsnapshotrestores]
+  verbs: [list, watch, patch]
+# KubeRestoreStore.patch_status writes a restore's status.
+- apiGroups: [evs.cloudsnap.io]
+  resources: [cloudsnapshotrestores/status]
+  verbs: [patch]
 # KubeWriter.post_event (cloudsnap.kube) posts core/v1 Events: Created, Failed, Deleted, ..., and a
 # schedule's Run, RetentionDeleted, ...
 - apiGroups: [""]
@@ -93,6 +103,13 @@ app.kubernetes.io/part-of: cloudsnap
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [list, watch]
+# A restore's claim (cloudsnap.kube.restore_store): get, to find a claim of that name (one it did
+# not make is never touched); create, the claim bound to the restored disk's PersistentVolume;
+# delete, that claim only (its restore-uid label checked, its UID sent as a precondition), for a
+# restore with deletionPolicy Delete.
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [get, create, delete]
 {{- end }}
 
 {{/* affinity from values, plus the podAntiAffinityPreset unless affinity.podAntiAffinity is set. */}}

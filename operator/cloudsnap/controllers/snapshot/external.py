@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Protocol
 
 from cloudsnap.api import AccountRef, CloudSnapshotClassSpec
+from cloudsnap.api.objects import Owner
 
 
 class State(enum.Enum):
@@ -58,15 +59,6 @@ class ExternalSnapshot:
 
 class NotWorthSurveying(Exception):
     """The account holds too many snapshots for a listing of it to be the cheaper look."""
-
-
-@dataclass(frozen=True)
-class Owner:
-    """The resource a snapshot is created for; the client tags the snapshot with it."""
-
-    uid: str
-    namespace: str
-    name: str
 
 
 @dataclass(frozen=True)

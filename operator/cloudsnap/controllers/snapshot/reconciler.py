@@ -60,6 +60,7 @@ from cloudsnap.api.constants import (
     SYNCED,
 )
 from cloudsnap.api.models import condition_of, with_condition
+from cloudsnap.api.objects import Owner
 from cloudsnap.api.progress import snapshot_progress, with_progress
 from cloudsnap.controllers.snapshot.external import (
     Changes,
@@ -68,7 +69,6 @@ from cloudsnap.controllers.snapshot.external import (
     CreateRequest,
     ExternalSnapshot,
     NotWorthSurveying,
-    Owner,
     State,
 )
 from cloudsnap.controllers.snapshot.tenancy import NamespaceReader, admit, check_source

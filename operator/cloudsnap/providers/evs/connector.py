@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from cloudsnap.api import (
@@ -41,6 +42,7 @@ from cloudsnap.providers.evs.accounts import Account, Accounts
 from cloudsnap.providers.evs.poller import DEFAULT_IDS_PER_CALL
 from cloudsnap.runtime.failures import NOT_LEADING, Cause, ExternalError, Failure, Kind
 
+_T = TypeVar("_T")
 DELETING_PHASE = "deleting"
 # A quarter of EVS's largest list page: a page is parsed whole, and at 10,000 snapshots a sweep in
 # pages of 1,000 left 4 MiB more resident memory than in pages of 250 (40 calls a sweep).
@@ -137,14 +139,10 @@ class EVSExternal:
 
     async def confirm(self, snapshot_id: str) -> ExternalSnapshot | None:
         """A direct show: a 404 here is EVS's own word that the snapshot is gone."""
-        try:
-            with self._failing_as("show"):
-                found = await self._account.client.show_snapshot(snapshot_id)
-        except ExternalError as exc:
-            if exc.failure.cause is Cause.NOT_FOUND:
-                return None
-            raise
-        return _external(found)
+        found = await unless_gone(
+            self._account, "show", self._account.client.show_snapshot(snapshot_id)
+        )
+        return None if found is None else _external(found)
 
     async def survey(self, wanted: int) -> AsyncIterator[ExternalSnapshot]:
         """The whole account, a call per ``SURVEY_PAGE`` snapshots, while that is no more calls
@@ -217,14 +215,28 @@ class EVSExternal:
             raise
         return dataclasses.replace(snapshot, state=State.DELETING, phase=DELETING_PHASE)
 
-    @contextlib.contextmanager
-    def _failing_as(self, operation: str) -> Iterator[None]:
-        """Turn the EVS client's errors into the generic loop's, classified for ``operation``."""
-        try:
-            yield
-        except EVSError as exc:
-            failure = blame_class(classify(exc, operation), self._account)
-            raise ExternalError(failure) from None
+    def _failing_as(self, operation: str) -> contextlib.AbstractContextManager[None]:
+        return failing_as(self._account, operation)
+
+
+@contextlib.contextmanager
+def failing_as(account: Account, operation: str) -> Iterator[None]:
+    """Turn the EVS client's errors into the controllers' own, classified for ``operation``."""
+    try:
+        yield
+    except EVSError as exc:
+        raise ExternalError(blame_class(classify(exc, operation), account)) from None
+
+
+async def unless_gone(account: Account, operation: str, call: Awaitable[_T]) -> _T | None:
+    """The call's answer, or None when EVS answers that what it names does not exist."""
+    try:
+        with failing_as(account, operation):
+            return await call
+    except ExternalError as exc:
+        if exc.failure.cause is Cause.NOT_FOUND:
+            return None
+        raise
 
 
 def _external(snapshot: EVSSnapshot) -> ExternalSnapshot:

@@ -1,0 +1,464 @@
+"""One step of a CloudSnapshotRestore (docs/restore.md): resolve the snapshot, make exactly one
+disk for the restore, expose it through a PersistentVolume and claim, and on deletion keep or
+delete what the restore made.
+
+A step makes at most one create per restore, looks for disks tagged with the restore's UID
+before it, and sends the create with a token derived from the UID, so a create repeated after a
+lost answer or a restart is the same request to EVS. The caller persists a step's status before
+the next step of that restore.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pydantic
+
+from cloudsnap.api import invalid_fields
+from cloudsnap.api.constants import READY, SYNCED
+from cloudsnap.api.models import Condition, ConditionStatus, StatusError, with_condition
+from cloudsnap.api.objects import Owner, condition_in
+from cloudsnap.api.progress import restore_progress, with_progress
+from cloudsnap.api.restore import (
+    CloudSnapshotRestoreSpec,
+    CloudSnapshotRestoreStatus,
+    NewVolume,
+    RestoreClaim,
+)
+from cloudsnap.controllers.restore.decisions import (
+    CLAIM_EXISTS,
+    DISK_NOT_FOUND,
+    SNAPSHOT_EXISTS,
+    VOLUME_EXISTS,
+    InputError,
+    claim_body,
+    client_token,
+    disk_request,
+    foreign,
+    made_by,
+    persistent_volume,
+    rollback_target,
+    safety_snapshot,
+    safety_snapshot_name,
+    tracked_source,
+    usable,
+    volume_name,
+)
+from cloudsnap.controllers.restore.external import (
+    Disk,
+    DiskConnection,
+    DiskConnector,
+    DiskState,
+)
+from cloudsnap.controllers.restore.store import RestoreStore
+from cloudsnap.runtime.backoff import Timing
+from cloudsnap.runtime.failures import (
+    INVALID_SPEC,
+    ExternalError,
+    Failure,
+    Kind,
+    LocalFailure,
+)
+from cloudsnap.runtime.writes import Event
+
+ERROR_REFRESH = timedelta(minutes=1)
+
+
+@dataclass
+class Result:
+    """What a step asks the controller to persist, in order: the finalizer, the status, the
+    Events, the finalizer's removal; and when to step again (None: on the next change)."""
+
+    status: CloudSnapshotRestoreStatus
+    add_finalizer: bool = False
+    remove_finalizer: bool = False
+    events: list[Event] = field(default_factory=list)
+    requeue: float | None = None
+
+
+@dataclass
+class _Step:
+    """One step's working state: the restore, its status being written, and the Events."""
+
+    owner: Owner
+    spec: CloudSnapshotRestoreSpec
+    status: CloudSnapshotRestoreStatus
+    previous: list[Condition]
+    now: datetime
+    generation: int | None
+    has_finalizer: bool
+    events: list[Event] = field(default_factory=list)
+
+    def condition(self, kind: str, value: ConditionStatus, reason: str, message: str) -> None:
+        old = next((c for c in self.previous if c.type == kind), None)
+        new = Condition(
+            type=kind,
+            status=value,
+            reason=reason,
+            message=message,
+            last_transition_time=self.now,
+            observed_generation=self.generation,
+        )
+        self.status.conditions = with_condition(self.status.conditions, old, new)
+
+
+class Reconciler:
+    """Steps restores through a DiskConnector (the cloud) and a RestoreStore (Kubernetes)."""
+
+    def __init__(
+        self,
+        connector: DiskConnector,
+        store: RestoreStore,
+        *,
+        finalizer: str,
+        timing: Timing | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rng: random.Random | None = None,
+    ) -> None:
+        self._connector = connector
+        self._store = store
+        self._finalizer = finalizer
+        self._timing = timing or Timing()
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._attempts: dict[str, int] = {}
+        """Transient failures in a row, per restore UID, for the backoff."""
+
+    def forget(self, uid: str) -> None:
+        """Drop what is kept about a restore that is gone."""
+        self._attempts.pop(uid, None)
+
+    async def reconcile(self, body: Mapping[str, Any], status: Mapping[str, Any]) -> Result:
+        """One step of the restore ``body`` whose latest status is ``status``."""
+        meta = body.get("metadata") or {}
+        owner = Owner(str(meta.get("uid", "")), str(meta["namespace"]), str(meta["name"]))
+        current = CloudSnapshotRestoreStatus.model_validate(status)
+        step = _Step(
+            owner=owner,
+            spec=CloudSnapshotRestoreSpec.model_construct(new_volume=NewVolume()),  # until parsed
+            status=current.model_copy(deep=True),
+            previous=list(current.conditions),
+            now=self._clock(),
+            generation=meta.get("generation"),
+            has_finalizer=self._finalizer in (meta.get("finalizers") or ()),
+        )
+        try:
+            step.spec = CloudSnapshotRestoreSpec.model_validate(body.get("spec") or {})
+        except pydantic.ValidationError as exc:
+            failure = Failure(INVALID_SPEC, f"spec: {invalid_fields(exc)}", Kind.INVALID)
+            return self._failed(step, failure)
+        try:
+            if meta.get("deletionTimestamp"):
+                result = await self._delete(step)
+            else:
+                result = await self._advance(step)
+        except (ExternalError, LocalFailure, InputError) as exc:
+            return self._failed(step, exc.failure)
+        self._attempts.pop(owner.uid, None)
+        step.status.error = None
+        step.condition(SYNCED, "True", "ReconcileSuccess", "the last step succeeded")
+        return self._finish(step, result)
+
+    # -- create and expose ----------------------------------------------------------------------
+
+    async def _advance(self, step: _Step) -> Result:
+        if step.spec.rollback is not None:
+            return await self._rollback(step)
+        status = step.status
+        if status.volume_id is None:
+            found = await self._make_disk(step)
+            if found is not None:
+                return found
+        assert status.volume_id is not None
+        connection = await self._connect(step, None)
+        disk = await connection.client.disk(status.volume_id)
+        if disk is None:
+            raise InputError(
+                Failure(
+                    DISK_NOT_FOUND,
+                    f"disk {status.volume_id} made by this restore no longer exists",
+                    Kind.BLOCKED,
+                )
+            )
+        if disk.state is DiskState.FAILED:
+            return self._broken(step, f"EVS disk {disk.id} is {disk.phase}")
+        if disk.state is not DiskState.READY:
+            return self._waiting(step, "Creating", f"EVS disk {disk.id} is {disk.phase}")
+        return await self._expose(step, disk)
+
+    async def _make_disk(self, step: _Step) -> Result | None:
+        """Find, or make, the restore's disk; a Result while there is none to go on with."""
+        status = step.status
+        snapshot_id, class_name = await self._source(step)
+        connection = await self._connect(step, class_name)
+        client = connection.client
+        if not step.has_finalizer:
+            status.phase = "Pending"
+            return Result(status, add_finalizer=True, requeue=0.0)
+        if status.job_id is not None:
+            job = await client.job(status.job_id)
+            if job.failure is not None:
+                return self._broken(step, f"EVS could not make the disk: {job.failure.describe()}")
+            if not job.done or job.volume_id is None:
+                return self._waiting(step, "Creating", f"EVS job {job.id} is making the disk")
+            status.volume_id = job.volume_id
+            step.events.append(Event("Normal", "Created", f"EVS made disk {job.volume_id}"))
+            return None
+        owned = sorted(await client.find_owned(step.owner.uid), key=lambda disk: disk.id)
+        if owned:
+            status.volume_id = owned[0].id
+            return None
+        await self._claim_is_free(step)
+        snapshot = await client.snapshot(snapshot_id)
+        target = step.spec.new_volume or NewVolume()
+        source_disk = None
+        if snapshot is not None and not (target.availability_zone and target.volume_type):
+            source_disk = await client.disk(snapshot.volume_id)
+        request = disk_request(step.owner, target, snapshot, source_disk)
+        status.job_id = await client.create(request, client_token(step.owner.uid))
+        status.create_requested_at = status.create_requested_at or step.now
+        step.events.append(
+            Event("Normal", "Creating", f"making a disk from EVS snapshot {snapshot_id}")
+        )
+        return self._waiting(step, "Creating", f"EVS job {status.job_id} is making the disk")
+
+    async def _source(self, step: _Step) -> tuple[str, str | None]:
+        """The EVS snapshot to restore and the class it lives in (None: the default class)."""
+        spec = step.spec
+        if spec.snapshot_id is not None:
+            step.status.snapshot_id = spec.snapshot_id
+            return spec.snapshot_id, spec.class_name
+        name = str(spec.snapshot_name)
+        body = await self._store.read_snapshot(step.owner.namespace, name)
+        snapshot_id, class_name = tracked_source(step.owner.namespace, name, body)
+        step.status.snapshot_id = snapshot_id
+        return snapshot_id, class_name
+
+    async def _connect(self, step: _Step, class_name: str | None) -> DiskConnection:
+        """The account the disk lives in: the one recorded with the first create, else the
+        source's class (recorded now)."""
+        account = step.status.account
+        connection = await self._connector.connect(
+            account.class_name if account is not None else class_name
+        )
+        if account is None:
+            step.status.account = connection.account
+        return connection
+
+    async def _expose(self, step: _Step, disk: Disk) -> Result:
+        """The PersistentVolume and claim of the disk, when the spec asks for them."""
+        claim = _claim_of(step)
+        if claim is None:
+            return self._ready(step, f"EVS disk {disk.id} is {disk.phase}")
+        owner, store = step.owner, self._store
+        found = await self._claim_is_free(step)
+        name = volume_name(owner.uid)
+        volume = await store.read_volume(name)
+        if volume is None:
+            volume = await store.create_volume(persistent_volume(owner, disk, claim))
+        if not made_by(volume, owner.uid):
+            raise foreign(VOLUME_EXISTS, f"PersistentVolume {name}")
+        step.status.persistent_volume_name = name
+        if found is None:
+            found = await store.create_claim(owner.namespace, claim_body(owner, disk, claim))
+            if not made_by(found, owner.uid):
+                raise foreign(CLAIM_EXISTS, f"PersistentVolumeClaim {owner.namespace}/{claim.name}")
+            step.events.append(
+                Event("Normal", "ClaimCreated", f"claim {claim.name} made for disk {disk.id}")
+            )
+        step.status.claim_name = claim.name
+        phase = (found.get("status") or {}).get("phase")
+        if phase != "Bound":
+            return self._waiting(
+                step, "Binding", f"claim {claim.name} is {phase or 'Pending'}; binding to {name}"
+            )
+        return self._ready(step, f"claim {claim.name} is bound to disk {disk.id}")
+
+    async def _claim_is_free(self, step: _Step) -> dict[str, Any] | None:
+        """The claim of spec.newVolume.claim if this restore made it; InputError when one of
+        that name exists that it did not make (checked before the create too, so such a restore
+        makes nothing)."""
+        claim = _claim_of(step)
+        if claim is None:
+            return None
+        owner = step.owner
+        found = await self._store.read_claim(owner.namespace, claim.name)
+        if found is not None and not made_by(found, owner.uid):
+            raise foreign(CLAIM_EXISTS, f"PersistentVolumeClaim {owner.namespace}/{claim.name}")
+        return found
+
+    # -- rollback -------------------------------------------------------------------------------
+
+    async def _rollback(self, step: _Step) -> Result:
+        """Roll the snapshot back onto its own disk, once, after a safety snapshot of it."""
+        status = step.status
+        snapshot_id, class_name = await self._source(step)
+        client = (await self._connect(step, class_name)).client
+        snapshot = usable(await client.snapshot(snapshot_id))
+        status.volume_id = snapshot.volume_id
+        disk = await client.disk(snapshot.volume_id)
+        if status.rolled_back_at is not None:
+            if disk is not None and disk.phase == "available":
+                return self._ready(step, f"disk {disk.id} holds snapshot {snapshot_id}'s data")
+            if disk is not None and disk.state is DiskState.FAILED:
+                return self._broken(step, f"EVS disk {disk.id} is {disk.phase}")
+            phase = disk.phase if disk is not None else "gone"
+            return self._waiting(step, "RollingBack", f"EVS disk {snapshot.volume_id} is {phase}")
+        disk = rollback_target(disk, snapshot)
+        assert step.spec.rollback is not None
+        if step.spec.rollback.safety_snapshot:
+            waiting = await self._safety_snapshot(step, disk)
+            if waiting is not None:
+                return waiting
+        await client.rollback(snapshot_id, disk.id)
+        status.rolled_back_at = step.now
+        message = f"rolling disk {disk.id} back to EVS snapshot {snapshot_id}"
+        step.events.append(Event("Normal", "RollingBack", message))
+        return self._waiting(step, "RollingBack", message)
+
+    async def _safety_snapshot(self, step: _Step, disk: Disk) -> Result | None:
+        """The safety CloudSnapshot of the disk, made if missing; a Result until it is Ready."""
+        owner, status = step.owner, step.status
+        name = safety_snapshot_name(owner.name)
+        found = await self._store.read_snapshot(owner.namespace, name)
+        if found is None:
+            assert status.account is not None
+            body = safety_snapshot(owner, disk.id, status.account.class_name)
+            found = await self._store.create_snapshot(owner.namespace, body)
+            step.events.append(Event("Normal", "SafetySnapshot", f"CloudSnapshot {name} made"))
+        if not made_by(found, owner.uid):
+            raise foreign(SNAPSHOT_EXISTS, f"CloudSnapshot {owner.namespace}/{name}")
+        status.safety_snapshot_name = name
+        if condition_in(found, READY).get("status") == "True":
+            return None
+        error = (found.get("status") or {}).get("error")
+        if error:
+            raise InputError(
+                Failure(
+                    str(error.get("code")),
+                    f"safety snapshot {name} cannot be made, so the rollback waits:"
+                    f" {error.get('message')}",
+                    Kind.BLOCKED,
+                )
+            )
+        return self._waiting(step, "SafetySnapshot", f"waiting for safety snapshot {name}")
+
+    # -- delete ---------------------------------------------------------------------------------
+
+    async def _delete(self, step: _Step) -> Result:
+        """Keep (Retain) or delete (Delete) what the restore made, then let it go."""
+        status = step.status
+        if not step.has_finalizer:
+            return Result(status)
+        status.phase = "Deleting"
+        rollback = step.spec.rollback is not None  # made nothing of its own to delete
+        if rollback or step.spec.deletion_policy == "Retain" or status.account is None:
+            if status.volume_id is not None:
+                message = f"disk {status.volume_id} kept (deletionPolicy Retain)"
+                step.events.append(Event("Normal", "Retained", message))
+            return Result(status, remove_finalizer=True)
+        await self._delete_claim(step)
+        client = (await self._connect(step, None)).client
+        if status.job_id is not None and status.volume_id is None:
+            job = await client.job(status.job_id)
+            if job.failure is None and not job.done:
+                return self._waiting(step, "Deleting", f"EVS job {job.id} still makes the disk")
+            status.volume_id = job.volume_id
+        ids = {disk.id for disk in await client.find_owned(step.owner.uid)}
+        ids.update([status.volume_id] if status.volume_id else [])
+        remaining = []
+        for volume_id in sorted(ids):
+            disk = await client.disk(volume_id)
+            if disk is None:
+                continue
+            remaining.append(volume_id)
+            if disk.state is not DiskState.DELETING and await client.delete(volume_id):
+                step.events.append(Event("Normal", "Deleting", f"deleting disk {volume_id}"))
+        if remaining:
+            return self._waiting(step, "Deleting", f"deleting disk {', '.join(remaining)}")
+        step.events.append(Event("Normal", "Deleted", "the restore's disk is deleted"))
+        return Result(status, remove_finalizer=True)
+
+    async def _delete_claim(self, step: _Step) -> None:
+        """Delete the claim and the PersistentVolume this restore made (label checked)."""
+        claim = _claim_of(step)
+        owner = step.owner
+        if claim is not None:
+            found = await self._store.read_claim(owner.namespace, claim.name)
+            if found is not None and made_by(found, owner.uid):
+                uid = str(found["metadata"]["uid"])
+                await self._store.delete_claim(owner.namespace, claim.name, uid)
+        volume = await self._store.read_volume(volume_name(owner.uid))
+        if volume is not None and made_by(volume, owner.uid):
+            await self._store.delete_volume(volume_name(owner.uid), str(volume["metadata"]["uid"]))
+
+    # -- outcomes -------------------------------------------------------------------------------
+
+    def _waiting(self, step: _Step, phase: str, message: str) -> Result:
+        step.status.phase = phase  # type: ignore[assignment]
+        step.condition(READY, "False", phase, message)
+        return Result(step.status, requeue=self._timing.poll)
+
+    def _ready(self, step: _Step, message: str) -> Result:
+        step.status.phase = "Ready"
+        step.condition(READY, "True", "Available", message)
+        return Result(step.status)
+
+    def _broken(self, step: _Step, message: str) -> Result:
+        step.status.phase = "Failed"
+        step.condition(READY, "False", "Error", message)
+        step.events.append(Event("Warning", "Failed", message))
+        return Result(step.status)
+
+    def _failed(self, step: _Step, failure: Failure) -> Result:
+        """Record the failure in status.error and Synced; retry as its class says."""
+        status = step.status
+        old = status.error
+        new = StatusError(
+            code=failure.code,
+            message=failure.message,
+            retryable=failure.retryable,
+            request_id=failure.request_id,
+            first_seen=step.now,
+            time=step.now,
+        )
+        repeated = old is not None and (old.code, old.message) == (new.code, new.message)
+        if old is not None and repeated:
+            new.first_seen = old.first_seen
+            if step.now - old.time < ERROR_REFRESH:
+                new.time = old.time
+        status.error = new
+        step.condition(SYNCED, "False", "ReconcileError", failure.describe())
+        if status.phase is None:
+            status.phase = "Pending"
+        if not status.conditions or all(c.type != READY for c in status.conditions):
+            step.condition(READY, "False", "Pending", "the restore has not started")
+        result = Result(status)
+        if not repeated:
+            result.events.append(Event("Warning", "Failed", failure.describe()))
+        if failure.kind is Kind.TRANSIENT:
+            attempt = self._attempts.get(step.owner.uid, 0)
+            self._attempts[step.owner.uid] = attempt + 1
+            result.requeue = self._timing.backoff.delay(attempt, self._rng)
+        elif failure.kind is Kind.BLOCKED:
+            result.requeue = self._timing.jittered(self._timing.blocked, self._rng)
+        return self._finish(step, result)
+
+    def _finish(self, step: _Step, result: Result) -> Result:
+        status = result.status
+        status.observed_generation = step.generation
+        status.conditions = with_progress(
+            status.conditions, restore_progress(status), step.now, step.generation
+        )
+        result.events = step.events + result.events
+        return result
+
+
+def _claim_of(step: _Step) -> RestoreClaim | None:
+    """The claim a newVolume target asks for, if any."""
+    target = step.spec.new_volume
+    return target.claim if target is not None else None

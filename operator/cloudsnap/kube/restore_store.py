@@ -1,0 +1,117 @@
+"""The Kubernetes reads and writes of restore steps (a ``controllers.restore.store`` store)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
+from cloudsnap.api.constants import RESTORE_PLURAL
+from cloudsnap.kube.writer import KubeWriter
+
+
+class KubeRestoreStore:
+    """The reads and writes of restore steps (a ``RestoreStore``): the restore's own status,
+    finalizers and Events through a KubeWriter, the CloudSnapshot it names, and the
+    PersistentVolume and claim it makes (created once by name, deleted with their UID as a
+    precondition)."""
+
+    def __init__(self, api: kubernetes.client.ApiClient, *, threads: int = 4) -> None:
+        self._core = kubernetes.client.CoreV1Api(api)
+        self._custom = kubernetes.client.CustomObjectsApi(api)
+        self._restores = KubeWriter(api, threads=threads, plural=RESTORE_PLURAL)
+        self._snapshots = KubeWriter(api, threads=threads)
+        self.patch_status = self._restores.patch_status
+        self.set_finalizers = self._restores.set_finalizers
+        self.post_event = self._restores.post_event
+
+    async def read_snapshot(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._snapshots.read(namespace, name)
+
+    async def create_snapshot(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        return await self._create(
+            lambda: self._custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, SNAPSHOT_PLURAL, dict(body)
+            ),
+            lambda: self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, SNAPSHOT_PLURAL, name
+            ),
+        )
+
+    async def read_volume(self, name: str) -> dict[str, Any] | None:
+        return await self._get(lambda: self._core.read_persistent_volume(name))
+
+    async def read_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(
+            lambda: self._core.read_namespaced_persistent_volume_claim(name, namespace)
+        )
+
+    async def create_volume(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        return await self._create(
+            lambda: self._core.create_persistent_volume(dict(body)),  # type: ignore[arg-type]
+            lambda: self._core.read_persistent_volume(name),
+        )
+
+    async def create_claim(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        return await self._create(
+            lambda: self._core.create_namespaced_persistent_volume_claim(namespace, dict(body)),  # type: ignore[arg-type]
+            lambda: self._core.read_namespaced_persistent_volume_claim(name, namespace),
+        )
+
+    async def delete_volume(self, name: str, uid: str) -> None:
+        await self._delete(
+            lambda options: self._core.delete_persistent_volume(name, body=options), uid
+        )
+
+    async def delete_claim(self, namespace: str, name: str, uid: str) -> None:
+        await self._delete(
+            lambda options: self._core.delete_namespaced_persistent_volume_claim(
+                name, namespace, body=options
+            ),
+            uid,
+        )
+
+    async def _get(self, read: Callable[[], Any]) -> dict[str, Any] | None:
+        """The object read, as the API server serves it (JSON names), or None on 404."""
+        try:
+            found = await self._restores.run(read)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return self._json(found)
+
+    async def _create(self, create: Callable[[], Any], read: Callable[[], Any]) -> dict[str, Any]:
+        """Create; on AlreadyExists (a repeated step) the object stored under that name."""
+        try:
+            return self._json(await self._restores.run(create))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        return self._json(await self._restores.run(read))
+
+    async def _delete(self, delete: Callable[[Any], Any], uid: str) -> None:
+        """Delete with the UID as precondition; nothing if it is gone or another one."""
+        options = kubernetes.client.V1DeleteOptions(
+            preconditions=kubernetes.client.V1Preconditions(uid=uid)
+        )
+        try:
+            await self._restores.run(lambda: delete(options))
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    def _json(self, found: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._core.api_client.sanitize_for_serialization(found)
+        return result
+
+    def close(self) -> None:
+        """Stop the thread pools."""
+        self._restores.close()
+        self._snapshots.close()

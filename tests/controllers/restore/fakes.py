@@ -1,0 +1,201 @@
+"""In-memory stand-ins for the restore reconciler's cloud and Kubernetes: an EVS-like disk
+client that honours create tokens and can lose answers or lag its list, and a store."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cloudsnap.api import AccountRef
+from cloudsnap.controllers.restore.external import (
+    Disk,
+    DiskConnection,
+    DiskRequest,
+    DiskState,
+    Job,
+    SourceSnapshot,
+)
+from cloudsnap.runtime.failures import ExternalError, Failure, Kind
+from cloudsnap.runtime.writes import Event
+
+SOURCE_DISK = "0f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"
+SNAPSHOT = "7b1e3c2a-5d4f-4e6a-9b8c-0d1e2f3a4b5c"
+ACCOUNT = AccountRef(class_name="default", region="r1", project_id="p1", endpoint="127.0.0.1")
+
+
+@dataclass
+class FakeDisks:
+    """An account's disks and jobs. ``lose_next_answer`` applies the next create and raises a
+    transient failure instead of answering; ``list_lag`` hides disks from ``find_owned``."""
+
+    snapshots: dict[str, SourceSnapshot] = field(default_factory=dict)
+    disks: dict[str, Disk] = field(default_factory=dict)
+    jobs: dict[str, Job] = field(default_factory=dict)
+    tokens: dict[str, tuple[DiskRequest, str]] = field(default_factory=dict)
+    requests: list[DiskRequest] = field(default_factory=list)
+    creates: int = 0
+    rollbacks: list[tuple[str, str]] = field(default_factory=list)
+    lose_next_answer: bool = False
+    list_lag: bool = False
+    refuse: Failure | None = None
+    _ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    def __post_init__(self) -> None:
+        self.snapshots[SNAPSHOT] = SourceSnapshot(SNAPSHOT, True, "available", 10, SOURCE_DISK)
+        self.disks[SOURCE_DISK] = Disk(
+            SOURCE_DISK, DiskState.READY, "in-use", 10, "az-1", "SSD", None
+        )
+
+    async def snapshot(self, snapshot_id: str) -> SourceSnapshot | None:
+        return self.snapshots.get(snapshot_id)
+
+    async def disk(self, volume_id: str) -> Disk | None:
+        return self.disks.get(volume_id)
+
+    async def find_owned(self, owner_uid: str) -> list[Disk]:
+        if self.list_lag:
+            return []
+        return [disk for disk in self.disks.values() if disk.owner_uid == owner_uid]
+
+    async def create(self, request: DiskRequest, token: str) -> str:
+        self.creates += 1
+        if self.refuse is not None:
+            raise ExternalError(self.refuse)
+        if token in self.tokens:
+            first, job_id = self.tokens[token]
+            assert first == request, "a repeated token must carry the same request"
+        else:
+            self.requests.append(request)
+            volume_id = f"00000000-0000-4000-8000-{next(self._ids):012d}"
+            self.disks[volume_id] = Disk(
+                volume_id,
+                DiskState.CREATING,
+                "creating",
+                request.size,
+                request.availability_zone,
+                request.volume_type,
+                request.owner.uid,
+            )
+            job_id = f"job-{volume_id}"
+            self.jobs[job_id] = Job(job_id, False, None, None)
+            self.tokens[token] = (request, job_id)
+        if self.lose_next_answer:
+            self.lose_next_answer = False
+            raise ExternalError(Failure("Timeout", "no answer", Kind.TRANSIENT))
+        return job_id
+
+    async def job(self, job_id: str) -> Job:
+        return self.jobs[job_id]
+
+    async def delete(self, volume_id: str) -> bool:
+        disk = self.disks.get(volume_id)
+        if disk is None:
+            return False
+        self.disks[volume_id] = replace(disk, state=DiskState.DELETING, phase="deleting")
+        return True
+
+    async def rollback(self, snapshot_id: str, volume_id: str) -> None:
+        self.rollbacks.append((snapshot_id, volume_id))
+        disk = self.disks[volume_id]
+        self.disks[volume_id] = replace(disk, state=DiskState.BUSY, phase="rollbacking")
+
+    def finish_creates(self) -> None:
+        """EVS makes every disk being created available and ends its job."""
+        for job_id, job in list(self.jobs.items()):
+            volume_id = job_id.removeprefix("job-")
+            self.jobs[job_id] = replace(job, done=True, volume_id=volume_id)
+            disk = self.disks[volume_id]
+            if disk.state is DiskState.CREATING:
+                self.disks[volume_id] = replace(disk, state=DiskState.READY, phase="available")
+
+    def finish_deletes(self) -> None:
+        for volume_id, disk in list(self.disks.items()):
+            if disk.state is DiskState.DELETING:
+                del self.disks[volume_id]
+
+    def made(self) -> list[Disk]:
+        """The disks made by restores (tagged with an owner)."""
+        return [disk for disk in self.disks.values() if disk.owner_uid is not None]
+
+
+@dataclass
+class FakeConnector:
+    disks: FakeDisks
+
+    async def connect(self, class_name: str | None) -> DiskConnection:
+        return DiskConnection("default", ACCOUNT, self.disks)
+
+
+@dataclass
+class MemoryStore:
+    """CloudSnapshots, PersistentVolumes and claims in dictionaries; writes recorded."""
+
+    snapshots: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    claims: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    restores: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """The restores as the API server stores them (the watch may lag behind)."""
+    events: list[Event] = field(default_factory=list)
+    writes: list[str] = field(default_factory=list)
+    _uids: itertools.count[int] = field(default_factory=itertools.count)
+
+    async def read_snapshot(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.snapshots.get((namespace, name))
+
+    async def create_snapshot(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        self.writes.append("create csnap")
+        key = (namespace, body["metadata"]["name"])
+        return self.snapshots.setdefault(key, self._stored(body))
+
+    async def read_volume(self, name: str) -> dict[str, Any] | None:
+        return self.volumes.get(name)
+
+    async def read_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.claims.get((namespace, name))
+
+    def _stored(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        stored = {**body, "metadata": {**body["metadata"], "uid": f"uid-{next(self._uids)}"}}
+        return dict(stored)
+
+    async def create_volume(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        self.writes.append("create pv")
+        name = body["metadata"]["name"]
+        return self.volumes.setdefault(name, self._stored(body))
+
+    async def create_claim(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        self.writes.append("create pvc")
+        return self.claims.setdefault((namespace, body["metadata"]["name"]), self._stored(body))
+
+    async def delete_volume(self, name: str, uid: str) -> None:
+        self.writes.append("delete pv")
+        if self.volumes.get(name, {}).get("metadata", {}).get("uid") == uid:
+            del self.volumes[name]
+
+    async def delete_claim(self, namespace: str, name: str, uid: str) -> None:
+        self.writes.append("delete pvc")
+        if self.claims.get((namespace, name), {}).get("metadata", {}).get("uid") == uid:
+            del self.claims[(namespace, name)]
+
+    async def patch_status(
+        self, namespace: str, name: str, uid: str, status: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        self.writes.append("status")
+        stored = self.restores.get((namespace, name))
+        if stored is not None:
+            stored["status"] = dict(status)
+        return dict(stored or {})
+
+    async def set_finalizers(
+        self, namespace: str, name: str, uid: str, finalizers: Sequence[str], version: str
+    ) -> dict[str, Any] | None:
+        self.writes.append("finalizers")
+        stored = self.restores.get((namespace, name))
+        if stored is None:
+            return None
+        stored["metadata"] = {**stored["metadata"], "finalizers": list(finalizers)}
+        return dict(stored)
+
+    async def post_event(self, body: Mapping[str, Any], event: Event) -> None:
+        self.events.append(event)

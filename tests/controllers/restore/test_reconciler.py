@@ -1,0 +1,351 @@
+"""The restore reconciler's decisions, step by step, against an EVS-like fake that honours
+create tokens: one disk per restore through lost answers and lagging lists, defaults from the
+source disk, the claim made and bound by name, a claim it did not make left alone, and deletion
+by policy."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from cloudsnap.api.objects import Owner
+from cloudsnap.api.restore import CloudSnapshotRestoreStatus, NewVolume, RestoreClaim
+from cloudsnap.controllers.restore.controller import RESTORE_FINALIZER
+from cloudsnap.controllers.restore.decisions import (
+    RESTORE_UID_LABEL,
+    TOKEN_NAMESPACE,
+    InputError,
+    client_token,
+    disk_request,
+    persistent_volume,
+    volume_name,
+)
+from cloudsnap.controllers.restore.external import Disk, DiskState, SourceSnapshot
+from cloudsnap.controllers.restore.reconciler import Reconciler, Result
+from cloudsnap.runtime.failures import Failure, Kind
+from tests.controllers.restore.fakes import (
+    SNAPSHOT,
+    SOURCE_DISK,
+    FakeConnector,
+    FakeDisks,
+    MemoryStore,
+)
+
+UID = "3c9d2e1f-0a4b-4c5d-8e6f-7a8b9c0d1e2f"
+OWNER = Owner(UID, "team-a", "db-restore")
+
+
+def restore(
+    spec: dict[str, Any], *, finalizer: bool = True, deleting: bool = False
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": OWNER.name,
+        "namespace": OWNER.namespace,
+        "uid": UID,
+        "generation": 1,
+        "resourceVersion": "1",
+        "finalizers": [RESTORE_FINALIZER] if finalizer else [],
+    }
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {
+        "apiVersion": "evs.cloudsnap.io/v1alpha1",
+        "kind": "CloudSnapshotRestore",
+        "metadata": meta,
+        "spec": spec,
+    }
+
+
+def ready_snapshot() -> dict[str, Any]:
+    return {
+        "metadata": {"name": "db", "namespace": OWNER.namespace},
+        "status": {
+            "snapshotID": SNAPSHOT,
+            "account": {"className": "default"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+
+
+class World:
+    """A reconciler over the fakes, and the status carried from step to step."""
+
+    def __init__(self) -> None:
+        self.disks = FakeDisks()
+        self.store = MemoryStore()
+        self.reconciler = Reconciler(
+            FakeConnector(self.disks), self.store, finalizer=RESTORE_FINALIZER
+        )
+        self.status: dict[str, Any] = {}
+
+    async def step(self, body: dict[str, Any]) -> Result:
+        result = await self.reconciler.reconcile(body, self.status)
+        self.status = result.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return result
+
+    def parsed(self) -> CloudSnapshotRestoreStatus:
+        return CloudSnapshotRestoreStatus.model_validate(self.status)
+
+
+CLAIMED = {"snapshotName": "db", "newVolume": {"claim": {"name": "data"}}}
+
+
+def test_the_create_token_is_a_uuid5_of_the_restore_uid() -> None:
+    token = uuid.UUID(client_token(UID))
+    assert token.version == 5
+    assert token == uuid.uuid5(TOKEN_NAMESPACE, UID)
+    assert client_token(UID) == client_token(UID)
+    assert client_token(UID) != client_token(str(uuid.uuid4()))
+
+
+SNAP = SourceSnapshot(SNAPSHOT, True, "available", 10, SOURCE_DISK)
+SOURCE = Disk(SOURCE_DISK, DiskState.READY, "in-use", 10, "az-1", "SSD", None)
+
+
+def test_unset_fields_follow_the_snapshot_and_its_source_disk() -> None:
+    request = disk_request(OWNER, NewVolume(), SNAP, SOURCE)
+    assert (request.size, request.availability_zone, request.volume_type) == (10, "az-1", "SSD")
+    assert request.name == "team-a-db-restore"
+    mine = disk_request(OWNER, NewVolume(size=20, availabilityZone="az-2", name="x"), SNAP, SOURCE)
+    assert (mine.size, mine.availability_zone, mine.name) == (20, "az-2", "x")
+
+
+@pytest.mark.parametrize(
+    ("target", "snapshot", "source", "code", "kind"),
+    [
+        (NewVolume(size=5), SNAP, SOURCE, "SizeTooSmall", Kind.INVALID),
+        (NewVolume(), None, SOURCE, "SnapshotNotFound", Kind.BLOCKED),
+        (
+            NewVolume(),
+            SourceSnapshot(SNAPSHOT, False, "creating", 10, SOURCE_DISK),
+            SOURCE,
+            "SnapshotNotReady",
+            Kind.BLOCKED,
+        ),
+        (NewVolume(), SNAP, None, "SourceDiskUnknown", Kind.BLOCKED),
+    ],
+)
+def test_bad_input_is_explained(
+    target: NewVolume, snapshot: SourceSnapshot | None, source: Disk | None, code: str, kind: Kind
+) -> None:
+    with pytest.raises(InputError) as caught:
+        disk_request(OWNER, target, snapshot, source)
+    assert (caught.value.failure.code, caught.value.failure.kind) == (code, kind)
+
+
+def test_the_volume_is_a_static_everest_volume_reserved_for_the_claim() -> None:
+    disk = Disk("d-1", DiskState.READY, "available", 10, "az-1", "SSD", UID)
+    volume = persistent_volume(OWNER, disk, RestoreClaim(name="data"))
+    spec = volume["spec"]
+    assert volume["metadata"] == {"name": volume_name(UID), "labels": {RESTORE_UID_LABEL: UID}}
+    assert spec["csi"] == {"driver": "disk.csi.everest.io", "volumeHandle": "d-1", "fsType": "ext4"}
+    assert spec["persistentVolumeReclaimPolicy"] == "Retain"
+    assert spec["claimRef"]["namespace"] == "team-a"
+    assert spec["claimRef"]["name"] == "data"
+    assert spec["capacity"] == {"storage": "10Gi"}
+    zone = spec["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]
+    assert zone["values"] == ["az-1"]
+
+
+async def test_a_restore_makes_one_disk_then_its_volume_and_claim() -> None:
+    world = World()
+    world.store.snapshots[("team-a", "db")] = ready_snapshot()
+    first = await world.step(restore(CLAIMED, finalizer=False))
+    assert first.add_finalizer
+    assert world.disks.creates == 0, "no create before the finalizer"
+    await world.step(restore(CLAIMED))
+    assert world.disks.creates == 1
+    assert world.parsed().phase == "Creating"
+    await world.step(restore(CLAIMED))
+    assert world.disks.creates == 1, "a running job is followed, not repeated"
+    world.disks.finish_creates()
+    await world.step(restore(CLAIMED))
+    (disk,) = world.disks.made()
+    status = world.parsed()
+    assert status.volume_id == disk.id
+    assert status.phase == "Binding"
+    claim = world.store.claims[("team-a", "data")]
+    assert claim["spec"]["volumeName"] == volume_name(UID)
+    assert world.store.volumes[volume_name(UID)]["spec"]["csi"]["volumeHandle"] == disk.id
+    claim["status"] = {"phase": "Bound"}
+    result = await world.step(restore(CLAIMED))
+    status = world.parsed()
+    assert status.phase == "Ready"
+    assert (status.claim_name, status.persistent_volume_name) == ("data", volume_name(UID))
+    assert [c.type for c in status.conditions] == ["Ready", "Synced"]
+    assert result.requeue is None
+    assert world.store.writes.count("create pv") == 1
+    assert world.store.writes.count("create pvc") == 1
+
+
+@pytest.mark.parametrize("list_lag", [False, True])
+async def test_a_lost_create_answer_ends_with_one_disk(list_lag: bool) -> None:
+    """Found by its owner tag, or (the list lagging) asked again with the same token: either
+    way EVS makes no second disk."""
+    world = World()
+    world.disks.lose_next_answer = True
+    world.disks.list_lag = list_lag
+    spec = {"snapshotID": SNAPSHOT, "newVolume": {}}
+    failed = await world.step(restore(spec))
+    assert world.parsed().error is not None
+    assert failed.requeue is not None
+    assert world.parsed().job_id is None
+    for _ in range(3):
+        await world.step(restore(spec))
+        world.disks.finish_creates()
+    assert len(world.disks.made()) == 1
+    assert world.parsed().volume_id == world.disks.made()[0].id
+    assert world.parsed().phase == "Ready"
+    assert world.disks.creates == (2 if list_lag else 1)
+
+
+async def test_a_restore_with_a_new_uid_makes_its_own_disk() -> None:
+    """A restore deleted and re-created under the same name is another UID: another token."""
+    world = World()
+    spec = {"snapshotID": SNAPSHOT, "newVolume": {}}
+    await world.step(restore(spec))
+    other = restore(spec)
+    other["metadata"]["uid"] = str(uuid.uuid4())
+    world.status = {}
+    await world.step(other)
+    assert len(world.disks.made()) == 2
+
+
+async def test_a_claim_it_did_not_make_is_left_alone() -> None:
+    world = World()
+    world.store.snapshots[("team-a", "db")] = ready_snapshot()
+    theirs = {"metadata": {"name": "data", "namespace": "team-a", "uid": "x"}, "spec": {}}
+    world.store.claims[("team-a", "data")] = theirs
+    for _ in range(3):
+        await world.step(restore(CLAIMED))
+        world.disks.finish_creates()
+    status = world.parsed()
+    assert status.error is not None
+    assert status.error.code == "ClaimExists"
+    assert "team-a/data" in status.error.message
+    assert world.store.claims[("team-a", "data")] is theirs
+    assert world.disks.made() == [], "checked before the create: nothing is made"
+    assert "create pvc" not in world.store.writes
+    assert "create pv" not in world.store.writes
+    stalled = [c for c in status.conditions if c.type == "Stalled"]
+    assert stalled
+    assert stalled[0].status == "True"
+
+
+async def test_a_snapshot_not_ready_blocks_without_a_create() -> None:
+    world = World()
+    pending = ready_snapshot()
+    pending["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    world.store.snapshots[("team-a", "db")] = pending
+    result = await world.step(restore(CLAIMED))
+    assert world.parsed().error is not None
+    assert world.parsed().error.code == "SnapshotNotReady"
+    assert world.disks.creates == 0
+    assert result.requeue is not None
+    world.store.snapshots.clear()
+    await world.step(restore(CLAIMED))
+    assert world.parsed().error is not None
+    assert world.parsed().error.code == "SnapshotNotFound"
+
+
+async def test_an_evs_refusal_is_reported_with_its_code() -> None:
+    world = World()
+    world.disks.refuse = Failure("EVS.2054", "zone mismatch", Kind.INVALID)
+    result = await world.step(
+        restore({"snapshotID": SNAPSHOT, "newVolume": {"availabilityZone": "az-9"}})
+    )
+    error = world.parsed().error
+    assert error is not None
+    assert (error.code, error.retryable) == ("EVS.2054", False)
+    assert result.requeue is None
+
+
+async def _made(world: World, spec: dict[str, Any]) -> None:
+    world.store.snapshots[("team-a", "db")] = ready_snapshot()
+    for _ in range(2):
+        await world.step(restore(spec))
+        world.disks.finish_creates()
+    await world.step(restore(spec))
+    world.store.claims[("team-a", "data")]["status"] = {"phase": "Bound"}
+    await world.step(restore(spec))
+    assert world.parsed().phase == "Ready"
+
+
+async def test_retain_keeps_disk_volume_and_claim() -> None:
+    world = World()
+    await _made(world, CLAIMED)
+    result = await world.step(restore(CLAIMED, deleting=True))
+    assert result.remove_finalizer
+    assert len(world.disks.made()) == 1
+    assert world.store.claims
+    assert world.store.volumes
+
+
+async def test_delete_removes_claim_volume_then_disk() -> None:
+    world = World()
+    spec = {**CLAIMED, "deletionPolicy": "Delete"}
+    await _made(world, spec)
+    result = await world.step(restore(spec, deleting=True))
+    assert not result.remove_finalizer, "the disk is still being deleted"
+    assert not world.store.claims
+    assert not world.store.volumes
+    world.disks.finish_deletes()
+    result = await world.step(restore(spec, deleting=True))
+    assert result.remove_finalizer
+    assert world.disks.made() == []
+    assert SOURCE_DISK in world.disks.disks, "the source disk is never touched"
+
+
+ROLLBACK = {"snapshotName": "db", "rollback": {}}
+
+
+async def test_a_rollback_waits_for_a_detached_disk_and_its_safety_snapshot() -> None:
+    world = World()
+    world.store.snapshots[("team-a", "db")] = ready_snapshot()
+    await world.step(restore(ROLLBACK))
+    error = world.parsed().error
+    assert error is not None
+    assert error.code == "DiskInUse"
+    assert SOURCE_DISK in error.message
+    assert world.disks.rollbacks == []
+    assert "create csnap" not in world.store.writes, "no safety snapshot of an attached disk"
+
+    source = world.disks.disks[SOURCE_DISK]
+    world.disks.disks[SOURCE_DISK] = replace(source, phase="available")
+    await world.step(restore(ROLLBACK))
+    safety = world.store.snapshots[("team-a", "db-restore-safety")]
+    assert safety["spec"]["volumeID"] == SOURCE_DISK
+    assert safety["spec"]["deletionPolicy"] == "Retain"
+    assert world.parsed().phase == "SafetySnapshot"
+    assert world.disks.rollbacks == [], "never before the safety snapshot is Ready"
+
+    safety["status"] = {"conditions": [{"type": "Ready", "status": "True"}]}
+    await world.step(restore(ROLLBACK))
+    await world.step(restore(ROLLBACK))
+    assert world.disks.rollbacks == [(SNAPSHOT, SOURCE_DISK)], "asked once"
+    assert world.parsed().phase == "RollingBack"
+    world.disks.disks[SOURCE_DISK] = replace(source, phase="available")
+    await world.step(restore(ROLLBACK))
+    status = world.parsed()
+    assert status.phase == "Ready"
+    assert status.safety_snapshot_name == "db-restore-safety"
+    assert world.disks.made() == []
+
+
+async def test_a_safety_snapshot_that_cannot_be_made_blocks_the_rollback() -> None:
+    world = World()
+    world.store.snapshots[("team-a", "db")] = ready_snapshot()
+    source = world.disks.disks[SOURCE_DISK]
+    world.disks.disks[SOURCE_DISK] = replace(source, phase="available")
+    await world.step(restore(ROLLBACK))
+    full = {"code": "EVS.5413", "message": "the disk has 7 snapshots", "retryable": False}
+    world.store.snapshots[("team-a", "db-restore-safety")]["status"] = {"error": full}
+    await world.step(restore(ROLLBACK))
+    error = world.parsed().error
+    assert error is not None
+    assert error.code == "EVS.5413"
+    assert "db-restore-safety" in error.message
+    assert world.disks.rollbacks == []
