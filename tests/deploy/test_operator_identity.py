@@ -115,10 +115,9 @@ def test_the_token_is_the_chart_account_and_is_refused_the_rest(
         ["create", "configmap", "nope"],
         ["get", "pods"],
         ["delete", "csnapsched", "anything"],  # CloudSnapshots it may delete: a schedule's children
-        # Claims and volumes are listed and watched, never read one by one or written.
-        ["get", "pvc", "anything"],
-        ["get", "pv", "anything"],
-        ["delete", "pv", "anything"],
+        # Claims and volumes are read, made and deleted one by one by restores, never changed.
+        ["patch", "pvc", "anything", "--type=merge", "-p", "{}"],
+        ["patch", "pv", "anything", "--type=merge", "-p", "{}"],
     ):
         refused = _kubectl(as_operator, namespace, *args)
         assert refused.returncode != 0, args
