@@ -48,6 +48,20 @@ async def test_labels_are_read_and_only_their_changes_reported(
     assert ours(changed, namespace) == [namespace, namespace]
     assert await cache.get_namespace_labels("no-such-namespace") is None
 
+    # Namespaces that come and go are no change to report: nothing refused can be in them yet,
+    # and a cluster makes and removes them all day (each report retries every blocked resource).
+    other = f"{namespace}-x"
+    cluster.kubectl("create", "namespace", other)
+    try:
+
+        async def seen() -> bool:
+            return await cache.get_namespace_labels(other) is not None
+
+        await eventually(seen, timeout=30, what="the new namespace in the cache")
+    finally:
+        cluster.kubectl("delete", "namespace", other, "--wait=false")
+    assert ours(changed, other) == []
+
 
 def ours(changed: list[str], namespace: str) -> list[str]:
     """The reports of this test's namespace (others' come and go meanwhile)."""

@@ -170,8 +170,10 @@ class WatchCache:
         return plain
 
     def _replace(self, items: dict[str, Any]) -> None:
-        changed = set(items) ^ set(self._items) | {
-            name for name in items if self._items.get(name) != items[name]
+        changed = {
+            name
+            for name in set(items) | set(self._items)
+            if self._changed(self._items.get(name), items.get(name))
         }
         self._items = items
         was_synced = self._synced.is_set()
@@ -187,11 +189,18 @@ class WatchCache:
         self._loop.call_soon_threadsafe(self._set, key, value)
 
     def _set(self, key: str, value: Any) -> None:
+        before = self._items.get(key)
         if value is None:
             self._items.pop(key, None)
         else:
             self._items[key] = value
-        self.on_change(key)
+        if self._changed(before, value):
+            self.on_change(key)
+
+    def _changed(self, before: Any, after: Any) -> bool:
+        """Whether an object going from ``before`` to ``after`` (None: absent) is a change to
+        report."""
+        return bool(before != after)
 
 
 class ClassCache(WatchCache):
@@ -253,12 +262,12 @@ class NamespaceCache(WatchCache):
         found: Mapping[str, str] | None = await self.get(name)
         return found
 
-    def _set(self, key: str, value: Any) -> None:
-        # Namespaces change for reasons of their own (status, annotations); only a change of
-        # labels may admit a refused resource, so only that retries them.
-        if value is not None and self._items.get(key) == value:
-            return
-        super()._set(key, value)
+    def _changed(self, before: Any, after: Any) -> bool:
+        # Namespaces change for reasons of their own (status, annotations), and come and go all
+        # day; only a change of a known namespace's labels may admit a refused resource, so only
+        # that retries them (a resource whose namespace the cache has not seen yet waits as for an
+        # unsynced cache).
+        return before is not None and after is not None and before != after
 
 
 class VolumeSources:

@@ -15,6 +15,7 @@ from cloudsnap.api import CloudSnapshotSpec
 from cloudsnap.controllers.snapshot.external import Connection
 from cloudsnap.controllers.snapshot.volumes import EVS_CSI_DRIVERS, VolumeReader
 from cloudsnap.runtime.failures import (
+    CACHE_NOT_SYNCED,
     CLASS_NOT_ALLOWED,
     SOURCE_NOT_ALLOWED,
     Failure,
@@ -44,6 +45,11 @@ async def admit(namespaces: NamespaceReader, conn: Connection, namespace: str) -
     labels = None
     if namespace not in allowed.names and allowed.selector is not None:
         labels = await namespaces.get_namespace_labels(namespace)
+        if labels is None:
+            # The resource's namespace exists: the cache has not seen it yet. A new namespace
+            # retries nothing when it appears (namespaces come and go all day), so look again soon.
+            message = f"namespace {namespace} is not yet in the operator's namespace cache"
+            raise LocalFailure(Failure(CACHE_NOT_SYNCED, message, Kind.TRANSIENT))
     if allowed.admits(namespace, labels):
         return
     rule = []
