@@ -144,13 +144,16 @@ def start_simulator(
 ) -> Simulator:
     """Start `evs-simulator` on a free port with a fresh random account; wait until it listens.
 
-    `volumes` are `ID:SIZE:STATUS` triples, as the simulator's `--volume` flag takes them.
+    `volumes` are `ID:SIZE:STATUS` triples, as the simulator's `--volume` flag takes them. Disk and
+    snapshot IDs are drawn from a fresh seed too: EVS's IDs are unique across accounts, and objects
+    of one cluster (PersistentVolumes naming a disk) outlive the simulator that made it.
     """
     access_key = "AK" + secrets.token_hex(8).upper()
     secret_key = "SK" + secrets.token_hex(20)
     project_id = secrets.token_hex(16)
     argv = [str(BIN / "evs-simulator"), "--host", "127.0.0.1", "--port", "0"]
     argv += ["--access-key", access_key, "--project-id", project_id]
+    argv += ["--seed", str(secrets.randbits(31))]
     for volume in volumes:
         argv += ["--volume", volume]
     if create_seconds is not None:
