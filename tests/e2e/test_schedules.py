@@ -104,7 +104,9 @@ async def test_runs_rotate_and_survive_a_kill_across_a_slot(
     for claim, disk in claimed.items():
         volume_names.append(f"{stack.namespace}-{claim}")
         manifests += [
-            everest_volume(volume_names[-1], disk),
+            # Reserved for its claim: the unlabelled claim, which names no volume, could otherwise
+            # be bound to it first and leave its own claim unbound.
+            everest_volume(volume_names[-1], disk, claim=(stack.namespace, claim)),
             volume_claim(stack.namespace, claim, volume_names[-1], labels=CLAIM_LABELS),
         ]
     stack.kubectl("create", "-f", "-", input=manifest_list(*manifests))
