@@ -36,7 +36,9 @@ from cloudsnap.api.constants import (
     SNAPSHOT_PLURAL,
     VERSION,
 )
+from cloudsnap.api.objects import condition_in
 from cloudsnap.api.progress import STALLED
+from cloudsnap.utc import parse_time
 
 POLL_SECONDS = 2.0
 
@@ -77,9 +79,8 @@ class Snapshot:
         meta = body.get("metadata") or {}
         spec = body.get("spec") or {}
         status = body.get("status") or {}
-        conditions = {c.get("type"): c for c in status.get("conditions") or []}
-        ready = conditions.get(READY) or {}
-        stalled = conditions.get(STALLED) or {}
+        ready = condition_in(body, READY)
+        stalled = condition_in(body, STALLED)
         telling = stalled if stalled.get("status") == "True" else ready
         if spec.get("persistentVolumeClaimName"):
             source = f"pvc/{spec['persistentVolumeClaimName']}"
@@ -92,9 +93,7 @@ class Snapshot:
             namespace=str(meta.get("namespace", "")),
             name=str(meta.get("name", "")),
             uid=str(meta.get("uid", "")),
-            created=datetime.fromisoformat(str(created).replace("Z", "+00:00"))
-            if created
-            else None,
+            created=parse_time(str(created)) if created else None,
             source=source,
             ready=ready.get("status") == "True",
             reason=str(telling.get("reason") or "Pending"),
