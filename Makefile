@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PKGS := operator/cloudsnap operator/evs_simulator
 
-.PHONY: all venv lint test unit tools image-deps crds chart-crds manifests lock lock-upgrade image sandbox bench ha-trials chaos clean
+.PHONY: all venv lint test unit tools image-deps crds chart-crds manifests lock lock-upgrade image sandbox bench bench-restore ha-trials chaos clean
 
 all: test
 
@@ -86,6 +86,11 @@ bench: tools
 # default Lease timings, about 20 minutes, not part of `make test`; e.g.
 # HA_ARGS='--kill-trials 3 --timing 4 3 1'. Only the ten Lease deletions (30 CloudSnapshots each,
 # about 5 minutes): HA_ARGS='--kill-trials 0 --term-trials 0 --stop-trials 0'.
+# 100 CloudSnapshotRestores with claims at once under the simulator's gateway limits; minutes long,
+# not part of `make test`; e.g. RESTORE_ARGS='--count 200 --throttle create_volume=5'.
+bench-restore: tools
+	$(BIN)/python -m bench.restore $(RESTORE_ARGS)
+
 ha-trials: tools
 	$(BIN)/python -m bench.ha $(HA_ARGS)
 

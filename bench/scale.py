@@ -748,14 +748,21 @@ def running_stack(
     throttle: str,
     create_seconds: float,
     delete_seconds: float,
+    volume_create_seconds: float | None = None,
 ) -> Iterator[Stack]:
-    """Control plane, simulator, CRDs, Secret and default class; all stopped on the way out."""
+    """Control plane, simulator, CRDs, Secret and default class; all stopped on the way out
+    (``volume_create_seconds``: how long the simulator takes to make a disk; default at once)."""
     with contextlib.ExitStack() as stack:
         loop = stack.enter_context(asyncio.Runner())
         print(f"starting the control plane in {workdir} ...", flush=True)
         plane = stack.enter_context(ControlPlane(directory=workdir / "cluster"))
         cluster = Cluster(plane.kubeconfig, tool_env(plane.kubeconfig, plane.bin_dir, workdir))
-        sim = start_simulator(workdir, create_seconds=create_seconds, delete_seconds=delete_seconds)
+        sim = start_simulator(
+            workdir,
+            create_seconds=create_seconds,
+            delete_seconds=delete_seconds,
+            volume_create_seconds=volume_create_seconds,
+        )
         stack.callback(sim.process.stop)
         admin = AdminClient(sim.endpoint)
         stack.callback(lambda: loop.run(admin.aclose()))

@@ -140,6 +140,7 @@ def start_simulator(
     volumes: Sequence[str] = (),
     create_seconds: float | None = None,
     delete_seconds: float | None = None,
+    volume_create_seconds: float | None = None,
     timeout: float = 30.0,
 ) -> Simulator:
     """Start `evs-simulator` on a free port with a fresh random account; wait until it listens.
@@ -160,6 +161,8 @@ def start_simulator(
         argv += ["--create-seconds", str(create_seconds)]
     if delete_seconds is not None:
         argv += ["--delete-seconds", str(delete_seconds)]
+    if volume_create_seconds is not None:
+        argv += ["--volume-create-seconds", str(volume_create_seconds)]
     # The key goes through the environment, where `ps` does not show it.
     env = {**os.environ, "EVS_SIMULATOR_SECRET_KEY": secret_key}
     process = ManagedProcess(argv, workdir / "evs-simulator.log", env)

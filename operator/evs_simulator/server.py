@@ -15,7 +15,15 @@ from evs_simulator.config import SimulatorConfig
 @asynccontextmanager
 async def serve(config: SimulatorConfig) -> AsyncIterator[str]:
     """Listen until the block ends; yields the endpoint ``http://HOST:PORT``."""
-    simulator = Simulator(config)
+    async with serving(Simulator(config)) as endpoint:
+        yield endpoint
+
+
+@asynccontextmanager
+async def serving(simulator: Simulator) -> AsyncIterator[str]:
+    """Serve ``simulator`` until the block ends (a test that inspects its store holds it);
+    yields the endpoint ``http://HOST:PORT``."""
+    config = simulator.config
     runner = web.AppRunner(
         simulator.application(),
         access_log=logging.getLogger("evs_simulator.access") if config.access_log else None,

@@ -34,7 +34,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from hypothesis import HealthCheck, event, settings
+from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -51,36 +51,10 @@ from cloudsnap.controllers.snapshot.external import (
 from cloudsnap.controllers.snapshot.reconciler import Reconciler
 from cloudsnap.providers.evs.accounts import Accounts
 from cloudsnap.providers.evs.connector import EVSConnector
-from cloudsnap.runtime.backoff import Backoff, Timing
 from evs_simulator.testing import RunningSimulator, running_simulator
+from tests.fixtures.machines import TIMING, machine_settings
 from tests.fixtures.world import SECRET_NAME, FakeCluster, World
 
-settings.register_profile(
-    "ci",
-    max_examples=int(os.environ.get("OWNERSHIP_EXAMPLES", "60")),
-    stateful_step_count=30,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
-settings.register_profile(
-    "long",
-    max_examples=200,
-    stateful_step_count=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
-PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
-
-TIMING = Timing(
-    poll=0.01,
-    resync=0.01,
-    blocked=0.01,
-    jitter=0.0,
-    backoff=Backoff(base=0.01, cap=0.02),
-    absence_grace=0.2,
-    create_doubt=0.3,
-    step_deadline=5.0,
-)
 NAMES = ("a", "b", "c")
 DISKS = (
     "11111111-1111-4111-8111-111111111111",
@@ -694,5 +668,7 @@ class OwnershipMachine(RuleBasedStateMachine):
         await self.exits.aclose()
 
 
-OwnershipMachine.TestCase.settings = settings.get_profile(PROFILE)
+OwnershipMachine.TestCase.settings = machine_settings(
+    int(os.environ.get("OWNERSHIP_EXAMPLES", "60"))
+)
 test_ownership_guarantees = OwnershipMachine.TestCase
