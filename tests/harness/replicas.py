@@ -123,6 +123,10 @@ class SimAdmin:
         """Every snapshot ever made, `deleted` telling the gone ones."""
         return list(self._call("GET", "snapshots"))
 
+    def volumes(self) -> list[Obj]:
+        """Every disk not yet gone, with its metadata (the owner tags of a restore's disk)."""
+        return list(self._call("GET", "volumes"))
+
     def add_volumes(self, count: int, size: int = 10) -> list[str]:
         """`count` fresh available disks; their ids."""
         return [
