@@ -219,8 +219,16 @@ class Reconciler:
         if snapshot is not None and not (target.availability_zone and target.volume_type):
             source_disk = await client.disk(snapshot.volume_id)
         request = disk_request(step.owner, target, snapshot, source_disk)
-        status.job_id = await client.create(request, client_token(step.owner.uid))
-        status.create_requested_at = status.create_requested_at or step.now
+        # Recorded before the create, so that a create left unanswered is known to deletion; a
+        # refusal made nothing, and leaves it as it was.
+        first_sent = status.create_requested_at
+        status.create_requested_at = first_sent or step.now
+        try:
+            status.job_id = await client.create(request, client_token(step.owner.uid))
+        except ExternalError as exc:
+            if exc.failure.kind is not Kind.TRANSIENT:
+                status.create_requested_at = first_sent
+            raise
         step.events.append(
             Event("Normal", "Creating", f"making a disk from EVS snapshot {snapshot_id}")
         )
@@ -370,6 +378,9 @@ class Reconciler:
             status.volume_id = job.volume_id
         ids = {disk.id for disk in await client.find_owned(step.owner.uid)}
         ids.update([status.volume_id] if status.volume_id else [])
+        doubt = self._create_in_doubt(step)
+        if not ids and doubt is not None:
+            return self._waiting(step, "Deleting", doubt)
         remaining = []
         for volume_id in sorted(ids):
             disk = await client.disk(volume_id)
@@ -382,6 +393,20 @@ class Reconciler:
             return self._waiting(step, "Deleting", f"deleting disk {', '.join(remaining)}")
         step.events.append(Event("Normal", "Deleted", "the restore's disk is deleted"))
         return Result(status, remove_finalizer=True)
+
+    def _create_in_doubt(self, step: _Step) -> str | None:
+        """Why deletion waits for a disk not found yet: a create went unanswered (no job
+        recorded) less than create_doubt ago, and EVS may still apply it."""
+        status = step.status
+        sent = status.create_requested_at
+        if status.job_id is not None or status.volume_id is not None or sent is None:
+            return None
+        if step.now - sent >= timedelta(seconds=self._timing.create_doubt):
+            return None
+        return (
+            f"the disk create sent at {sent.isoformat()} was not answered; EVS may still make the"
+            f" disk until {self._timing.create_doubt:g} s after it, so deletion waits to delete it"
+        )
 
     async def _delete_claim(self, step: _Step) -> None:
         """Delete the claim and the PersistentVolume this restore made (label checked)."""
