@@ -10,35 +10,17 @@ Current, and one that fails for good stays Current too: a pipeline waiting on it
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
-from hack.tools.install import tools_bin
-
+from tests.fixtures.automation import HEALTH_SCRIPTS, status_check
 from tests.fixtures.operator import Stack, StartStack, condition
 from tests.waiting import eventually
 
-STATUS_CHECK = tools_bin() / "status-check"
-HEALTH_SCRIPTS = Path(__file__).resolve().parents[2] / "deploy" / "argocd" / "health"
 # Long enough to capture a snapshot while EVS creates or deletes it.
 CREATE_SECONDS = 6.0
 DELETE_SECONDS = 6.0
-
-
-def judge(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """status-check's verdicts, by object name."""
-    out = subprocess.run(
-        [str(STATUS_CHECK), "--health-dir", str(HEALTH_SCRIPTS)],
-        input=json.dumps(objects),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    verdicts = [json.loads(line) for line in out.stdout.splitlines()]
-    return {v["name"]: v for v in verdicts}
 
 
 def captured(stack: Stack, kind: str, name: str) -> dict[str, Any]:
@@ -110,7 +92,7 @@ async def test_each_lifecycle_state_reads_as_automation_expects(start_stack: Sta
         objects[f"schedule-{name}"] = captured(stack, "csnapsched", name)
         objects[f"schedule-{name}"]["metadata"]["name"] = f"schedule-{name}"
 
-    verdicts = judge(list(objects.values()))
+    verdicts = status_check(list(objects.values()))
     table = {
         name: (v["kstatus"], v["health"]["status"] if v.get("health") else None)
         for name, v in verdicts.items()
@@ -174,7 +156,7 @@ def test_a_status_written_before_any_look_reads_as_in_progress() -> None:
             ],
         },
     }
-    verdicts = judge([fresh, edited])
+    verdicts = status_check([fresh, edited])
     assert verdicts["fresh"]["health"]["status"] == "Progressing"
     assert verdicts["edited"]["kstatus"] == "InProgress"
     assert verdicts["edited"]["health"]["status"] == "Progressing"
