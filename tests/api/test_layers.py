@@ -6,7 +6,8 @@
 - ``runtime`` knows no kind: no controller, no cloud, no Kubernetes client; of its modules only
   ``runtime.watch`` imports kopf, the one module of the operator that does.
 - A controller depends on the runtime and on interfaces, never on another controller, a provider
-  or the Kubernetes adapters; ``controllers.schedule.plan`` is pure arithmetic.
+  or the Kubernetes adapters; what they share (``controllers.tenancy``) knows none of them;
+  ``controllers.schedule.plan`` is pure arithmetic.
 - ``providers`` implement the snapshot and restore controllers' ``external`` interfaces and reach
   nothing else of the controllers; ``kube`` implements the runtime's and controllers' protocols
   structurally and imports no controller.
@@ -55,6 +56,12 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "cloudsnap.controllers.restore": (
         "cloudsnap.controllers.snapshot",
         "cloudsnap.controllers.schedule",
+    ),
+    # The tenancy rules the controllers share know none of them.
+    "cloudsnap.controllers.tenancy": (
+        "cloudsnap.controllers.snapshot",
+        "cloudsnap.controllers.schedule",
+        "cloudsnap.controllers.restore",
     ),
     # Schedule arithmetic and retention are pure: nothing of the operator, no I/O.
     "cloudsnap.controllers.schedule.plan": (

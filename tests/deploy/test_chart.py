@@ -73,6 +73,8 @@ def test_default_rendering_is_the_expected_set_of_objects(home: Path) -> None:
         "ServiceAccount",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicyBinding",
     ]
@@ -165,9 +167,14 @@ def test_user_roles_aggregate_into_view_edit_and_admin(home: Path) -> None:
         f"{aggregate}admin",
     }
     assert [rule["verbs"] for rule in view["rules"]] == [["get", "list", "watch"]]
-    # Users write CloudSnapshots and schedules, never classes nor status.
+    (read,) = view["rules"]
+    kinds = ["cloudsnapshots", "cloudsnapshotschedules", "cloudsnapshotrestores"]
+    assert set(read["resources"]) == {*kinds, *(f"{kind}/status" for kind in kinds)} | {
+        "cloudsnapshotclasses"
+    }
+    # Users write CloudSnapshots, schedules and restores, never classes nor status.
     (write,) = edit["rules"]
-    assert write["resources"] == ["cloudsnapshots", "cloudsnapshotschedules"]
+    assert write["resources"] == kinds
     assert find(template(home, "rbac.userRoles=false"), "ClusterRole") == [roles[OPERATOR_ROLE]]
 
 

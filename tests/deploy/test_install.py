@@ -266,6 +266,7 @@ def test_plain_manifests_are_accepted_by_the_api_server(
 # "status", which patch on TYPE covers.
 STATUS_OF_SNAPSHOTS = f"{SNAPSHOTS} --subresource=status"
 STATUS_OF_SCHEDULES = f"{SCHEDULES} --subresource=status"
+STATUS_OF_RESTORES = f"{RESTORES} --subresource=status"
 
 # What a user bound to the built-in view or edit role in a namespace may do with cloudsnap's kinds
 # there, once the chart's user roles are aggregated into them: (role, verb, resource, allowed).
@@ -283,8 +284,21 @@ USER_RIGHTS = [
     ("edit", "delete", SNAPSHOTS, True),
     ("edit", "create", SCHEDULES, True),
     ("edit", "delete", SCHEDULES, True),
+    ("view", "get", RESTORES, True),
+    ("view", "list", RESTORES, True),
+    ("view", "watch", RESTORES, True),
+    ("view", "create", RESTORES, False),
+    ("view", "update", RESTORES, False),
+    ("view", "patch", RESTORES, False),
+    ("view", "delete", RESTORES, False),
+    ("edit", "get", RESTORES, True),
+    ("edit", "create", RESTORES, True),
+    ("edit", "update", RESTORES, True),
+    ("edit", "patch", RESTORES, True),
+    ("edit", "delete", RESTORES, True),
     ("edit", "patch", STATUS_OF_SNAPSHOTS, False),
     ("edit", "patch", STATUS_OF_SCHEDULES, False),
+    ("edit", "patch", STATUS_OF_RESTORES, False),
     ("admin", "create", SNAPSHOTS, True),
     ("admin", "patch", STATUS_OF_SNAPSHOTS, False),
 ]
@@ -292,7 +306,8 @@ USER_RIGHTS = [
 
 async def test_view_edit_and_admin_users_get_the_aggregated_rights(release: Release) -> None:
     """Bound to a built-in role by a RoleBinding in one namespace, a tenant gets that role's
-    rights on CloudSnapshots and schedules there, nowhere else, and never on classes."""
+    rights on CloudSnapshots, schedules and restores there, nowhere else, and never on
+    classes."""
     cluster, home, away = release.cluster, release.other, release.namespace
     for role in ("view", "edit", "admin"):
         cluster.kubectl("create", "serviceaccount", f"tenant-{role}", "-n", home)

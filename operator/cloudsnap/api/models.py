@@ -514,8 +514,8 @@ class Selector(_Model):
 
 
 class AllowedNamespaces(_Model):
-    """The namespaces whose CloudSnapshots (and schedules) may use a class: those named, and
-    those whose labels the selector matches. Neither given admits no namespace."""
+    """The namespaces whose CloudSnapshots (and schedules and restores) may use a class: those
+    named, and those whose labels the selector matches. Neither given admits no namespace."""
 
     names: list[
         Annotated[
@@ -589,13 +589,16 @@ class CloudSnapshotClassSpec(_Model):
 
     allowed_namespaces: AllowedNamespaces | None = Field(None, alias="allowedNamespaces")
     """The namespaces that may use this class. Absent: every namespace (as before the field
-    existed); a CloudSnapshot in a namespace not admitted is refused before any EVS call."""
+    existed); a CloudSnapshot, schedule or restore in a namespace not admitted is refused before
+    any EVS call."""
 
     volume_ids: VolumeIDRule = Field("Allowed", alias="volumeIDs")
-    """Whether a CloudSnapshot may name its disk by spec.volumeID. Allowed: any disk of the
-    account except one behind a PersistentVolume bound to a claim in another namespace (that
-    namespace's, to snapshot by its claim); Any: every disk of the account; Denied: claims only
-    (spec.persistentVolumeClaimName)."""
+    """Whether a CloudSnapshot may name its disk by spec.volumeID, and a CloudSnapshotRestore
+    its snapshot by spec.snapshotID. Allowed: any disk of the account except one behind a
+    PersistentVolume bound to a claim in another namespace (that namespace's, to snapshot by its
+    claim), and any snapshot except one of such a disk or made by a CloudSnapshot of another
+    namespace; Any: every disk and snapshot of the account; Denied: claims and CloudSnapshots
+    only (spec.persistentVolumeClaimName, spec.snapshotName)."""
     adoption: AdoptionRule = "Delete"
     """Whether a CloudSnapshot may adopt an existing snapshot by spec.snapshotID. Delete: yes, and
     its spec.deletionPolicy may be Delete; Retain: only to keep it (an adopted snapshot is never

@@ -13,7 +13,12 @@ provider's code and request ID for people to read.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
+
+from cloudsnap.api import CONDITION_REASON_PATTERN
+
+_REASON = re.compile(CONDITION_REASON_PATTERN)
 
 
 class Kind(enum.StrEnum):
@@ -77,6 +82,13 @@ class Failure:
     def retryable(self) -> bool:
         """Whether the operator retries on its own, soon (the status.error.retryable field)."""
         return self.kind is Kind.TRANSIENT
+
+    @property
+    def reason(self) -> str:
+        """The Synced condition's reason: a local code as it is (ClassNotFound, AlreadyOwned,
+        ...), else the generic ReconcileError (provider codes such as EVS.5413 are no valid
+        reason)."""
+        return self.code if _REASON.match(self.code) else "ReconcileError"
 
     def describe(self) -> str:
         """One line for the Synced condition and the Failed event, with the request ID."""

@@ -9,6 +9,7 @@ from cloudsnap.controllers.restore.controller import RESTORE_FINALIZER, RestoreC
 from cloudsnap.controllers.restore.reconciler import Reconciler
 from tests.controllers.restore.fakes import SNAPSHOT, FakeConnector, FakeDisks, MemoryStore
 from tests.controllers.restore.test_reconciler import restore
+from tests.fixtures.world import FakeCluster
 
 KEY = "team-a/db-restore"
 
@@ -16,7 +17,13 @@ KEY = "team-a/db-restore"
 async def test_the_finalizer_comes_first_and_a_stale_body_never_repeats_the_create() -> None:
     disks, store = FakeDisks(), MemoryStore()
     controller = RestoreController(
-        Reconciler(FakeConnector(disks), store, finalizer=RESTORE_FINALIZER),
+        Reconciler(
+            FakeConnector(disks),
+            store,
+            finalizer=RESTORE_FINALIZER,
+            namespaces=FakeCluster(),
+            volumes=FakeCluster(),
+        ),
         store,
         max_workers=1,
         may_act=lambda: True,

@@ -33,6 +33,7 @@ from tests.controllers.restore.fakes import (
     FakeDisks,
     MemoryStore,
 )
+from tests.fixtures.world import FakeCluster
 
 UID = "3c9d2e1f-0a4b-4c5d-8e6f-7a8b9c0d1e2f"
 OWNER = Owner(UID, "team-a", "db-restore")
@@ -76,8 +77,14 @@ class World:
     def __init__(self) -> None:
         self.disks = FakeDisks()
         self.store = MemoryStore()
+        self.cluster = FakeCluster()
+        self.connector = FakeConnector(self.disks)
         self.reconciler = Reconciler(
-            FakeConnector(self.disks), self.store, finalizer=RESTORE_FINALIZER
+            self.connector,
+            self.store,
+            finalizer=RESTORE_FINALIZER,
+            namespaces=self.cluster,
+            volumes=self.cluster,
         )
         self.status: dict[str, Any] = {}
 

@@ -53,8 +53,15 @@ from cloudsnap.controllers.restore.external import (
     DiskConnection,
     DiskConnector,
     DiskState,
+    SourceSnapshot,
 )
 from cloudsnap.controllers.restore.store import RestoreStore
+from cloudsnap.controllers.restore.tenancy import (
+    check_rollback_target,
+    check_snapshot_by_id,
+    snapshot_ids_allowed,
+)
+from cloudsnap.controllers.tenancy import DiskVolumes, NamespaceReader, admit
 from cloudsnap.runtime.backoff import Timing
 from cloudsnap.runtime.failures import (
     INVALID_SPEC,
@@ -107,7 +114,8 @@ class _Step:
 
 
 class Reconciler:
-    """Steps restores through a DiskConnector (the cloud) and a RestoreStore (Kubernetes)."""
+    """Steps restores through a DiskConnector (the cloud) and a RestoreStore (Kubernetes);
+    namespaces' labels and disks' PersistentVolumes decide what a restore may use."""
 
     def __init__(
         self,
@@ -115,6 +123,8 @@ class Reconciler:
         store: RestoreStore,
         *,
         finalizer: str,
+        namespaces: NamespaceReader,
+        volumes: DiskVolumes,
         timing: Timing | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
@@ -122,6 +132,8 @@ class Reconciler:
         self._connector = connector
         self._store = store
         self._finalizer = finalizer
+        self._namespaces = namespaces
+        self._volumes = volumes
         self._timing = timing or Timing()
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
@@ -196,6 +208,9 @@ class Reconciler:
         snapshot_id, class_name = await self._source(step)
         connection = await self._connect(step, class_name)
         client = connection.client
+        entitled = (
+            await self._entitled(step, connection, snapshot_id) if not status.job_id else None
+        )
         if not step.has_finalizer:
             status.phase = "Pending"
             return Result(status, add_finalizer=True, requeue=0.0)
@@ -213,7 +228,7 @@ class Reconciler:
             status.volume_id = owned[0].id
             return None
         await self._claim_is_free(step)
-        snapshot = await client.snapshot(snapshot_id)
+        snapshot = entitled or await client.snapshot(snapshot_id)
         target = step.spec.new_volume or NewVolume()
         source_disk = None
         if snapshot is not None and not (target.availability_zone and target.volume_type):
@@ -237,6 +252,21 @@ class Reconciler:
         snapshot_id, class_name = tracked_source(step.owner.namespace, name, body)
         step.status.snapshot_id = snapshot_id
         return snapshot_id, class_name
+
+    async def _entitled(
+        self, step: _Step, connection: DiskConnection, snapshot_id: str
+    ) -> SourceSnapshot | None:
+        """Raise ClassNotAllowed or SourceNotAllowed (blocked) unless the class admits the
+        restore's namespace and lets it read its source (docs/security.md); the snapshot, when
+        deciding needed reading it by ID. The namespace rule costs no EVS call."""
+        namespace, rules = step.owner.namespace, connection.class_spec
+        await admit(self._namespaces, connection.class_name, rules, namespace)
+        if step.spec.snapshot_id is None or snapshot_ids_allowed(connection.class_name, rules):
+            return None
+        snapshot = await connection.client.snapshot(snapshot_id)
+        if snapshot is not None:
+            await check_snapshot_by_id(self._volumes, connection.class_name, namespace, snapshot)
+        return snapshot
 
     async def _connect(self, step: _Step, class_name: str | None) -> DiskConnection:
         """The account the disk lives in: the one recorded with the first create, else the
@@ -297,8 +327,15 @@ class Reconciler:
         """Roll the snapshot back onto its own disk, once, after a safety snapshot of it."""
         status = step.status
         snapshot_id, class_name = await self._source(step)
-        client = (await self._connect(step, class_name)).client
-        snapshot = usable(await client.snapshot(snapshot_id))
+        connection = await self._connect(step, class_name)
+        client = connection.client
+        sent = status.rolled_back_at is not None
+        entitled = None if sent else await self._entitled(step, connection, snapshot_id)
+        snapshot = usable(entitled or await client.snapshot(snapshot_id))
+        if not sent:
+            await check_rollback_target(
+                self._volumes, connection.class_name, step.owner.namespace, snapshot.volume_id
+            )
         status.volume_id = snapshot.volume_id
         disk = await client.disk(snapshot.volume_id)
         if status.rolled_back_at is not None:
@@ -432,7 +469,7 @@ class Reconciler:
             if step.now - old.time < ERROR_REFRESH:
                 new.time = old.time
         status.error = new
-        step.condition(SYNCED, "False", "ReconcileError", failure.describe())
+        step.condition(SYNCED, "False", failure.reason, failure.describe())
         if status.phase is None:
             status.phase = "Pending"
         if not status.conditions or all(c.type != READY for c in status.conditions):
