@@ -50,7 +50,7 @@ async def run(config: Settings) -> None:
     fenced = api if elector is None else FencedApiClient(api.configuration, may_act)
     writer = KubeWriter(fenced)
     schedule_store = KubeScheduleStore(fenced)
-    restore_store = KubeRestoreStore(fenced)
+    restore_store = KubeRestoreStore(fenced, volumes)
     accounts = Accounts(
         classes,
         secrets,

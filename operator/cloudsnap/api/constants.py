@@ -98,3 +98,6 @@ RESTORE_DEFAULT_DELETION_POLICY: Final = "Retain"
 restored data is what a user asked to get back."""
 EVEREST_CSI_DRIVER: Final = "disk.csi.everest.io"
 """The EVS CSI driver of Huawei Cloud CCE, named in a restored claim's PersistentVolume."""
+EVS_CSI_DRIVERS: Final = (EVEREST_CSI_DRIVER, "evs.csi.huaweicloud.com")
+"""The Huawei Cloud EVS CSI drivers: CCE's everest add-on, and the cloud-provider-huaweicloud one.
+Both put the EVS disk ID in the PersistentVolume's spec.csi.volumeHandle."""

@@ -349,3 +349,70 @@ async def test_a_safety_snapshot_that_cannot_be_made_blocks_the_rollback() -> No
     assert error.code == "EVS.5413"
     assert "db-restore-safety" in error.message
     assert world.disks.rollbacks == []
+
+
+def pod(namespace: str, name: str, *claims: str) -> dict[str, Any]:
+    volumes = [
+        {"name": f"v{i}", "persistentVolumeClaim": {"claimName": c}} for i, c in enumerate(claims)
+    ]
+    volumes.append({"name": "config", "configMap": {"name": "settings"}})
+    return {"metadata": {"name": name, "namespace": namespace}, "spec": {"volumes": volumes}}
+
+
+async def test_a_blocked_rollback_names_the_claim_and_pods_that_hold_the_disk() -> None:
+    world = World()
+    world.store.snapshots[("team-a", "db")] = ready_snapshot()
+    volume = {
+        "metadata": {"name": "pv-a"},
+        "spec": {
+            "csi": {"driver": "disk.csi.everest.io", "volumeHandle": SOURCE_DISK.upper()},
+            "claimRef": {"namespace": "team-b", "name": "data"},
+        },
+    }
+    world.store.volumes["pv-a"] = volume
+    other_driver = {
+        "metadata": {"name": "pv-x"},
+        "spec": {"csi": {"driver": "other", "volumeHandle": SOURCE_DISK}},
+    }
+    world.store.volumes["pv-x"] = other_driver
+    for index in range(7):
+        world.store.pods[("team-b", f"web-{index}")] = pod("team-b", f"web-{index}", "data")
+    world.store.pods[("team-b", "cache")] = pod("team-b", "cache", "other")
+    world.store.pods[("team-a", "web-9")] = pod("team-a", "web-9", "data")
+    await world.step(restore(ROLLBACK))
+    error = world.parsed().error
+    assert error is not None
+    assert error.code == "DiskInUse"
+    assert error.message.startswith(
+        f"disk {SOURCE_DISK} is in-use: it backs PersistentVolume pv-a bound to claim team-b/data,"
+        " used by pods team-b/web-0, team-b/web-1, team-b/web-2, team-b/web-3, team-b/web-4"
+        " and 2 more; stop them (scale to 0) and the rollback goes on"
+    ), error.message
+    assert "cache" not in error.message
+    assert "team-a/web-9" not in error.message
+    assert "pv-x" not in error.message, "a volume of another CSI driver is not the disk's"
+    assert world.store.pod_lists == ["team-b"], "one list, in the claim's namespace"
+    world.store.unlisted.add("team-b")
+    await world.step(restore(ROLLBACK))
+    error = world.parsed().error
+    assert error is not None
+    assert "claim team-b/data (the operator may not list that namespace's pods);" in error.message
+    world.store.unlisted.clear()
+    world.store.pod_lists.clear()
+
+    source = world.disks.disks[SOURCE_DISK]
+    world.disks.disks[SOURCE_DISK] = replace(source, phase="available")
+    await world.step(restore(ROLLBACK))
+    assert world.store.pod_lists == [], "no pods are listed once the disk is detached"
+
+
+async def test_a_disk_in_use_outside_kubernetes_is_named_alone() -> None:
+    world = World()
+    world.store.snapshots[("team-a", "db")] = ready_snapshot()
+    await world.step(restore(ROLLBACK))
+    error = world.parsed().error
+    assert error is not None
+    assert error.message.startswith(
+        f"disk {SOURCE_DISK} is in-use; stop the workload that uses it (scale it to 0)"
+    ), error.message
+    assert world.store.pod_lists == []

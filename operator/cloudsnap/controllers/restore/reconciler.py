@@ -55,6 +55,7 @@ from cloudsnap.controllers.restore.external import (
     DiskState,
 )
 from cloudsnap.controllers.restore.store import RestoreStore
+from cloudsnap.controllers.restore.users import DiskUser, disk_users
 from cloudsnap.runtime.backoff import Timing
 from cloudsnap.runtime.failures import (
     INVALID_SPEC,
@@ -308,7 +309,10 @@ class Reconciler:
                 return self._broken(step, f"EVS disk {disk.id} is {disk.phase}")
             phase = disk.phase if disk is not None else "gone"
             return self._waiting(step, "RollingBack", f"EVS disk {snapshot.volume_id} is {phase}")
-        disk = rollback_target(disk, snapshot)
+        users: list[DiskUser] = []
+        if disk is not None and disk.phase != "available":
+            users = await disk_users(self._store, disk.id)  # named in the DiskInUse message
+        disk = rollback_target(disk, snapshot, users)
         assert step.spec.rollback is not None
         if step.spec.rollback.safety_snapshot:
             waiting = await self._safety_snapshot(step, disk)

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from cloudsnap.api import CloudSnapshotSpec
+from cloudsnap.api.constants import EVS_CSI_DRIVERS
 from cloudsnap.controllers.snapshot.external import Connection
-from cloudsnap.controllers.snapshot.volumes import EVS_CSI_DRIVERS, VolumeReader
+from cloudsnap.controllers.snapshot.volumes import VolumeReader
 from cloudsnap.runtime.failures import (
     CACHE_NOT_SYNCED,
     CLASS_NOT_ALLOWED,

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cloudsnap.api.constants import EVS_CSI_DRIVERS
 from cloudsnap.api.models import UUID_PATTERN
 from cloudsnap.runtime.failures import (
     CLAIM_NOT_BOUND,
@@ -24,9 +25,6 @@ from cloudsnap.runtime.failures import (
     Kind,
 )
 
-# The Huawei Cloud EVS CSI drivers: CCE's everest add-on, and the cloud-provider-huaweicloud one.
-# Both put the EVS disk ID in the PersistentVolume's spec.csi.volumeHandle.
-EVS_CSI_DRIVERS = ("disk.csi.everest.io", "evs.csi.huaweicloud.com")
 _DISK_ID = re.compile(UUID_PATTERN, re.IGNORECASE)  # read in lower case, as EVS writes IDs
 
 
