@@ -307,3 +307,44 @@ async def test_a_rollback_blocked_by_an_attached_disk_names_its_claim_and_pods(
     stack.kubectl("delete", "pod", "web-0", "web-1", "--wait=false")
     await stack.admin.set_volume(disk, status="available")  # the workload stopped: detached
     await wait_restore(stack, "Ready", "True")
+
+
+async def wait_lost(stack: Stack, name: str, reason: str) -> dict[str, Any]:
+    """The restore once it reports what it made lost: Ready False with ``reason``."""
+
+    def probe() -> dict[str, Any] | None:
+        obj = get_restore(stack, name)
+        ready = condition(obj, "Ready")
+        return obj if (ready.get("status"), ready.get("reason")) == ("False", reason) else None
+
+    found: dict[str, Any] = await eventually(
+        probe, timeout=TIMEOUT, what=f"csnaprestore/{name} Ready=False {reason}"
+    )
+    return found
+
+
+async def test_a_disk_or_claim_deleted_behind_a_ready_restore_is_reported_not_made_again(
+    stack: Stack, volume_names: list[str]
+) -> None:
+    """Nothing else changes after the deletions: only the resync of Ready restores notices."""
+    await ready_snapshot(stack)
+    apply_restore(stack, snapshotName="db", newVolume={"claim": {"name": CLAIM}})
+    apply_restore(stack, "kept", snapshotName="db", newVolume={"claim": {"name": "kept-data"}})
+    obj = await wait_restore(stack, "Ready", "True")
+    kept = await wait_restore(stack, "Ready", "True", name="kept")
+    volume_names.extend(o["status"]["persistentVolumeName"] for o in (obj, kept))
+    disk = obj["status"]["volumeID"]
+
+    await stack.admin.remove_volume(disk)
+    lost = await wait_lost(stack, RESTORE, "DiskNotFound")
+    assert lost["status"]["phase"] == "Failed"
+    assert disk in condition(lost, "Ready")["message"]
+    await eventually(
+        lambda: "DiskNotFound" in stack.event_reasons(RESTORE), timeout=TIMEOUT, what="the Event"
+    )
+    assert await disks_of(stack, obj["metadata"]["uid"]) == [], "no disk is made again"
+
+    stack.kubectl("delete", "pvc", "kept-data", "--timeout=60s")
+    lost = await wait_lost(stack, "kept", "ClaimLost")
+    assert f"disk {kept['status']['volumeID']} is kept" in condition(lost, "Ready")["message"]
+    assert not stack.kubectl("get", "pvc", "kept-data", "--ignore-not-found").stdout.strip()

@@ -25,6 +25,7 @@ from cloudsnap.controllers.restore.decisions import (
 )
 from cloudsnap.controllers.restore.external import Disk, DiskState, SourceSnapshot
 from cloudsnap.controllers.restore.reconciler import Reconciler, Result
+from cloudsnap.runtime.backoff import Timing
 from cloudsnap.runtime.failures import Failure, Kind
 from tests.controllers.restore.fakes import (
     SNAPSHOT,
@@ -176,7 +177,8 @@ async def test_a_restore_makes_one_disk_then_its_volume_and_claim() -> None:
     assert status.phase == "Ready"
     assert (status.claim_name, status.persistent_volume_name) == ("data", volume_name(UID))
     assert [c.type for c in status.conditions] == ["Ready", "Synced"]
-    assert result.requeue is None
+    assert result.requeue is not None, "a Ready restore is looked at again (drift)"
+    assert 0.5 * Timing().resync <= result.requeue <= 1.5 * Timing().resync
     assert world.store.writes.count("create pv") == 1
     assert world.store.writes.count("create pvc") == 1
 
@@ -416,3 +418,55 @@ async def test_a_disk_in_use_outside_kubernetes_is_named_alone() -> None:
         f"disk {SOURCE_DISK} is in-use; stop the workload that uses it (scale it to 0)"
     ), error.message
     assert world.store.pod_lists == []
+
+
+async def test_a_disk_deleted_behind_a_ready_restore_is_reported_not_made_again() -> None:
+    world = World()
+    await _made(world, CLAIMED)
+    before = world.status
+    ready = await world.step(restore(CLAIMED))
+    assert ready.requeue is not None, "a Ready restore is looked at again"
+    assert ready.events == [], "a look that finds all as it was says nothing"
+    assert world.status == before, "and changes no status (nothing is written)"
+    (disk,) = world.disks.made()
+    del world.disks.disks[disk.id]
+    result = await world.step(restore(CLAIMED))
+    status = world.parsed()
+    ready_condition = next(c for c in status.conditions if c.type == "Ready")
+    assert (status.phase, ready_condition.status, ready_condition.reason) == (
+        "Failed",
+        "False",
+        "DiskNotFound",
+    )
+    assert disk.id in ready_condition.message
+    assert "delete the restore and create it again" in ready_condition.message
+    assert [(e.type, e.reason) for e in result.events] == [("Warning", "DiskNotFound")]
+    assert result.requeue is None
+    again = await world.step(restore(CLAIMED))
+    assert again.events == [], "reported once"
+    assert world.disks.creates == 1, "never made again"
+
+
+@pytest.mark.parametrize(("deleted", "reason"), [("volume", "VolumeLost"), ("claim", "ClaimLost")])
+async def test_a_volume_or_claim_deleted_behind_a_ready_restore_is_reported_not_made_again(
+    deleted: str, reason: str
+) -> None:
+    world = World()
+    await _made(world, CLAIMED)
+    if deleted == "volume":
+        world.store.volumes.clear()
+    else:
+        world.store.claims.clear()
+    result = await world.step(restore(CLAIMED))
+    status = world.parsed()
+    ready_condition = next(c for c in status.conditions if c.type == "Ready")
+    assert (status.phase, ready_condition.reason) == ("Failed", reason)
+    assert f"disk {status.volume_id} is kept" in ready_condition.message
+    assert [e.reason for e in result.events] == [reason]
+    await world.step(restore(CLAIMED))
+    assert world.store.writes.count("create pv") == 1
+    assert world.store.writes.count("create pvc") == 1
+    result = await world.step(restore({**CLAIMED, "deletionPolicy": "Delete"}, deleting=True))
+    assert not result.remove_finalizer, "the kept disk is still deleted with the restore"
+    world.disks.finish_deletes()
+    assert world.disks.made() == []

@@ -34,6 +34,8 @@ DISK_IN_USE = "DiskInUse"
 SAFETY_SUFFIX = "safety"
 DNS_NAME_MAX = 253
 VOLUME_EXISTS = "VolumeExists"
+VOLUME_LOST = "VolumeLost"
+CLAIM_LOST = "ClaimLost"
 SOURCE_DISK_UNKNOWN = "SourceDiskUnknown"
 
 
@@ -230,3 +232,17 @@ def made_by(body: Mapping[str, Any] | None, restore_uid: str) -> bool:
 def foreign(code: str, what: str) -> InputError:
     """An object of the name the restore needs that it did not make: never touched."""
     return _blocked(code, f"{what} exists and was not made by this restore; it is left alone")
+
+
+def lost(code: str, what: str, kept_disk: str | None) -> tuple[str, str]:
+    """The Ready reason and message of a restore whose disk, volume or claim (``what``) was
+    deleted behind its back (``kept_disk``: the disk, if it is still there). Nothing is made
+    again: a disk made anew from the snapshot now would not hold what the user saw on it."""
+    if kept_disk is None:
+        undo = "delete the restore and create it again to restore the snapshot anew"
+    else:
+        undo = (
+            f"disk {kept_disk} is kept; delete the restore (deletionPolicy Retain keeps the"
+            " disk) and create it again for a new disk, or expose the kept disk yourself"
+        )
+    return code, f"{what} made by this restore was deleted; it is not made again: {undo}"
