@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from cloudsnap.api.models import StatusError
 from cloudsnap.api.objects import Owner
 from cloudsnap.api.restore import CloudSnapshotRestoreStatus, NewVolume, RestoreClaim
 from cloudsnap.controllers.restore.controller import RESTORE_FINALIZER
@@ -304,12 +305,18 @@ async def test_delete_removes_claim_volume_then_disk() -> None:
 ROLLBACK = {"snapshotName": "db", "rollback": {}}
 
 
-async def test_a_rollback_waits_for_a_detached_disk_and_its_safety_snapshot() -> None:
-    world = World()
+async def blocked_rollback(world: World) -> StatusError:
+    """The status.error of a rollback's step on the attached source disk."""
     world.store.snapshots[("team-a", "db")] = ready_snapshot()
     await world.step(restore(ROLLBACK))
     error = world.parsed().error
     assert error is not None
+    return error
+
+
+async def test_a_rollback_waits_for_a_detached_disk_and_its_safety_snapshot() -> None:
+    world = World()
+    error = await blocked_rollback(world)
     assert error.code == "DiskInUse"
     assert SOURCE_DISK in error.message
     assert world.disks.rollbacks == []
@@ -363,7 +370,6 @@ def pod(namespace: str, name: str, *claims: str) -> dict[str, Any]:
 
 async def test_a_blocked_rollback_names_the_claim_and_pods_that_hold_the_disk() -> None:
     world = World()
-    world.store.snapshots[("team-a", "db")] = ready_snapshot()
     volume = {
         "metadata": {"name": "pv-a"},
         "spec": {
@@ -381,9 +387,7 @@ async def test_a_blocked_rollback_names_the_claim_and_pods_that_hold_the_disk() 
         world.store.pods[("team-b", f"web-{index}")] = pod("team-b", f"web-{index}", "data")
     world.store.pods[("team-b", "cache")] = pod("team-b", "cache", "other")
     world.store.pods[("team-a", "web-9")] = pod("team-a", "web-9", "data")
-    await world.step(restore(ROLLBACK))
-    error = world.parsed().error
-    assert error is not None
+    error = await blocked_rollback(world)
     assert error.code == "DiskInUse"
     assert error.message.startswith(
         f"disk {SOURCE_DISK} is in-use: it backs PersistentVolume pv-a bound to claim team-b/data,"
@@ -410,10 +414,7 @@ async def test_a_blocked_rollback_names_the_claim_and_pods_that_hold_the_disk() 
 
 async def test_a_disk_in_use_outside_kubernetes_is_named_alone() -> None:
     world = World()
-    world.store.snapshots[("team-a", "db")] = ready_snapshot()
-    await world.step(restore(ROLLBACK))
-    error = world.parsed().error
-    assert error is not None
+    error = await blocked_rollback(world)
     assert error.message.startswith(
         f"disk {SOURCE_DISK} is in-use; stop the workload that uses it (scale it to 0)"
     ), error.message
