@@ -343,6 +343,10 @@ async def test_a_disk_or_claim_deleted_behind_a_ready_restore_is_reported_not_ma
         lambda: "DiskNotFound" in stack.event_reasons(RESTORE), timeout=TIMEOUT, what="the Event"
     )
     assert await disks_of(stack, obj["metadata"]["uid"]) == [], "no disk is made again"
+    assert stack.metric("cloudsnap_restores_completed_total", target="newVolume") == 2
+    assert stack.metric("cloudsnap_restores_failed_total", target="newVolume") == 1
+    assert stack.metric("cloudsnap_restores", phase="Failed") == 1
+    assert stack.metric("cloudsnap_restore_duration_seconds_count", target="newVolume") == 2
 
     stack.kubectl("delete", "pvc", "kept-data", "--timeout=60s")
     lost = await wait_lost(stack, "kept", "ClaimLost")
