@@ -202,6 +202,8 @@ def test_cluster_role_holds_no_write_on_classes_and_no_secrets(home: Path) -> No
             ["list", "watch"],
             ["get", "create", "delete"],
         ], resource
+    # Pods are only listed, in a claim's namespace, by a rollback blocked on an attached disk.
+    assert [r["verbs"] for r in role["rules"] if "pods" in r["resources"]] == [["list"]]
     roles = {role["metadata"]["name"]: role for role in find(template(home), "Role")}
     assert set(roles) == {
         "rel-cloudsnap-operator-secrets",
@@ -254,6 +256,7 @@ def test_watch_namespaces_grant_per_namespace_roles_only(home: Path) -> None:
         "cloudsnapshotrestores/status",
         "events",
         "persistentvolumeclaims",
+        "pods",
     }
     bindings = {obj["metadata"]["namespace"] for obj in find(objects, "RoleBinding")}
     assert bindings == {"cloudsnap-system", "team-a", "team-b"}

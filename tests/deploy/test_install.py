@@ -155,6 +155,8 @@ NEEDED = [
     ("get", "persistentvolumes", ""),
     ("create", "persistentvolumes", ""),
     ("delete", "persistentvolumes", ""),
+    # A rollback blocked on an attached disk names the pods of the claim it backs.
+    ("list", "pods", "other"),
     ("list", CLASSES, ""),
     ("watch", CLASSES, ""),
     # NamespaceCache: the labels a class's allowedNamespaces selector reads.
@@ -196,8 +198,10 @@ FORBIDDEN = [
     ("patch", CRDS, ""),
     ("delete", CRDS, ""),
     ("delete", "events", "other"),
-    ("list", "pods", "own"),
+    ("get", "pods", "other"),
+    ("watch", "pods", "other"),
     ("create", "pods", "own"),
+    ("delete", "pods", "other"),
     ("create", "deployments.apps", "own"),
     ("get", "configmaps", "own"),
     ("create", "namespaces", ""),

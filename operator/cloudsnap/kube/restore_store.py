@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import kubernetes
@@ -15,9 +16,9 @@ from cloudsnap.kube.writer import KubeWriter
 
 class KubeRestoreStore:
     """The reads and writes of restore steps (a ``RestoreStore``): the restore's own status,
-    finalizers and Events through a KubeWriter, the CloudSnapshot it names, and the
+    finalizers and Events through a KubeWriter, the CloudSnapshot it names, the
     PersistentVolume and claim it makes (created once by name, deleted with their UID as a
-    precondition)."""
+    precondition), and the pods of a namespace (for who holds a disk a rollback waits for)."""
 
     def __init__(self, api: kubernetes.client.ApiClient, *, threads: int = 4) -> None:
         self._core = kubernetes.client.CoreV1Api(api)
@@ -77,6 +78,21 @@ class KubeRestoreStore:
             uid,
         )
 
+    async def pods_in(self, namespace: str) -> Sequence[Mapping[str, Any]] | None:
+        """The namespace's pods, each reduced to its name and the claims its volumes name (the
+        raw JSON is read: no client models are built for the pods); None where the operator may
+        not list them (a namespace it does not watch)."""
+        try:
+            answer = await self._restores.run(
+                lambda: self._core.list_namespaced_pod(namespace, _preload_content=False)
+            )
+        except ApiException as exc:
+            if exc.status == 403:
+                return None
+            raise
+        listed = json.loads(answer.data)
+        return [_slim_pod(pod) for pod in listed.get("items") or ()]
+
     async def _get(self, read: Callable[[], Any]) -> dict[str, Any] | None:
         """The object read, as the API server serves it (JSON names), or None on 404."""
         try:
@@ -115,3 +131,18 @@ class KubeRestoreStore:
         """Stop the thread pools."""
         self._restores.close()
         self._snapshots.close()
+
+
+def _slim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """What naming a claim's users reads of a pod: its name and its claim volumes."""
+    volumes = (pod.get("spec") or {}).get("volumes") or ()
+    return {
+        "metadata": {"name": (pod.get("metadata") or {}).get("name")},
+        "spec": {
+            "volumes": [
+                {"persistentVolumeClaim": volume["persistentVolumeClaim"]}
+                for volume in volumes
+                if volume.get("persistentVolumeClaim")
+            ]
+        },
+    }

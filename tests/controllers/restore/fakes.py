@@ -152,6 +152,11 @@ class MemoryStore:
     snapshots: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
     claims: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    pod_lists: list[str] = field(default_factory=list)
+    """The namespaces whose pods were listed, one entry a list call."""
+    unlisted: set[str] = field(default_factory=set)
+    """Namespaces whose pods the operator may not list."""
     restores: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     """The restores as the API server stores them (the watch may lag behind)."""
     events: list[Event] = field(default_factory=list)
@@ -171,6 +176,12 @@ class MemoryStore:
 
     async def read_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.claims.get((namespace, name))
+
+    async def pods_in(self, namespace: str) -> Sequence[Mapping[str, Any]] | None:
+        self.pod_lists.append(namespace)
+        if namespace in self.unlisted:
+            return None
+        return [pod for (where, _), pod in self.pods.items() if where == namespace]
 
     def _stored(self, body: Mapping[str, Any]) -> dict[str, Any]:
         stored = {**body, "metadata": {**body["metadata"], "uid": f"uid-{next(self._uids)}"}}

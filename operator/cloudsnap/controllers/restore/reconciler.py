@@ -31,14 +31,17 @@ from cloudsnap.api.restore import (
 )
 from cloudsnap.controllers.restore.decisions import (
     CLAIM_EXISTS,
+    CLAIM_LOST,
     DISK_NOT_FOUND,
     SNAPSHOT_EXISTS,
     VOLUME_EXISTS,
+    VOLUME_LOST,
     InputError,
     claim_body,
     client_token,
     disk_request,
     foreign,
+    lost,
     made_by,
     persistent_volume,
     rollback_target,
@@ -61,6 +64,7 @@ from cloudsnap.controllers.restore.tenancy import (
     check_snapshot_by_id,
     snapshot_ids_allowed,
 )
+from cloudsnap.controllers.restore.users import DiskUser, disk_users
 from cloudsnap.controllers.tenancy import DiskVolumes, NamespaceReader, admit
 from cloudsnap.runtime.backoff import Timing
 from cloudsnap.runtime.failures import (
@@ -189,13 +193,7 @@ class Reconciler:
         connection = await self._connect(step, None)
         disk = await connection.client.disk(status.volume_id)
         if disk is None:
-            raise InputError(
-                Failure(
-                    DISK_NOT_FOUND,
-                    f"disk {status.volume_id} made by this restore no longer exists",
-                    Kind.BLOCKED,
-                )
-            )
+            return self._lost(step, *lost(DISK_NOT_FOUND, f"disk {status.volume_id}", None))
         if disk.state is DiskState.FAILED:
             return self._broken(step, f"EVS disk {disk.id} is {disk.phase}")
         if disk.state is not DiskState.READY:
@@ -288,6 +286,11 @@ class Reconciler:
         found = await self._claim_is_free(step)
         name = volume_name(owner.uid)
         volume = await store.read_volume(name)
+        if volume is None and step.status.persistent_volume_name is not None:
+            return self._lost(step, *lost(VOLUME_LOST, f"PersistentVolume {name}", disk.id))
+        if found is None and step.status.claim_name is not None:
+            what = f"PersistentVolumeClaim {owner.namespace}/{claim.name}"
+            return self._lost(step, *lost(CLAIM_LOST, what, disk.id))
         if volume is None:
             volume = await store.create_volume(persistent_volume(owner, disk, claim))
         if not made_by(volume, owner.uid):
@@ -345,7 +348,12 @@ class Reconciler:
                 return self._broken(step, f"EVS disk {disk.id} is {disk.phase}")
             phase = disk.phase if disk is not None else "gone"
             return self._waiting(step, "RollingBack", f"EVS disk {snapshot.volume_id} is {phase}")
-        disk = rollback_target(disk, snapshot)
+        users: list[DiskUser] = []
+        if disk is not None and disk.phase != "available":
+            users = await disk_users(
+                self._volumes, self._store, disk.id
+            )  # named in the DiskInUse message
+        disk = rollback_target(disk, snapshot, users)
         assert step.spec.rollback is not None
         if step.spec.rollback.safety_snapshot:
             waiting = await self._safety_snapshot(step, disk)
@@ -441,8 +449,29 @@ class Reconciler:
         return Result(step.status, requeue=self._timing.poll)
 
     def _ready(self, step: _Step, message: str) -> Result:
+        """Ready; a new disk is looked at again about every resync period (``_resync``)."""
         step.status.phase = "Ready"
         step.condition(READY, "True", "Available", message)
+        return Result(step.status, requeue=self._resync(step))
+
+    def _resync(self, step: _Step) -> float | None:
+        """When to look at a Ready restore again: a new disk (and its volume and claim) may be
+        deleted behind its back, which only a look notices; each look reads one disk, one
+        volume and one claim, and writes nothing while all is as it was. Spread over half to
+        one and a half resync periods, so restores that became Ready together (or were all
+        stepped at a start) do not stay in step. A rollback owns nothing to watch: None."""
+        if step.spec.rollback is not None:
+            return None
+        return self._timing.resync * self._rng.uniform(0.5, 1.5)
+
+    def _lost(self, step: _Step, reason: str, message: str) -> Result:
+        """Failed: what the restore made was deleted behind its back, and is not made again.
+        A Warning Event when it is first seen, not at every later step."""
+        old = next((c for c in step.previous if c.type == READY), None)
+        step.status.phase = "Failed"
+        step.condition(READY, "False", reason, message)
+        if old is None or old.reason != reason:
+            step.events.append(Event("Warning", reason, message))
         return Result(step.status)
 
     def _broken(self, step: _Step, message: str) -> Result:
