@@ -98,3 +98,12 @@ RESTORE_DEFAULT_DELETION_POLICY: Final = "Retain"
 restored data is what a user asked to get back."""
 EVEREST_CSI_DRIVER: Final = "disk.csi.everest.io"
 """The EVS CSI driver of Huawei Cloud CCE, named in a restored claim's PersistentVolume."""
+
+SECRET_ACCESS_KEY: Final = "accessKey"  # noqa: S105 - the name of a Secret key, not a secret
+"""Keys of a class's credentials Secret: the access key, the secret key and (for temporary
+credentials) the security token."""
+SECRET_SECRET_KEY: Final = "secretKey"  # noqa: S105 - the name of a Secret key, not a secret
+SECRET_SECURITY_TOKEN: Final = "securityToken"  # noqa: S105 - a key name
+
+DEFAULT_OPERATOR_NAMESPACE: Final = "cloudsnap-system"
+"""The chart's namespace, where the operator reads the classes' Secrets unless told another."""

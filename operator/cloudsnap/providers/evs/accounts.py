@@ -20,6 +20,9 @@ from typing import Any, Protocol
 import pydantic
 
 from cloudsnap.api import CloudSnapshotClass, CloudSnapshotClassSpec, invalid_fields
+from cloudsnap.api.constants import SECRET_ACCESS_KEY as ACCESS_KEY
+from cloudsnap.api.constants import SECRET_SECRET_KEY as SECRET_KEY
+from cloudsnap.api.constants import SECRET_SECURITY_TOKEN as SECURITY_TOKEN
 from cloudsnap.evs import AKSKAuth, EVSClient, Observer
 from cloudsnap.providers.evs.poller import BatchPoller
 from cloudsnap.providers.evs.ratelimit import Adaptation, RateControl, TokenBucket
@@ -33,9 +36,6 @@ from cloudsnap.runtime.failures import (
     LocalFailure,
 )
 
-ACCESS_KEY = "accessKey"
-SECRET_KEY = "secretKey"  # noqa: S105 - the name of a Secret key, not a secret
-SECURITY_TOKEN = "securityToken"  # noqa: S105 - a key name
 # A call the gateway throttles is sent again this many times within the step, each after the
 # slower pace the throttling brought, before the step gives up and is requeued quietly.
 THROTTLE_RETRIES = 2
