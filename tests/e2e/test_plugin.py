@@ -4,13 +4,16 @@ API server, the operator makes the snapshots, and each outcome has its exit code
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 
 from cloudsnap.client import AsyncClient, Client, Outcome, RestoreFailed
-from cloudsnap.client.plugin import duration
+from cloudsnap.client.plugin import duration, main
+from tests.fixtures.cluster import service_account_kubeconfig
 from tests.fixtures.operator import Stack, StartStack
 
 CREATE_SECONDS = 4.0
@@ -210,3 +213,74 @@ async def test_the_python_client_restores_sync_and_async(
     assert failed.value.restore.name.startswith("nothing-restore-")
     listed = await AsyncClient(client).restores(stack.namespace)
     assert {r.name for r in listed} == {made.name, by_id.name, failed.value.restore.name}
+
+
+async def test_orphans_lists_and_adopts_a_snapshot_whose_resource_is_gone(
+    stack: Stack, tmp_path: Path
+) -> None:
+    disk = await stack.add_volume()
+    stack.apply("keep", volumeID=disk, deletionPolicy="Retain")
+    snapshot_id = (await stack.wait_condition("keep", "Ready", "True"))["status"]["snapshotID"]
+    stack.kubectl("delete", "csnap", "keep", "--timeout=60s")
+    assert snapshot_id in [s["id"] for s in await stack.admin.snapshots()], "Retain kept it"
+    orphans = ("orphans", "--class", stack.class_name, "--operator-namespace", stack.namespace)
+
+    code, out = await asyncio.to_thread(plugin, stack, *orphans)
+    assert code == 0, out
+    header, *rows = out.splitlines()
+    assert header.split() == ["SNAPSHOT-ID", "STATUS", "SIZE", "AGE", "NAMESPACE", "NAME"]
+    assert [row.split() for row in rows] == [
+        [snapshot_id, "available", "10Gi", rows[0].split()[3], stack.namespace, "keep"]
+    ]
+
+    code, out = await asyncio.to_thread(plugin, stack, *orphans, "--adopt")
+    assert (code, out.strip()) == (
+        0,
+        f"cloudsnapshot/keep created in {stack.namespace}: adopts EVS snapshot {snapshot_id}",
+    )
+    adopted = await stack.wait_condition("keep", "Ready", "True")
+    assert adopted["status"]["snapshotID"] == snapshot_id
+    assert adopted["spec"]["deletionPolicy"] == "Retain"
+
+    code, out = await asyncio.to_thread(plugin, stack, *orphans)
+    assert (code, out.strip()) == (
+        0,
+        f"no orphaned snapshots in the account of class {stack.class_name}",
+    )
+
+    # Reading the class's credentials takes the right to read its Secret: without it, exit 4.
+    account, role = "no-secrets", f"{stack.namespace}-orphans-without-secrets"
+    stack.kubectl("create", "serviceaccount", account)
+    resources = "cloudsnapshotclasses.evs.cloudsnap.io,cloudsnapshots.evs.cloudsnap.io"
+    stack.cluster.kubectl(
+        "create", "clusterrole", role, "--verb=get,list", f"--resource={resources}"
+    )
+    try:
+        stack.cluster.kubectl(
+            "create",
+            "clusterrolebinding",
+            role,
+            f"--clusterrole={role}",
+            f"--serviceaccount={stack.namespace}:{account}",
+        )
+        kubeconfig = service_account_kubeconfig(
+            stack.cluster, stack.namespace, account, tmp_path / "sa.kubeconfig"
+        )
+        refused = io.StringIO()
+        client = Client.from_environment(config_file=str(kubeconfig))
+        code = await asyncio.to_thread(
+            main, [*orphans, "-n", stack.namespace], client=client, out=refused
+        )
+    finally:
+        stack.cluster.kubectl("delete", "clusterrolebinding,clusterrole", role, check=False)
+    assert code == 4, refused.getvalue()
+    assert refused.getvalue().strip() == (
+        f"error: reading the credentials of class {stack.class_name} takes get on secret"
+        f" {stack.namespace}/{secret_name(stack)}, which the API server refused"
+    )
+
+
+def secret_name(stack: Stack) -> str:
+    """The name of the Secret the stack's class reads its credentials from."""
+    out = stack.cluster.kubectl("get", "csnapclass", stack.class_name, "-o", "json").stdout
+    return str(json.loads(out)["spec"]["credentialsSecretRef"]["name"])

@@ -40,6 +40,10 @@ class EVSRefused(RuntimeError):
     """EVS refused to list the account's snapshots, or could not be reached."""
 
 
+class NotAllowed(PermissionError):
+    """The user may not read the class's credentials."""
+
+
 @dataclass(frozen=True)
 class Orphan:
     """A tagged EVS snapshot whose CloudSnapshot is gone, with what its tags say of it."""
@@ -86,6 +90,11 @@ def account(client: Client, class_name: str | None, operator_namespace: str) -> 
     except ApiException as exc:
         if exc.status == 404:
             raise NotFound(f"secret {operator_namespace}/{ref} not found") from None
+        if exc.status == 403:
+            raise NotAllowed(
+                f"reading the credentials of class {cls.metadata.name} takes get on secret"
+                f" {operator_namespace}/{ref}, which the API server refused"
+            ) from None
         raise
     data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
     access_key, secret_key = data.get(ACCESS_KEY, "").strip(), data.get(SECRET_KEY, "").strip()

@@ -175,7 +175,7 @@ def main(
     except ApiException as exc:
         print(f"error: the API server refused: {exc.status} {exc.reason}", file=out)
         return EXIT_NOT_FOUND
-    except orphans.EVSRefused as exc:
+    except (orphans.EVSRefused, orphans.NotAllowed) as exc:
         print(f"error: {exc}", file=out)
         return EXIT_NOT_FOUND
 
