@@ -101,3 +101,12 @@ EVEREST_CSI_DRIVER: Final = "disk.csi.everest.io"
 EVS_CSI_DRIVERS: Final = (EVEREST_CSI_DRIVER, "evs.csi.huaweicloud.com")
 """The Huawei Cloud EVS CSI drivers: CCE's everest add-on, and the cloud-provider-huaweicloud one.
 Both put the EVS disk ID in the PersistentVolume's spec.csi.volumeHandle."""
+
+SECRET_ACCESS_KEY: Final = "accessKey"  # noqa: S105 - the name of a Secret key, not a secret
+"""Keys of a class's credentials Secret: the access key, the secret key and (for temporary
+credentials) the security token."""
+SECRET_SECRET_KEY: Final = "secretKey"  # noqa: S105 - the name of a Secret key, not a secret
+SECRET_SECURITY_TOKEN: Final = "securityToken"  # noqa: S105 - a key name
+
+DEFAULT_OPERATOR_NAMESPACE: Final = "cloudsnap-system"
+"""The chart's namespace, where the operator reads the classes' Secrets unless told another."""

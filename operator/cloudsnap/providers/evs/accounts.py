@@ -21,6 +21,9 @@ from typing import Any, Protocol
 import pydantic
 
 from cloudsnap.api import CloudSnapshotClass, CloudSnapshotClassSpec, invalid_fields
+from cloudsnap.api.constants import SECRET_ACCESS_KEY as ACCESS_KEY
+from cloudsnap.api.constants import SECRET_SECRET_KEY as SECRET_KEY
+from cloudsnap.api.constants import SECRET_SECURITY_TOKEN as SECURITY_TOKEN
 from cloudsnap.evs import AKSKAuth, EVSClient, Observer
 from cloudsnap.providers.evs.poller import BatchPoller
 from cloudsnap.providers.evs.ratelimit import Adaptation, RateControl, TokenBucket
@@ -34,9 +37,6 @@ from cloudsnap.runtime.failures import (
     LocalFailure,
 )
 
-ACCESS_KEY = "accessKey"
-SECRET_KEY = "secretKey"  # noqa: S105 - the name of a Secret key, not a secret
-SECURITY_TOKEN = "securityToken"  # noqa: S105 - a key name
 # The class fields the account's client and poller are built from. The others (tenancy rules,
 # the default deletion policy) are read from Account.spec at each step: editing them gives the
 # account the new spec and keeps its client, its pace and its batched polls.
