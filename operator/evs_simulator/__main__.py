@@ -18,6 +18,7 @@ from evs_simulator.server import serve
 from evs_simulator.throttle import parse_rate_limits
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 EPILOG = (
     "Once listening, it prints 'listening on http://HOST:PORT' and serves EVS under "
@@ -39,26 +40,25 @@ def cli_type(parse: Callable[[str], T]) -> Callable[[str], T]:
     return convert
 
 
+def _zero_or_more(text: str, read: Callable[[str], N], expected: str, refused: str) -> N:
+    """``text`` read as a number that is finite and zero or more; a ValueError saying which."""
+    try:
+        value = read(text)
+    except ValueError:
+        raise ValueError(f"expected {expected}, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{refused} at least 0, got {text!r}")
+    return value
+
+
 def seconds(text: str) -> float:
     """A duration: a finite number of seconds, zero or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"seconds must be finite and at least 0, got {text!r}")
-    return value
+    return _zero_or_more(text, float, "a number of seconds", "seconds must be finite and")
 
 
 def quota(text: str) -> int:
     """A number of disks: a whole number, zero or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"expected a whole number of disks, got {text!r}") from None
-    if value < 0:
-        raise ValueError(f"a quota must be at least 0, got {text!r}")
-    return value
+    return _zero_or_more(text, int, "a whole number of disks", "a quota must be")
 
 
 def build_parser() -> argparse.ArgumentParser:
