@@ -31,8 +31,8 @@ import dataclasses
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -54,6 +54,8 @@ from cloudsnap.providers.evs.connector import EVSConnector
 from cloudsnap.runtime.backoff import Backoff, Timing
 from evs_simulator.testing import RunningSimulator, running_simulator
 from tests.fixtures.world import SECRET_NAME, FakeCluster, World
+
+T = TypeVar("T")
 
 settings.register_profile(
     "ci",
@@ -139,6 +141,13 @@ class Holds:
         self.held.set()
         await self.released.wait()
 
+    async def after(self, call: Awaitable[T]) -> T:
+        """``call``'s answer (or its error) once the gate lets it through."""
+        try:
+            return await call
+        finally:
+            await self.gate()
+
 
 class HeldClient:
     """An ExternalClient whose answers pass through ``Holds``."""
@@ -148,43 +157,25 @@ class HeldClient:
         self._holds = holds
 
     async def observe(self, snapshot_id: str, *, recent: bool = False) -> ExternalSnapshot | None:
-        try:
-            return await self._inner.observe(snapshot_id, recent=recent)
-        finally:
-            await self._holds.gate()
+        return await self._holds.after(self._inner.observe(snapshot_id, recent=recent))
 
     async def confirm(self, snapshot_id: str) -> ExternalSnapshot | None:
-        try:
-            return await self._inner.confirm(snapshot_id)
-        finally:
-            await self._holds.gate()
+        return await self._holds.after(self._inner.confirm(snapshot_id))
 
     def survey(self, wanted: int) -> AsyncIterator[ExternalSnapshot]:
         return self._inner.survey(wanted)
 
     async def find_owned(self, volume_id: str, owner_uid: str) -> list[ExternalSnapshot]:
-        try:
-            return await self._inner.find_owned(volume_id, owner_uid)
-        finally:
-            await self._holds.gate()
+        return await self._holds.after(self._inner.find_owned(volume_id, owner_uid))
 
     async def create(self, request: CreateRequest) -> ExternalSnapshot:
-        try:
-            return await self._inner.create(request)
-        finally:
-            await self._holds.gate()
+        return await self._holds.after(self._inner.create(request))
 
     async def update(self, snapshot_id: str, changes: Changes) -> ExternalSnapshot:
-        try:
-            return await self._inner.update(snapshot_id, changes)
-        finally:
-            await self._holds.gate()
+        return await self._holds.after(self._inner.update(snapshot_id, changes))
 
     async def delete(self, snapshot: ExternalSnapshot) -> ExternalSnapshot | None:
-        try:
-            return await self._inner.delete(snapshot)
-        finally:
-            await self._holds.gate()
+        return await self._holds.after(self._inner.delete(snapshot))
 
 
 class HeldConnector:
