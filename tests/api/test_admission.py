@@ -325,16 +325,23 @@ def test_class_admission_and_defaults(cluster: Cluster) -> None:
         cluster.kubectl("delete", "csnapclass", name, "--ignore-not-found")
 
 
-def test_explain_describes_the_fields(cluster: Cluster) -> None:
-    def explain(field: str) -> str:
-        """The explanation with kubectl's line wrapping undone."""
-        return " ".join(cluster.kubectl("explain", field).stdout.split())
-
-    assert "ID (UUID, lower case as EVS writes it) of the EVS disk to snapshot" in explain(
-        "csnap.spec.volumeID"
-    )
-    assert "kubectl wait --for=condition=Ready" in explain("csnap.status.conditions")
-    assert "Requests that may be made at once" in explain("csnapclass.spec.rateLimit.burst")
+@pytest.mark.parametrize(
+    ("field", "fragment"),
+    [
+        (
+            "csnap.spec.volumeID",
+            "ID (UUID, lower case as EVS writes it) of the EVS disk to snapshot",
+        ),
+        ("csnap.status.conditions", "kubectl wait --for=condition=Ready"),
+        ("csnapclass.spec.rateLimit.burst", "Requests that may be made at once"),
+        ("csnaprestore.spec.snapshotName", "Name of a CloudSnapshot in this namespace to restore"),
+        ("csnaprestore.spec.newVolume.size", "at least the snapshot's"),
+        ("csnaprestore.spec.newVolume.claim.name", "never touched"),
+    ],
+)
+def test_explain_describes_the_fields(cluster: Cluster, field: str, fragment: str) -> None:
+    """`kubectl explain` shows the field's description (its line wrapping undone)."""
+    assert fragment in " ".join(cluster.kubectl("explain", field).stdout.split())
 
 
 def patch_status(

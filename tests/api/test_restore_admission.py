@@ -95,17 +95,6 @@ def test_valid_restore_is_stored_with_defaults_and_its_target_is_fixed(
     assert result.returncode == 0, result.stderr
 
 
-def test_explain_describes_the_restore_fields(cluster: Cluster) -> None:
-    def explain(field: str) -> str:
-        return " ".join(cluster.kubectl("explain", field).stdout.split())
-
-    assert "Name of a CloudSnapshot in this namespace to restore" in explain(
-        "csnaprestore.spec.snapshotName"
-    )
-    assert "at least the snapshot's" in explain("csnaprestore.spec.newVolume.size")
-    assert "never touched" in explain("csnaprestore.spec.newVolume.claim.name")
-
-
 def test_the_restore_example_is_admitted(cluster: Cluster) -> None:
     example = Path(__file__).resolve().parents[2] / "examples" / "cloudsnapshotrestore.yaml"
     result = cluster.kubectl("apply", "--dry-run=server", "-f", str(example), check=False)
