@@ -1,10 +1,10 @@
 """Admission of CloudSnapshotRestores against a real kube-apiserver: the CEL rules refuse a
 restore without exactly one source, a class without a snapshot ID and a changed target, and a good
-one is stored with its defaults and explained by `kubectl explain`."""
+one is stored with its defaults (its `kubectl explain` and its example are checked with the other
+kinds' in test_admission.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,12 +93,3 @@ def test_valid_restore_is_stored_with_defaults_and_its_target_is_fixed(
     deleting["spec"]["deletionPolicy"] = "Delete"
     result = apply(cluster, deleting, namespace)
     assert result.returncode == 0, result.stderr
-
-
-def test_the_restore_example_is_admitted(cluster: Cluster) -> None:
-    example = Path(__file__).resolve().parents[2] / "examples" / "cloudsnapshotrestore.yaml"
-    result = cluster.kubectl("apply", "--dry-run=server", "-f", str(example), check=False)
-    assert result.returncode == 0, result.stderr
-    assert "cloudsnapshotrestore.evs.cloudsnap.io/demo-restore created (server dry run)" in (
-        result.stdout
-    )
