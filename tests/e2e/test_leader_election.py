@@ -26,9 +26,9 @@ from tests.harness.replicas import (
     audited_writes,
     deletion_trial,
     duplicate_owners,
+    e2e_pair,
     is_lease_write,
     kube_client,
-    running_pair,
     step_lines,
     wrong_ids,
 )
@@ -61,16 +61,7 @@ def pair(
     """Replica a (leading) and replica b (standby) watching the test's namespace, with TIMING
     or the timing a test passes (indirect parametrization)."""
     timing = getattr(request, "param", TIMING)
-    with running_pair(
-        cluster,
-        tmp_path,
-        namespace=namespace,
-        operator_namespace=namespace,
-        timing=timing,
-        settings=SETTINGS,
-        create_seconds=0.5,
-        delete_seconds=0.5,
-    ) as started:
+    with e2e_pair(cluster, tmp_path, namespace, timing=timing, settings=SETTINGS) as started:
         yield started
 
 
@@ -79,16 +70,8 @@ def audited_pair(
     cluster: Cluster, cloudsnap_crds: object, namespace: str, tmp_path: Path
 ) -> Iterator[Pair]:
     """As `pair`, each replica logging every Kubernetes write before it is sent (the audit)."""
-    with running_pair(
-        cluster,
-        tmp_path,
-        namespace=namespace,
-        operator_namespace=namespace,
-        timing=TIMING,
-        settings=SETTINGS,
-        create_seconds=0.5,
-        delete_seconds=0.5,
-        audit=True,
+    with e2e_pair(
+        cluster, tmp_path, namespace, timing=TIMING, settings=SETTINGS, audit=True
     ) as started:
         yield started
 
