@@ -20,7 +20,7 @@ import pydantic
 
 from cloudsnap.api import invalid_fields
 from cloudsnap.api.constants import READY, SYNCED
-from cloudsnap.api.models import Condition, ConditionStatus, StatusError, with_condition
+from cloudsnap.api.models import Condition, ConditionStatus, StatusError, set_condition
 from cloudsnap.api.objects import Owner, condition_in
 from cloudsnap.api.progress import restore_progress, with_progress
 from cloudsnap.api.restore import (
@@ -95,15 +95,16 @@ class _Step:
 
     def condition(self, kind: str, value: ConditionStatus, reason: str, message: str) -> None:
         old = next((c for c in self.previous if c.type == kind), None)
-        new = Condition(
-            type=kind,
-            status=value,
-            reason=reason,
-            message=message,
-            last_transition_time=self.now,
-            observed_generation=self.generation,
+        self.status.conditions = set_condition(
+            self.status.conditions,
+            old,
+            kind,
+            value,
+            reason,
+            message,
+            now=self.now,
+            generation=self.generation,
         )
-        self.status.conditions = with_condition(self.status.conditions, old, new)
 
 
 class Reconciler:

@@ -59,7 +59,7 @@ from cloudsnap.api.constants import (
     SCHEDULE_UID_LABEL,
     SYNCED,
 )
-from cloudsnap.api.models import condition_of, with_condition
+from cloudsnap.api.models import condition_of, set_condition
 from cloudsnap.api.objects import Owner
 from cloudsnap.api.progress import snapshot_progress, with_progress
 from cloudsnap.controllers.snapshot.external import (
@@ -255,16 +255,15 @@ class _Draft:
             self.status.adopted = True
 
     def condition(self, kind: str, status: ConditionStatus, reason: str, message: str) -> None:
-        new = Condition(
-            type=kind,
-            status=status,
-            reason=reason,
-            message=message,
-            last_transition_time=self.now,
-            observed_generation=self.res.generation,
-        )
-        self.status.conditions = with_condition(
-            self.status.conditions, self.res.condition(kind), new
+        self.status.conditions = set_condition(
+            self.status.conditions,
+            self.res.condition(kind),
+            kind,
+            status,
+            reason,
+            message,
+            now=self.now,
+            generation=self.res.generation,
         )
 
     def synced(self) -> None:
