@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
+
+from cloudsnap.api.models import StatusError
 
 
 class Kind(enum.StrEnum):
@@ -82,6 +85,17 @@ class Failure:
         """One line for the Synced condition and the Failed event, with the request ID."""
         text = f"{self.code}: {self.message}"
         return f"{text} (request {self.request_id})" if self.request_id else text
+
+    def status_error(self, now: datetime) -> StatusError:
+        """The status.error field of this failure, seen first and last ``now``."""
+        return StatusError(
+            code=self.code,
+            message=self.message,
+            retryable=self.retryable,
+            request_id=self.request_id,
+            first_seen=now,
+            time=now,
+        )
 
 
 class LocalFailure(Exception):

@@ -20,7 +20,7 @@ import pydantic
 
 from cloudsnap.api import invalid_fields
 from cloudsnap.api.constants import READY, SYNCED
-from cloudsnap.api.models import Condition, ConditionStatus, StatusError, set_condition
+from cloudsnap.api.models import Condition, ConditionStatus, set_condition
 from cloudsnap.api.objects import Owner, condition_in
 from cloudsnap.api.progress import restore_progress, with_progress
 from cloudsnap.api.restore import (
@@ -419,14 +419,7 @@ class Reconciler:
         """Record the failure in status.error and Synced; retry as its class says."""
         status = step.status
         old = status.error
-        new = StatusError(
-            code=failure.code,
-            message=failure.message,
-            retryable=failure.retryable,
-            request_id=failure.request_id,
-            first_seen=step.now,
-            time=step.now,
-        )
+        new = failure.status_error(step.now)
         repeated = old is not None and (old.code, old.message) == (new.code, new.message)
         if old is not None and repeated:
             new.first_seen = old.first_seen

@@ -45,7 +45,6 @@ from cloudsnap.api import (
     Condition,
     ConditionStatus,
     DeletionPolicy,
-    StatusError,
     effective_deletion_policy,
     effective_snapshot_name,
     invalid_fields,
@@ -273,14 +272,7 @@ class _Draft:
     def failed(self, failure: Failure, reason: str) -> bool:
         """Record the failure; True when it is a new one (worth an Event)."""
         self.condition(SYNCED, "False", reason, f"{failure.code}: {failure.message}")
-        new = StatusError(
-            code=failure.code,
-            message=failure.message,
-            retryable=failure.retryable,
-            request_id=failure.request_id,
-            first_seen=self.now,
-            time=self.now,
-        )
+        new = failure.status_error(self.now)
         old = self.res.status.error
         # Compared as stored: a long message is kept cut to its field's limit.
         if old is not None and (old.code, old.message) == (new.code, new.message):
