@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import math
 import os
@@ -62,6 +63,7 @@ def quota(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line; each option's ``dest`` is the SimulatorConfig field it sets."""
     parser = argparse.ArgumentParser(
         prog="evs-simulator",
         description=__doc__,
@@ -94,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--volume",
+        dest="volumes",
         action="append",
         default=[],
         type=cli_type(VolumeSeed.parse),
@@ -119,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--list-lag",
+        dest="list_lag_seconds",
         type=cli_type(seconds),
         default=0.0,
         metavar="SECONDS",
@@ -127,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--rate-limit",
+        dest="rate_limits",
         type=cli_type(parse_rate_limits),
         default={},
         metavar="OPERATION=RATE[/BURST],...",
@@ -149,26 +154,9 @@ def parse_args(argv: Sequence[str] | None = None) -> SimulatorConfig:
     args = parser.parse_args(argv)
     if not args.secret_key:
         parser.error("--secret-key (or EVS_SIMULATOR_SECRET_KEY) is required")
-    return SimulatorConfig(
-        access_key=args.access_key,
-        secret_key=args.secret_key,
-        project_id=args.project_id,
-        security_token=args.security_token,
-        auth_token=args.auth_token,
-        volumes=tuple(args.volume),
-        create_seconds=args.create_seconds,
-        delete_seconds=args.delete_seconds,
-        rollback_seconds=args.rollback_seconds,
-        volume_create_seconds=args.volume_create_seconds,
-        volume_delete_seconds=args.volume_delete_seconds,
-        volume_quota=args.volume_quota,
-        list_lag_seconds=args.list_lag,
-        rate_limits=args.rate_limit,
-        seed=args.seed,
-        host=args.host,
-        port=args.port,
-        access_log=args.access_log,
-    )
+    fields = {field.name for field in dataclasses.fields(SimulatorConfig)}
+    given = {name: value for name, value in vars(args).items() if name in fields}
+    return SimulatorConfig(**{**given, "volumes": tuple(args.volumes)})
 
 
 async def run(config: SimulatorConfig) -> None:
