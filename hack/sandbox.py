@@ -322,7 +322,9 @@ def run_sandbox(workdir: Path) -> None:
     with contextlib.ExitStack() as stack:
         print("starting etcd, kube-apiserver and kube-controller-manager ...", flush=True)
         plane = stack.enter_context(ControlPlane(directory=workdir / "cluster"))
-        cluster = Cluster(plane.kubeconfig, tool_env(plane.kubeconfig, plane.bin_dir, workdir))
+        cluster = Cluster(
+            plane.kubeconfig, tool_env(plane.kubeconfig, plane.bin_dir, workdir), plane
+        )
         kubectl = cluster.kubectl
 
         print("starting the EVS simulator with a demo disk ...", flush=True)

@@ -18,12 +18,10 @@ SYNCED: Final = "Synced"
 
 SNAPSHOT_KIND: Final = "CloudSnapshot"
 SNAPSHOT_PLURAL: Final = "cloudsnapshots"
-SNAPSHOT_SINGULAR: Final = "cloudsnapshot"
 SNAPSHOT_SHORT_NAME: Final = "csnap"
 
 CLASS_KIND: Final = "CloudSnapshotClass"
 CLASS_PLURAL: Final = "cloudsnapshotclasses"
-CLASS_SINGULAR: Final = "cloudsnapshotclass"
 CLASS_SHORT_NAME: Final = "csnapclass"
 
 DEFAULT_CLASS_ANNOTATION: Final = f"{GROUP}/is-default-class"
@@ -57,7 +55,6 @@ OWNER_NAME_METADATA_KEY: Final = f"{IDENTITY_METADATA_PREFIX}name"
 
 SCHEDULE_KIND: Final = "CloudSnapshotSchedule"
 SCHEDULE_PLURAL: Final = "cloudsnapshotschedules"
-SCHEDULE_SINGULAR: Final = "cloudsnapshotschedule"
 SCHEDULE_SHORT_NAME: Final = "csnapsched"
 
 SCHEDULE_LABEL: Final = f"{GROUP}/schedule"
@@ -91,7 +88,6 @@ it on its children to make room for them."""
 
 RESTORE_KIND: Final = "CloudSnapshotRestore"
 RESTORE_PLURAL: Final = "cloudsnapshotrestores"
-RESTORE_SINGULAR: Final = "cloudsnapshotrestore"
 RESTORE_SHORT_NAME: Final = "csnaprestore"
 RESTORE_DEFAULT_DELETION_POLICY: Final = "Retain"
 """A restore keeps the disk, PersistentVolume and claim it made unless told to delete them:

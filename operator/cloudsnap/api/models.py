@@ -9,6 +9,7 @@ Python names are snake_case; the Kubernetes (camelCase) names are the aliases.
 """
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -303,17 +304,32 @@ class Condition(StatusModel):
     """metadata.generation of the spec this condition was computed from."""
 
 
-def with_condition(
+def set_condition(
     conditions: list[Condition],
     previous: Condition | None,
-    new: Condition,
+    kind: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    *,
+    now: datetime,
+    generation: int | None,
 ) -> list[Condition]:
-    """``conditions`` with ``new`` in place of its type, Ready first; ``new`` keeps the
-    transition time of ``previous`` (the condition as the step found it) while its status is
-    unchanged, as Kubernetes conditions do."""
-    if previous is not None and previous.status == new.status:
-        new = new.model_copy(update={"last_transition_time": previous.last_transition_time})
-    others = [c for c in conditions if c.type != new.type]
+    """``conditions`` with the condition of type ``kind`` made of these parts (observed at
+    ``generation``), Ready first. It keeps the transition time of ``previous`` (the condition as
+    the step found it) while its status is unchanged, as Kubernetes conditions do; else ``now``."""
+    since = now
+    if previous is not None and previous.status == status:
+        since = previous.last_transition_time
+    new = Condition(
+        type=kind,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+    others = [c for c in conditions if c.type != kind]
     return sorted([*others, new], key=lambda c: (c.type != "Ready", c.type))
 
 

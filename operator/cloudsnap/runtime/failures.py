@@ -15,6 +15,9 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from datetime import datetime
+
+from cloudsnap.api.models import StatusError
 
 from cloudsnap.api import CONDITION_REASON_PATTERN
 
@@ -94,6 +97,17 @@ class Failure:
         """One line for the Synced condition and the Failed event, with the request ID."""
         text = f"{self.code}: {self.message}"
         return f"{text} (request {self.request_id})" if self.request_id else text
+
+    def status_error(self, now: datetime) -> StatusError:
+        """The status.error field of this failure, seen first and last ``now``."""
+        return StatusError(
+            code=self.code,
+            message=self.message,
+            retryable=self.retryable,
+            request_id=self.request_id,
+            first_seen=now,
+            time=now,
+        )
 
 
 class LocalFailure(Exception):

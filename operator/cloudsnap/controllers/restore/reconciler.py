@@ -20,7 +20,7 @@ import pydantic
 
 from cloudsnap.api import invalid_fields
 from cloudsnap.api.constants import READY, SYNCED
-from cloudsnap.api.models import Condition, ConditionStatus, StatusError, with_condition
+from cloudsnap.api.models import Condition, ConditionStatus, set_condition
 from cloudsnap.api.objects import Owner, condition_in
 from cloudsnap.api.progress import restore_progress, with_progress
 from cloudsnap.api.restore import (
@@ -106,15 +106,16 @@ class _Step:
 
     def condition(self, kind: str, value: ConditionStatus, reason: str, message: str) -> None:
         old = next((c for c in self.previous if c.type == kind), None)
-        new = Condition(
-            type=kind,
-            status=value,
-            reason=reason,
-            message=message,
-            last_transition_time=self.now,
-            observed_generation=self.generation,
+        self.status.conditions = set_condition(
+            self.status.conditions,
+            old,
+            kind,
+            value,
+            reason,
+            message,
+            now=self.now,
+            generation=self.generation,
         )
-        self.status.conditions = with_condition(self.status.conditions, old, new)
 
 
 class Reconciler:
@@ -484,14 +485,7 @@ class Reconciler:
         """Record the failure in status.error and Synced; retry as its class says."""
         status = step.status
         old = status.error
-        new = StatusError(
-            code=failure.code,
-            message=failure.message,
-            retryable=failure.retryable,
-            request_id=failure.request_id,
-            first_seen=step.now,
-            time=step.now,
-        )
+        new = failure.status_error(step.now)
         repeated = old is not None and (old.code, old.message) == (new.code, new.message)
         if old is not None and repeated:
             new.first_seen = old.first_seen

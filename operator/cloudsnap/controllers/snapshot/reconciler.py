@@ -43,7 +43,6 @@ from cloudsnap.api import (
     Condition,
     ConditionStatus,
     DeletionPolicy,
-    StatusError,
     effective_deletion_policy,
     effective_snapshot_name,
     invalid_fields,
@@ -57,7 +56,7 @@ from cloudsnap.api.constants import (
     SCHEDULE_UID_LABEL,
     SYNCED,
 )
-from cloudsnap.api.models import condition_of, with_condition
+from cloudsnap.api.models import condition_of, set_condition
 from cloudsnap.api.objects import Owner
 from cloudsnap.api.progress import snapshot_progress, with_progress
 from cloudsnap.controllers.snapshot.external import (
@@ -253,16 +252,15 @@ class _Draft:
             self.status.adopted = True
 
     def condition(self, kind: str, status: ConditionStatus, reason: str, message: str) -> None:
-        new = Condition(
-            type=kind,
-            status=status,
-            reason=reason,
-            message=message,
-            last_transition_time=self.now,
-            observed_generation=self.res.generation,
-        )
-        self.status.conditions = with_condition(
-            self.status.conditions, self.res.condition(kind), new
+        self.status.conditions = set_condition(
+            self.status.conditions,
+            self.res.condition(kind),
+            kind,
+            status,
+            reason,
+            message,
+            now=self.now,
+            generation=self.res.generation,
         )
 
     def synced(self) -> None:
@@ -272,14 +270,7 @@ class _Draft:
     def failed(self, failure: Failure, reason: str) -> bool:
         """Record the failure; True when it is a new one (worth an Event)."""
         self.condition(SYNCED, "False", reason, f"{failure.code}: {failure.message}")
-        new = StatusError(
-            code=failure.code,
-            message=failure.message,
-            retryable=failure.retryable,
-            request_id=failure.request_id,
-            first_seen=self.now,
-            time=self.now,
-        )
+        new = failure.status_error(self.now)
         old = self.res.status.error
         # Compared as stored: a long message is kept cut to its field's limit.
         if old is not None and (old.code, old.message) == (new.code, new.message):
