@@ -17,9 +17,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from cloudsnap.api.models import StatusError
-
 from cloudsnap.api import CONDITION_REASON_PATTERN
+from cloudsnap.api.models import StatusError
 
 _REASON = re.compile(CONDITION_REASON_PATTERN)
 
