@@ -39,12 +39,6 @@ async def sim() -> AsyncIterator[RunningSimulator]:
         yield running
 
 
-@pytest.fixture
-async def client(sim: RunningSimulator) -> AsyncIterator[EVSClient]:
-    async with operator_client(sim, timeout=5.0) as evs:
-        yield evs
-
-
 async def status_of(client: EVSClient, snapshot_id: str) -> str:
     return (await client.show_snapshot(snapshot_id)).status
 
