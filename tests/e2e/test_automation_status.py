@@ -33,13 +33,12 @@ def captured(stack: Stack, kind: str, name: str) -> dict[str, Any]:
 
 
 def schedule(stack: Stack, name: str, **spec: Any) -> None:
-    body = {
-        "apiVersion": "evs.cloudsnap.io/v1alpha1",
-        "kind": "CloudSnapshotSchedule",
-        "metadata": {"name": name, "namespace": stack.namespace},
-        "spec": {"schedule": "0 3 * * *", "retention": {"maxCount": 2}, **spec},
-    }
-    stack.kubectl("apply", "-f", "-", input=json.dumps(body))
+    """`kubectl apply` a nightly schedule keeping two children, with these spec fields."""
+    stack.apply_kind(
+        "CloudSnapshotSchedule",
+        name,
+        {"schedule": "0 3 * * *", "retention": {"maxCount": 2}, **spec},
+    )
 
 
 async def test_each_lifecycle_state_reads_as_automation_expects(start_stack: StartStack) -> None:
@@ -179,13 +178,7 @@ async def test_each_restore_state_reads_as_automation_expects(start_stack: Start
 
 def restore(stack: Stack, name: str, **spec: Any) -> None:
     """`kubectl apply` a restore of the CloudSnapshot "db" (unless spec names another source)."""
-    body = {
-        "apiVersion": "evs.cloudsnap.io/v1alpha1",
-        "kind": "CloudSnapshotRestore",
-        "metadata": {"name": name, "namespace": stack.namespace},
-        "spec": {"snapshotName": "db", **spec},
-    }
-    stack.kubectl("apply", "-f", "-", input=json.dumps(body))
+    stack.apply_kind("CloudSnapshotRestore", name, {"snapshotName": "db", **spec})
 
 
 async def _captured_as(

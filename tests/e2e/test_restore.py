@@ -21,13 +21,7 @@ TIMEOUT = 90.0
 
 def apply_restore(stack: Stack, name: str = RESTORE, **spec: Any) -> None:
     """`kubectl apply` the restore with this spec, as a user would."""
-    doc = {
-        "apiVersion": "evs.cloudsnap.io/v1alpha1",
-        "kind": "CloudSnapshotRestore",
-        "metadata": {"name": name, "namespace": stack.namespace},
-        "spec": spec,
-    }
-    stack.kubectl("apply", "-f", "-", input=json.dumps(doc))
+    stack.apply_kind("CloudSnapshotRestore", name, spec)
 
 
 def get_restore(stack: Stack, name: str = RESTORE) -> dict[str, Any]:
