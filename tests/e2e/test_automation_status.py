@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +95,7 @@ async def test_each_lifecycle_state_reads_as_automation_expects(start_stack: Sta
         objects[f"schedule-{name}"] = captured(stack, "csnapsched", name)
         objects[f"schedule-{name}"]["metadata"]["name"] = f"schedule-{name}"
 
-    verdicts = status_check(list(objects.values()))
-    table = {
-        name: (v["kstatus"], v["health"]["status"] if v.get("health") else None)
-        for name, v in verdicts.items()
-    }
-    assert table == {  # the messages say why, should a verdict differ
+    expected = {
         "creating": ("InProgress", "Progressing"),
         "missing": ("Failed", "Degraded"),
         "ready": ("Current", "Healthy"),
@@ -110,7 +105,8 @@ async def test_each_lifecycle_state_reads_as_automation_expects(start_stack: Sta
         "schedule-running": ("InProgress", "Healthy"),
         "schedule-invalid": ("Failed", "Degraded"),
         "schedule-paused": ("InProgress", "Suspended"),
-    }, json.dumps(verdicts, indent=1)
+    }
+    verdicts = assert_verdicts(objects, expected)
     assert "SnapshotNotFound" in verdicts["missing"]["kstatusMessage"]
     assert "Mars/Olympus_Mons" in verdicts["schedule-invalid"]["health"]["message"]
 
@@ -161,19 +157,32 @@ async def test_each_restore_state_reads_as_automation_expects(start_stack: Start
         ),
     )
 
-    verdicts = status_check(list(objects.values()))
-    table = {name: (v["kstatus"], v["health"]["status"]) for name, v in verdicts.items()}
-    assert table == {
+    expected = {
         "restore-creating": ("InProgress", "Progressing"),
         "restore-ready": ("Current", "Healthy"),
         "restore-failed": ("Failed", "Degraded"),
         "restore-blocked": ("Failed", "Degraded"),
         "restore-invalid": ("Failed", "Degraded"),
         "restore-deleting": ("Terminating", "Progressing"),
-    }, json.dumps(verdicts, indent=1)
+    }
+    verdicts = assert_verdicts(objects, expected)
     assert objects["restore-failed"]["status"]["phase"] == "Failed"
     assert "SnapshotNotFound" in verdicts["restore-blocked"]["kstatusMessage"]
     assert "SizeTooSmall" in verdicts["restore-invalid"]["health"]["message"]
+
+
+def assert_verdicts(
+    objects: Mapping[str, dict[str, Any]], expected: Mapping[str, tuple[str, str | None]]
+) -> dict[str, dict[str, Any]]:
+    """status-check's verdicts on ``objects``, asserted as (kstatus, Argo CD health) by name
+    (None: no health verdict); the verdicts' messages say why, should one differ."""
+    verdicts = status_check(list(objects.values()))
+    table = {
+        name: (v["kstatus"], v["health"]["status"] if v.get("health") else None)
+        for name, v in verdicts.items()
+    }
+    assert table == dict(expected), json.dumps(verdicts, indent=1)
+    return verdicts
 
 
 def restore(stack: Stack, name: str, **spec: Any) -> None:
