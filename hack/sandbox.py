@@ -141,6 +141,7 @@ def start_simulator(
     create_seconds: float | None = None,
     delete_seconds: float | None = None,
     volume_create_seconds: float | None = None,
+    volume_delete_seconds: float | None = None,
     timeout: float = 30.0,
 ) -> Simulator:
     """Start `evs-simulator` on a free port with a fresh random account; wait until it listens.
@@ -157,12 +158,15 @@ def start_simulator(
     argv += ["--seed", str(secrets.randbits(31))]
     for volume in volumes:
         argv += ["--volume", volume]
-    if create_seconds is not None:
-        argv += ["--create-seconds", str(create_seconds)]
-    if delete_seconds is not None:
-        argv += ["--delete-seconds", str(delete_seconds)]
-    if volume_create_seconds is not None:
-        argv += ["--volume-create-seconds", str(volume_create_seconds)]
+    timings = {
+        "--create-seconds": create_seconds,
+        "--delete-seconds": delete_seconds,
+        "--volume-create-seconds": volume_create_seconds,
+        "--volume-delete-seconds": volume_delete_seconds,
+    }
+    for flag, seconds in timings.items():
+        if seconds is not None:
+            argv += [flag, str(seconds)]
     # The key goes through the environment, where `ps` does not show it.
     env = {**os.environ, "EVS_SIMULATOR_SECRET_KEY": secret_key}
     process = ManagedProcess(argv, workdir / "evs-simulator.log", env)
@@ -318,7 +322,9 @@ def run_sandbox(workdir: Path) -> None:
     with contextlib.ExitStack() as stack:
         print("starting etcd, kube-apiserver and kube-controller-manager ...", flush=True)
         plane = stack.enter_context(ControlPlane(directory=workdir / "cluster"))
-        cluster = Cluster(plane.kubeconfig, tool_env(plane.kubeconfig, plane.bin_dir, workdir))
+        cluster = Cluster(
+            plane.kubeconfig, tool_env(plane.kubeconfig, plane.bin_dir, workdir), plane
+        )
         kubectl = cluster.kubectl
 
         print("starting the EVS simulator with a demo disk ...", flush=True)

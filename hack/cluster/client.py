@@ -13,6 +13,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hack.cluster.controlplane import ControlPlane
 
 COMMAND_TIMEOUT_SECONDS = 120.0
 
@@ -59,10 +63,12 @@ def tool_env(kubeconfig: Path, bin_dir: Path, home: Path) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Cluster:
-    """A reachable cluster: its kubeconfig and an environment for kubectl and helm."""
+    """A reachable cluster: its kubeconfig and an environment for kubectl and helm; ``plane``,
+    the local control plane when the cluster is one (None for an external cluster)."""
 
     kubeconfig: Path
     env: dict[str, str]
+    plane: ControlPlane | None = None
 
     def run(
         self, tool: str, *args: str, input: str | None = None, check: bool = True

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -238,6 +238,17 @@ class ControlPlane:
     def pids(self) -> list[int]:
         """Pids of the running children (etcd first, the controller-manager last)."""
         return [proc.pid for proc in self._processes]
+
+    @contextlib.contextmanager
+    def api_server_paused(self) -> Iterator[None]:
+        """The API server stopped (SIGSTOP) for the block, so that requests to it hang as to a
+        server that stalls; it continues (SIGCONT) on the way out."""
+        (server,) = [proc for proc in self._processes if proc.name == "kube-apiserver"]
+        os.killpg(server.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(server.pid, signal.SIGCONT)
 
     def start(self) -> ControlPlane:
         """Bring the servers up and write the kubeconfig; retry on a port race.

@@ -20,8 +20,9 @@ cases and a lifecycle smoke against it. Only the API server is built for it, as 
 nodes needs the controller-manager for none of that; etcd is shared.
 
 status-check (hack/tools/status/main.go) is this project's own small program around the kstatus
-library of sigs.k8s.io/cli-utils and gopher-lua: it tells how Flux, cli-utils and Argo CD's health
-scripts judge the operator's objects (tests/e2e/test_automation_status.py).
+library of sigs.k8s.io/cli-utils, gopher-lua and gjson: it tells how Flux, cli-utils, Argo CD's
+health scripts and Argo Workflows' resource conditions judge the operator's objects
+(tests/e2e/test_automation_status.py, tests/e2e/test_recipes.py).
 
 kube-score is the chart's outside judge (tests/deploy/test_kube_score.py): a static checker of
 Kubernetes objects for reliability and security practice, built from its own module in about a
@@ -59,6 +60,9 @@ KUBE_SCORE_VERSION = "v1.20.0"
 # and runs Argo CD health scripts with gopher-lua (Argo CD's Lua runtime).
 CLI_UTILS_VERSION = "v0.37.2"
 GOPHER_LUA_VERSION = "v1.1.2"
+# Argo Workflows evaluates a resource template's conditions as label selectors over gjson paths;
+# the gjson release its executor is built with.
+GJSON_VERSION = "v1.18.0"
 
 # The binary name of the oldest supported kube-apiserver in the tools directory.
 OLDEST_APISERVER = "kube-apiserver-1.31"
@@ -146,7 +150,7 @@ TOOLS: tuple[Tool, ...] = (
          _kube_score_ldflags),
     Tool("status-check", "status", ".", f"{CLI_UTILS_VERSION}+{_source('status')}", ("--version",),
          f"status-check cli-utils {CLI_UTILS_VERSION} gopher-lua {GOPHER_LUA_VERSION}"
-         f" source {_source('status')}",
+         f" gjson {GJSON_VERSION} source {_source('status')}",
          functools.partial(_source_ldflags, "status")),
 )  # fmt: skip
 

@@ -77,6 +77,8 @@ async def run(config: Settings) -> None:
         EVSDiskConnector(accounts),
         restore_store,
         finalizer=RESTORE_FINALIZER,
+        namespaces=namespaces,
+        volumes=volumes,
         timing=config.timing(),
     )
     restores = RestoreController(

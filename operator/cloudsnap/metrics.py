@@ -160,6 +160,37 @@ SCHEDULE_CHILDREN = Gauge(
     registry=REGISTRY,
 )
 
+# Restores: a new disk from a snapshot takes seconds to many minutes (the disk's size), a claim
+# binds in seconds more; a rollback waits for its safety snapshot first.
+_RESTORE_BUCKETS = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0)
+RESTORES = Gauge(
+    "cloudsnap_restores",
+    "CloudSnapshotRestores known to the leader, by phase (published by the leader only).",
+    ["phase"],
+    registry=REGISTRY,
+)
+RESTORES_COMPLETED = Counter(
+    "cloudsnap_restores_completed_total",
+    "Restores that became Ready, by target (newVolume or rollback).",
+    ["target"],
+    registry=REGISTRY,
+)
+RESTORES_FAILED = Counter(
+    "cloudsnap_restores_failed_total",
+    "Restores that turned Failed (EVS's job failed, the disk went into error, or what the"
+    " restore made was deleted behind its back), by target (newVolume or rollback).",
+    ["target"],
+    registry=REGISTRY,
+)
+RESTORE_SECONDS = Histogram(
+    "cloudsnap_restore_duration_seconds",
+    "Time from a CloudSnapshotRestore's creation to its Ready (observed as it turns Ready), by"
+    " target (newVolume or rollback).",
+    ["target"],
+    buckets=_RESTORE_BUCKETS,
+    registry=REGISTRY,
+)
+
 
 def observe_rate_limit_wait(class_name: str, seconds: float) -> None:
     """Record one wait for a class's rate limiter; fits ``Accounts(limiter_observer=...)``."""

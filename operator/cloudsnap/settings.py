@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cloudsnap.api.constants import DEFAULT_OPERATOR_NAMESPACE
 from cloudsnap.runtime.backoff import Backoff, Timing
 from cloudsnap.runtime.leader import LeaseTiming
 
@@ -31,9 +32,9 @@ def _default_identity() -> str:
 def _own_namespace() -> str:
     """In a pod, the namespace it runs in; elsewhere the chart's default namespace."""
     try:
-        return _SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "cloudsnap-system"
+        return _SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or DEFAULT_OPERATOR_NAMESPACE
     except OSError:
-        return "cloudsnap-system"
+        return DEFAULT_OPERATOR_NAMESPACE
 
 
 class Settings(BaseSettings):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import math
 import os
@@ -18,6 +19,7 @@ from evs_simulator.server import serve
 from evs_simulator.throttle import parse_rate_limits
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 EPILOG = (
     "Once listening, it prints 'listening on http://HOST:PORT' and serves EVS under "
@@ -39,29 +41,29 @@ def cli_type(parse: Callable[[str], T]) -> Callable[[str], T]:
     return convert
 
 
+def _zero_or_more(text: str, read: Callable[[str], N], expected: str, refused: str) -> N:
+    """``text`` read as a number that is finite and zero or more; a ValueError saying which."""
+    try:
+        value = read(text)
+    except ValueError:
+        raise ValueError(f"expected {expected}, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{refused} at least 0, got {text!r}")
+    return value
+
+
 def seconds(text: str) -> float:
     """A duration: a finite number of seconds, zero or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"seconds must be finite and at least 0, got {text!r}")
-    return value
+    return _zero_or_more(text, float, "a number of seconds", "seconds must be finite and")
 
 
 def quota(text: str) -> int:
     """A number of disks: a whole number, zero or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"expected a whole number of disks, got {text!r}") from None
-    if value < 0:
-        raise ValueError(f"a quota must be at least 0, got {text!r}")
-    return value
+    return _zero_or_more(text, int, "a whole number of disks", "a quota must be")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line; each option's ``dest`` is the SimulatorConfig field it sets."""
     parser = argparse.ArgumentParser(
         prog="evs-simulator",
         description=__doc__,
@@ -94,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--volume",
+        dest="volumes",
         action="append",
         default=[],
         type=cli_type(VolumeSeed.parse),
@@ -119,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--list-lag",
+        dest="list_lag_seconds",
         type=cli_type(seconds),
         default=0.0,
         metavar="SECONDS",
@@ -127,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--rate-limit",
+        dest="rate_limits",
         type=cli_type(parse_rate_limits),
         default={},
         metavar="OPERATION=RATE[/BURST],...",
@@ -149,26 +154,9 @@ def parse_args(argv: Sequence[str] | None = None) -> SimulatorConfig:
     args = parser.parse_args(argv)
     if not args.secret_key:
         parser.error("--secret-key (or EVS_SIMULATOR_SECRET_KEY) is required")
-    return SimulatorConfig(
-        access_key=args.access_key,
-        secret_key=args.secret_key,
-        project_id=args.project_id,
-        security_token=args.security_token,
-        auth_token=args.auth_token,
-        volumes=tuple(args.volume),
-        create_seconds=args.create_seconds,
-        delete_seconds=args.delete_seconds,
-        rollback_seconds=args.rollback_seconds,
-        volume_create_seconds=args.volume_create_seconds,
-        volume_delete_seconds=args.volume_delete_seconds,
-        volume_quota=args.volume_quota,
-        list_lag_seconds=args.list_lag,
-        rate_limits=args.rate_limit,
-        seed=args.seed,
-        host=args.host,
-        port=args.port,
-        access_log=args.access_log,
-    )
+    fields = {field.name for field in dataclasses.fields(SimulatorConfig)}
+    given = {name: value for name, value in vars(args).items() if name in fields}
+    return SimulatorConfig(**{**given, "volumes": tuple(args.volumes)})
 
 
 async def run(config: SimulatorConfig) -> None:

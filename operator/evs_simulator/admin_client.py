@@ -43,6 +43,10 @@ class AdminClient:
         """Change a disk, e.g. ``status="in-use"`` to test the force rule."""
         return cast(dict[str, Any], await self._call("PATCH", f"volumes/{id}", fields))
 
+    async def remove_volume(self, id: str) -> None:
+        """Delete a disk instantly, outside EVS's API (drift)."""
+        await self._call("DELETE", f"volumes/{id}")
+
     async def volumes(self) -> list[dict[str, Any]]:
         """Every disk not yet gone (seeded, added, or made through EVS's API), with its
         ``content_version``."""

@@ -130,6 +130,7 @@ class Simulator:
             ("GET", "volumes", self._admin_volumes),
             ("POST", "volumes", self._admin_add_volume),
             ("PATCH", "volumes/{volume_id}", self._admin_set_volume),
+            ("DELETE", "volumes/{volume_id}", self._admin_remove_volume),
             ("POST", "volumes/{volume_id}/write", self._admin_write),
             ("PUT", "faults", self._admin_set_faults),
             ("DELETE", "faults", self._admin_clear_faults),
@@ -298,6 +299,10 @@ class Simulator:
         if "status" in fields:
             volume.pin()
         return web.json_response(volume.model_dump())
+
+    async def _admin_remove_volume(self, request: web.Request) -> web.Response:
+        self.store.remove_volume(request.match_info["volume_id"])
+        return web.Response(status=204)
 
     async def _admin_write(self, request: web.Request) -> web.Response:
         return web.json_response(self.store.write(request.match_info["volume_id"]))

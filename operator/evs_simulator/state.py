@@ -735,6 +735,12 @@ class Store:
         self._settle(snap)
         return snap
 
+    def remove_volume(self, volume_id: str) -> None:
+        """Delete a disk instantly, as someone outside the operator would."""
+        if self._volume(volume_id) is None:
+            raise not_found("Volume", volume_id)
+        del self.volumes[volume_id]
+
     def remove(self, snapshot_id: str) -> None:
         """Delete a snapshot instantly, as someone outside the operator would."""
         snap = self.admin_snapshot(snapshot_id)

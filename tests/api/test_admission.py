@@ -1,5 +1,6 @@
 """Admission against a real kube-apiserver: the CRD schema and its CEL rules refuse bad manifests
-with a message naming the field, and accept good ones, exactly as `kubectl apply` shows a user."""
+with a message naming the field, and accept good ones, exactly as `kubectl apply` shows a user; the
+examples are admitted and `kubectl explain` shows each kind's field descriptions."""
 
 from __future__ import annotations
 
@@ -290,14 +291,20 @@ def test_valid_manifests_are_accepted_with_defaults(cluster: Cluster, namespace:
     assert get(cluster, namespace, "csnap", "full")["spec"]["name"] == "é" * 127 + "a"
 
 
-def test_the_claim_example_is_admitted(cluster: Cluster) -> None:
-    """The PersistentVolume, claim and CloudSnapshot of the example are valid as written."""
-    example = Path(__file__).resolve().parents[2] / "examples" / "cloudsnapshot-pvc.yaml"
-    result = cluster.kubectl("apply", "--dry-run=server", "-f", str(example), check=False)
+@pytest.mark.parametrize(
+    ("example", "created"),
+    [
+        ("cloudsnapshot-pvc.yaml", "cloudsnapshot.evs.cloudsnap.io/postgres-data-daily"),
+        ("cloudsnapshotrestore.yaml", "cloudsnapshotrestore.evs.cloudsnap.io/demo-restore"),
+    ],
+)
+def test_the_example_is_admitted(cluster: Cluster, example: str, created: str) -> None:
+    """The example's objects (for the claim one: its PersistentVolume, claim and CloudSnapshot)
+    are valid as written."""
+    path = Path(__file__).resolve().parents[2] / "examples" / example
+    result = cluster.kubectl("apply", "--dry-run=server", "-f", str(path), check=False)
     assert result.returncode == 0, result.stderr
-    assert "cloudsnapshot.evs.cloudsnap.io/postgres-data-daily created (server dry run)" in (
-        result.stdout
-    )
+    assert f"{created} created (server dry run)" in result.stdout
 
 
 def test_class_admission_and_defaults(cluster: Cluster) -> None:
@@ -325,16 +332,23 @@ def test_class_admission_and_defaults(cluster: Cluster) -> None:
         cluster.kubectl("delete", "csnapclass", name, "--ignore-not-found")
 
 
-def test_explain_describes_the_fields(cluster: Cluster) -> None:
-    def explain(field: str) -> str:
-        """The explanation with kubectl's line wrapping undone."""
-        return " ".join(cluster.kubectl("explain", field).stdout.split())
-
-    assert "ID (UUID, lower case as EVS writes it) of the EVS disk to snapshot" in explain(
-        "csnap.spec.volumeID"
-    )
-    assert "kubectl wait --for=condition=Ready" in explain("csnap.status.conditions")
-    assert "Requests that may be made at once" in explain("csnapclass.spec.rateLimit.burst")
+@pytest.mark.parametrize(
+    ("field", "fragment"),
+    [
+        (
+            "csnap.spec.volumeID",
+            "ID (UUID, lower case as EVS writes it) of the EVS disk to snapshot",
+        ),
+        ("csnap.status.conditions", "kubectl wait --for=condition=Ready"),
+        ("csnapclass.spec.rateLimit.burst", "Requests that may be made at once"),
+        ("csnaprestore.spec.snapshotName", "Name of a CloudSnapshot in this namespace to restore"),
+        ("csnaprestore.spec.newVolume.size", "at least the snapshot's"),
+        ("csnaprestore.spec.newVolume.claim.name", "never touched"),
+    ],
+)
+def test_explain_describes_the_fields(cluster: Cluster, field: str, fragment: str) -> None:
+    """`kubectl explain` shows the field's description (its line wrapping undone)."""
+    assert fragment in " ".join(cluster.kubectl("explain", field).stdout.split())
 
 
 def patch_status(

@@ -123,24 +123,46 @@ def test_schema_is_structural(crd: dict[str, Any]) -> None:
             assert required in node["properties"], f"{path}.{required}"
 
 
-def test_uuid_fields_have_patterns_and_strings_are_bounded() -> None:
+def test_uuid_fields_have_patterns() -> None:
     spec = _schema(snapshot_crd())["properties"]["spec"]["properties"]
     assert "[0-9a-f]{8}-" in spec["volumeID"]["pattern"]
     assert "[0-9a-f]{8}-" in spec["snapshotID"]["pattern"]
-    for path, node in _nodes(_schema(snapshot_crd())["properties"]["spec"], "spec"):
-        if node["type"] == "string" and "enum" not in node:
-            assert "maxLength" in node or "pattern" in node, path
     assert spec["metadata"]["maxProperties"] == 50
     assert spec["deletionPolicy"]["enum"] == ["Delete", "Retain"]
 
 
-def test_snapshot_crd_names_columns_and_subresources() -> None:
-    crd = snapshot_crd()
-    assert crd["spec"]["scope"] == "Namespaced"
-    assert crd["spec"]["names"]["shortNames"] == ["csnap"]
-    assert crd["spec"]["names"]["categories"] == ["cloudsnap"]
-    version = crd["spec"]["versions"][0]
-    assert version["subresources"] == {"status": {}}
+@pytest.mark.parametrize(
+    ("crd", "kind", "short_name", "scope", "subresources"),
+    [
+        (snapshot_crd(), "CloudSnapshot", "csnap", "Namespaced", {"status": {}}),
+        (class_crd(), "CloudSnapshotClass", "csnapclass", "Cluster", None),
+        (schedule_crd(), "CloudSnapshotSchedule", "csnapsched", "Namespaced", {"status": {}}),
+        (restore_crd(), "CloudSnapshotRestore", "csnaprestore", "Namespaced", {"status": {}}),
+    ],
+    ids=["snapshot", "class", "schedule", "restore"],
+)
+def test_crd_names_scope_and_subresources(
+    crd: dict[str, Any],
+    kind: str,
+    short_name: str,
+    scope: str,
+    subresources: dict[str, Any] | None,
+) -> None:
+    names = crd["spec"]["names"]
+    assert (names["kind"], names["listKind"], names["singular"]) == (
+        kind,
+        f"{kind}List",
+        kind.lower(),
+    )
+    assert crd["metadata"]["name"] == f"{names['plural']}.evs.cloudsnap.io"
+    assert crd["spec"]["scope"] == scope
+    assert names["shortNames"] == [short_name]
+    assert names["categories"] == ["cloudsnap"]
+    assert crd["spec"]["versions"][0].get("subresources") == subresources
+
+
+def test_snapshot_crd_columns() -> None:
+    version = snapshot_crd()["spec"]["versions"][0]
     columns = {column["name"].upper(): column for column in version["additionalPrinterColumns"]}
     assert list(columns) == ["READY", "PHASE", "SNAPSHOT-ID", "SIZE", "SOURCE", "AGE", "VOLUME"]
     assert columns["READY"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
@@ -149,12 +171,8 @@ def test_snapshot_crd_names_columns_and_subresources() -> None:
     assert all("priority" not in column for name, column in columns.items() if name != "VOLUME")
 
 
-def test_class_crd_is_cluster_scoped_with_defaults() -> None:
-    crd = class_crd()
-    assert crd["spec"]["scope"] == "Cluster"
-    assert crd["spec"]["names"]["shortNames"] == ["csnapclass"]
-    assert crd["spec"]["names"]["categories"] == ["cloudsnap"]
-    spec = _schema(crd)["properties"]["spec"]
+def test_class_crd_defaults() -> None:
+    spec = _schema(class_crd())["properties"]["spec"]
     assert spec["required"] == ["region", "projectID", "credentialsSecretRef"]
     assert spec["properties"]["deletionPolicy"]["default"] == "Delete"
     assert spec["properties"]["insecureSkipTLSVerify"]["default"] is False
@@ -190,13 +208,9 @@ def test_spec_schema_carries_no_pydantic_leftovers() -> None:
         assert node.get("default", "unset") is not None, path
 
 
-def test_schedule_crd_names_columns_and_subresources() -> None:
+def test_schedule_crd_columns_and_spec() -> None:
     crd = schedule_crd()
-    assert crd["spec"]["scope"] == "Namespaced"
-    assert crd["spec"]["names"]["shortNames"] == ["csnapsched"]
-    assert crd["spec"]["names"]["categories"] == ["cloudsnap"]
     version = crd["spec"]["versions"][0]
-    assert version["subresources"] == {"status": {}}
     columns = [column["name"].upper() for column in version["additionalPrinterColumns"]]
     assert columns[:5] == ["SCHEDULE", "SUSPEND", "LAST", "NEXT", "SOURCES"]
     spec = _schema(crd)["properties"]["spec"]
@@ -205,19 +219,16 @@ def test_schedule_crd_names_columns_and_subresources() -> None:
     assert spec["properties"]["timeZone"]["default"] == "UTC"
 
 
-def test_schedule_strings_are_bounded() -> None:
-    for path, node in _nodes(_schema(schedule_crd())["properties"]["spec"], "spec"):
+@pytest.mark.parametrize("crd", [snapshot_crd(), schedule_crd()], ids=["snapshot", "schedule"])
+def test_spec_strings_are_bounded(crd: dict[str, Any]) -> None:
+    for path, node in _nodes(_schema(crd)["properties"]["spec"], "spec"):
         if node["type"] == "string" and "enum" not in node:
             assert "maxLength" in node or "pattern" in node, path
 
 
-def test_restore_crd_names_columns_and_every_field_described() -> None:
+def test_restore_crd_columns_and_every_field_described() -> None:
     crd = restore_crd()
-    assert crd["spec"]["scope"] == "Namespaced"
-    assert crd["spec"]["names"]["shortNames"] == ["csnaprestore"]
-    assert crd["spec"]["names"]["categories"] == ["cloudsnap"]
     version = crd["spec"]["versions"][0]
-    assert version["subresources"] == {"status": {}}
     columns = [column["name"].upper() for column in version["additionalPrinterColumns"]]
     assert columns == ["READY", "PHASE", "SOURCE", "VOLUME-ID", "CLAIM", "AGE", "SNAPSHOT-ID"]
     spec = _schema(crd)["properties"]["spec"]

@@ -6,7 +6,8 @@
 - ``runtime`` knows no kind: no controller, no cloud, no Kubernetes client; of its modules only
   ``runtime.watch`` imports kopf, the one module of the operator that does.
 - A controller depends on the runtime and on interfaces, never on another controller, a provider
-  or the Kubernetes adapters; ``controllers.schedule.plan`` is pure arithmetic.
+  or the Kubernetes adapters; what they share (``controllers.tenancy``) knows none of them;
+  ``controllers.schedule.plan`` is pure arithmetic.
 - ``providers`` implement the snapshot and restore controllers' ``external`` interfaces and reach
   nothing else of the controllers; ``kube`` implements the runtime's and controllers' protocols
   structurally and imports no controller.
@@ -56,6 +57,12 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "cloudsnap.controllers.snapshot",
         "cloudsnap.controllers.schedule",
     ),
+    # The tenancy rules the controllers share know none of them.
+    "cloudsnap.controllers.tenancy": (
+        "cloudsnap.controllers.snapshot",
+        "cloudsnap.controllers.schedule",
+        "cloudsnap.controllers.restore",
+    ),
     # Schedule arithmetic and retention are pure: nothing of the operator, no I/O.
     "cloudsnap.controllers.schedule.plan": (
         "cloudsnap.api",
@@ -79,7 +86,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "kubernetes",
         "kopf",
     ),
-    # The client speaks to the Kubernetes API only: no operator machinery, no EVS.
+    # The client speaks to the Kubernetes API only: no operator machinery, no EVS ...
     "cloudsnap.client": (
         "cloudsnap.controllers",
         "cloudsnap.providers",
@@ -97,6 +104,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "kopf",
     ),
 }
+# ... except `kubectl cloudsnap orphans`, which lists a class's EVS snapshots with the class's own
+# credentials through the operator's EVS client: module -> what it may import despite its package.
+EXCEPTED: dict[str, tuple[str, ...]] = {"cloudsnap.client.orphans": ("cloudsnap.evs",)}
 # The one module allowed to import kopf (and, pinned there, its private modules).
 KOPF_GATE = "cloudsnap.runtime.watch"
 
@@ -127,9 +137,14 @@ def breaches(root: Path, package: str, forbidden: tuple[str, ...]) -> list[str]:
         f"{module_name(root, path)} imports {name}"
         for path in modules_of(root, package)
         for name in sorted(imports(path))
-        if any(name == bad or name.startswith(f"{bad}.") for bad in forbidden)
+        if _under(name, forbidden)
+        and not _under(name, EXCEPTED.get(module_name(root, path), ()))
         and not name.startswith(module_name(root, path))
     ]
+
+
+def _under(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == package or name.startswith(f"{package}.") for package in packages)
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
@@ -163,6 +178,17 @@ def test_a_kube_module_importing_a_controller_is_a_breach(tmp_path: Path) -> Non
     )
     assert breaches(tmp_path, "cloudsnap.kube", FORBIDDEN["cloudsnap.kube"]) == [
         "cloudsnap.kube.store imports cloudsnap.controllers.schedule.store"
+    ]
+
+
+def test_only_the_orphans_module_of_the_client_reaches_evs(tmp_path: Path) -> None:
+    """The exception is one module's, not its package's."""
+    client = tmp_path / "cloudsnap" / "client"
+    client.mkdir(parents=True)
+    for name in ("orphans", "plugin"):
+        (client / f"{name}.py").write_text("from cloudsnap.evs import EVSClient\n")
+    assert breaches(tmp_path, "cloudsnap.client", FORBIDDEN["cloudsnap.client"]) == [
+        "cloudsnap.client.plugin imports cloudsnap.evs"
     ]
 
 

@@ -1,10 +1,10 @@
 """Admission of CloudSnapshotRestores against a real kube-apiserver: the CEL rules refuse a
 restore without exactly one source, a class without a snapshot ID and a changed target, and a good
-one is stored with its defaults and explained by `kubectl explain`."""
+one is stored with its defaults (its `kubectl explain` and its example are checked with the other
+kinds' in test_admission.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,23 +93,3 @@ def test_valid_restore_is_stored_with_defaults_and_its_target_is_fixed(
     deleting["spec"]["deletionPolicy"] = "Delete"
     result = apply(cluster, deleting, namespace)
     assert result.returncode == 0, result.stderr
-
-
-def test_explain_describes_the_restore_fields(cluster: Cluster) -> None:
-    def explain(field: str) -> str:
-        return " ".join(cluster.kubectl("explain", field).stdout.split())
-
-    assert "Name of a CloudSnapshot in this namespace to restore" in explain(
-        "csnaprestore.spec.snapshotName"
-    )
-    assert "at least the snapshot's" in explain("csnaprestore.spec.newVolume.size")
-    assert "never touched" in explain("csnaprestore.spec.newVolume.claim.name")
-
-
-def test_the_restore_example_is_admitted(cluster: Cluster) -> None:
-    example = Path(__file__).resolve().parents[2] / "examples" / "cloudsnapshotrestore.yaml"
-    result = cluster.kubectl("apply", "--dry-run=server", "-f", str(example), check=False)
-    assert result.returncode == 0, result.stderr
-    assert "cloudsnapshotrestore.evs.cloudsnap.io/demo-restore created (server dry run)" in (
-        result.stdout
-    )

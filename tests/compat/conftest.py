@@ -25,7 +25,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     (no claim binding, and namespaces left terminating go with the control plane)."""
     home = tmp_path_factory.mktemp("oldest-cluster-home")
     with ControlPlane(apiserver=OLDEST_APISERVER, controller_manager=False) as plane:
-        yield Cluster(plane.kubeconfig, tool_env(plane.kubeconfig, plane.bin_dir, home))
+        yield Cluster(plane.kubeconfig, tool_env(plane.kubeconfig, plane.bin_dir, home), plane)
 
 
 @pytest.fixture(scope="package")

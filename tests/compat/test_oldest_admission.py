@@ -21,7 +21,7 @@ from tests.api.test_admission import (
     test_printer_columns_and_wait,
     test_snapshot_id_change_is_refused,
     test_status_is_a_subresource_with_its_own_schema,
-    test_the_claim_example_is_admitted,
+    test_the_example_is_admitted,
     test_unknown_field_is_refused_with_strict_validation,
     test_valid_manifests_are_accepted_with_defaults,
 )
@@ -50,7 +50,7 @@ __all__ = [
     "test_printer_columns_and_wait",
     "test_snapshot_id_change_is_refused",
     "test_status_is_a_subresource_with_its_own_schema",
-    "test_the_claim_example_is_admitted",
+    "test_the_example_is_admitted",
     "test_unknown_field_is_refused_with_strict_validation",
     "test_valid_manifests_are_accepted_with_defaults",
     "test_valid_schedule_is_stored_with_defaults",

@@ -217,3 +217,39 @@ async def test_objects_made_before_a_class_was_narrowed_can_still_be_written(
     )  # fmt: skip
     assert result.returncode != 0
     assert "lets adopted snapshots be kept only" in result.stderr
+
+
+async def test_restores_by_snapshot_id_follow_their_class_at_admission(
+    cluster: Cluster, make_class: Any, labelled: str
+) -> None:
+    """A restore by spec.snapshotID names its class (or the default): the class must admit the
+    namespace and allow raw IDs. A restore of a CloudSnapshot uses the class recorded in its
+    status, which a policy cannot read: it passes, and the operator checks it."""
+    closed = make_class(allowedNamespaces={"names": ["elsewhere"]})
+    by_id = {"className": closed, "snapshotID": SNAPSHOT, "newVolume": {}}
+    message = await refused(cluster, labelled, "CloudSnapshotRestore", by_id)
+    assert f"CloudSnapshotClass {closed} does not admit namespace {labelled}" in message
+    assert "ClassNotAllowed" in message
+    admitted, output = apply(
+        cluster, labelled, "CloudSnapshotRestore", {"snapshotName": "db", "newVolume": {}}
+    )
+    assert admitted, output
+
+    ids_denied = make_class(
+        allowedNamespaces={"selector": {"matchLabels": {"team": "a"}}}, volumeIDs="Denied"
+    )
+    for target in ({"newVolume": {}}, {"rollback": {}}):
+        spec = {"className": ids_denied, "snapshotID": SNAPSHOT, **target}
+        message = await refused(cluster, labelled, "CloudSnapshotRestore", spec)
+        assert f"CloudSnapshotClass {ids_denied} allows no raw IDs" in message, target
+        assert "SourceNotAllowed" in message
+        assert "does not admit" not in message, "admitted by its label"
+
+    ours = make_class(allowedNamespaces={"names": [labelled]})
+    admitted, output = apply(
+        cluster,
+        labelled,
+        "CloudSnapshotRestore",
+        {"className": ours, "snapshotID": SNAPSHOT, "newVolume": {}},
+    )
+    assert admitted, output

@@ -73,6 +73,8 @@ def test_default_rendering_is_the_expected_set_of_objects(home: Path) -> None:
         "ServiceAccount",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicyBinding",
     ]
@@ -165,9 +167,14 @@ def test_user_roles_aggregate_into_view_edit_and_admin(home: Path) -> None:
         f"{aggregate}admin",
     }
     assert [rule["verbs"] for rule in view["rules"]] == [["get", "list", "watch"]]
-    # Users write CloudSnapshots and schedules, never classes nor status.
+    (read,) = view["rules"]
+    kinds = ["cloudsnapshots", "cloudsnapshotschedules", "cloudsnapshotrestores"]
+    assert set(read["resources"]) == {*kinds, *(f"{kind}/status" for kind in kinds)} | {
+        "cloudsnapshotclasses"
+    }
+    # Users write CloudSnapshots, schedules and restores, never classes nor status.
     (write,) = edit["rules"]
-    assert write["resources"] == ["cloudsnapshots", "cloudsnapshotschedules"]
+    assert write["resources"] == kinds
     assert find(template(home, "rbac.userRoles=false"), "ClusterRole") == [roles[OPERATOR_ROLE]]
 
 
@@ -195,6 +202,8 @@ def test_cluster_role_holds_no_write_on_classes_and_no_secrets(home: Path) -> No
             ["list", "watch"],
             ["get", "create", "delete"],
         ], resource
+    # Pods are only listed, in a claim's namespace, by a rollback blocked on an attached disk.
+    assert [r["verbs"] for r in role["rules"] if "pods" in r["resources"]] == [["list"]]
     roles = {role["metadata"]["name"]: role for role in find(template(home), "Role")}
     assert set(roles) == {
         "rel-cloudsnap-operator-secrets",
@@ -247,6 +256,7 @@ def test_watch_namespaces_grant_per_namespace_roles_only(home: Path) -> None:
         "cloudsnapshotrestores/status",
         "events",
         "persistentvolumeclaims",
+        "pods",
     }
     bindings = {obj["metadata"]["namespace"] for obj in find(objects, "RoleBinding")}
     assert bindings == {"cloudsnap-system", "team-a", "team-b"}

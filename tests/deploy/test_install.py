@@ -155,6 +155,8 @@ NEEDED = [
     ("get", "persistentvolumes", ""),
     ("create", "persistentvolumes", ""),
     ("delete", "persistentvolumes", ""),
+    # A rollback blocked on an attached disk names the pods of the claim it backs.
+    ("list", "pods", "other"),
     ("list", CLASSES, ""),
     ("watch", CLASSES, ""),
     # NamespaceCache: the labels a class's allowedNamespaces selector reads.
@@ -196,8 +198,10 @@ FORBIDDEN = [
     ("patch", CRDS, ""),
     ("delete", CRDS, ""),
     ("delete", "events", "other"),
-    ("list", "pods", "own"),
+    ("get", "pods", "other"),
+    ("watch", "pods", "other"),
     ("create", "pods", "own"),
+    ("delete", "pods", "other"),
     ("create", "deployments.apps", "own"),
     ("get", "configmaps", "own"),
     ("create", "namespaces", ""),
@@ -266,6 +270,7 @@ def test_plain_manifests_are_accepted_by_the_api_server(
 # "status", which patch on TYPE covers.
 STATUS_OF_SNAPSHOTS = f"{SNAPSHOTS} --subresource=status"
 STATUS_OF_SCHEDULES = f"{SCHEDULES} --subresource=status"
+STATUS_OF_RESTORES = f"{RESTORES} --subresource=status"
 
 # What a user bound to the built-in view or edit role in a namespace may do with cloudsnap's kinds
 # there, once the chart's user roles are aggregated into them: (role, verb, resource, allowed).
@@ -283,8 +288,21 @@ USER_RIGHTS = [
     ("edit", "delete", SNAPSHOTS, True),
     ("edit", "create", SCHEDULES, True),
     ("edit", "delete", SCHEDULES, True),
+    ("view", "get", RESTORES, True),
+    ("view", "list", RESTORES, True),
+    ("view", "watch", RESTORES, True),
+    ("view", "create", RESTORES, False),
+    ("view", "update", RESTORES, False),
+    ("view", "patch", RESTORES, False),
+    ("view", "delete", RESTORES, False),
+    ("edit", "get", RESTORES, True),
+    ("edit", "create", RESTORES, True),
+    ("edit", "update", RESTORES, True),
+    ("edit", "patch", RESTORES, True),
+    ("edit", "delete", RESTORES, True),
     ("edit", "patch", STATUS_OF_SNAPSHOTS, False),
     ("edit", "patch", STATUS_OF_SCHEDULES, False),
+    ("edit", "patch", STATUS_OF_RESTORES, False),
     ("admin", "create", SNAPSHOTS, True),
     ("admin", "patch", STATUS_OF_SNAPSHOTS, False),
 ]
@@ -292,7 +310,8 @@ USER_RIGHTS = [
 
 async def test_view_edit_and_admin_users_get_the_aggregated_rights(release: Release) -> None:
     """Bound to a built-in role by a RoleBinding in one namespace, a tenant gets that role's
-    rights on CloudSnapshots and schedules there, nowhere else, and never on classes."""
+    rights on CloudSnapshots, schedules and restores there, nowhere else, and never on
+    classes."""
     cluster, home, away = release.cluster, release.other, release.namespace
     for role in ("view", "edit", "admin"):
         cluster.kubectl("create", "serviceaccount", f"tenant-{role}", "-n", home)

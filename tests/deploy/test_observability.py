@@ -38,6 +38,7 @@ ALERTS = {
     "CloudsnapReconcileFailing",
     "CloudsnapDuplicateSnapshotsDeleted",
     "CloudsnapScheduleNotSucceeding",
+    "CloudsnapRestoresFailed",
 }
 # Series Prometheus itself adds to every scrape.
 SCRAPE_SERIES = {"up"}

@@ -113,7 +113,7 @@ def test_the_token_is_the_chart_account_and_is_refused_the_rest(
         ["get", "secrets", "-n", "kube-system"],
         ["create", "secret", "generic", "stolen", "--from-literal=a=b"],
         ["create", "configmap", "nope"],
-        ["get", "pods"],
+        ["get", "pod", "anything"],  # pods are only listed, by a blocked rollback
         ["delete", "csnapsched", "anything"],  # CloudSnapshots it may delete: a schedule's children
     ):
         refused = _kubectl(as_operator, namespace, *args)
@@ -123,6 +123,10 @@ def test_the_token_is_the_chart_account_and_is_refused_the_rest(
     for verb, resource in (("patch", "pvc"), ("update", "pvc"), ("patch", "pv"), ("update", "pv")):
         answer = _kubectl(as_operator, namespace, "auth", "can-i", verb, resource)
         assert answer.stdout.strip() == "no", (verb, resource, answer.stdout)
+    # Pods are only listed, by a rollback blocked on an attached disk, to name them.
+    for verb, expected in (("list", "yes"), ("get", "no"), ("watch", "no"), ("delete", "no")):
+        answer = _kubectl(as_operator, namespace, "auth", "can-i", verb, "pods")
+        assert answer.stdout.strip() == expected, (verb, answer.stdout)
 
 
 async def test_core_scenario_as_the_chart_service_account(

@@ -10,35 +10,21 @@ Current, and one that fails for good stays Current too: a pipeline waiting on it
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hack.tools.install import tools_bin
-
+from cloudsnap.api import OWNER_UID_METADATA_KEY as OWNER
+from tests.fixtures.automation import HEALTH_SCRIPTS, status_check
 from tests.fixtures.operator import Stack, StartStack, condition
 from tests.waiting import eventually
 
-STATUS_CHECK = tools_bin() / "status-check"
-HEALTH_SCRIPTS = Path(__file__).resolve().parents[2] / "deploy" / "argocd" / "health"
 # Long enough to capture a snapshot while EVS creates or deletes it.
 CREATE_SECONDS = 6.0
 DELETE_SECONDS = 6.0
-
-
-def judge(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """status-check's verdicts, by object name."""
-    out = subprocess.run(
-        [str(STATUS_CHECK), "--health-dir", str(HEALTH_SCRIPTS)],
-        input=json.dumps(objects),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    verdicts = [json.loads(line) for line in out.stdout.splitlines()]
-    return {v["name"]: v for v in verdicts}
+# Long enough to capture a restore while EVS makes or deletes its disk.
+VOLUME_SECONDS = 6.0
 
 
 def captured(stack: Stack, kind: str, name: str) -> dict[str, Any]:
@@ -47,13 +33,12 @@ def captured(stack: Stack, kind: str, name: str) -> dict[str, Any]:
 
 
 def schedule(stack: Stack, name: str, **spec: Any) -> None:
-    body = {
-        "apiVersion": "evs.cloudsnap.io/v1alpha1",
-        "kind": "CloudSnapshotSchedule",
-        "metadata": {"name": name, "namespace": stack.namespace},
-        "spec": {"schedule": "0 3 * * *", "retention": {"maxCount": 2}, **spec},
-    }
-    stack.kubectl("apply", "-f", "-", input=json.dumps(body))
+    """`kubectl apply` a nightly schedule keeping two children, with these spec fields."""
+    stack.apply_kind(
+        "CloudSnapshotSchedule",
+        name,
+        {"schedule": "0 3 * * *", "retention": {"maxCount": 2}, **spec},
+    )
 
 
 async def test_each_lifecycle_state_reads_as_automation_expects(start_stack: StartStack) -> None:
@@ -110,12 +95,7 @@ async def test_each_lifecycle_state_reads_as_automation_expects(start_stack: Sta
         objects[f"schedule-{name}"] = captured(stack, "csnapsched", name)
         objects[f"schedule-{name}"]["metadata"]["name"] = f"schedule-{name}"
 
-    verdicts = judge(list(objects.values()))
-    table = {
-        name: (v["kstatus"], v["health"]["status"] if v.get("health") else None)
-        for name, v in verdicts.items()
-    }
-    assert table == {  # the messages say why, should a verdict differ
+    expected = {
         "creating": ("InProgress", "Progressing"),
         "missing": ("Failed", "Degraded"),
         "ready": ("Current", "Healthy"),
@@ -125,9 +105,117 @@ async def test_each_lifecycle_state_reads_as_automation_expects(start_stack: Sta
         "schedule-running": ("InProgress", "Healthy"),
         "schedule-invalid": ("Failed", "Degraded"),
         "schedule-paused": ("InProgress", "Suspended"),
-    }, json.dumps(verdicts, indent=1)
+    }
+    verdicts = assert_verdicts(objects, expected)
     assert "SnapshotNotFound" in verdicts["missing"]["kstatusMessage"]
     assert "Mars/Olympus_Mons" in verdicts["schedule-invalid"]["health"]["message"]
+
+
+async def test_each_restore_state_reads_as_automation_expects(start_stack: StartStack) -> None:
+    """A CloudSnapshotRestore: making its disk -> InProgress/Progressing, Ready ->
+    Current/Healthy, its disk in error (phase Failed), blocked (no such snapshot) or invalid (a
+    size below the snapshot's) -> Failed/Degraded, deleting its disk -> Terminating/Progressing."""
+    stack = await start_stack(volume_seconds=VOLUME_SECONDS)
+    stack.apply("db", volumeID=await stack.add_volume(size=10))
+    await stack.wait_condition("db", "Ready", "True")
+    objects: dict[str, dict[str, Any]] = {}
+
+    restore(stack, "restore", newVolume={}, deletionPolicy="Delete")
+    restore(stack, "restore-broken", newVolume={})
+    restore(stack, "restore-blocked", snapshotName="nothing", newVolume={})
+    restore(stack, "restore-invalid", newVolume={"size": 5})
+    objects["restore-creating"] = await _captured_as(
+        stack, "restore", "restore-creating", lambda obj: _ready_reason(obj) == "Creating"
+    )
+    # A disk that goes into error while EVS makes it: the restore's phase is Failed for good.
+    broken = await _captured_as(
+        stack, "restore-broken", "restore-broken", lambda obj: _ready_reason(obj) == "Creating"
+    )
+
+    async def disk_of_broken() -> str | None:
+        uid = broken["metadata"]["uid"]
+        tagged = [v for v in await stack.admin.volumes() if v["metadata"].get(OWNER) == uid]
+        return tagged[0]["id"] if tagged else None
+
+    disk = await eventually(disk_of_broken, what="the disk of restore-broken")
+    await stack.admin.set_volume(disk, status="error")
+    objects["restore-failed"] = await _captured_as(
+        stack, "restore-broken", "restore-failed", _stalled
+    )
+
+    for name in ("restore-blocked", "restore-invalid"):
+        objects[name] = await _captured_as(stack, name, name, _stalled)
+    objects["restore-ready"] = await _captured_as(stack, "restore", "restore-ready", _in_sync)
+
+    stack.kubectl("delete", "csnaprestore", "restore", "--wait=false")
+    objects["restore-deleting"] = await _captured_as(
+        stack,
+        "restore",
+        "restore-deleting",
+        lambda obj: (
+            bool(obj["metadata"].get("deletionTimestamp")) and _ready_reason(obj) == "Deleting"
+        ),
+    )
+
+    expected = {
+        "restore-creating": ("InProgress", "Progressing"),
+        "restore-ready": ("Current", "Healthy"),
+        "restore-failed": ("Failed", "Degraded"),
+        "restore-blocked": ("Failed", "Degraded"),
+        "restore-invalid": ("Failed", "Degraded"),
+        "restore-deleting": ("Terminating", "Progressing"),
+    }
+    verdicts = assert_verdicts(objects, expected)
+    assert objects["restore-failed"]["status"]["phase"] == "Failed"
+    assert "SnapshotNotFound" in verdicts["restore-blocked"]["kstatusMessage"]
+    assert "SizeTooSmall" in verdicts["restore-invalid"]["health"]["message"]
+
+
+def assert_verdicts(
+    objects: Mapping[str, dict[str, Any]], expected: Mapping[str, tuple[str, str | None]]
+) -> dict[str, dict[str, Any]]:
+    """status-check's verdicts on ``objects``, asserted as (kstatus, Argo CD health) by name
+    (None: no health verdict); the verdicts' messages say why, should one differ."""
+    verdicts = status_check(list(objects.values()))
+    table = {
+        name: (v["kstatus"], v["health"]["status"] if v.get("health") else None)
+        for name, v in verdicts.items()
+    }
+    assert table == dict(expected), json.dumps(verdicts, indent=1)
+    return verdicts
+
+
+def restore(stack: Stack, name: str, **spec: Any) -> None:
+    """`kubectl apply` a restore of the CloudSnapshot "db" (unless spec names another source)."""
+    stack.apply_kind("CloudSnapshotRestore", name, {"snapshotName": "db", **spec})
+
+
+async def _captured_as(
+    stack: Stack, name: str, label: str, wanted: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """The restore once ``wanted`` holds for it, renamed ``label`` for the verdict table."""
+
+    def probe() -> dict[str, Any] | None:
+        obj = captured(stack, "csnaprestore", name)
+        return obj if wanted(obj) else None
+
+    obj: dict[str, Any] = await eventually(probe, timeout=90, what=f"{name} as {label}")
+    obj["metadata"]["name"] = label
+    return obj
+
+
+def _ready_reason(obj: dict[str, Any]) -> str | None:
+    return condition(obj, "Ready").get("reason")
+
+
+def _stalled(obj: dict[str, Any]) -> bool:
+    return condition(obj, "Stalled").get("status") == "True"
+
+
+def _in_sync(obj: dict[str, Any]) -> bool:
+    """Ready with neither Reconciling nor Stalled: a look that failed in passing is over."""
+    ready = condition(obj, "Ready").get("status") == "True"
+    return ready and not condition(obj, "Reconciling") and not _stalled(obj)
 
 
 def _deleting(stack: Stack, name: str) -> dict[str, Any] | None:
@@ -174,7 +262,7 @@ def test_a_status_written_before_any_look_reads_as_in_progress() -> None:
             ],
         },
     }
-    verdicts = judge([fresh, edited])
+    verdicts = status_check([fresh, edited])
     assert verdicts["fresh"]["health"]["status"] == "Progressing"
     assert verdicts["edited"]["kstatus"] == "InProgress"
     assert verdicts["edited"]["health"]["status"] == "Progressing"
@@ -187,6 +275,7 @@ def test_the_documented_health_scripts_are_the_shipped_ones() -> None:
     scripts = sorted(HEALTH_SCRIPTS.glob("*.lua"))
     assert [s.stem for s in scripts] == [
         "evs.cloudsnap.io_CloudSnapshot",
+        "evs.cloudsnap.io_CloudSnapshotRestore",
         "evs.cloudsnap.io_CloudSnapshotSchedule",
     ]
     for script in scripts:

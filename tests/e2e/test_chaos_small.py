@@ -13,7 +13,7 @@ from pathlib import Path
 from bench.chaos import CHAOS_SETTINGS, ChaosConfig, run_chaos
 from hack.cluster import Cluster
 
-from tests.harness.replicas import running_pair
+from tests.harness.replicas import e2e_pair
 
 TIMING = (3.0, 2.0, 0.5)
 # The deletions of resources whose create went unanswered wait out this window.
@@ -24,16 +24,8 @@ def test_chaos_small(
     cluster: Cluster, cloudsnap_crds: object, namespace: str, tmp_path: Path
 ) -> None:
     config = ChaosConfig(count=20, seed=20, create_kills=2, delete_kills=1, timeout=120.0)
-    with running_pair(
-        cluster,
-        tmp_path,
-        namespace=namespace,
-        operator_namespace=namespace,
-        timing=TIMING,
-        settings=SETTINGS,
-        create_seconds=0.5,
-        delete_seconds=0.5,
-        log_level="INFO",
+    with e2e_pair(
+        cluster, tmp_path, namespace, timing=TIMING, settings=SETTINGS, log_level="INFO"
     ) as pair:
         result = run_chaos(pair, config, say=print)
 

@@ -26,9 +26,9 @@ from tests.harness.replicas import (
     audited_writes,
     deletion_trial,
     duplicate_owners,
+    e2e_pair,
     is_lease_write,
     kube_client,
-    running_pair,
     step_lines,
     wrong_ids,
 )
@@ -44,7 +44,18 @@ SETTINGS = {
 TIMEOUT = 60.0
 # The EVS client's line for a request that ended with no outcome: cancelled, or kept from
 # leaving by the fence.
-UNANSWERED = re.compile(r"^EVS (list|create) -> cancelled\b")
+UNANSWERED = re.compile(r"^EVS (list|create) -> (cancelled|fenced)\b")
+FENCED_CREATE = re.compile(r"^EVS create -> fenced\b")
+# Lease 12 s, renew deadline 4 s, retry 3 s. A leader whose renewals hang (the API server stalls)
+# may not act from 4 s after its last successful renewal; its elector, blocked in the next try
+# (sent up to 3 s after that renewal) for up to the renew deadline and then waiting a retry
+# period, stops leading and cancels its steps only up to 10 s after it. In between, its steps run
+# on, and only the fence keeps what they send from leaving.
+FENCE_TIMING = (12.0, 4.0, 3.0)
+# Lookups answered this long after they reach EVS land in that window when the API server stalls
+# at once: at least 4 s after the last renewal (made before the stall), at least 3 s before the
+# elector can let go (not before 7 s after the stall).
+FENCE_LOOKUP_SECONDS = 5.5
 # A retry period long enough for a batch to arrive between the standby's creating the deleted Lease
 # and the leader's next renewal (which finds it).
 DELETION_TIMING = (6.0, 4.0, 2.0)
@@ -61,16 +72,7 @@ def pair(
     """Replica a (leading) and replica b (standby) watching the test's namespace, with TIMING
     or the timing a test passes (indirect parametrization)."""
     timing = getattr(request, "param", TIMING)
-    with running_pair(
-        cluster,
-        tmp_path,
-        namespace=namespace,
-        operator_namespace=namespace,
-        timing=timing,
-        settings=SETTINGS,
-        create_seconds=0.5,
-        delete_seconds=0.5,
-    ) as started:
+    with e2e_pair(cluster, tmp_path, namespace, timing=timing, settings=SETTINGS) as started:
         yield started
 
 
@@ -79,16 +81,8 @@ def audited_pair(
     cluster: Cluster, cloudsnap_crds: object, namespace: str, tmp_path: Path
 ) -> Iterator[Pair]:
     """As `pair`, each replica logging every Kubernetes write before it is sent (the audit)."""
-    with running_pair(
-        cluster,
-        tmp_path,
-        namespace=namespace,
-        operator_namespace=namespace,
-        timing=TIMING,
-        settings=SETTINGS,
-        create_seconds=0.5,
-        delete_seconds=0.5,
-        audit=True,
+    with e2e_pair(
+        cluster, tmp_path, namespace, timing=TIMING, settings=SETTINGS, audit=True
     ) as started:
         yield started
 
@@ -210,16 +204,14 @@ def test_a_stopped_leader_sends_nothing_after_it_wakes(audited_pair: Pair) -> No
     assert leader.alive
 
 
-def test_a_leader_stopped_mid_step_sends_no_create_after_it_wakes(pair: Pair) -> None:
-    """Steps in flight when the process stops: resources born while nobody leads make the next
-    leader look (an EVS list, 3 s slow here) before it creates. Stopped while those lookups are at
-    the simulator, the replica wakes with their answers waiting. Whichever runs first, its elector
-    finding the renew deadline passed (which cancels the steps) or a step going on to its create
-    (which the fence refuses before a byte leaves), no create may reach EVS: the Lease has passed
-    on meanwhile."""
+def orphans_looked_up(pair: Pair, lookup_seconds: float) -> list[str]:
+    """Three CloudSnapshots born while nobody leads (replica a killed), so that replica b, once
+    it leads, looks for each (an EVS list, ``lookup_seconds`` slow) before it creates; their
+    names, once those lookups are at the simulator."""
     first, second = pair.replicas
     volume = pair.admin.add_volumes(1)[0]
-    pair.admin.set_faults([{"operation": "list", "kind": "latency", "latency_seconds": 3.0}], 0)
+    lookups = [{"operation": "list", "kind": "latency", "latency_seconds": lookup_seconds}]
+    pair.admin.set_faults(lookups, 0)
     first.kill()
     names = [f"orphan-{i}" for i in range(3)]
     for name in names:
@@ -232,6 +224,18 @@ def test_a_leader_stopped_mid_step_sends_no_create_after_it_wakes(pair: Pair) ->
         timeout=TIMEOUT,
         what="its lookups at the simulator",
     )
+    return names
+
+
+def test_a_leader_stopped_mid_step_sends_no_create_after_it_wakes(pair: Pair) -> None:
+    """Steps in flight when the process stops: resources born while nobody leads make the next
+    leader look (an EVS list, 3 s slow here) before it creates. Stopped while those lookups are at
+    the simulator, the replica wakes with their answers waiting. Whichever runs first, its elector
+    finding the renew deadline passed (which cancels the steps) or a step going on to its create
+    (which the fence refuses before a byte leaves), no create may reach EVS: the Lease has passed
+    on meanwhile."""
+    first, second = pair.replicas
+    names = orphans_looked_up(pair, 3.0)
     assert pair.calls(second)["create"] == 0
     second.pause()
     offset = second.log_size()
@@ -248,9 +252,41 @@ def test_a_leader_stopped_mid_step_sends_no_create_after_it_wakes(pair: Pair) ->
     assert {op: sent[op] for op in MUTATING if sent[op]} == {}, f"sent after waking: {sent}"
     # Not because nothing was in flight: the woken replica's lookups ended without an answer its
     # steps could act on, cancelled when it let the Lease go (or, had a step reached its create
-    # first, that create refused by the fence before a byte left; both log no outcome).
+    # first, that create refused by the fence before a byte left: the next test makes that
+    # happen; both log no outcome).
     unanswered = [e for e in second.log_entries(offset) if UNANSWERED.match(str(e.get("message")))]
     assert len(unanswered) >= len(names), f"the lookups in flight: {unanswered}"
+    snapshots = pair.admin.snapshots()
+    assert duplicate_owners(snapshots) == {}
+    assert wrong_ids(pair.items(), snapshots) == []
+
+
+@pytest.mark.parametrize("pair", [FENCE_TIMING], indirect=True)
+def test_a_deposed_leaders_creates_are_refused_by_the_fence(pair: Pair, cluster: Cluster) -> None:
+    """The API server stalls while the leader's steps await their lookups (the resources were
+    born while nobody led, so it looks before it creates). Its renewals hang: past its renew
+    deadline it may not act, yet its elector, still awaiting a renewal, has not stopped its steps.
+    The lookups are answered then and the steps go on to their creates: the fence refuses each
+    before a byte leaves, and EVS receives no create from it."""
+    if cluster.plane is None:
+        pytest.skip("stalls the API server: needs the tests' own control plane")
+    second = pair.replicas[1]
+    names = orphans_looked_up(pair, FENCE_LOOKUP_SECONDS)
+    offset = second.log_size()
+
+    def fenced_creates() -> list[dict[str, object]]:
+        entries = second.log_entries(offset)
+        return [e for e in entries if FENCED_CREATE.match(str(e.get("message")))]
+
+    with cluster.plane.api_server_paused():
+        wait_until(
+            lambda: len(fenced_creates()) >= len(names),
+            timeout=TIMEOUT,
+            what="its creates refused by the fence",
+        )
+        assert pair.calls(second)["create"] == 0
+    pair.admin.clear_faults()
+    pair.wait_ready(names, TIMEOUT)
     snapshots = pair.admin.snapshots()
     assert duplicate_owners(snapshots) == {}
     assert wrong_ids(pair.items(), snapshots) == []

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from cloudsnap.api import OWNER_UID_METADATA_KEY
-from tests.fixtures.cluster import manifest_list, volume_claim
+from tests.fixtures.cluster import everest_volume, manifest_list, volume_claim
 from tests.fixtures.operator import Stack, StartStack, condition
 from tests.waiting import eventually
 
@@ -21,13 +21,7 @@ TIMEOUT = 90.0
 
 def apply_restore(stack: Stack, name: str = RESTORE, **spec: Any) -> None:
     """`kubectl apply` the restore with this spec, as a user would."""
-    doc = {
-        "apiVersion": "evs.cloudsnap.io/v1alpha1",
-        "kind": "CloudSnapshotRestore",
-        "metadata": {"name": name, "namespace": stack.namespace},
-        "spec": spec,
-    }
-    stack.kubectl("apply", "-f", "-", input=json.dumps(doc))
+    stack.apply_kind("CloudSnapshotRestore", name, spec)
 
 
 def get_restore(stack: Stack, name: str = RESTORE) -> dict[str, Any]:
@@ -260,3 +254,95 @@ async def test_a_rollback_waits_for_the_detached_disk_keeps_a_safety_snapshot_an
     apply_restore(stack, "undo", snapshotName=safety, rollback={"safetySnapshot": False})
     await wait_restore(stack, "Ready", "True", name="undo")
     assert await content(stack, disk) == later
+
+
+def claim_pod(namespace: str, name: str, claim: str) -> dict[str, Any]:
+    """A pod mounting the claim; with no kubelet here it stays Pending, which is all a rollback
+    needs to name it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+        },
+    }
+
+
+async def test_a_rollback_blocked_by_an_attached_disk_names_its_claim_and_pods(
+    start_stack: StartStack, volume_names: list[str]
+) -> None:
+    stack = await start_stack(settings={"CLOUDSNAP_BLOCKED_RETRY_SECONDS": "1"})
+    disk, _ = await ready_snapshot(stack)
+    await stack.admin.set_volume(disk, status="in-use")  # the simulator's attach
+    volume_names.append(f"pv-{stack.namespace}")
+    ns = stack.namespace
+    stack.kubectl(
+        "create",
+        "-f",
+        "-",
+        input=manifest_list(
+            everest_volume(volume_names[0], disk, (ns, "data")),
+            volume_claim(ns, "data", volume_names[0]),
+            claim_pod(ns, "web-1", "data"),
+            claim_pod(ns, "web-0", "data"),
+            claim_pod(ns, "other", "not-data"),
+        ),
+    )
+    apply_restore(stack, snapshotName="db", rollback={})
+    obj = await wait_restore(stack, "Synced", "False", code="DiskInUse")
+    assert obj["status"]["error"]["message"].startswith(
+        f"disk {disk} is in-use: it backs PersistentVolume {volume_names[0]} bound to claim"
+        f" {ns}/data, used by pods {ns}/web-0, {ns}/web-1; stop them (scale to 0) and the"
+        " rollback goes on"
+    ), obj["status"]["error"]["message"]
+
+    stack.kubectl("delete", "pod", "web-0", "web-1", "--wait=false")
+    await stack.admin.set_volume(disk, status="available")  # the workload stopped: detached
+    await wait_restore(stack, "Ready", "True")
+
+
+async def wait_lost(stack: Stack, name: str, reason: str) -> dict[str, Any]:
+    """The restore once it reports what it made lost: Ready False with ``reason``."""
+
+    def probe() -> dict[str, Any] | None:
+        obj = get_restore(stack, name)
+        ready = condition(obj, "Ready")
+        return obj if (ready.get("status"), ready.get("reason")) == ("False", reason) else None
+
+    found: dict[str, Any] = await eventually(
+        probe, timeout=TIMEOUT, what=f"csnaprestore/{name} Ready=False {reason}"
+    )
+    return found
+
+
+async def test_a_disk_or_claim_deleted_behind_a_ready_restore_is_reported_not_made_again(
+    stack: Stack, volume_names: list[str]
+) -> None:
+    """Nothing else changes after the deletions: only the resync of Ready restores notices."""
+    await ready_snapshot(stack)
+    apply_restore(stack, snapshotName="db", newVolume={"claim": {"name": CLAIM}})
+    apply_restore(stack, "kept", snapshotName="db", newVolume={"claim": {"name": "kept-data"}})
+    obj = await wait_restore(stack, "Ready", "True")
+    kept = await wait_restore(stack, "Ready", "True", name="kept")
+    volume_names.extend(o["status"]["persistentVolumeName"] for o in (obj, kept))
+    disk = obj["status"]["volumeID"]
+
+    await stack.admin.remove_volume(disk)
+    lost = await wait_lost(stack, RESTORE, "DiskNotFound")
+    assert lost["status"]["phase"] == "Failed"
+    assert disk in condition(lost, "Ready")["message"]
+    await eventually(
+        lambda: "DiskNotFound" in stack.event_reasons(RESTORE), timeout=TIMEOUT, what="the Event"
+    )
+    assert await disks_of(stack, obj["metadata"]["uid"]) == [], "no disk is made again"
+    assert stack.metric("cloudsnap_restores_completed_total", target="newVolume") == 2
+    assert stack.metric("cloudsnap_restores_failed_total", target="newVolume") == 1
+    assert stack.metric("cloudsnap_restores", phase="Failed") == 1
+    assert stack.metric("cloudsnap_restore_duration_seconds_count", target="newVolume") == 2
+
+    stack.kubectl("delete", "pvc", "kept-data", "--timeout=60s")
+    lost = await wait_lost(stack, "kept", "ClaimLost")
+    assert f"disk {kept['status']['volumeID']} is kept" in condition(lost, "Ready")["message"]
+    assert not stack.kubectl("get", "pvc", "kept-data", "--ignore-not-found").stdout.strip()

@@ -4,6 +4,7 @@ error shapes and faults as they arrive through a real HTTP stack."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable
@@ -36,12 +37,6 @@ async def sim() -> AsyncIterator[RunningSimulator]:
     """A simulator whose snapshots stay ``creating`` for a moment, as EVS's do."""
     async with running_simulator(create_seconds=0.2, delete_seconds=0.2) as running:
         yield running
-
-
-@pytest.fixture
-async def client(sim: RunningSimulator) -> AsyncIterator[EVSClient]:
-    async with operator_client(sim, timeout=5.0) as evs:
-        yield evs
 
 
 async def status_of(client: EVSClient, snapshot_id: str) -> str:
@@ -271,11 +266,12 @@ async def test_lost_response_is_a_connection_error_yet_the_snapshot_exists(
 
 
 async def test_the_guard_is_asked_when_the_bytes_would_leave_not_when_the_call_starts(
-    sim: RunningSimulator,
+    sim: RunningSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A create that passed every earlier point and then waited (here for a pooled connection;
     in life also a process paused by SIGSTOP) is not sent once the guard says no, and says so:
     a replica that lost its Lease meanwhile must not create beside its successor."""
+    caplog.set_level(logging.DEBUG, logger="cloudsnap.evs.client")
     volume = await sim.admin.add_volume(size=1)
     await sim.admin.set_faults([{"operation": "list", "kind": "latency", "latency_seconds": 3.0}])
     open_until = math.inf
@@ -291,6 +287,8 @@ async def test_the_guard_is_asked_when_the_bytes_would_leave_not_when_the_call_s
         with pytest.raises(EVSNotSent) as caught:
             await evs.create_snapshot(CreateSnapshotRequest(volume_id=volume["id"], name="late"))
         assert caught.value.retryable
+        # The log tells a create the fence kept back from one cancelled while in flight.
+        assert any(r.getMessage().startswith("EVS create -> fenced in ") for r in caplog.records)
         assert all(page.count == 0 for page in await asyncio.gather(*lists))
     assert (await sim.admin.calls()).get("create", 0) == 0
     assert await sim.admin.snapshots() == []

@@ -52,6 +52,26 @@ class Body:
     content_type: str | None
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """What a request is signed with: the key pair, the project and an optional token."""
+
+    access_key: str
+    secret_key: str
+    project_id: str
+    security_token: str | None
+
+
+credentials = st.builds(
+    Credentials,
+    access_key=st.text(
+        st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=20
+    ),
+    secret_key=st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40),
+    project_id=st.from_regex(r"[0-9a-f]{32}", fullmatch=True),
+    security_token=st.none() | header_text.filter(bool),
+)
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | any_text,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(any_text, inner, max_size=3),
@@ -88,10 +108,7 @@ def http() -> Iterator[httpx.Client]:
 
 def sdk_authorization(
     *,
-    access_key: str,
-    secret_key: str,
-    project_id: str,
-    security_token: str | None,
+    credentials: Credentials,
     method: str,
     scheme: str,
     host: str,
@@ -102,9 +119,9 @@ def sdk_authorization(
 ) -> SdkRequest:
     """The official SDK's signing of the same request, with the headers its credentials add."""
     header_params = dict(headers)
-    header_params["X-Project-Id"] = project_id
-    if security_token is not None:
-        header_params["X-Security-Token"] = security_token
+    header_params["X-Project-Id"] = credentials.project_id
+    if credentials.security_token is not None:
+        header_params["X-Security-Token"] = credentials.security_token
     request = SdkRequest(
         method=method,
         schema=scheme,
@@ -114,7 +131,8 @@ def sdk_authorization(
         header_params=header_params,
         body=body or None,
     )
-    return Signer(BasicCredentials(access_key, secret_key, project_id)).sign(request)
+    basic = BasicCredentials(credentials.access_key, credentials.secret_key, credentials.project_id)
+    return Signer(basic).sign(request)
 
 
 def httpx_params(query: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -127,12 +145,7 @@ def httpx_params(query: dict[str, Any]) -> list[tuple[str, Any]]:
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    access_key=st.text(
-        st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=20
-    ),
-    secret_key=st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40),
-    project_id=st.from_regex(r"[0-9a-f]{32}", fullmatch=True),
-    security_token=st.none() | header_text.filter(bool),
+    credentials=credentials,
     method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"]),
     scheme=st.sampled_from(["http", "https"]),
     host=host_names,
@@ -153,10 +166,7 @@ def httpx_params(query: dict[str, Any]) -> list[tuple[str, Any]]:
 )
 def test_signature_equals_official_sdk(
     http: httpx.Client,
-    access_key: str,
-    secret_key: str,
-    project_id: str,
-    security_token: str | None,
+    credentials: Credentials,
     method: str,
     scheme: str,
     host: str,
@@ -191,13 +201,15 @@ def test_signature_equals_official_sdk(
         if name.lower().decode() not in HOP_BY_HOP | {"host"}
     }
 
-    AKSKAuth(access_key, secret_key, project_id, security_token).sign(request)
+    AKSKAuth(
+        credentials.access_key,
+        credentials.secret_key,
+        credentials.project_id,
+        credentials.security_token,
+    ).sign(request)
 
     expected = sdk_authorization(
-        access_key=access_key,
-        secret_key=secret_key,
-        project_id=project_id,
-        security_token=security_token,
+        credentials=credentials,
         method=method,
         scheme=scheme,
         host=netloc,
@@ -222,7 +234,7 @@ def test_signature_equals_official_sdk(
         parsed.signed_headers,
         signing.payload_hash(request.content, lowered.get("x-sdk-content-sha256")),
     )
-    assert parsed.signature == signing.signature(secret_key, sdk_date, recomputed)
+    assert parsed.signature == signing.signature(credentials.secret_key, sdk_date, recomputed)
 
 
 @pytest.mark.parametrize(

@@ -34,12 +34,6 @@ async def sim() -> AsyncIterator[RunningSimulator]:
         yield running
 
 
-@pytest.fixture
-async def client(sim: RunningSimulator) -> AsyncIterator[EVSClient]:
-    async with operator_client(sim, timeout=5.0) as evs:
-        yield evs
-
-
 async def snapshot_of(client: EVSClient, volume_id: str) -> str:
     """A snapshot of the disk, once it is available."""
     snapshot = await client.create_snapshot(CreateSnapshotRequest(volume_id=volume_id))

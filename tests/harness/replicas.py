@@ -46,6 +46,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cloudsnap.api import GROUP, OWNER_UID_METADATA_KEY, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.api.objects import condition_in
+from cloudsnap.kube.objects import unless_missing
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -308,14 +309,11 @@ class Pair:
 
     def lease(self) -> client.V1Lease | None:
         """The Lease, None when it does not exist."""
-        try:
-            lease: client.V1Lease = client.CoordinationV1Api(self.kube).read_namespaced_lease(
+        lease: client.V1Lease | None = unless_missing(
+            lambda: client.CoordinationV1Api(self.kube).read_namespaced_lease(
                 self.lease_name, self.operator_namespace
             )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        )
         return lease
 
     def holder(self) -> str:
@@ -387,12 +385,9 @@ class Pair:
 
     def _unless_gone(self, call: Callable[..., Any], name: str) -> Obj | None:
         """``call`` on the CloudSnapshot ``name``; None where there is none by that name."""
-        try:
-            found: Obj = call(GROUP, VERSION, self.namespace, SNAPSHOT_PLURAL, name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        found: Obj | None = unless_missing(
+            lambda: call(GROUP, VERSION, self.namespace, SNAPSHOT_PLURAL, name)
+        )
         return found
 
     def get(self, name: str) -> Obj | None:
@@ -511,6 +506,32 @@ def running_pair(
             yield pair
         finally:
             pair.close()
+
+
+def e2e_pair(
+    cluster: Cluster,
+    workdir: Path,
+    namespace: str,
+    *,
+    timing: tuple[float, float, float],
+    settings: Mapping[str, str],
+    audit: bool = False,
+    log_level: str = "DEBUG",
+) -> contextlib.AbstractContextManager[Pair]:
+    """``running_pair`` as the e2e tests run it: the operator and its resources in the test's
+    namespace, EVS creates and deletes of half a second."""
+    return running_pair(
+        cluster,
+        workdir,
+        namespace=namespace,
+        operator_namespace=namespace,
+        timing=timing,
+        settings=settings,
+        create_seconds=0.5,
+        delete_seconds=0.5,
+        audit=audit,
+        log_level=log_level,
+    )
 
 
 def _start_pair(

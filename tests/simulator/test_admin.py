@@ -86,6 +86,16 @@ async def test_remove_snapshot_behind_the_back(evs_sim: RunningSimulator) -> Non
     assert (record["id"], record["deleted"]) == (snap_id, True)
 
 
+async def test_remove_volume_behind_the_back(evs_sim: RunningSimulator) -> None:
+    volume = await evs_sim.admin.add_volume()
+    await evs_sim.admin.remove_volume(volume["id"])
+    async with evs_client(evs_sim) as client:
+        assert_evs_error(
+            await client.get(f"/cloudvolumes/{volume['id']}"), 404, "EVS.5404", "itemNotFound"
+        )
+    assert await evs_sim.admin.volumes() == []
+
+
 async def test_forced_status_stays_put(evs_sim: RunningSimulator) -> None:
     volume = await evs_sim.admin.add_volume()
     async with evs_client(evs_sim) as client:
@@ -110,6 +120,7 @@ async def test_volume_admin_validation(evs_sim: RunningSimulator) -> None:
         (evs_sim.admin.set_volume(volume["id"], size="big"), 400),
         (evs_sim.admin.set_volume("missing", status="error"), 404),
         (evs_sim.admin.remove_snapshot("missing"), 404),
+        (evs_sim.admin.remove_volume("missing"), 404),
     ]:
         with pytest.raises(httpx.HTTPStatusError) as caught:
             await call

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import signal
@@ -104,6 +105,13 @@ def test_options_reach_the_config() -> None:
     unlimited = parse_args(["--access-key", "AK", "--secret-key", "s", "--project-id", "p"])
     assert unlimited.rate_limits == {}
     assert unlimited.volume_quota is None
+
+
+def test_every_option_sets_a_config_field() -> None:
+    """parse_args hands the options to the config by name: none may name no field."""
+    fields = {field.name for field in dataclasses.fields(SimulatorConfig)}
+    dests = {action.dest for action in build_parser()._actions if action.dest != "help"}
+    assert dests - fields == set()
 
 
 def test_help_describes_every_option() -> None:

@@ -1,4 +1,5 @@
--- Argo CD health of a CloudSnapshot, from the conditions the operator keeps (kstatus conventions).
+-- Argo CD health of a CloudSnapshot or a CloudSnapshotRestore (the same rules serve both), from the
+-- conditions the operator keeps (kstatus conventions).
 local hs = {status = "Progressing", message = "waiting for the operator"}
 if obj.status == nil then
   return hs

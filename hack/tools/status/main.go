@@ -1,13 +1,15 @@
 // status-check judges custom resources as automation does: with the kstatus library of
-// sigs.k8s.io/cli-utils (what Flux's health checks and cli-utils' status poller compute) and with
-// Argo CD's resource health scripts, run by gopher-lua as Argo CD runs them.
+// sigs.k8s.io/cli-utils (what Flux's health checks and cli-utils' status poller compute), with
+// Argo CD's resource health scripts, run by gopher-lua as Argo CD runs them, and with the success
+// and failure conditions of an Argo Workflows resource template.
 //
-// Usage: status-check [--health-dir DIR] < objects.json
+// Usage: status-check [--health-dir DIR] [--argo-success COND] [--argo-failure COND] < objects.json
 //
 // The input is a JSON array of objects. For each it prints one JSON line:
 // {"name": ..., "kstatus": "InProgress|Current|Failed|Terminating|...", "kstatusMessage": ...,
-// "health": {"status": ..., "message": ...}}; "health" only when DIR holds <group>_<Kind>.lua
-// (e.g. evs.cloudsnap.io_CloudSnapshot.lua) for the object's kind.
+// "health": {"status": ..., "message": ...}, "argo": "Succeeded|Failed|Running"}; "health" only
+// when DIR holds <group>_<Kind>.lua (e.g. evs.cloudsnap.io_CloudSnapshot.lua) for the object's
+// kind, "argo" only when a condition is given.
 package main
 
 import (
@@ -20,8 +22,10 @@ import (
 	"runtime/debug"
 	"strings"
 
+	"github.com/tidwall/gjson"
 	lua "github.com/yuin/gopher-lua"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	kjson "k8s.io/apimachinery/pkg/util/json"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 )
@@ -38,15 +42,19 @@ type verdict struct {
 	KStatus        string  `json:"kstatus"`
 	KStatusMessage string  `json:"kstatusMessage"`
 	Health         *health `json:"health,omitempty"`
+	Argo           string  `json:"argo,omitempty"`
 }
 
 func main() {
 	healthDir := flag.String("health-dir", "", "directory of <group>_<Kind>.lua health scripts")
+	argoSuccess := flag.String("argo-success", "", "an Argo Workflows resource template's successCondition")
+	argoFailure := flag.String("argo-failure", "", "an Argo Workflows resource template's failureCondition")
 	version := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *version {
-		fmt.Printf("status-check cli-utils %s gopher-lua %s source %s\n",
-			dependency("sigs.k8s.io/cli-utils"), dependency("github.com/yuin/gopher-lua"), source)
+		fmt.Printf("status-check cli-utils %s gopher-lua %s gjson %s source %s\n",
+			dependency("sigs.k8s.io/cli-utils"), dependency("github.com/yuin/gopher-lua"),
+			dependency("github.com/tidwall/gjson"), source)
 		return
 	}
 	data, err := io.ReadAll(os.Stdin)
@@ -57,6 +65,14 @@ func main() {
 	var objects []map[string]interface{}
 	if err := kjson.Unmarshal(data, &objects); err != nil {
 		fail(fmt.Errorf("input is not a JSON array of objects: %w", err))
+	}
+	success, err := requirements(*argoSuccess)
+	if err != nil {
+		fail(fmt.Errorf("success condition %q: %w", *argoSuccess, err))
+	}
+	failure, err := requirements(*argoFailure)
+	if err != nil {
+		fail(fmt.Errorf("failure condition %q: %w", *argoFailure, err))
 	}
 	out := json.NewEncoder(os.Stdout)
 	for _, obj := range objects {
@@ -75,6 +91,13 @@ func main() {
 				}
 				v.Health = h
 			}
+		}
+		if *argoSuccess != "" || *argoFailure != "" {
+			raw, err := json.Marshal(obj)
+			if err != nil {
+				fail(err)
+			}
+			v.Argo = argoPhase(raw, success, failure)
 		}
 		if err := out.Encode(v); err != nil {
 			fail(err)
@@ -125,6 +148,49 @@ func runHealth(script string, obj map[string]interface{}) (*health, error) {
 		return nil, fmt.Errorf("status %q is not one Argo CD knows", h.Status)
 	}
 	return h, nil
+}
+
+// requirements parses a condition as Argo Workflows does: a Kubernetes label selector whose keys
+// are gjson paths into the object (e.g. "status.phase == available").
+func requirements(condition string) (labels.Requirements, error) {
+	if condition == "" {
+		return nil, nil
+	}
+	selector, err := labels.Parse(condition)
+	if err != nil {
+		return nil, err
+	}
+	reqs, _ := selector.Requirements()
+	return reqs, nil
+}
+
+// gjsonLabels answers label lookups from an object's JSON, as the Argo Workflows executor's
+// resource wait does (Has and Get are its; Lookup, which newer apimachinery asks for, is the two).
+type gjsonLabels struct{ json []byte }
+
+func (g gjsonLabels) Has(label string) bool   { return gjson.GetBytes(g.json, label).Exists() }
+func (g gjsonLabels) Get(label string) string { return gjson.GetBytes(g.json, label).String() }
+func (g gjsonLabels) Lookup(label string) (string, bool) {
+	result := gjson.GetBytes(g.json, label)
+	return result.String(), result.Exists()
+}
+
+// argoPhase is what a resource template waiting on the object concludes from it: Failed as soon
+// as any failure requirement matches, Succeeded when every success requirement matches, else it
+// keeps waiting (Running).
+func argoPhase(raw []byte, success, failure labels.Requirements) string {
+	object := gjsonLabels{json: raw}
+	for _, req := range failure {
+		if req.Matches(object) {
+			return "Failed"
+		}
+	}
+	for _, req := range success {
+		if !req.Matches(object) {
+			return "Running"
+		}
+	}
+	return "Succeeded"
 }
 
 // toLua converts decoded JSON to Lua values the way Argo CD's conversion does: objects and

@@ -18,12 +18,10 @@ SYNCED: Final = "Synced"
 
 SNAPSHOT_KIND: Final = "CloudSnapshot"
 SNAPSHOT_PLURAL: Final = "cloudsnapshots"
-SNAPSHOT_SINGULAR: Final = "cloudsnapshot"
 SNAPSHOT_SHORT_NAME: Final = "csnap"
 
 CLASS_KIND: Final = "CloudSnapshotClass"
 CLASS_PLURAL: Final = "cloudsnapshotclasses"
-CLASS_SINGULAR: Final = "cloudsnapshotclass"
 CLASS_SHORT_NAME: Final = "csnapclass"
 
 DEFAULT_CLASS_ANNOTATION: Final = f"{GROUP}/is-default-class"
@@ -57,7 +55,6 @@ OWNER_NAME_METADATA_KEY: Final = f"{IDENTITY_METADATA_PREFIX}name"
 
 SCHEDULE_KIND: Final = "CloudSnapshotSchedule"
 SCHEDULE_PLURAL: Final = "cloudsnapshotschedules"
-SCHEDULE_SINGULAR: Final = "cloudsnapshotschedule"
 SCHEDULE_SHORT_NAME: Final = "csnapsched"
 
 SCHEDULE_LABEL: Final = f"{GROUP}/schedule"
@@ -91,10 +88,21 @@ it on its children to make room for them."""
 
 RESTORE_KIND: Final = "CloudSnapshotRestore"
 RESTORE_PLURAL: Final = "cloudsnapshotrestores"
-RESTORE_SINGULAR: Final = "cloudsnapshotrestore"
 RESTORE_SHORT_NAME: Final = "csnaprestore"
 RESTORE_DEFAULT_DELETION_POLICY: Final = "Retain"
 """A restore keeps the disk, PersistentVolume and claim it made unless told to delete them:
 restored data is what a user asked to get back."""
 EVEREST_CSI_DRIVER: Final = "disk.csi.everest.io"
 """The EVS CSI driver of Huawei Cloud CCE, named in a restored claim's PersistentVolume."""
+EVS_CSI_DRIVERS: Final = (EVEREST_CSI_DRIVER, "evs.csi.huaweicloud.com")
+"""The Huawei Cloud EVS CSI drivers: CCE's everest add-on, and the cloud-provider-huaweicloud one.
+Both put the EVS disk ID in the PersistentVolume's spec.csi.volumeHandle."""
+
+SECRET_ACCESS_KEY: Final = "accessKey"  # noqa: S105 - the name of a Secret key, not a secret
+"""Keys of a class's credentials Secret: the access key, the secret key and (for temporary
+credentials) the security token."""
+SECRET_SECRET_KEY: Final = "secretKey"  # noqa: S105 - the name of a Secret key, not a secret
+SECRET_SECURITY_TOKEN: Final = "securityToken"  # noqa: S105 - a key name
+
+DEFAULT_OPERATOR_NAMESPACE: Final = "cloudsnap-system"
+"""The chart's namespace, where the operator reads the classes' Secrets unless told another."""

@@ -16,24 +16,16 @@ from pydantic import BaseModel
 
 from cloudsnap.api.constants import (
     CATEGORY,
-    CLASS_KIND,
     CLASS_PLURAL,
     CLASS_SHORT_NAME,
-    CLASS_SINGULAR,
     DEFAULT_CLASS_ANNOTATION,
     GROUP,
-    RESTORE_KIND,
     RESTORE_PLURAL,
     RESTORE_SHORT_NAME,
-    RESTORE_SINGULAR,
-    SCHEDULE_KIND,
     SCHEDULE_PLURAL,
     SCHEDULE_SHORT_NAME,
-    SCHEDULE_SINGULAR,
-    SNAPSHOT_KIND,
     SNAPSHOT_PLURAL,
     SNAPSHOT_SHORT_NAME,
-    SNAPSHOT_SINGULAR,
     VERSION,
 )
 from cloudsnap.api.models import CloudSnapshot, CloudSnapshotClass
@@ -146,25 +138,28 @@ _AGE = _column("Age", ".metadata.creationTimestamp", "date", "Time since the res
 
 
 def _crd(
+    model: type[BaseModel],
     *,
-    kind: str,
     plural: str,
-    singular: str,
     short_name: str,
     scope: str,
-    schema: dict[str, Any],
     columns: list[dict[str, Any]],
-    status_subresource: bool,
 ) -> dict[str, Any]:
-    """An apiextensions.k8s.io/v1 CRD with one served and stored version."""
+    """An apiextensions.k8s.io/v1 CRD with one served and stored version of `model`.
+
+    The kind is the model's name and the singular its lower case; a model with a status field
+    gets the status subresource.
+    """
+    kind = model.__name__
+    fields = ("spec", "status") if "status" in model.model_fields else ("spec",)
     version: dict[str, Any] = {
         "name": VERSION,
         "served": True,
         "storage": True,
-        "schema": {"openAPIV3Schema": schema},
+        "schema": {"openAPIV3Schema": _resource_schema(model, fields)},
         "additionalPrinterColumns": columns,
     }
-    if status_subresource:
+    if "status" in fields:
         version["subresources"] = {"status": {}}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -176,7 +171,7 @@ def _crd(
                 "kind": kind,
                 "listKind": f"{kind}List",
                 "plural": plural,
-                "singular": singular,
+                "singular": kind.lower(),
                 "shortNames": [short_name],
                 "categories": [CATEGORY],
             },
@@ -189,12 +184,10 @@ def _crd(
 def snapshot_crd() -> dict[str, Any]:
     """The CloudSnapshot CRD (namespaced, status subresource)."""
     return _crd(
-        kind=SNAPSHOT_KIND,
+        CloudSnapshot,
         plural=SNAPSHOT_PLURAL,
-        singular=SNAPSHOT_SINGULAR,
         short_name=SNAPSHOT_SHORT_NAME,
         scope="Namespaced",
-        schema=_resource_schema(CloudSnapshot, ("spec", "status")),
         columns=[
             _ready("Whether the EVS snapshot is available."),
             _column("Phase", ".status.phase", "string", "Status of the EVS snapshot."),
@@ -216,7 +209,6 @@ def snapshot_crd() -> dict[str, Any]:
                 priority=1,
             ),
         ],
-        status_subresource=True,
     )
 
 
@@ -224,12 +216,10 @@ def class_crd() -> dict[str, Any]:
     """The CloudSnapshotClass CRD (cluster-scoped, spec only)."""
     escaped_annotation = DEFAULT_CLASS_ANNOTATION.replace(".", "\\.")
     return _crd(
-        kind=CLASS_KIND,
+        CloudSnapshotClass,
         plural=CLASS_PLURAL,
-        singular=CLASS_SINGULAR,
         short_name=CLASS_SHORT_NAME,
         scope="Cluster",
-        schema=_resource_schema(CloudSnapshotClass, ("spec",)),
         columns=[
             _column("Region", ".spec.region", "string", "Huawei Cloud region."),
             _column("Project-ID", ".spec.projectID", "string", "Huawei Cloud project ID."),
@@ -248,19 +238,16 @@ def class_crd() -> dict[str, Any]:
             _AGE,
             _column("Endpoint", ".spec.endpoint", "string", "EVS endpoint URL.", priority=1),
         ],
-        status_subresource=False,
     )
 
 
 def schedule_crd() -> dict[str, Any]:
     """The CloudSnapshotSchedule CRD (namespaced, status subresource)."""
     return _crd(
-        kind=SCHEDULE_KIND,
+        CloudSnapshotSchedule,
         plural=SCHEDULE_PLURAL,
-        singular=SCHEDULE_SINGULAR,
         short_name=SCHEDULE_SHORT_NAME,
         scope="Namespaced",
-        schema=_resource_schema(CloudSnapshotSchedule, ("spec", "status")),
         columns=[
             _column("Schedule", ".spec.schedule", "string", "When runs are made (cron)."),
             _column("Suspend", ".spec.suspend", "boolean", "Whether new runs are paused."),
@@ -271,19 +258,16 @@ def schedule_crd() -> dict[str, Any]:
             _AGE,
             _column("Time-Zone", ".spec.timeZone", "string", "Time zone of the schedule.", 1),
         ],
-        status_subresource=True,
     )
 
 
 def restore_crd() -> dict[str, Any]:
     """The CloudSnapshotRestore CRD (namespaced, status subresource)."""
     return _crd(
-        kind=RESTORE_KIND,
+        CloudSnapshotRestore,
         plural=RESTORE_PLURAL,
-        singular=RESTORE_SINGULAR,
         short_name=RESTORE_SHORT_NAME,
         scope="Namespaced",
-        schema=_resource_schema(CloudSnapshotRestore, ("spec", "status")),
         columns=[
             _ready("Whether the disk (and its claim) is ready."),
             _column("Phase", ".status.phase", "string", "Where the restore is."),
@@ -298,7 +282,6 @@ def restore_crd() -> dict[str, Any]:
             _AGE,
             _column("Snapshot-ID", ".status.snapshotID", "string", "ID of the EVS snapshot.", 1),
         ],
-        status_subresource=True,
     )
 
 

@@ -9,6 +9,7 @@ Python names are snake_case; the Kubernetes (camelCase) names are the aliases.
 """
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -303,17 +304,32 @@ class Condition(StatusModel):
     """metadata.generation of the spec this condition was computed from."""
 
 
-def with_condition(
+def set_condition(
     conditions: list[Condition],
     previous: Condition | None,
-    new: Condition,
+    kind: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    *,
+    now: datetime,
+    generation: int | None,
 ) -> list[Condition]:
-    """``conditions`` with ``new`` in place of its type, Ready first; ``new`` keeps the
-    transition time of ``previous`` (the condition as the step found it) while its status is
-    unchanged, as Kubernetes conditions do."""
-    if previous is not None and previous.status == new.status:
-        new = new.model_copy(update={"last_transition_time": previous.last_transition_time})
-    others = [c for c in conditions if c.type != new.type]
+    """``conditions`` with the condition of type ``kind`` made of these parts (observed at
+    ``generation``), Ready first. It keeps the transition time of ``previous`` (the condition as
+    the step found it) while its status is unchanged, as Kubernetes conditions do; else ``now``."""
+    since = now
+    if previous is not None and previous.status == status:
+        since = previous.last_transition_time
+    new = Condition(
+        type=kind,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+    others = [c for c in conditions if c.type != kind]
     return sorted([*others, new], key=lambda c: (c.type != "Ready", c.type))
 
 
@@ -514,8 +530,8 @@ class Selector(_Model):
 
 
 class AllowedNamespaces(_Model):
-    """The namespaces whose CloudSnapshots (and schedules) may use a class: those named, and
-    those whose labels the selector matches. Neither given admits no namespace."""
+    """The namespaces whose CloudSnapshots (and schedules and restores) may use a class: those
+    named, and those whose labels the selector matches. Neither given admits no namespace."""
 
     names: list[
         Annotated[
@@ -589,13 +605,16 @@ class CloudSnapshotClassSpec(_Model):
 
     allowed_namespaces: AllowedNamespaces | None = Field(None, alias="allowedNamespaces")
     """The namespaces that may use this class. Absent: every namespace (as before the field
-    existed); a CloudSnapshot in a namespace not admitted is refused before any EVS call."""
+    existed); a CloudSnapshot, schedule or restore in a namespace not admitted is refused before
+    any EVS call."""
 
     volume_ids: VolumeIDRule = Field("Allowed", alias="volumeIDs")
-    """Whether a CloudSnapshot may name its disk by spec.volumeID. Allowed: any disk of the
-    account except one behind a PersistentVolume bound to a claim in another namespace (that
-    namespace's, to snapshot by its claim); Any: every disk of the account; Denied: claims only
-    (spec.persistentVolumeClaimName)."""
+    """Whether a CloudSnapshot may name its disk by spec.volumeID, and a CloudSnapshotRestore
+    its snapshot by spec.snapshotID. Allowed: any disk of the account except one behind a
+    PersistentVolume bound to a claim in another namespace (that namespace's, to snapshot by its
+    claim), and any snapshot except one of such a disk or made by a CloudSnapshot of another
+    namespace; Any: every disk and snapshot of the account; Denied: claims and CloudSnapshots
+    only (spec.persistentVolumeClaimName, spec.snapshotName)."""
     adoption: AdoptionRule = "Delete"
     """Whether a CloudSnapshot may adopt an existing snapshot by spec.snapshotID. Delete: yes, and
     its spec.deletionPolicy may be Delete; Retain: only to keep it (an adopted snapshot is never

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Final, Literal
 
 from cloudsnap.api.constants import READY, SYNCED
-from cloudsnap.api.models import CloudSnapshotStatus, Condition, StatusError, with_condition
+from cloudsnap.api.models import CloudSnapshotStatus, Condition, StatusError, set_condition
 from cloudsnap.api.restore import CloudSnapshotRestoreStatus
 from cloudsnap.api.schedule import CloudSnapshotScheduleStatus
 
@@ -99,15 +99,16 @@ def with_progress(
     kept = [c for c in conditions if c.type not in (RECONCILING, STALLED)]
     if progress is None:
         return kept
-    new = Condition(
-        type=progress.type,
-        status="True",
-        reason=progress.reason,
-        message=progress.message,
-        last_transition_time=now,
-        observed_generation=generation,
+    return set_condition(
+        kept,
+        _find(conditions, progress.type),
+        progress.type,
+        "True",
+        progress.reason,
+        progress.message,
+        now=now,
+        generation=generation,
     )
-    return with_condition(kept, _find(conditions, progress.type), new)
 
 
 def _find(conditions: list[Condition], kind: str) -> Condition | None:

@@ -180,7 +180,8 @@ class CloudSnapshotRestoreStatus(StatusModel):
     phase: RestorePhase | None = None
     """Pending (checking the input), Creating (EVS is making the disk), Binding (the claim waits
     for its volume), SafetySnapshot (a rollback waits for its safety snapshot), RollingBack,
-    Ready, Failed (the disk went into error) or Deleting."""
+    Ready, Failed (the disk went into error, or the disk, volume or claim it made was deleted
+    behind its back) or Deleting."""
     snapshot_id: Annotated[str, Fitted(64)] | None = Field(None, alias="snapshotID")
     """ID of the EVS snapshot restored (spec.snapshotID, or the one of spec.snapshotName)."""
     volume_id: Annotated[str, Fitted(64)] | None = Field(None, alias="volumeID")

@@ -453,14 +453,16 @@ class EVSClient:
     ) -> httpx.Response:
         """Send one request; any failure becomes the EVSError that describes it.
 
-        The observer and the limiter hear of every request that ended (a cancelled one has no
-        outcome to count).
+        The observer and the limiter hear of every request that ended (a cancelled one, or one
+        the guard kept from leaving, has no outcome to count). The debug line says which: the
+        outcome, "fenced" or "cancelled".
         """
         answered: Answered | None = None
         if self._limiter is not None:
             # Queueing for the rate limit is not waiting for EVS: it stays outside the deadline.
             answered = await self._limiter(operation)
         outcome: str | None = None
+        unsent = "cancelled"
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout):
@@ -474,6 +476,7 @@ class EVSClient:
                 f"no answer to {operation} within {self._timeout:g}s", retryable=True
             ) from None
         except _Fenced:
+            unsent = "fenced"
             raise EVSNotSent(f"{operation} not sent: this replica may not act now") from None
         except httpx.DecodingError as exc:
             outcome = "connection_error"
@@ -487,7 +490,7 @@ class EVSClient:
             ) from None
         finally:
             elapsed = time.perf_counter() - started
-            log.debug("EVS %s -> %s in %.3fs", operation, outcome or "cancelled", elapsed)
+            log.debug("EVS %s -> %s in %.3fs", operation, outcome or unsent, elapsed)
             if self._observer is not None and outcome is not None:
                 self._observer(operation, outcome, elapsed)
             if answered is not None and outcome in _UNANSWERED:

@@ -250,7 +250,7 @@ class SecretCache(WatchCache):
 
 
 class NamespaceCache(WatchCache):
-    """Namespaces' labels, cluster-wide; a NamespaceReader (cloudsnap.controllers.snapshot.tenancy)
+    """Namespaces' labels, cluster-wide; a NamespaceReader (cloudsnap.controllers.tenancy)
     for the classes that admit namespaces by a selector."""
 
     def __init__(self, api: kubernetes.client.ApiClient) -> None:

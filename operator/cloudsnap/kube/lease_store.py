@@ -11,6 +11,7 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from cloudsnap.kube.objects import unless_missing
 from cloudsnap.runtime.leader import LeaseConflict, LeaseRecord
 
 
@@ -35,8 +36,8 @@ class KubeLeaseStore:
         return await asyncio.get_running_loop().run_in_executor(None, fn)
 
     async def get(self) -> LeaseRecord | None:
-        try:
-            lease = await self._run(
+        lease = await self._run(
+            lambda: unless_missing(
                 lambda: self._api.read_namespaced_lease(
                     self._name,
                     self._namespace,
@@ -44,11 +45,8 @@ class KubeLeaseStore:
                     _preload_content=False,
                 )
             )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return _record(lease)
+        )
+        return None if lease is None else _record(lease)
 
     async def create(self, holder: str, duration: int) -> LeaseRecord:
         body = {

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import kubernetes
@@ -10,23 +11,17 @@ from kubernetes.client.exceptions import ApiException
 
 from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.api.constants import RESTORE_PLURAL
-from cloudsnap.kube.writer import KubeWriter
+from cloudsnap.kube.step_store import KubeStepStore
 
 
-class KubeRestoreStore:
+class KubeRestoreStore(KubeStepStore):
     """The reads and writes of restore steps (a ``RestoreStore``): the restore's own status,
-    finalizers and Events through a KubeWriter, the CloudSnapshot it names, and the
+    finalizers and Events through a KubeWriter, the CloudSnapshot it names, the
     PersistentVolume and claim it makes (created once by name, deleted with their UID as a
-    precondition)."""
+    precondition), and the pods of a namespace (for who holds a disk a rollback waits for)."""
 
     def __init__(self, api: kubernetes.client.ApiClient, *, threads: int = 4) -> None:
-        self._core = kubernetes.client.CoreV1Api(api)
-        self._custom = kubernetes.client.CustomObjectsApi(api)
-        self._restores = KubeWriter(api, threads=threads, plural=RESTORE_PLURAL)
-        self._snapshots = KubeWriter(api, threads=threads)
-        self.patch_status = self._restores.patch_status
-        self.set_finalizers = self._restores.set_finalizers
-        self.post_event = self._restores.post_event
+        super().__init__(api, plural=RESTORE_PLURAL, threads=threads)
 
     async def read_snapshot(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._snapshots.read(namespace, name)
@@ -77,10 +72,25 @@ class KubeRestoreStore:
             uid,
         )
 
+    async def pods_in(self, namespace: str) -> Sequence[Mapping[str, Any]] | None:
+        """The namespace's pods, each reduced to its name and the claims its volumes name (the
+        raw JSON is read: no client models are built for the pods); None where the operator may
+        not list them (a namespace it does not watch)."""
+        try:
+            answer = await self._own.run(
+                lambda: self._core.list_namespaced_pod(namespace, _preload_content=False)
+            )
+        except ApiException as exc:
+            if exc.status == 403:
+                return None
+            raise
+        listed = json.loads(answer.data)
+        return [_slim_pod(pod) for pod in listed.get("items") or ()]
+
     async def _get(self, read: Callable[[], Any]) -> dict[str, Any] | None:
         """The object read, as the API server serves it (JSON names), or None on 404."""
         try:
-            found = await self._restores.run(read)
+            found = await self._own.run(read)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -90,11 +100,11 @@ class KubeRestoreStore:
     async def _create(self, create: Callable[[], Any], read: Callable[[], Any]) -> dict[str, Any]:
         """Create; on AlreadyExists (a repeated step) the object stored under that name."""
         try:
-            return self._json(await self._restores.run(create))
+            return self._json(await self._own.run(create))
         except ApiException as exc:
             if exc.status != 409:
                 raise
-        return self._json(await self._restores.run(read))
+        return self._json(await self._own.run(read))
 
     async def _delete(self, delete: Callable[[Any], Any], uid: str) -> None:
         """Delete with the UID as precondition; nothing if it is gone or another one."""
@@ -102,7 +112,7 @@ class KubeRestoreStore:
             preconditions=kubernetes.client.V1Preconditions(uid=uid)
         )
         try:
-            await self._restores.run(lambda: delete(options))
+            await self._own.run(lambda: delete(options))
         except ApiException as exc:
             if exc.status not in (404, 409):
                 raise
@@ -111,7 +121,17 @@ class KubeRestoreStore:
         result: dict[str, Any] = self._core.api_client.sanitize_for_serialization(found)
         return result
 
-    def close(self) -> None:
-        """Stop the thread pools."""
-        self._restores.close()
-        self._snapshots.close()
+
+def _slim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """What naming a claim's users reads of a pod: its name and its claim volumes."""
+    volumes = (pod.get("spec") or {}).get("volumes") or ()
+    return {
+        "metadata": {"name": (pod.get("metadata") or {}).get("name")},
+        "spec": {
+            "volumes": [
+                {"persistentVolumeClaim": volume["persistentVolumeClaim"]}
+                for volume in volumes
+                if volume.get("persistentVolumeClaim")
+            ]
+        },
+    }

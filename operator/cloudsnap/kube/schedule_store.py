@@ -12,11 +12,11 @@ from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.api.constants import SCHEDULE_PLURAL, SCHEDULE_UID_LABEL
 from cloudsnap.api.objects import uid_of, version_of
 from cloudsnap.kube.objects import api_message, json_pointer
-from cloudsnap.kube.writer import KubeWriter
+from cloudsnap.kube.step_store import KubeStepStore
 from cloudsnap.runtime.writes import Conflict, Refused
 
 
-class KubeScheduleStore:
+class KubeScheduleStore(KubeStepStore):
     """The reads and writes of schedule steps (a ``schedules.ScheduleStore``).
 
     The schedule's own status and finalizers go through a KubeWriter (UID-tested JSON patches);
@@ -24,16 +24,10 @@ class KubeScheduleStore:
     """
 
     def __init__(self, api: kubernetes.client.ApiClient, *, threads: int = 4) -> None:
-        self._custom = kubernetes.client.CustomObjectsApi(api)
-        self._core = kubernetes.client.CoreV1Api(api)
-        self._schedules = KubeWriter(api, threads=threads, plural=SCHEDULE_PLURAL)
-        self._snapshots = KubeWriter(api, threads=threads)
-        self.patch_status = self._schedules.patch_status
-        self.set_finalizers = self._schedules.set_finalizers
-        self.post_event = self._schedules.post_event
+        super().__init__(api, plural=SCHEDULE_PLURAL, threads=threads)
 
     async def list_snapshots(self, namespace: str) -> list[dict[str, Any]]:
-        listing = await self._schedules.run(
+        listing = await self._own.run(
             lambda: self._custom.list_namespaced_custom_object(
                 GROUP, VERSION, namespace, SNAPSHOT_PLURAL
             )
@@ -43,7 +37,7 @@ class KubeScheduleStore:
 
     async def create_snapshot(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            created: dict[str, Any] = await self._schedules.run(
+            created: dict[str, Any] = await self._own.run(
                 lambda: self._custom.create_namespaced_custom_object(
                     GROUP, VERSION, namespace, SNAPSHOT_PLURAL, dict(body)
                 )
@@ -65,7 +59,7 @@ class KubeScheduleStore:
             propagation_policy="Background",
         )
         try:
-            await self._schedules.run(
+            await self._own.run(
                 lambda: self._custom.delete_namespaced_custom_object(
                     GROUP, VERSION, namespace, SNAPSHOT_PLURAL, name, body=options
                 )
@@ -99,7 +93,7 @@ class KubeScheduleStore:
         await self._snapshots.patch(namespace, name, patch, status=False)
 
     async def list_claims(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        listing = await self._schedules.run(
+        listing = await self._own.run(
             lambda: self._core.list_namespaced_persistent_volume_claim(
                 namespace, label_selector=selector
             )
@@ -108,8 +102,3 @@ class KubeScheduleStore:
             self._custom.api_client.sanitize_for_serialization(listing).get("items") or []
         )
         return items
-
-    def close(self) -> None:
-        """Stop the thread pools."""
-        self._schedules.close()
-        self._snapshots.close()

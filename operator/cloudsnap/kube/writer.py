@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from cloudsnap.api import GROUP, SNAPSHOT_KIND, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.api.objects import uid_of, version_of
 from cloudsnap.api.text import EVENT_MESSAGE_MAX_BYTES, fit_text
-from cloudsnap.kube.objects import api_message
+from cloudsnap.kube.objects import api_message, unless_missing
 from cloudsnap.runtime.writes import Conflict, Event
 from cloudsnap.utc import rfc3339
 
@@ -178,12 +178,7 @@ class KubeWriter:
                 GROUP, VERSION, namespace, self._plural, name
             )
 
-        try:
-            found: dict[str, Any] = await self.run(get)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        found: dict[str, Any] | None = await self.run(lambda: unless_missing(get))
         return found
 
     def close(self) -> None:

@@ -13,7 +13,14 @@ provider's code and request ID for people to read.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
+from datetime import datetime
+
+from cloudsnap.api import CONDITION_REASON_PATTERN
+from cloudsnap.api.models import StatusError
+
+_REASON = re.compile(CONDITION_REASON_PATTERN)
 
 
 class Kind(enum.StrEnum):
@@ -78,10 +85,28 @@ class Failure:
         """Whether the operator retries on its own, soon (the status.error.retryable field)."""
         return self.kind is Kind.TRANSIENT
 
+    @property
+    def reason(self) -> str:
+        """The Synced condition's reason: a local code as it is (ClassNotFound, AlreadyOwned,
+        ...), else the generic ReconcileError (provider codes such as EVS.5413 are no valid
+        reason)."""
+        return self.code if _REASON.match(self.code) else "ReconcileError"
+
     def describe(self) -> str:
         """One line for the Synced condition and the Failed event, with the request ID."""
         text = f"{self.code}: {self.message}"
         return f"{text} (request {self.request_id})" if self.request_id else text
+
+    def status_error(self, now: datetime) -> StatusError:
+        """The status.error field of this failure, seen first and last ``now``."""
+        return StatusError(
+            code=self.code,
+            message=self.message,
+            retryable=self.retryable,
+            request_id=self.request_id,
+            first_seen=now,
+            time=now,
+        )
 
 
 class LocalFailure(Exception):

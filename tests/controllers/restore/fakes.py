@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cloudsnap.api import AccountRef
+from cloudsnap.api import AccountRef, CloudSnapshotClassSpec
 from cloudsnap.controllers.restore.external import (
     Disk,
     DiskConnection,
@@ -25,6 +25,13 @@ SNAPSHOT = "7b1e3c2a-5d4f-4e6a-9b8c-0d1e2f3a4b5c"
 ACCOUNT = AccountRef(class_name="default", region="r1", project_id="p1", endpoint="127.0.0.1")
 
 
+def class_spec(**rules: Any) -> CloudSnapshotClassSpec:
+    """The fake account's class, with these tenancy rules (by their field names)."""
+    return CloudSnapshotClassSpec.model_validate(
+        {"region": "r1", "projectID": "p1", "credentialsSecretRef": {"name": "evs"}, **rules}
+    )
+
+
 @dataclass
 class FakeDisks:
     """An account's disks and jobs. ``lose_next_answer`` applies the next create and raises a
@@ -37,6 +44,8 @@ class FakeDisks:
     requests: list[DiskRequest] = field(default_factory=list)
     creates: int = 0
     rollbacks: list[tuple[str, str]] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    """Every call made, by the name of its method."""
     lose_next_answer: bool = False
     list_lag: bool = False
     refuse: Failure | None = None
@@ -49,17 +58,21 @@ class FakeDisks:
         )
 
     async def snapshot(self, snapshot_id: str) -> SourceSnapshot | None:
+        self.calls.append("snapshot")
         return self.snapshots.get(snapshot_id)
 
     async def disk(self, volume_id: str) -> Disk | None:
+        self.calls.append("disk")
         return self.disks.get(volume_id)
 
     async def find_owned(self, owner_uid: str) -> list[Disk]:
+        self.calls.append("find_owned")
         if self.list_lag:
             return []
         return [disk for disk in self.disks.values() if disk.owner_uid == owner_uid]
 
     async def create(self, request: DiskRequest, token: str) -> str:
+        self.calls.append("create")
         self.creates += 1
         if self.refuse is not None:
             raise ExternalError(self.refuse)
@@ -87,9 +100,11 @@ class FakeDisks:
         return job_id
 
     async def job(self, job_id: str) -> Job:
+        self.calls.append("job")
         return self.jobs[job_id]
 
     async def delete(self, volume_id: str) -> bool:
+        self.calls.append("delete")
         disk = self.disks.get(volume_id)
         if disk is None:
             return False
@@ -97,6 +112,7 @@ class FakeDisks:
         return True
 
     async def rollback(self, snapshot_id: str, volume_id: str) -> None:
+        self.calls.append("rollback")
         self.rollbacks.append((snapshot_id, volume_id))
         disk = self.disks[volume_id]
         self.disks[volume_id] = replace(disk, state=DiskState.BUSY, phase="rollbacking")
@@ -123,9 +139,10 @@ class FakeDisks:
 @dataclass
 class FakeConnector:
     disks: FakeDisks
+    rules: CloudSnapshotClassSpec = field(default_factory=class_spec)
 
     async def connect(self, class_name: str | None) -> DiskConnection:
-        return DiskConnection("default", ACCOUNT, self.disks)
+        return DiskConnection("default", ACCOUNT, self.rules, self.disks)
 
 
 @dataclass
@@ -135,6 +152,11 @@ class MemoryStore:
     snapshots: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
     claims: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    pod_lists: list[str] = field(default_factory=list)
+    """The namespaces whose pods were listed, one entry a list call."""
+    unlisted: set[str] = field(default_factory=set)
+    """Namespaces whose pods the operator may not list."""
     restores: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     """The restores as the API server stores them (the watch may lag behind)."""
     events: list[Event] = field(default_factory=list)
@@ -154,6 +176,12 @@ class MemoryStore:
 
     async def read_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.claims.get((namespace, name))
+
+    async def pods_in(self, namespace: str) -> Sequence[Mapping[str, Any]] | None:
+        self.pod_lists.append(namespace)
+        if namespace in self.unlisted:
+            return None
+        return [pod for (where, _), pod in self.pods.items() if where == namespace]
 
     def _stored(self, body: Mapping[str, Any]) -> dict[str, Any]:
         stored = {**body, "metadata": {**body["metadata"], "uid": f"uid-{next(self._uids)}"}}

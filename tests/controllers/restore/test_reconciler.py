@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from cloudsnap.api.models import StatusError
 from cloudsnap.api.objects import Owner
 from cloudsnap.api.restore import CloudSnapshotRestoreStatus, NewVolume, RestoreClaim
 from cloudsnap.controllers.restore.controller import RESTORE_FINALIZER
@@ -25,6 +26,7 @@ from cloudsnap.controllers.restore.decisions import (
 )
 from cloudsnap.controllers.restore.external import Disk, DiskState, SourceSnapshot
 from cloudsnap.controllers.restore.reconciler import Reconciler, Result
+from cloudsnap.runtime.backoff import Timing
 from cloudsnap.runtime.failures import Failure, Kind
 from tests.controllers.restore.fakes import (
     SNAPSHOT,
@@ -33,6 +35,7 @@ from tests.controllers.restore.fakes import (
     FakeDisks,
     MemoryStore,
 )
+from tests.fixtures.world import FakeCluster
 
 UID = "3c9d2e1f-0a4b-4c5d-8e6f-7a8b9c0d1e2f"
 OWNER = Owner(UID, "team-a", "db-restore")
@@ -76,8 +79,14 @@ class World:
     def __init__(self) -> None:
         self.disks = FakeDisks()
         self.store = MemoryStore()
+        self.cluster = FakeCluster()
+        self.connector = FakeConnector(self.disks)
         self.reconciler = Reconciler(
-            FakeConnector(self.disks), self.store, finalizer=RESTORE_FINALIZER
+            self.connector,
+            self.store,
+            finalizer=RESTORE_FINALIZER,
+            namespaces=self.cluster,
+            volumes=self.cluster,
         )
         self.status: dict[str, Any] = {}
 
@@ -176,7 +185,8 @@ async def test_a_restore_makes_one_disk_then_its_volume_and_claim() -> None:
     assert status.phase == "Ready"
     assert (status.claim_name, status.persistent_volume_name) == ("data", volume_name(UID))
     assert [c.type for c in status.conditions] == ["Ready", "Synced"]
-    assert result.requeue is None
+    assert result.requeue is not None, "a Ready restore is looked at again (drift)"
+    assert 0.5 * Timing().resync <= result.requeue <= 1.5 * Timing().resync
     assert world.store.writes.count("create pv") == 1
     assert world.store.writes.count("create pvc") == 1
 
@@ -302,12 +312,18 @@ async def test_delete_removes_claim_volume_then_disk() -> None:
 ROLLBACK = {"snapshotName": "db", "rollback": {}}
 
 
-async def test_a_rollback_waits_for_a_detached_disk_and_its_safety_snapshot() -> None:
-    world = World()
+async def blocked_rollback(world: World) -> StatusError:
+    """The status.error of a rollback's step on the attached source disk."""
     world.store.snapshots[("team-a", "db")] = ready_snapshot()
     await world.step(restore(ROLLBACK))
     error = world.parsed().error
     assert error is not None
+    return error
+
+
+async def test_a_rollback_waits_for_a_detached_disk_and_its_safety_snapshot() -> None:
+    world = World()
+    error = await blocked_rollback(world)
     assert error.code == "DiskInUse"
     assert SOURCE_DISK in error.message
     assert world.disks.rollbacks == []
@@ -349,3 +365,116 @@ async def test_a_safety_snapshot_that_cannot_be_made_blocks_the_rollback() -> No
     assert error.code == "EVS.5413"
     assert "db-restore-safety" in error.message
     assert world.disks.rollbacks == []
+
+
+def pod(namespace: str, name: str, *claims: str) -> dict[str, Any]:
+    volumes = [
+        {"name": f"v{i}", "persistentVolumeClaim": {"claimName": c}} for i, c in enumerate(claims)
+    ]
+    volumes.append({"name": "config", "configMap": {"name": "settings"}})
+    return {"metadata": {"name": name, "namespace": namespace}, "spec": {"volumes": volumes}}
+
+
+async def test_a_blocked_rollback_names_the_claim_and_pods_that_hold_the_disk() -> None:
+    world = World()
+    volume = {
+        "metadata": {"name": "pv-a"},
+        "spec": {
+            "csi": {"driver": "disk.csi.everest.io", "volumeHandle": SOURCE_DISK.upper()},
+            "claimRef": {"namespace": "team-a", "name": "data"},
+        },
+    }
+    world.cluster.volumes["pv-a"] = volume
+    other_driver = {
+        "metadata": {"name": "pv-x"},
+        "spec": {"csi": {"driver": "other", "volumeHandle": SOURCE_DISK}},
+    }
+    world.cluster.volumes["pv-x"] = other_driver
+    for index in range(7):
+        world.store.pods[("team-a", f"web-{index}")] = pod("team-a", f"web-{index}", "data")
+    world.store.pods[("team-a", "cache")] = pod("team-a", "cache", "other")
+    world.store.pods[("team-b", "web-9")] = pod("team-b", "web-9", "data")
+    error = await blocked_rollback(world)
+    assert error.code == "DiskInUse"
+    assert error.message.startswith(
+        f"disk {SOURCE_DISK} is in-use: it backs PersistentVolume pv-a bound to claim team-a/data,"
+        " used by pods team-a/web-0, team-a/web-1, team-a/web-2, team-a/web-3, team-a/web-4"
+        " and 2 more; stop them (scale to 0) and the rollback goes on"
+    ), error.message
+    assert "cache" not in error.message
+    assert "team-b/web-9" not in error.message
+    assert "pv-x" not in error.message, "a volume of another CSI driver is not the disk's"
+    assert world.store.pod_lists == ["team-a"], "one list, in the claim's namespace"
+    world.store.unlisted.add("team-a")
+    await world.step(restore(ROLLBACK))
+    error = world.parsed().error
+    assert error is not None
+    assert "claim team-a/data (the operator may not list that namespace's pods);" in error.message
+    world.store.unlisted.clear()
+    world.store.pod_lists.clear()
+
+    source = world.disks.disks[SOURCE_DISK]
+    world.disks.disks[SOURCE_DISK] = replace(source, phase="available")
+    await world.step(restore(ROLLBACK))
+    assert world.store.pod_lists == [], "no pods are listed once the disk is detached"
+
+
+async def test_a_disk_in_use_outside_kubernetes_is_named_alone() -> None:
+    world = World()
+    error = await blocked_rollback(world)
+    assert error.message.startswith(
+        f"disk {SOURCE_DISK} is in-use; stop the workload that uses it (scale it to 0)"
+    ), error.message
+    assert world.store.pod_lists == []
+
+
+async def test_a_disk_deleted_behind_a_ready_restore_is_reported_not_made_again() -> None:
+    world = World()
+    await _made(world, CLAIMED)
+    before = world.status
+    ready = await world.step(restore(CLAIMED))
+    assert ready.requeue is not None, "a Ready restore is looked at again"
+    assert ready.events == [], "a look that finds all as it was says nothing"
+    assert world.status == before, "and changes no status (nothing is written)"
+    (disk,) = world.disks.made()
+    del world.disks.disks[disk.id]
+    result = await world.step(restore(CLAIMED))
+    status = world.parsed()
+    ready_condition = next(c for c in status.conditions if c.type == "Ready")
+    assert (status.phase, ready_condition.status, ready_condition.reason) == (
+        "Failed",
+        "False",
+        "DiskNotFound",
+    )
+    assert disk.id in ready_condition.message
+    assert "delete the restore and create it again" in ready_condition.message
+    assert [(e.type, e.reason) for e in result.events] == [("Warning", "DiskNotFound")]
+    assert result.requeue is None
+    again = await world.step(restore(CLAIMED))
+    assert again.events == [], "reported once"
+    assert world.disks.creates == 1, "never made again"
+
+
+@pytest.mark.parametrize(("deleted", "reason"), [("volume", "VolumeLost"), ("claim", "ClaimLost")])
+async def test_a_volume_or_claim_deleted_behind_a_ready_restore_is_reported_not_made_again(
+    deleted: str, reason: str
+) -> None:
+    world = World()
+    await _made(world, CLAIMED)
+    if deleted == "volume":
+        world.store.volumes.clear()
+    else:
+        world.store.claims.clear()
+    result = await world.step(restore(CLAIMED))
+    status = world.parsed()
+    ready_condition = next(c for c in status.conditions if c.type == "Ready")
+    assert (status.phase, ready_condition.reason) == ("Failed", reason)
+    assert f"disk {status.volume_id} is kept" in ready_condition.message
+    assert [e.reason for e in result.events] == [reason]
+    await world.step(restore(CLAIMED))
+    assert world.store.writes.count("create pv") == 1
+    assert world.store.writes.count("create pvc") == 1
+    result = await world.step(restore({**CLAIMED, "deletionPolicy": "Delete"}, deleting=True))
+    assert not result.remove_finalizer, "the kept disk is still deleted with the restore"
+    world.disks.finish_deletes()
+    assert world.disks.made() == []

@@ -419,6 +419,8 @@ class RestoreMachine(RuleBasedStateMachine):
             EVSDiskConnector(accounts),
             self.kube,
             finalizer=RESTORE_FINALIZER,
+            namespaces=self.cluster,
+            volumes=self.cluster,
             timing=TIMING,
             rng=random.Random(0),
         )

@@ -27,6 +27,8 @@ class Clocked(World):
             FakeConnector(self.disks),
             self.store,
             finalizer=RESTORE_FINALIZER,
+            namespaces=self.cluster,
+            volumes=self.cluster,
             timing=Timing(create_doubt=DOUBT),
             clock=lambda: self.now,
         )

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from cloudsnap.api.constants import EVS_CSI_DRIVERS
 from cloudsnap.controllers.snapshot.controller import FINALIZER
 from cloudsnap.controllers.snapshot.volumes import (
-    EVS_CSI_DRIVERS,
     Unresolved,
     claim_key,
     resolve_claim,

@@ -12,6 +12,7 @@ import pytest
 from cloudsnap.controllers.snapshot.controller import FINALIZER
 from cloudsnap.controllers.snapshot.reconciler import Result
 from cloudsnap.providers.evs.accounts import Accounts
+from cloudsnap.providers.evs.connector import EVSConnector
 from cloudsnap.runtime.failures import LocalFailure
 from evs_simulator.testing import RunningSimulator
 from tests.fixtures.reconcile import CLASS, FAST
@@ -244,5 +245,44 @@ async def test_an_account_kept_by_the_identity_of_its_sources_follows_their_repl
         del reader.classes[CLASS]
         with pytest.raises(LocalFailure, match="not found"):
             await accounts.resolve(CLASS)
+    finally:
+        await accounts.aclose()
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"allowedNamespaces": {"names": ["team-a"]}},
+        {"volumeIDs": "Denied"},
+        {"adoption": "Retain"},
+        {"deletionPolicy": "Retain"},
+    ],
+)
+async def test_editing_a_class_s_rules_keeps_its_client(
+    fake: FakeCluster, edit: dict[str, Any]
+) -> None:
+    """A class's rules are read at each step from the account's spec; only what the client is
+    built from (endpoint, region, project, credentials, TLS, rate limit) rebuilds it."""
+    reader = _CacheLikeReader(fake)
+    accounts = Accounts(reader, reader)
+    connector = EVSConnector(accounts)
+    try:
+        first = await accounts.resolve(CLASS)
+        edited = copy.deepcopy(reader.classes[CLASS])
+        edited["spec"].update(edit)
+        reader.classes[CLASS] = edited
+        kept = await accounts.resolve(CLASS)
+        assert kept.client is first.client, "a rules edit must not rebuild the EVS client"
+        assert kept.poller is first.poller
+        assert kept.fingerprint == first.fingerprint
+        spec = (await connector.connect(CLASS)).class_spec
+        rules = spec.model_dump(by_alias=True, exclude_none=True)
+        assert {key: rules[key] for key in edit} == edit, "the connection sees the new rules"
+        assert await accounts.resolve(CLASS) is kept
+
+        paced = copy.deepcopy(edited)
+        paced["spec"]["rateLimit"] = {"requestsPerSecond": 5, "burst": 5}
+        reader.classes[CLASS] = paced
+        assert (await accounts.resolve(CLASS)).client is not first.client
     finally:
         await accounts.aclose()

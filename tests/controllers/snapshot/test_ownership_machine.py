@@ -18,7 +18,9 @@ the other at once), and checks after every rule:
 - no status names a snapshot of another disk, another owner or another account than the one it
   records;
 - nothing is written, posted or changed in EVS while the Lease is lost;
-and at the end, once everything is deleted and settled, only retained snapshots remain.
+and at the end, once every create in doubt has settled (its window closed), that each live
+snapshot tagged with a resource's UID is the one its status names (a late twin deleted, not left
+beside it); then, once everything is deleted and settled, that only retained snapshots remain.
 
 The profile is chosen by HYPOTHESIS_PROFILE: "ci" (the default, part of `make test`) or "long".
 """
@@ -31,8 +33,8 @@ import dataclasses
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from hypothesis import event
 from hypothesis import strategies as st
@@ -54,6 +56,8 @@ from cloudsnap.providers.evs.connector import EVSConnector
 from evs_simulator.testing import RunningSimulator, running_simulator
 from tests.fixtures.machines import TIMING, machine_settings
 from tests.fixtures.world import SECRET_NAME, FakeCluster, World
+
+T = TypeVar("T")
 
 NAMES = ("a", "b", "c")
 DISKS = (
@@ -85,7 +89,8 @@ FAULTS = {
     ],
 }
 # Steps run by hand: the scheduler stays off so Hypothesis alone decides the interleaving. At the
-# end, steps run until every object is gone; the grace periods above take real time.
+# end, steps run until no create is in doubt, then until every object is gone; the grace periods
+# above take real time.
 SETTLE_SECONDS = 30.0
 
 
@@ -113,6 +118,13 @@ class Holds:
         self.held.set()
         await self.released.wait()
 
+    async def after(self, call: Awaitable[T]) -> T:
+        """``call``'s answer (or its error) once the gate lets it through."""
+        try:
+            return await call
+        finally:
+            await self.gate()
+
 
 class HeldClient:
     """An ExternalClient whose answers pass through ``Holds``."""
@@ -122,43 +134,25 @@ class HeldClient:
         self._holds = holds
 
     async def observe(self, snapshot_id: str, *, recent: bool = False) -> ExternalSnapshot | None:
-        try:
-            return await self._inner.observe(snapshot_id, recent=recent)
-        finally:
-            await self._holds.gate()
+        return await self._holds.after(self._inner.observe(snapshot_id, recent=recent))
 
     async def confirm(self, snapshot_id: str) -> ExternalSnapshot | None:
-        try:
-            return await self._inner.confirm(snapshot_id)
-        finally:
-            await self._holds.gate()
+        return await self._holds.after(self._inner.confirm(snapshot_id))
 
     def survey(self, wanted: int) -> AsyncIterator[ExternalSnapshot]:
         return self._inner.survey(wanted)
 
     async def find_owned(self, volume_id: str, owner_uid: str) -> list[ExternalSnapshot]:
-        try:
-            return await self._inner.find_owned(volume_id, owner_uid)
-        finally:
-            await self._holds.gate()
+        return await self._holds.after(self._inner.find_owned(volume_id, owner_uid))
 
     async def create(self, request: CreateRequest) -> ExternalSnapshot:
-        try:
-            return await self._inner.create(request)
-        finally:
-            await self._holds.gate()
+        return await self._holds.after(self._inner.create(request))
 
     async def update(self, snapshot_id: str, changes: Changes) -> ExternalSnapshot:
-        try:
-            return await self._inner.update(snapshot_id, changes)
-        finally:
-            await self._holds.gate()
+        return await self._holds.after(self._inner.update(snapshot_id, changes))
 
     async def delete(self, snapshot: ExternalSnapshot) -> ExternalSnapshot | None:
-        try:
-            return await self._inner.delete(snapshot)
-        finally:
-            await self._holds.gate()
+        return await self._holds.after(self._inner.delete(snapshot))
 
 
 class HeldConnector:
@@ -543,12 +537,33 @@ class OwnershipMachine(RuleBasedStateMachine):
         # A create EVS applies after the operator gave up on it may make a twin; the operator
         # looks for and deletes twins until the window that unansweredCreateTime opens closes
         # (docs/ownership.md, "Late creates and duplicates"). Outside it, never two.
-        in_doubt = {
-            body["metadata"]["uid"]
+        in_doubt = {body["metadata"]["uid"] for body in self.in_doubt()}
+        assert not duplicated - in_doubt, f"several snapshots for owner(s) {duplicated}"
+
+    def in_doubt(self) -> list[dict[str, Any]]:
+        """The resources whose status records an unanswered create (its window still open)."""
+        return [
+            body
             for body in self.world.objects.values()
             if (body.get("status") or {}).get("unansweredCreateTime")
+        ]
+
+    def every_tagged_snapshot_is_the_named_one(self) -> None:
+        """Once no create is in doubt, a live EVS snapshot tagged with a resource's UID is the
+        one its status names: a twin EVS applied late has been deleted (or is being deleted),
+        not left beside it."""
+        named = {
+            body["metadata"]["uid"]: (body.get("status") or {}).get("snapshotID")
+            for body in self.world.objects.values()
         }
-        assert not duplicated - in_doubt, f"several snapshots for owner(s) {duplicated}"
+        for snap in self.snapshots():
+            owner = snap["metadata"].get(OWNER_UID_METADATA_KEY)
+            if snap["deleted"] or snap["status"] == "deleting" or owner not in named:
+                continue
+            assert snap["id"] == named[owner], (
+                f"{snap['id']} tagged with {owner} is not the snapshot its status names"
+                f" ({named[owner]})"
+            )
 
     @invariant()
     def nothing_deleted_without_a_delete_policy(self) -> None:
@@ -626,19 +641,16 @@ class OwnershipMachine(RuleBasedStateMachine):
             # Resources pinned to it need it back to be deleted (a deleted class blocks them).
             self.newer_default_class(present=True)
         self.cluster.secrets[SECRET_NAME] = self.good_secret()
+        # First every create in doubt settles, its late twin (if EVS made one) landed and dealt
+        # with: deleting the resources would delete their twins too, and hide one left behind.
+        self.step_all_until(lambda: not self.in_doubt(), self.in_doubt)
+        assert not self.in_doubt(), f"still in doubt: {self.in_doubt()}"
+        self.every_tagged_snapshot_is_the_named_one()
         for name in self.undeleted_names():
             self.delete_named(name)
-        deadline = time.monotonic() + SETTLE_SECONDS
-        while self.world.objects and time.monotonic() < deadline:
-            for name in list(self.world.objects):
-                self.step(name)
-            if self.all_wait_for_their_account():
-                # Resources made while the class pointed at the other account live there: an
-                # administrator points the class back for them (the operator never guesses).
-                endpoint = self.cluster.classes[MAIN]["spec"]["endpoint"]
-                other = next(sim for sim in self.sims if sim.endpoint != endpoint)
-                self.cluster.classes[MAIN]["spec"]["endpoint"] = other.endpoint
-            self.run(asyncio.sleep(0.01))  # grace periods are measured in real time
+        self.step_all_until(
+            lambda: not self.world.objects, lambda: list(self.world.objects.values())
+        )
         stuck = {
             name: (body.get("status", {}).get("conditions"), body.get("status", {}).get("error"))
             for name, body in self.world.objects.items()
@@ -654,18 +666,39 @@ class OwnershipMachine(RuleBasedStateMachine):
             owner = snap["metadata"].get(OWNER_UID_METADATA_KEY)
             assert owner not in self.deleted_with_delete, f"{snap['id']} of {owner} leaked"
 
-    def all_wait_for_their_account(self) -> bool:
-        def reason(body: dict[str, Any]) -> str:
-            conditions = body.get("status", {}).get("conditions", [])
-            return next((c["reason"] for c in conditions if c["type"] == "Synced"), "")
+    def step_all_until(
+        self, done: Callable[[], bool], waiting: Callable[[], list[dict[str, Any]]]
+    ) -> None:
+        """Step every resource, time passing, until ``done`` (or SETTLE_SECONDS have passed).
 
-        objects = list(self.world.objects.values())
-        return bool(objects) and all(reason(body) == "AccountChanged" for body in objects)
+        When all the ``waiting`` resources wait for their account (made while the class pointed
+        at the other one), an administrator points the class back for them (the operator never
+        guesses).
+        """
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while not done() and time.monotonic() < deadline:
+            for name in list(self.world.objects):
+                self.step(name)
+            if all_wait_for_their_account(waiting()):
+                endpoint = self.cluster.classes[MAIN]["spec"]["endpoint"]
+                other = next(sim for sim in self.sims if sim.endpoint != endpoint)
+                self.cluster.classes[MAIN]["spec"]["endpoint"] = other.endpoint
+            self.run(asyncio.sleep(0.01))  # grace periods are measured in real time
 
     async def close(self) -> None:
         for accounts in self.accounts:
             await accounts.aclose()
         await self.exits.aclose()
+
+
+def all_wait_for_their_account(bodies: list[dict[str, Any]]) -> bool:
+    """Whether there are resources and each is refused for its class's changed account."""
+
+    def reason(body: dict[str, Any]) -> str:
+        conditions = body.get("status", {}).get("conditions", [])
+        return next((c["reason"] for c in conditions if c["type"] == "Synced"), "")
+
+    return bool(bodies) and all(reason(body) == "AccountChanged" for body in bodies)
 
 
 OwnershipMachine.TestCase.settings = machine_settings(

@@ -8,19 +8,15 @@
 from __future__ import annotations
 
 import heapq
-import random
 from dataclasses import dataclass
 
 import pytest
 
-from cloudsnap.controllers.snapshot.controller import FINALIZER
-from cloudsnap.controllers.snapshot.reconciler import Reconciler
 from cloudsnap.providers.evs.accounts import Accounts
-from cloudsnap.providers.evs.connector import EVSConnector
 from cloudsnap.providers.evs.ratelimit import Adaptation, AdaptiveRate, RateControl
 from evs_simulator.testing import RunningSimulator
 from evs_simulator.throttle import Bucket, RateLimit
-from tests.fixtures.reconcile import FAST
+from tests.fixtures.reconcile import FAST, reconciler_over
 from tests.fixtures.world import FakeCluster, World
 from tests.waiting import eventually
 
@@ -195,14 +191,7 @@ async def test_the_operator_finds_the_simulators_rate_and_reports_no_throttling(
         poll_spacing=FAST.poll,
         rate_observer=lambda cls, operation, rate: rates.append((cls, operation, rate)),
     )
-    reconciler = Reconciler(
-        EVSConnector(accounts),
-        finalizer=FINALIZER,
-        volumes=fake,
-        namespaces=fake,
-        timing=FAST,
-        rng=random.Random(7),
-    )
+    reconciler = reconciler_over(accounts, fake)
     names = [f"db{i}" for i in range(60)]
     try:
         async with World(reconciler) as world:

@@ -110,6 +110,12 @@ app.kubernetes.io/part-of: cloudsnap
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get, create, delete]
+# list: KubeRestoreStore.pods_in lists the pods of a claim's namespace, only while a rollback is
+# blocked on an attached disk that backs that claim's PersistentVolume, so that the DiskInUse
+# message names the pods to stop (controllers/restore/users.py). No get, no watch, no write.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
 {{- end }}
 
 {{/* affinity from values, plus the podAntiAffinityPreset unless affinity.podAntiAffinity is set. */}}

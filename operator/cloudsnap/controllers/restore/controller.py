@@ -4,9 +4,12 @@ reconcile steps on its work queue, and persists their results (finalizer, status
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
+from cloudsnap import metrics
 from cloudsnap.api import GROUP
 from cloudsnap.api.constants import READY
 from cloudsnap.api.objects import condition_in, object_key, uid_of, version_of
@@ -14,6 +17,7 @@ from cloudsnap.controllers.restore.reconciler import Reconciler, Result
 from cloudsnap.controllers.restore.store import RestoreStore
 from cloudsnap.runtime.controller import NOT_LEADING_RETRY_SECONDS, QueuedController
 from cloudsnap.runtime.writes import Conflict, FencedWriter, NotLeading
+from cloudsnap.utc import parse_time
 
 RESTORE_FINALIZER = f"{GROUP}/restore-protection"
 """Held from before a restore's first create until what it made is kept or deleted."""
@@ -41,6 +45,8 @@ class RestoreController(QueuedController):
         self._seen: dict[str, tuple[str, int, bool]] = {}
         self._by_source: dict[str, set[str]] = {}
         """The restores naming each CloudSnapshot ("namespace/name") as their source."""
+        self._phases: dict[str, str] = {}
+        """The phase of each restore as this replica last wrote it (the leader's gauge)."""
         self._written: dict[str, tuple[str, dict[str, Any]]] = {}
         """The status this replica last wrote for each restore, with the restore's UID: only the
         leader writes it, so it is newer than the status of a body the watch has not caught up
@@ -56,6 +62,8 @@ class RestoreController(QueuedController):
             self._bodies.pop(key, None)
             self._seen.pop(key, None)
             self._written.pop(key, None)
+            if self._phases.pop(key, None) is not None:
+                self._publish_phases()
             self._reconciler.forget(uid_of(body))
             self.queue.forget(key)
             return
@@ -91,8 +99,11 @@ class RestoreController(QueuedController):
         """Nothing: what this replica wrote while leading was dropped when it stopped."""
 
     def _lost_lease(self) -> None:
-        """The next leader writes the statuses, so they are read from the watch again."""
+        """The next leader writes the statuses, so they are read from the watch again, and
+        publishes the phase gauge."""
         self._written.clear()
+        self._phases.clear()
+        metrics.RESTORES.clear()
 
     async def _step(self, key: str, body: dict[str, Any]) -> float | None:
         """One reconcile step of the restore and its persistence."""
@@ -126,12 +137,44 @@ class RestoreController(QueuedController):
         if not unchanged and await self._writer.patch_status(namespace, name, uid, status) is None:
             return None
         self._written[key] = (uid, status)
+        self._observe(key, body, previous, status)
         for event in result.events:
             await self._writer.post_event(body, event)
         if result.remove_finalizer and RESTORE_FINALIZER in finalizers:
             kept = [each for each in finalizers if each != RESTORE_FINALIZER]
             await self._writer.set_finalizers(namespace, name, uid, kept, version_of(body))
         return result.requeue
+
+    def _observe(
+        self,
+        key: str,
+        body: Mapping[str, Any],
+        previous: Mapping[str, Any],
+        status: Mapping[str, Any],
+    ) -> None:
+        """The metrics of a written status: the phase gauge, and a restore turning Ready
+        (counted, its time since creation observed) or Failed (counted)."""
+        phase = str(status.get("phase") or "Pending")
+        target = "rollback" if (body.get("spec") or {}).get("rollback") is not None else "newVolume"
+        if phase != previous.get("phase"):
+            if phase == "Ready":
+                metrics.RESTORES_COMPLETED.labels(target=target).inc()
+                created = (body.get("metadata") or {}).get("creationTimestamp")
+                if created:
+                    since = datetime.now(UTC) - parse_time(str(created))
+                    metrics.RESTORE_SECONDS.labels(target=target).observe(
+                        max(0.0, since.total_seconds())
+                    )
+            elif phase == "Failed":
+                metrics.RESTORES_FAILED.labels(target=target).inc()
+        if self._phases.get(key) != phase:
+            self._phases[key] = phase
+            self._publish_phases()
+
+    def _publish_phases(self) -> None:
+        metrics.RESTORES.clear()
+        for phase, count in Counter(self._phases.values()).items():
+            metrics.RESTORES.labels(phase=phase).set(count)
 
 
 def _source_key(body: Mapping[str, Any]) -> str:

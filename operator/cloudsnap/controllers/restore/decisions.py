@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cloudsnap.api.constants import API_VERSION, EVEREST_CSI_DRIVER, GROUP, READY, SNAPSHOT_KIND
@@ -13,6 +13,7 @@ from cloudsnap.api.naming import default_disk_name
 from cloudsnap.api.objects import Owner, condition_in
 from cloudsnap.api.restore import NewVolume, RestoreClaim
 from cloudsnap.controllers.restore.external import Disk, DiskRequest, SourceSnapshot
+from cloudsnap.controllers.restore.users import DiskUser, describe_users
 from cloudsnap.runtime.failures import Failure, Kind
 
 RESTORE_UID_LABEL = f"{GROUP}/restore-uid"
@@ -33,6 +34,8 @@ DISK_IN_USE = "DiskInUse"
 SAFETY_SUFFIX = "safety"
 DNS_NAME_MAX = 253
 VOLUME_EXISTS = "VolumeExists"
+VOLUME_LOST = "VolumeLost"
+CLAIM_LOST = "ClaimLost"
 SOURCE_DISK_UNKNOWN = "SourceDiskUnknown"
 
 
@@ -82,15 +85,22 @@ def usable(snapshot: SourceSnapshot | None) -> SourceSnapshot:
     return snapshot
 
 
-def rollback_target(disk: Disk | None, snapshot: SourceSnapshot) -> Disk:
-    """The snapshot's own disk, if EVS may roll it back now (detached); InputError otherwise."""
+def rollback_target(
+    disk: Disk | None, snapshot: SourceSnapshot, users: Sequence[DiskUser] = ()
+) -> Disk:
+    """The snapshot's own disk, if EVS may roll it back now (detached); InputError otherwise,
+    naming the volumes, claims and pods of ``users`` that hold it."""
     if disk is None:
         raise _blocked(DISK_NOT_FOUND, f"the snapshot's disk {snapshot.volume_id} is gone")
     if disk.phase != "available":
+        held = describe_users(users)
+        stop = (
+            "stop them (scale to 0)" if held else "stop the workload that uses it (scale it to 0)"
+        )
         raise _blocked(
             DISK_IN_USE,
-            f"disk {disk.id} is {disk.phase}: EVS rolls back only a detached (available) disk;"
-            " stop the workload that uses it (scale it to zero) and the rollback goes on",
+            f"disk {disk.id} is {disk.phase}{': ' + held if held else ''}; {stop} and the"
+            " rollback goes on (EVS rolls back only a detached, available, disk)",
         )
     return disk
 
@@ -222,3 +232,17 @@ def made_by(body: Mapping[str, Any] | None, restore_uid: str) -> bool:
 def foreign(code: str, what: str) -> InputError:
     """An object of the name the restore needs that it did not make: never touched."""
     return _blocked(code, f"{what} exists and was not made by this restore; it is left alone")
+
+
+def lost(code: str, what: str, kept_disk: str | None) -> tuple[str, str]:
+    """The Ready reason and message of a restore whose disk, volume or claim (``what``) was
+    deleted behind its back (``kept_disk``: the disk, if it is still there). Nothing is made
+    again: a disk made anew from the snapshot now would not hold what the user saw on it."""
+    if kept_disk is None:
+        undo = "delete the restore and create it again to restore the snapshot anew"
+    else:
+        undo = (
+            f"disk {kept_disk} is kept; delete the restore (deletionPolicy Retain keeps the"
+            " disk) and create it again for a new disk, or expose the kept disk yourself"
+        )
+    return code, f"{what} made by this restore was deleted; it is not made again: {undo}"

@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-from cloudsnap.api import AccountRef
+from cloudsnap.api import AccountRef, CloudSnapshotClassSpec
 from cloudsnap.api.objects import Owner
 from cloudsnap.runtime.failures import Failure
 
@@ -30,13 +30,17 @@ class DiskState(enum.Enum):
 
 @dataclass(frozen=True)
 class SourceSnapshot:
-    """The snapshot to restore, and the defaults its source disk gives the new one."""
+    """The snapshot to restore, and the defaults its source disk gives the new one;
+    ``owner_namespace`` and ``owner_name`` are those of the CloudSnapshot that made it, when the
+    snapshot carries the operator's owner tags."""
 
     id: str
     available: bool
     phase: str
     size: int
     volume_id: str
+    owner_namespace: str | None = None
+    owner_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,10 +116,11 @@ class DiskClient(Protocol):
 
 @dataclass(frozen=True)
 class DiskConnection:
-    """A disk client bound to the account of one class."""
+    """A disk client bound to the account of one class, with the class's rules."""
 
     class_name: str
     account: AccountRef
+    class_spec: CloudSnapshotClassSpec
     client: DiskClient
 
 

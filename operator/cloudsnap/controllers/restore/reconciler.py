@@ -20,7 +20,7 @@ import pydantic
 
 from cloudsnap.api import invalid_fields
 from cloudsnap.api.constants import READY, SYNCED
-from cloudsnap.api.models import Condition, ConditionStatus, StatusError, with_condition
+from cloudsnap.api.models import Condition, ConditionStatus, set_condition
 from cloudsnap.api.objects import Owner, condition_in
 from cloudsnap.api.progress import restore_progress, with_progress
 from cloudsnap.api.restore import (
@@ -31,14 +31,17 @@ from cloudsnap.api.restore import (
 )
 from cloudsnap.controllers.restore.decisions import (
     CLAIM_EXISTS,
+    CLAIM_LOST,
     DISK_NOT_FOUND,
     SNAPSHOT_EXISTS,
     VOLUME_EXISTS,
+    VOLUME_LOST,
     InputError,
     claim_body,
     client_token,
     disk_request,
     foreign,
+    lost,
     made_by,
     persistent_volume,
     rollback_target,
@@ -53,8 +56,16 @@ from cloudsnap.controllers.restore.external import (
     DiskConnection,
     DiskConnector,
     DiskState,
+    SourceSnapshot,
 )
 from cloudsnap.controllers.restore.store import RestoreStore
+from cloudsnap.controllers.restore.tenancy import (
+    check_rollback_target,
+    check_snapshot_by_id,
+    snapshot_ids_allowed,
+)
+from cloudsnap.controllers.restore.users import DiskUser, disk_users
+from cloudsnap.controllers.tenancy import DiskVolumes, NamespaceReader, admit
 from cloudsnap.runtime.backoff import Timing
 from cloudsnap.runtime.failures import (
     INVALID_SPEC,
@@ -95,19 +106,21 @@ class _Step:
 
     def condition(self, kind: str, value: ConditionStatus, reason: str, message: str) -> None:
         old = next((c for c in self.previous if c.type == kind), None)
-        new = Condition(
-            type=kind,
-            status=value,
-            reason=reason,
-            message=message,
-            last_transition_time=self.now,
-            observed_generation=self.generation,
+        self.status.conditions = set_condition(
+            self.status.conditions,
+            old,
+            kind,
+            value,
+            reason,
+            message,
+            now=self.now,
+            generation=self.generation,
         )
-        self.status.conditions = with_condition(self.status.conditions, old, new)
 
 
 class Reconciler:
-    """Steps restores through a DiskConnector (the cloud) and a RestoreStore (Kubernetes)."""
+    """Steps restores through a DiskConnector (the cloud) and a RestoreStore (Kubernetes);
+    namespaces' labels and disks' PersistentVolumes decide what a restore may use."""
 
     def __init__(
         self,
@@ -115,6 +128,8 @@ class Reconciler:
         store: RestoreStore,
         *,
         finalizer: str,
+        namespaces: NamespaceReader,
+        volumes: DiskVolumes,
         timing: Timing | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
@@ -122,6 +137,8 @@ class Reconciler:
         self._connector = connector
         self._store = store
         self._finalizer = finalizer
+        self._namespaces = namespaces
+        self._volumes = volumes
         self._timing = timing or Timing()
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
@@ -177,13 +194,7 @@ class Reconciler:
         connection = await self._connect(step, None)
         disk = await connection.client.disk(status.volume_id)
         if disk is None:
-            raise InputError(
-                Failure(
-                    DISK_NOT_FOUND,
-                    f"disk {status.volume_id} made by this restore no longer exists",
-                    Kind.BLOCKED,
-                )
-            )
+            return self._lost(step, *lost(DISK_NOT_FOUND, f"disk {status.volume_id}", None))
         if disk.state is DiskState.FAILED:
             return self._broken(step, f"EVS disk {disk.id} is {disk.phase}")
         if disk.state is not DiskState.READY:
@@ -196,6 +207,9 @@ class Reconciler:
         snapshot_id, class_name = await self._source(step)
         connection = await self._connect(step, class_name)
         client = connection.client
+        entitled = (
+            await self._entitled(step, connection, snapshot_id) if not status.job_id else None
+        )
         if not step.has_finalizer:
             status.phase = "Pending"
             return Result(status, add_finalizer=True, requeue=0.0)
@@ -213,7 +227,7 @@ class Reconciler:
             status.volume_id = owned[0].id
             return None
         await self._claim_is_free(step)
-        snapshot = await client.snapshot(snapshot_id)
+        snapshot = entitled or await client.snapshot(snapshot_id)
         target = step.spec.new_volume or NewVolume()
         source_disk = None
         if snapshot is not None and not (target.availability_zone and target.volume_type):
@@ -246,6 +260,21 @@ class Reconciler:
         step.status.snapshot_id = snapshot_id
         return snapshot_id, class_name
 
+    async def _entitled(
+        self, step: _Step, connection: DiskConnection, snapshot_id: str
+    ) -> SourceSnapshot | None:
+        """Raise ClassNotAllowed or SourceNotAllowed (blocked) unless the class admits the
+        restore's namespace and lets it read its source (docs/security.md); the snapshot, when
+        deciding needed reading it by ID. The namespace rule costs no EVS call."""
+        namespace, rules = step.owner.namespace, connection.class_spec
+        await admit(self._namespaces, connection.class_name, rules, namespace)
+        if step.spec.snapshot_id is None or snapshot_ids_allowed(connection.class_name, rules):
+            return None
+        snapshot = await connection.client.snapshot(snapshot_id)
+        if snapshot is not None:
+            await check_snapshot_by_id(self._volumes, connection.class_name, namespace, snapshot)
+        return snapshot
+
     async def _connect(self, step: _Step, class_name: str | None) -> DiskConnection:
         """The account the disk lives in: the one recorded with the first create, else the
         source's class (recorded now)."""
@@ -266,6 +295,11 @@ class Reconciler:
         found = await self._claim_is_free(step)
         name = volume_name(owner.uid)
         volume = await store.read_volume(name)
+        if volume is None and step.status.persistent_volume_name is not None:
+            return self._lost(step, *lost(VOLUME_LOST, f"PersistentVolume {name}", disk.id))
+        if found is None and step.status.claim_name is not None:
+            what = f"PersistentVolumeClaim {owner.namespace}/{claim.name}"
+            return self._lost(step, *lost(CLAIM_LOST, what, disk.id))
         if volume is None:
             volume = await store.create_volume(persistent_volume(owner, disk, claim))
         if not made_by(volume, owner.uid):
@@ -305,8 +339,15 @@ class Reconciler:
         """Roll the snapshot back onto its own disk, once, after a safety snapshot of it."""
         status = step.status
         snapshot_id, class_name = await self._source(step)
-        client = (await self._connect(step, class_name)).client
-        snapshot = usable(await client.snapshot(snapshot_id))
+        connection = await self._connect(step, class_name)
+        client = connection.client
+        sent = status.rolled_back_at is not None
+        entitled = None if sent else await self._entitled(step, connection, snapshot_id)
+        snapshot = usable(entitled or await client.snapshot(snapshot_id))
+        if not sent:
+            await check_rollback_target(
+                self._volumes, connection.class_name, step.owner.namespace, snapshot.volume_id
+            )
         status.volume_id = snapshot.volume_id
         disk = await client.disk(snapshot.volume_id)
         if status.rolled_back_at is not None:
@@ -316,7 +357,12 @@ class Reconciler:
                 return self._broken(step, f"EVS disk {disk.id} is {disk.phase}")
             phase = disk.phase if disk is not None else "gone"
             return self._waiting(step, "RollingBack", f"EVS disk {snapshot.volume_id} is {phase}")
-        disk = rollback_target(disk, snapshot)
+        users: list[DiskUser] = []
+        if disk is not None and disk.phase != "available":
+            users = await disk_users(
+                self._volumes, self._store, disk.id
+            )  # named in the DiskInUse message
+        disk = rollback_target(disk, snapshot, users)
         assert step.spec.rollback is not None
         if step.spec.rollback.safety_snapshot:
             waiting = await self._safety_snapshot(step, disk)
@@ -429,8 +475,29 @@ class Reconciler:
         return Result(step.status, requeue=self._timing.poll)
 
     def _ready(self, step: _Step, message: str) -> Result:
+        """Ready; a new disk is looked at again about every resync period (``_resync``)."""
         step.status.phase = "Ready"
         step.condition(READY, "True", "Available", message)
+        return Result(step.status, requeue=self._resync(step))
+
+    def _resync(self, step: _Step) -> float | None:
+        """When to look at a Ready restore again: a new disk (and its volume and claim) may be
+        deleted behind its back, which only a look notices; each look reads one disk, one
+        volume and one claim, and writes nothing while all is as it was. Spread over half to
+        one and a half resync periods, so restores that became Ready together (or were all
+        stepped at a start) do not stay in step. A rollback owns nothing to watch: None."""
+        if step.spec.rollback is not None:
+            return None
+        return self._timing.resync * self._rng.uniform(0.5, 1.5)
+
+    def _lost(self, step: _Step, reason: str, message: str) -> Result:
+        """Failed: what the restore made was deleted behind its back, and is not made again.
+        A Warning Event when it is first seen, not at every later step."""
+        old = next((c for c in step.previous if c.type == READY), None)
+        step.status.phase = "Failed"
+        step.condition(READY, "False", reason, message)
+        if old is None or old.reason != reason:
+            step.events.append(Event("Warning", reason, message))
         return Result(step.status)
 
     def _broken(self, step: _Step, message: str) -> Result:
@@ -443,21 +510,14 @@ class Reconciler:
         """Record the failure in status.error and Synced; retry as its class says."""
         status = step.status
         old = status.error
-        new = StatusError(
-            code=failure.code,
-            message=failure.message,
-            retryable=failure.retryable,
-            request_id=failure.request_id,
-            first_seen=step.now,
-            time=step.now,
-        )
+        new = failure.status_error(step.now)
         repeated = old is not None and (old.code, old.message) == (new.code, new.message)
         if old is not None and repeated:
             new.first_seen = old.first_seen
             if step.now - old.time < ERROR_REFRESH:
                 new.time = old.time
         status.error = new
-        step.condition(SYNCED, "False", "ReconcileError", failure.describe())
+        step.condition(SYNCED, "False", failure.reason, failure.describe())
         if status.phase is None:
             status.phase = "Pending"
         if not status.conditions or all(c.type != READY for c in status.conditions):

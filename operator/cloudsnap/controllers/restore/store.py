@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from cloudsnap.controllers.restore.users import PodReader
 from cloudsnap.runtime.writes import Writer
 
 
-class RestoreStore(Writer, Protocol):
+class RestoreStore(Writer, PodReader, Protocol):
     """The Kubernetes reads and writes of a restore step (``kube.restore_store``; in memory in
     tests): the restore's own status, finalizers and Events (``Writer``), the CloudSnapshot it
-    names, and the PersistentVolume and claim it makes. Every write is fenced by the caller."""
+    names, the PersistentVolume and claim it makes, and (``PodReader``) the pods that may hold
+    a disk a rollback waits for. Every write is fenced by the caller."""
 
     async def read_snapshot(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The CloudSnapshot, or None."""

@@ -30,7 +30,7 @@ import pydantic
 from prometheus_client import Gauge
 
 from cloudsnap import metrics
-from cloudsnap.api import API_VERSION, GROUP, SNAPSHOT_KIND, Condition, ConditionStatus
+from cloudsnap.api import API_VERSION, GROUP, SNAPSHOT_KIND, ConditionStatus
 from cloudsnap.api.constants import (
     DISK_FULL_CODE,
     EVS_SNAPSHOTS_PER_DISK,
@@ -45,7 +45,7 @@ from cloudsnap.api.constants import (
     SOURCE_LABEL,
     SYNCED,
 )
-from cloudsnap.api.models import condition_of, with_condition
+from cloudsnap.api.models import condition_of, set_condition
 from cloudsnap.api.objects import condition_in, object_key, uid_of, version_of
 from cloudsnap.api.progress import schedule_progress, with_progress
 from cloudsnap.api.schedule import (
@@ -998,16 +998,16 @@ def _set_condition(
     now: datetime,
     meta: Mapping[str, Any],
 ) -> None:
-    new = Condition(
-        type=kind,
-        status=value,
-        reason=reason,
-        message=message,
-        last_transition_time=now,
-        observed_generation=meta.get("generation"),
-    )
-    status.conditions = with_condition(
-        status.conditions, condition_of(status.conditions, kind), new
+    previous = condition_of(status.conditions, kind)
+    status.conditions = set_condition(
+        status.conditions,
+        previous,
+        kind,
+        value,
+        reason,
+        message,
+        now=now,
+        generation=meta.get("generation"),
     )
 
 

@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import random
-import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -38,14 +37,12 @@ from typing import Any, Protocol
 import pydantic
 
 from cloudsnap.api import (
-    CONDITION_REASON_PATTERN,
     AccountRef,
     CloudSnapshotSpec,
     CloudSnapshotStatus,
     Condition,
     ConditionStatus,
     DeletionPolicy,
-    StatusError,
     effective_deletion_policy,
     effective_snapshot_name,
     invalid_fields,
@@ -59,7 +56,7 @@ from cloudsnap.api.constants import (
     SCHEDULE_UID_LABEL,
     SYNCED,
 )
-from cloudsnap.api.models import condition_of, with_condition
+from cloudsnap.api.models import condition_of, set_condition
 from cloudsnap.api.objects import Owner
 from cloudsnap.api.progress import snapshot_progress, with_progress
 from cloudsnap.controllers.snapshot.external import (
@@ -71,7 +68,7 @@ from cloudsnap.controllers.snapshot.external import (
     NotWorthSurveying,
     State,
 )
-from cloudsnap.controllers.snapshot.tenancy import NamespaceReader, admit, check_source
+from cloudsnap.controllers.snapshot.tenancy import check_source
 from cloudsnap.controllers.snapshot.volumes import (
     ResolvedVolume,
     Unresolved,
@@ -79,6 +76,7 @@ from cloudsnap.controllers.snapshot.volumes import (
     claim_to_resolve,
     resolve_claim,
 )
+from cloudsnap.controllers.tenancy import NamespaceReader, admit
 from cloudsnap.runtime.backoff import Timing
 from cloudsnap.runtime.failures import (
     ACCOUNT_CHANGED,
@@ -102,7 +100,6 @@ DELETE_FAILED = "DeleteFailed"
 ERROR_REFRESH = timedelta(seconds=60)
 # Ready reasons that say more than a failure's "Error"/"Pending" would: a later failure keeps them.
 _STICKY_READY_REASONS = frozenset({"NotFound", ALREADY_OWNED, "Deleting"})
-_REASON = re.compile(CONDITION_REASON_PATTERN)
 
 log = logging.getLogger(__name__)
 
@@ -255,16 +252,15 @@ class _Draft:
             self.status.adopted = True
 
     def condition(self, kind: str, status: ConditionStatus, reason: str, message: str) -> None:
-        new = Condition(
-            type=kind,
-            status=status,
-            reason=reason,
-            message=message,
-            last_transition_time=self.now,
-            observed_generation=self.res.generation,
-        )
-        self.status.conditions = with_condition(
-            self.status.conditions, self.res.condition(kind), new
+        self.status.conditions = set_condition(
+            self.status.conditions,
+            self.res.condition(kind),
+            kind,
+            status,
+            reason,
+            message,
+            now=self.now,
+            generation=self.res.generation,
         )
 
     def synced(self) -> None:
@@ -274,14 +270,7 @@ class _Draft:
     def failed(self, failure: Failure, reason: str) -> bool:
         """Record the failure; True when it is a new one (worth an Event)."""
         self.condition(SYNCED, "False", reason, f"{failure.code}: {failure.message}")
-        new = StatusError(
-            code=failure.code,
-            message=failure.message,
-            retryable=failure.retryable,
-            request_id=failure.request_id,
-            first_seen=self.now,
-            time=self.now,
-        )
+        new = failure.status_error(self.now)
         old = self.res.status.error
         # Compared as stored: a long message is kept cut to its field's limit.
         if old is not None and (old.code, old.message) == (new.code, new.message):
@@ -570,7 +559,7 @@ class Reconciler:
         draft = _Draft(res, self._clock())
         try:
             conn = await self._connect(res)
-            await admit(self._namespaces, conn, res.namespace)
+            await admit(self._namespaces, conn.class_name, conn.class_spec, res.namespace)
             await check_source(
                 self._volumes,
                 conn,
@@ -969,7 +958,7 @@ class Reconciler:
         message = f"EVS snapshot {snapshot_id} does not exist; it is not re-created"
         draft.condition(READY, "False", "NotFound", message)
         failure = Failure(SNAPSHOT_NOT_FOUND, message, Kind.BLOCKED)
-        draft.failed(failure, _synced_reason(failure))
+        draft.failed(failure, failure.reason)
         events: tuple[Event, ...] = ()
         if res.reason(READY) != "NotFound":
             events = (Event("Warning", "NotFound", message),)
@@ -1009,7 +998,7 @@ class Reconciler:
     ) -> Result:
         """Record the failure on the draft and pick when to retry, by its class."""
         res = draft.res
-        is_new = draft.failed(failure, _synced_reason(failure))
+        is_new = draft.failed(failure, failure.reason)
         ready = condition_of(draft.status.conditions, READY)
         keep_ready = ready is not None and ready.reason in _STICKY_READY_REASONS
         if not draft.status.snapshot_id and not keep_ready:
@@ -1265,12 +1254,6 @@ def _body_digest(generation: object, finalized: bool, status: object) -> int:
     """What a step reads of a live body, digested: the spec is the generation's (the API server
     bumps it on every spec change), the rest is the finalizer and the status."""
     return hash((generation, finalized, json.dumps(status, sort_keys=True, separators=(",", ":"))))
-
-
-def _synced_reason(failure: Failure) -> str:
-    """The Synced reason: a local code as it is (ClassNotFound, AlreadyOwned, ...), else the
-    generic ReconcileError (provider codes such as EVS.5413 are no valid reason)."""
-    return failure.code if _REASON.match(failure.code) else "ReconcileError"
 
 
 def _being_deleted(snapshot_id: str) -> str:

@@ -11,11 +11,13 @@ once, besides the slow blocked retry.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cloudsnap.api.constants import EVS_CSI_DRIVERS
 from cloudsnap.api.models import UUID_PATTERN
+from cloudsnap.controllers.tenancy import DiskVolumes
 from cloudsnap.runtime.failures import (
     CLAIM_NOT_BOUND,
     CLAIM_NOT_FOUND,
@@ -24,13 +26,10 @@ from cloudsnap.runtime.failures import (
     Kind,
 )
 
-# The Huawei Cloud EVS CSI drivers: CCE's everest add-on, and the cloud-provider-huaweicloud one.
-# Both put the EVS disk ID in the PersistentVolume's spec.csi.volumeHandle.
-EVS_CSI_DRIVERS = ("disk.csi.everest.io", "evs.csi.huaweicloud.com")
 _DISK_ID = re.compile(UUID_PATTERN, re.IGNORECASE)  # read in lower case, as EVS writes IDs
 
 
-class VolumeReader(Protocol):
+class VolumeReader(DiskVolumes, Protocol):
     """PersistentVolumeClaims and PersistentVolumes as Kubernetes has them (raw bodies)."""
 
     async def get_claim(self, namespace: str, name: str) -> Mapping[str, Any] | None:
@@ -39,10 +38,6 @@ class VolumeReader(Protocol):
 
     async def get_volume(self, name: str) -> Mapping[str, Any] | None:
         """The (cluster-scoped) volume, or None when there is none."""
-        ...
-
-    async def volumes_of_disk(self, disk_id: str) -> Sequence[Mapping[str, Any]]:
-        """The volumes whose CSI volumeHandle is this disk ID (any case), of any driver."""
         ...
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
@@ -20,6 +21,9 @@ from typing import Any, Protocol
 import pydantic
 
 from cloudsnap.api import CloudSnapshotClass, CloudSnapshotClassSpec, invalid_fields
+from cloudsnap.api.constants import SECRET_ACCESS_KEY as ACCESS_KEY
+from cloudsnap.api.constants import SECRET_SECRET_KEY as SECRET_KEY
+from cloudsnap.api.constants import SECRET_SECURITY_TOKEN as SECURITY_TOKEN
 from cloudsnap.evs import AKSKAuth, EVSClient, Observer
 from cloudsnap.providers.evs.poller import BatchPoller
 from cloudsnap.providers.evs.ratelimit import Adaptation, RateControl, TokenBucket
@@ -33,9 +37,20 @@ from cloudsnap.runtime.failures import (
     LocalFailure,
 )
 
-ACCESS_KEY = "accessKey"
-SECRET_KEY = "secretKey"  # noqa: S105 - the name of a Secret key, not a secret
-SECURITY_TOKEN = "securityToken"  # noqa: S105 - a key name
+# The class fields the account's client and poller are built from. The others (tenancy rules,
+# the default deletion policy) are read from Account.spec at each step: editing them gives the
+# account the new spec and keeps its client, its pace and its batched polls.
+CLIENT_FIELDS = frozenset(
+    {
+        "region",
+        "project_id",
+        "endpoint",
+        "credentials_secret_ref",
+        "ca_bundle",
+        "insecure_skip_tls_verify",
+        "rate_limit",
+    }
+)
 # A call the gateway throttles is sent again this many times within the step, each after the
 # slower pace the throttling brought, before the step gives up and is requeued quietly.
 THROTTLE_RETRIES = 2
@@ -148,6 +163,8 @@ class Accounts:
         fingerprint = _fingerprint(cls.spec, access_key, secret_key, token)
         self._built_from[name] = (cls, data)
         if current is not None and current.fingerprint == fingerprint:
+            if current.spec != cls.spec:
+                current = self._accounts[name] = dataclasses.replace(current, spec=cls.spec)
             return current
         account = self._build(name, cls.spec, access_key, secret_key, token, fingerprint)
         self._accounts[name] = account
@@ -267,6 +284,8 @@ def _parse_class(raw: Mapping[str, Any], name: str) -> CloudSnapshotClass:
 def _fingerprint(
     spec: CloudSnapshotClassSpec, access_key: str, secret_key: str, token: str | None
 ) -> str:
-    """A digest of everything the account is built from; equal digests share one client."""
-    material = "\0".join([spec.model_dump_json(by_alias=True), access_key, secret_key, token or ""])
+    """A digest of what the account's client is built from (CLIENT_FIELDS and the credentials);
+    equal digests share one client."""
+    built_from = spec.model_dump_json(by_alias=True, include=set(CLIENT_FIELDS))
+    material = "\0".join([built_from, access_key, secret_key, token or ""])
     return hashlib.sha256(material.encode()).hexdigest()

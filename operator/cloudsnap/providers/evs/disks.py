@@ -76,7 +76,9 @@ class EVSDiskConnector:
     async def connect(self, class_name: str | None) -> DiskConnection:
         """The class's account and a disk client bound to it; LocalFailure when unusable."""
         account = await self._accounts.resolve(class_name)
-        return DiskConnection(account.class_name, account_ref(account), EVSDisks(account))
+        return DiskConnection(
+            account.class_name, account_ref(account), account.spec, EVSDisks(account)
+        )
 
 
 class EVSDisks:
@@ -97,6 +99,8 @@ class EVSDisks:
             phase=found.status,
             size=found.size or 0,
             volume_id=found.volume_id,
+            owner_namespace=found.metadata.get(OWNER_NAMESPACE_METADATA_KEY),
+            owner_name=found.metadata.get(OWNER_NAME_METADATA_KEY),
         )
 
     async def disk(self, volume_id: str) -> Disk | None:

@@ -1,0 +1,1 @@
+evs.cloudsnap.io_CloudSnapshot.lua
