@@ -4,8 +4,8 @@ their disks: the next leader finishes every restore with exactly one disk each.
 The simulator holds each disk create the leader sends, unanswered, and applies it after the leader
 is gone: the first half a second after it arrived (before the standby leads, so the standby finds
 the disk by its owner tag), the others ten seconds after (after the standby sent the same create
-again under the same idempotency token, which EVS answers with the first request's job). Short
-Lease timings (3 s, 2 s, 0.5 s) keep the handover to seconds.
+again under the same idempotency token, which EVS answers with the first request's job). The
+leader-election tests' short Lease timings (3 s, 2 s, 0.5 s) keep the handover to seconds.
 """
 
 from __future__ import annotations
@@ -22,15 +22,9 @@ from hack.sandbox import wait_until
 
 from cloudsnap.api import GROUP, OWNER_UID_METADATA_KEY, VERSION
 from cloudsnap.api.constants import RESTORE_PLURAL
-from tests.harness.replicas import Pair, is_ready, running_pair
+from tests.e2e.test_leader_election import SETTINGS, TIMING
+from tests.harness.replicas import Pair, e2e_pair, is_ready
 
-TIMING = (3.0, 2.0, 0.5)
-SETTINGS = {
-    "CLOUDSNAP_POLL_SECONDS": "0.5",
-    "CLOUDSNAP_BACKOFF_BASE_SECONDS": "0.2",
-    "CLOUDSNAP_BACKOFF_MAX_SECONDS": "2",
-    "CLOUDSNAP_EVS_TIMEOUT_SECONDS": "10",
-}
 TIMEOUT = 60.0
 RESTORES = [f"restore-{i}" for i in range(4)]
 EARLY, LATE = 1, len(RESTORES) - 1
@@ -43,16 +37,7 @@ def pair(
     cluster: Cluster, cloudsnap_crds: object, namespace: str, tmp_path: Path
 ) -> Iterator[Pair]:
     """Replica a (leading) and replica b (standby) watching the test's namespace."""
-    with running_pair(
-        cluster,
-        tmp_path,
-        namespace=namespace,
-        operator_namespace=namespace,
-        timing=TIMING,
-        settings=SETTINGS,
-        create_seconds=0.5,
-        delete_seconds=0.5,
-    ) as started:
+    with e2e_pair(cluster, tmp_path, namespace, timing=TIMING, settings=SETTINGS) as started:
         yield started
 
 
