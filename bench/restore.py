@@ -13,7 +13,6 @@ Not part of `make test`; minutes long.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -24,20 +23,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from hack.sandbox import start_operator
 from tests.harness.replicas import is_ready
 
 from bench.scale import (
-    OPERATOR_NAMESPACE,
     Stack,
     Watcher,
     _name,
     _per,
-    add_throttle_option,
     api_writes,
     operator_alive,
     operator_metrics,
+    round_parser,
     running_stack,
+    write_result,
 )
 from cloudsnap.api import GROUP, VERSION
 from cloudsnap.api.constants import OWNER_UID_METADATA_KEY, RESTORE_PLURAL
@@ -98,13 +96,7 @@ def run(stack: Stack, count: int, timeout: float) -> dict[str, Any]:
     figures."""
     stack.cluster.kubectl("create", "namespace", NAMESPACE)
     (disk,) = stack.add_disks(1)
-    operator = start_operator(
-        stack.workdir,
-        stack.cluster.env,
-        namespaces=[NAMESPACE],
-        operator_namespace=OPERATOR_NAMESPACE,
-        log_level="INFO",
-    )
+    operator = stack.start_operator(NAMESPACE)
     try:
         source = {
             "apiVersion": f"{GROUP}/{VERSION}",
@@ -168,16 +160,10 @@ def run(stack: Stack, count: int, timeout: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m bench.restore [--count N]` (what `make bench-restore` runs)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--count", type=int, default=100, help="restores (default 100)")
-    add_throttle_option(parser)
-    parser.set_defaults(throttle=DEFAULT_THROTTLE)
+    parser = round_parser(__doc__, count=100, counted="restores", throttle=DEFAULT_THROTTLE)
     parser.add_argument(
         "--volume-create-seconds", type=float, default=5.0, help="simulated disk create time"
     )
-    parser.add_argument("--create-seconds", type=float, default=2.0, help="simulated snapshot time")
-    parser.add_argument("--timeout", type=float, default=600.0, help="deadline of each wait (s)")
-    parser.add_argument("--dir", type=Path, help="working directory (logs); default a temp dir")
     args = parser.parse_args(argv)
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="cloudsnap-bench-restore-"))
     load_at_start = os.getloadavg()
@@ -197,9 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_at_start": load_at_start,
         "loadavg_at_end": os.getloadavg(),
     }
-    (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"logs: {workdir}")
+    write_result(workdir, result)
     return 0
 
 

@@ -232,6 +232,16 @@ class Stack:
         """Snapshots the simulator still holds (not deleted)."""
         return [s for s in self.loop.run(self.admin.snapshots()) if not s.get("deleted")]
 
+    def start_operator(self, namespace: str) -> OperatorProcess:
+        """The operator watching `namespace`, logging at INFO into the stack's directory."""
+        return start_operator(
+            self.workdir,
+            self.cluster.env,
+            namespaces=[namespace],
+            operator_namespace=OPERATOR_NAMESPACE,
+            log_level="INFO",
+        )
+
     def add_disks(self, count: int) -> list[str]:
         """`count` fresh available disks; their ids."""
 
@@ -908,14 +918,36 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def add_throttle_option(parser: argparse.ArgumentParser) -> None:
+def add_throttle_option(parser: argparse.ArgumentParser, default: str = "") -> None:
     """`--throttle`, the simulator gateway's limits, for every benchmark that starts a stack."""
     parser.add_argument(
         "--throttle",
-        default="",
+        default=default,
         metavar="OPERATION=RATE[/BURST],...",
-        help="the simulator's gateway limits per access key, e.g. create=10,list=20 (default none)",
+        help="the simulator's gateway limits per access key, e.g. create=10,list=20"
+        f" (default {default or 'none'})",
     )
+
+
+def round_parser(
+    doc: str | None, *, count: int, counted: str, throttle: str = ""
+) -> argparse.ArgumentParser:
+    """The options of a benchmark of one round on a fresh stack: `--count`, `--throttle`,
+    `--create-seconds`, `--timeout` and `--dir`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    parser.add_argument("--count", type=int, default=count, help=f"{counted} (default {count})")
+    add_throttle_option(parser, throttle)
+    parser.add_argument("--create-seconds", type=float, default=2.0, help="simulated create time")
+    parser.add_argument("--timeout", type=float, default=600.0, help="deadline of the run (s)")
+    parser.add_argument("--dir", type=Path, help="working directory (logs); default a temp dir")
+    return parser
+
+
+def write_result(workdir: Path, result: dict[str, Any]) -> None:
+    """The figures into DIR/result.json and on the terminal, with where the logs are."""
+    (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"logs: {workdir}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,6 @@ second run mixes in. Not part of `make test`; minutes long.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -21,10 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
-from hack.sandbox import start_operator
 from tests.harness.replicas import is_ready
 
-from bench.scale import OPERATOR_NAMESPACE, Stack, add_throttle_option, running_stack
+from bench.scale import Stack, round_parser, running_stack, write_result
 from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.api.constants import SCHEDULE_PLURAL
 
@@ -67,13 +65,7 @@ def run(stack: Stack, count: int, timeout: float) -> dict[str, Any]:
     """Apply the schedule, wait for its first slot and for every child Ready; the figures."""
     stack.cluster.kubectl("create", "namespace", NAMESPACE)
     disks = stack.add_disks(count)
-    operator = start_operator(
-        stack.workdir,
-        stack.cluster.env,
-        namespaces=[NAMESPACE],
-        operator_namespace=OPERATOR_NAMESPACE,
-        log_level="INFO",
-    )
+    operator = stack.start_operator(NAMESPACE)
     try:
         calls_before = stack.evs_calls()
         throttled_before = stack.throttled()
@@ -117,13 +109,7 @@ def run(stack: Stack, count: int, timeout: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m bench.schedule [--count N]`."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--count", type=int, default=500, help="sources (default 500)")
-    add_throttle_option(parser)
-    parser.add_argument("--create-seconds", type=float, default=2.0, help="simulated create time")
-    parser.add_argument("--timeout", type=float, default=600.0, help="deadline of the run (s)")
-    parser.add_argument("--dir", type=Path, help="working directory (logs); default a temp dir")
-    args = parser.parse_args(argv)
+    args = round_parser(__doc__, count=500, counted="sources").parse_args(argv)
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="cloudsnap-bench-schedule-"))
     with running_stack(
         workdir,
@@ -135,9 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run(stack, args.count, args.timeout)
         result["rate_limit"] = stack.rate_limit
         result["throttle"] = args.throttle
-    (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"logs: {workdir}")
+    write_result(workdir, result)
     return 0
 
 
