@@ -29,7 +29,6 @@ The profile is chosen by HYPOTHESIS_PROFILE: "ci" (the default, part of `make te
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import itertools
 import os
@@ -44,7 +43,6 @@ from typing import Any
 from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine,
     initialize,
     invariant,
     precondition,
@@ -68,7 +66,7 @@ from evs_simulator.app import Simulator
 from evs_simulator.config import SimulatorConfig, VolumeSeed
 from evs_simulator.errors import SimError
 from evs_simulator.server import serving
-from tests.fixtures.machines import TIMING, machine_settings
+from tests.fixtures.machines import TIMING, LoopMachine, machine_settings
 from tests.fixtures.world import SECRET_NAME, FakeCluster
 
 NAMESPACE = "team"
@@ -299,11 +297,9 @@ def cloudsnapshot(name: str, snapshot_id: str) -> dict[str, Any]:
     }
 
 
-class RestoreMachine(RuleBasedStateMachine):
+class RestoreMachine(LoopMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.exits = contextlib.AsyncExitStack()
         config = SimulatorConfig(
             volumes=(VolumeSeed.parse(f"{DISK_A}:10"), VolumeSeed.parse(f"{DISK_B}:10")),
             create_seconds=EVS_SECONDS,
@@ -335,7 +331,6 @@ class RestoreMachine(RuleBasedStateMachine):
         self.run(asyncio.sleep(EVS_SECONDS * 2))
         for name, snapshot_id in self.evs_snapshots.items():
             self.kube.snapshots[name] = cloudsnapshot(name, snapshot_id)
-        self.accounts: list[Accounts] = []
         self.leading = True
         self.sent_when_lost = (0, 0)
         self.stepping = ""
@@ -347,9 +342,6 @@ class RestoreMachine(RuleBasedStateMachine):
         self.foreign_claims: set[str] = set()  # UIDs of claims users made
 
     # -- plumbing -----------------------------------------------------------------------------
-
-    def run(self, awaitable: Any) -> Any:
-        return self.loop.run_until_complete(awaitable)
 
     def tap_simulator(self) -> None:
         """Record every disk delete and rollback the simulator receives, before it acts."""
@@ -727,11 +719,7 @@ class RestoreMachine(RuleBasedStateMachine):
     # -- the end --------------------------------------------------------------------------------
 
     def teardown(self) -> None:
-        try:
-            self.settle_everything_deleted()
-        finally:
-            self.run(self.close())
-            self.loop.close()
+        self.close_after(self.settle_everything_deleted)
 
     def settle_everything_deleted(self) -> None:
         self.run(self.admin.clear_faults())
@@ -765,11 +753,6 @@ class RestoreMachine(RuleBasedStateMachine):
         assert not leaked, f"disks of Delete restores left behind: {leaked}"
         kept = {uid for uid in self.disks_made() if uid not in self.deleted_with_delete}
         assert kept <= live, f"disks of Retain restores deleted: {kept - live}"
-
-    async def close(self) -> None:
-        for accounts in self.accounts:
-            await accounts.aclose()
-        await self.exits.aclose()
 
 
 RestoreMachine.TestCase.settings = machine_settings(

@@ -28,7 +28,6 @@ The profile is chosen by HYPOTHESIS_PROFILE: "ci" (the default, part of `make te
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
 import random
@@ -38,7 +37,7 @@ from typing import Any, TypeVar
 
 from hypothesis import event
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
 
 from cloudsnap.api import OWNER_UID_METADATA_KEY
 from cloudsnap.controllers.snapshot.controller import FINALIZER
@@ -54,7 +53,7 @@ from cloudsnap.controllers.snapshot.reconciler import Reconciler
 from cloudsnap.providers.evs.accounts import Accounts
 from cloudsnap.providers.evs.connector import EVSConnector
 from evs_simulator.testing import RunningSimulator, running_simulator
-from tests.fixtures.machines import TIMING, machine_settings
+from tests.fixtures.machines import TIMING, LoopMachine, machine_settings
 from tests.fixtures.world import SECRET_NAME, FakeCluster, World
 
 T = TypeVar("T")
@@ -173,11 +172,9 @@ class HeldConnector:
         return known[1]
 
 
-class OwnershipMachine(RuleBasedStateMachine):
+class OwnershipMachine(LoopMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.exits = contextlib.AsyncExitStack()
         seeds = tuple(f"{disk}:10" for disk in DISKS)
         # Two accounts; seeded apart so that they never hand out the same snapshot ID.
         self.sims: list[RunningSimulator] = [
@@ -193,7 +190,6 @@ class OwnershipMachine(RuleBasedStateMachine):
         self.cluster = FakeCluster()
         self.cluster.add_class(MAIN, endpoint=self.sims[0].endpoint, project_id=self.project)
         self.cluster.secrets[SECRET_NAME] = self.good_secret()
-        self.accounts: list[Accounts] = []
         self.holds = Holds()
         self.leading = True  # whether this process holds the Lease (the world and EVS fences)
         self.sent_when_lost = (0, 0, 0)  # writes, Events, EVS changes when the Lease was lost
@@ -211,9 +207,6 @@ class OwnershipMachine(RuleBasedStateMachine):
 
     def good_secret(self) -> dict[str, str]:
         return {"accessKey": self.sims[0].access_key, "secretKey": self.sims[0].secret_key}
-
-    def run(self, awaitable: Any) -> Any:
-        return self.loop.run_until_complete(awaitable)
 
     def new_reconciler(self) -> Reconciler:
         accounts = Accounts(
@@ -624,11 +617,7 @@ class OwnershipMachine(RuleBasedStateMachine):
         return next(i for i, s in enumerate(self.sims) if s.endpoint.endswith(account["endpoint"]))
 
     def teardown(self) -> None:
-        try:
-            self.settle_everything_deleted()
-        finally:
-            self.run(self.close())
-            self.loop.close()
+        self.close_after(self.settle_everything_deleted)
 
     def settle_everything_deleted(self) -> None:
         for sim in self.sims:
@@ -684,11 +673,6 @@ class OwnershipMachine(RuleBasedStateMachine):
                 other = next(sim for sim in self.sims if sim.endpoint != endpoint)
                 self.cluster.classes[MAIN]["spec"]["endpoint"] = other.endpoint
             self.run(asyncio.sleep(0.01))  # grace periods are measured in real time
-
-    async def close(self) -> None:
-        for accounts in self.accounts:
-            await accounts.aclose()
-        await self.exits.aclose()
 
 
 def all_wait_for_their_account(bodies: list[dict[str, Any]]) -> bool:
