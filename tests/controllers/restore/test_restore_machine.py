@@ -66,7 +66,7 @@ from evs_simulator.app import Simulator
 from evs_simulator.config import SimulatorConfig, VolumeSeed
 from evs_simulator.errors import SimError
 from evs_simulator.server import serving
-from tests.fixtures.machines import TIMING, LoopMachine, machine_settings
+from tests.fixtures.machines import BURSTS, TIMING, LoopMachine, machine_settings
 from tests.fixtures.world import SECRET_NAME, FakeCluster
 
 NAMESPACE = "team"
@@ -95,8 +95,7 @@ FAULTS: dict[str, list[dict[str, Any]]] = {
     ],
     "lost rollback answer": [{"operation": "rollback", "kind": "lost_response", "count": 1}],
     "lost delete answer": [{"operation": "delete_volume", "kind": "lost_response", "count": 1}],
-    "5xx burst": [{"operation": "*", "kind": "error", "status": 503, "count": 3}],
-    "429 burst": [{"operation": "*", "kind": "error", "status": 429, "count": 3}],
+    **BURSTS,
     "quota refusal": [
         {
             "operation": "create_volume",

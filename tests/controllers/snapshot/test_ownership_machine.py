@@ -53,7 +53,7 @@ from cloudsnap.controllers.snapshot.reconciler import Reconciler
 from cloudsnap.providers.evs.accounts import Accounts
 from cloudsnap.providers.evs.connector import EVSConnector
 from evs_simulator.testing import RunningSimulator, running_simulator
-from tests.fixtures.machines import TIMING, LoopMachine, machine_settings
+from tests.fixtures.machines import BURSTS, TIMING, LoopMachine, machine_settings
 from tests.fixtures.world import SECRET_NAME, FakeCluster, World
 
 T = TypeVar("T")
@@ -75,8 +75,7 @@ LATE_SECONDS = 0.1
 LIST_LAGS = (0.0, 0.05, 0.1)
 FAULTS = {
     "lost create answer": [{"operation": "create", "kind": "lost_response", "count": 1}],
-    "5xx burst": [{"operation": "*", "kind": "error", "status": 503, "count": 3}],
-    "429 burst": [{"operation": "*", "kind": "error", "status": 429, "count": 3}],
+    **BURSTS,
     "create applied late": [
         {
             "operation": "create",
