@@ -192,7 +192,14 @@ class CloudSnapshotRestoreStatus(StatusModel):
     )
     """For a rollback: the CloudSnapshot of the disk taken before it, to undo it with."""
     rolled_back_at: UTCDateTime | None = Field(None, alias="rolledBackAt")
-    """For a rollback: when EVS was asked to roll the disk back (asked once)."""
+    """For a rollback: when EVS was asked to roll the disk back (asked once), or when an
+    unanswered ask was seen to take effect."""
+    rollback_requested_at: UTCDateTime | None = Field(None, alias="rollbackRequestedAt")
+    """For a rollback: when the rollback was sent, kept until EVS answers it. A rollback whose
+    answer was lost is sent again only if the disk stays unchanged (rollbackDiskUpdatedAt) for
+    the create-doubt time after it: a rollback is never applied twice."""
+    rollback_disk_updated_at: UTCDateTime | None = Field(None, alias="rollbackDiskUpdatedAt")
+    """The disk's updated_at when the rollback was sent: a later one shows it took effect."""
     job_id: Annotated[str, Fitted(64)] | None = Field(None, alias="jobID")
     """ID of the EVS job making the disk."""
     persistent_volume_name: Annotated[str, Fitted(253)] | None = Field(

@@ -86,6 +86,12 @@ class Failure:
         return self.kind is Kind.TRANSIENT
 
     @property
+    def may_have_happened(self) -> bool:
+        """Whether the failed call may still have taken effect: its answer never came (a
+        refusal, a throttled call and one that never left did nothing)."""
+        return self.kind is Kind.TRANSIENT and self.cause not in (Cause.THROTTLED, Cause.NOT_SENT)
+
+    @property
     def reason(self) -> str:
         """The Synced condition's reason: a local code as it is (ClassNotFound, AlreadyOwned,
         ...), else the generic ReconcileError (provider codes such as EVS.5413 are no valid

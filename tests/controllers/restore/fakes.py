@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from cloudsnap.api import AccountRef, CloudSnapshotClassSpec
@@ -34,8 +35,9 @@ def class_spec(**rules: Any) -> CloudSnapshotClassSpec:
 
 @dataclass
 class FakeDisks:
-    """An account's disks and jobs. ``lose_next_answer`` applies the next create and raises a
-    transient failure instead of answering; ``list_lag`` hides disks from ``find_owned``."""
+    """An account's disks and jobs. ``lose_next_answer`` applies the next create or rollback
+    and raises a transient failure instead of answering; ``drop_next_rollback`` raises it without
+    applying the rollback; ``list_lag`` hides disks from ``find_owned``."""
 
     snapshots: dict[str, SourceSnapshot] = field(default_factory=dict)
     disks: dict[str, Disk] = field(default_factory=dict)
@@ -47,6 +49,7 @@ class FakeDisks:
     calls: list[str] = field(default_factory=list)
     """Every call made, by the name of its method."""
     lose_next_answer: bool = False
+    drop_next_rollback: bool = False
     list_lag: bool = False
     refuse: Failure | None = None
     _ids: itertools.count[int] = field(default_factory=itertools.count)
@@ -113,9 +116,23 @@ class FakeDisks:
 
     async def rollback(self, snapshot_id: str, volume_id: str) -> None:
         self.calls.append("rollback")
+        if self.drop_next_rollback:
+            self.drop_next_rollback = False
+            raise ExternalError(Failure("Timeout", "no answer", Kind.TRANSIENT))
         self.rollbacks.append((snapshot_id, volume_id))
         disk = self.disks[volume_id]
         self.disks[volume_id] = replace(disk, state=DiskState.BUSY, phase="rollbacking")
+        if self.lose_next_answer:
+            self.lose_next_answer = False
+            raise ExternalError(Failure("Timeout", "no answer", Kind.TRANSIENT))
+
+    def finish_rollbacks(self, at: datetime) -> None:
+        """EVS ends every rollback: the disk is available again, changed at ``at``."""
+        for volume_id, disk in list(self.disks.items()):
+            if disk.phase == "rollbacking":
+                self.disks[volume_id] = replace(
+                    disk, state=DiskState.READY, phase="available", updated_at=at
+                )
 
     def finish_creates(self) -> None:
         """EVS makes every disk being created available and ends its job."""

@@ -121,6 +121,8 @@ class Rollback:
     disk_status: str
     snapshot_disk: str | None
     safety_ready: bool
+    applied: bool = False
+    """Whether the simulator took it (it refuses one in a state it cannot roll back)."""
 
 
 @dataclass
@@ -358,19 +360,20 @@ class RestoreMachine(LoopMachine):
             volume = self.evs_disk(volume_id) or {"status": "gone"}
             snapshot = self.evs_snapshot(snapshot_id) or {}
             restore = self.kube.restores.get(self.stepping.partition("/")[2]) or {}
-            self.spy.rollbacks.append(
-                Rollback(
-                    restore=self.stepping,
-                    uid=str(restore.get("metadata", {}).get("uid")),
-                    snapshot_id=snapshot_id,
-                    volume_id=volume_id,
-                    disk_status=volume["status"],
-                    snapshot_disk=snapshot.get("volume_id"),
-                    safety_ready=self.safety_ready(restore, volume_id),
-                )
+            sent = Rollback(
+                restore=self.stepping,
+                uid=str(restore.get("metadata", {}).get("uid")),
+                snapshot_id=snapshot_id,
+                volume_id=volume_id,
+                disk_status=volume["status"],
+                snapshot_disk=snapshot.get("volume_id"),
+                safety_ready=self.safety_ready(restore, volume_id),
             )
+            self.spy.rollbacks.append(sent)
             event(f"rollback sent, disk {volume['status']}")
-            return rollback(snapshot_id, body)
+            answer = rollback(snapshot_id, body)
+            sent.applied = True
+            return answer
 
         store.delete_volume = deleting  # type: ignore[method-assign]
         store.rollback = rolling_back  # type: ignore[method-assign]
@@ -706,6 +709,9 @@ class RestoreMachine(LoopMachine):
             assert sent.disk_status != "in-use", f"{sent}: rolled back while attached"
             if spec["rollback"]["safetySnapshot"]:
                 assert sent.safety_ready, f"{sent}: rolled back before its safety snapshot"
+        applied = Counter(sent.uid for sent in self.spy.rollbacks if sent.applied)
+        twice = {uid: count for uid, count in applied.items() if count > 1}
+        assert not twice, f"rolled back more than once (a write between would be lost): {twice}"
 
     @invariant()
     def nothing_sent_without_the_lease(self) -> None:

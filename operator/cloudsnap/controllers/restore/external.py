@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from cloudsnap.api import AccountRef, CloudSnapshotClassSpec
@@ -54,6 +55,8 @@ class Disk:
     availability_zone: str | None
     volume_type: str | None
     owner_uid: str | None
+    updated_at: datetime | None = None
+    """When EVS last changed the disk (a rollback changes it; None where EVS does not say)."""
 
 
 @dataclass(frozen=True)

@@ -240,7 +240,7 @@ class Reconciler:
         try:
             status.job_id = await client.create(request, client_token(step.owner.uid))
         except ExternalError as exc:
-            if exc.failure.kind is not Kind.TRANSIENT:
+            if not exc.failure.may_have_happened:
                 status.create_requested_at = first_sent
             raise
         step.events.append(
@@ -350,6 +350,10 @@ class Reconciler:
             )
         status.volume_id = snapshot.volume_id
         disk = await client.disk(snapshot.volume_id)
+        if status.rolled_back_at is None and status.rollback_requested_at is not None:
+            unconfirmed = self._rollback_in_doubt(step, disk)
+            if unconfirmed is not None:
+                return unconfirmed
         if status.rolled_back_at is not None:
             if disk is not None and disk.phase == "available":
                 return self._ready(step, f"disk {disk.id} holds snapshot {snapshot_id}'s data")
@@ -368,8 +372,18 @@ class Reconciler:
             waiting = await self._safety_snapshot(step, disk)
             if waiting is not None:
                 return waiting
-        await client.rollback(snapshot_id, disk.id)
+        # Recorded before the rollback, so that one whose answer is lost is not sent again
+        # while it may have taken effect; a refusal, or a call that never left, did nothing.
+        status.rollback_requested_at = step.now
+        status.rollback_disk_updated_at = disk.updated_at
+        try:
+            await client.rollback(snapshot_id, disk.id)
+        except ExternalError as exc:
+            if not exc.failure.may_have_happened:
+                status.rollback_requested_at = status.rollback_disk_updated_at = None
+            raise
         status.rolled_back_at = step.now
+        status.rollback_requested_at = status.rollback_disk_updated_at = None
         message = f"rolling disk {disk.id} back to EVS snapshot {snapshot_id}"
         step.events.append(Event("Normal", "RollingBack", message))
         return self._waiting(step, "RollingBack", message)
@@ -439,6 +453,31 @@ class Reconciler:
             return self._waiting(step, "Deleting", f"deleting disk {', '.join(remaining)}")
         step.events.append(Event("Normal", "Deleted", "the restore's disk is deleted"))
         return Result(status, remove_finalizer=True)
+
+    def _rollback_in_doubt(self, step: _Step, disk: Disk | None) -> Result | None:
+        """After a rollback whose answer was lost: taken as sent once the disk shows it (busy,
+        or changed since); a Result while EVS may still apply it; None, to send it again, once
+        the disk stayed unchanged for create_doubt (nothing was rolled back, nothing written)."""
+        status = step.status
+        sent = status.rollback_requested_at
+        assert sent is not None
+        if (
+            disk is None
+            or disk.phase != "available"
+            or disk.updated_at != (status.rollback_disk_updated_at)
+        ):
+            status.rolled_back_at = sent
+            status.rollback_requested_at = status.rollback_disk_updated_at = None
+            return None
+        if step.now - sent < timedelta(seconds=self._timing.create_doubt):
+            message = (
+                f"the rollback of disk {disk.id} sent at {sent.isoformat()} was not answered and"
+                " the disk has not changed since; it is sent again only if the disk stays"
+                f" unchanged {self._timing.create_doubt:g} s after it, as EVS may still apply it"
+            )
+            return self._waiting(step, "RollingBack", message)
+        status.rollback_requested_at = status.rollback_disk_updated_at = None
+        return None
 
     def _create_in_doubt(self, step: _Step) -> str | None:
         """Why deletion waits for a disk not found yet: a create went unanswered (no job

@@ -677,7 +677,7 @@ class Reconciler:
                     # the next attempt needs no lookup.
                     self._sent.discard(res.uid)
                 raise
-            if _may_have_happened(failure):
+            if failure.may_have_happened:
                 draft.pin(conn, adopted=False)
                 draft.status.unanswered_create_time = draft.now
             if failure.cause is Cause.QUOTA:
@@ -1267,11 +1267,6 @@ def _replace(result: Result, **changes: Any) -> Result:
 
 def _where(account: AccountRef) -> tuple[str, str, str]:
     return (account.region, account.project_id, account.endpoint)
-
-
-def _may_have_happened(failure: Failure) -> bool:
-    """Whether a failed create may still have made a snapshot (its answer never came)."""
-    return failure.kind is Kind.TRANSIENT and failure.cause not in (Cause.THROTTLED, Cause.NOT_SENT)
 
 
 def _way_out(failure: Failure, policy: DeletionPolicy | None) -> Failure:

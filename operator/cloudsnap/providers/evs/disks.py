@@ -178,6 +178,7 @@ def _disk(volume: EVSVolume) -> Disk:
         availability_zone=volume.availability_zone,
         volume_type=volume.volume_type,
         owner_uid=volume.metadata.get(OWNER_UID_METADATA_KEY),
+        updated_at=volume.updated_at,
     )
 
 
