@@ -31,6 +31,7 @@ from tests.deploy.support import CHART, IMAGE
 from tests.fixtures.cluster import (
     everest_volume,
     manifest_list,
+    release_cloudsnap_objects,
     service_account_kubeconfig,
     volume_claim,
 )
@@ -70,6 +71,7 @@ def tenants(cluster: Cluster, namespace: str) -> Iterator[tuple[str, str]]:
         )  # fmt: skip
     yield a, b
     for each in (a, b):
+        release_cloudsnap_objects(cluster, each)
         cluster.kubectl("delete", "namespace", each, "--wait=false", "--ignore-not-found")
 
 
