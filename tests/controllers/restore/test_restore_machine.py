@@ -68,6 +68,7 @@ from evs_simulator.errors import SimError
 from evs_simulator.server import serving
 from tests.fixtures.machines import BURSTS, TIMING, LoopMachine, machine_settings
 from tests.fixtures.world import SECRET_NAME, FakeCluster
+from tests.waiting import eventually
 
 NAMESPACE = "team"
 CLASS = "main"
@@ -329,7 +330,16 @@ class RestoreMachine(LoopMachine):
             ]["id"]
             for name, disk in SOURCES.items()
         }
-        self.run(asyncio.sleep(EVS_SECONDS * 2))
+        self.run(
+            eventually(
+                lambda: all(
+                    (self.evs_snapshot(snapshot_id) or {}).get("status") == "available"
+                    for snapshot_id in self.evs_snapshots.values()
+                ),
+                timeout=10,
+                what="the source snapshots available",
+            )
+        )
         for name, snapshot_id in self.evs_snapshots.items():
             self.kube.snapshots[name] = cloudsnapshot(name, snapshot_id)
         self.leading = True
