@@ -37,8 +37,7 @@ from bench.scale import (
     running_stack,
     write_result,
 )
-from cloudsnap.api import GROUP, VERSION
-from cloudsnap.api.constants import OWNER_UID_METADATA_KEY, RESTORE_PLURAL
+from cloudsnap.api.constants import GROUP, OWNER_UID_METADATA_KEY, RESTORE_PLURAL, VERSION
 
 NAMESPACE = "bench-restore"
 SOURCE = "source"

@@ -63,8 +63,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from tests.harness.replicas import is_ready, samples
 
-from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
-from cloudsnap.api.constants import OWNER_NAME_METADATA_KEY
+from cloudsnap.api.constants import GROUP, OWNER_NAME_METADATA_KEY, SNAPSHOT_PLURAL, VERSION
 from evs_simulator.admin_client import AdminClient
 from evs_simulator.state import MAX_SNAPSHOTS_PER_VOLUME
 from evs_simulator.throttle import parse_rate_limits

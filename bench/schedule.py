@@ -23,8 +23,7 @@ from typing import Any, cast
 from tests.harness.replicas import is_ready
 
 from bench.scale import Stack, round_parser, running_stack, write_result
-from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
-from cloudsnap.api.constants import SCHEDULE_PLURAL
+from cloudsnap.api.constants import GROUP, SCHEDULE_PLURAL, SNAPSHOT_PLURAL, VERSION
 
 NAMESPACE = "bench-schedule"
 NAME = "bench"

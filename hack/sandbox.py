@@ -28,7 +28,7 @@ from typing import TypeVar
 
 import httpx
 
-from cloudsnap.api import DEFAULT_CLASS_ANNOTATION
+from cloudsnap.api.constants import DEFAULT_CLASS_ANNOTATION
 from hack.cluster import Cluster, ControlPlane, tool_env
 from hack.cluster.controlplane import die_with_parent, free_port
 

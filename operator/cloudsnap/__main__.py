@@ -13,8 +13,8 @@ from typing import Any
 import pydantic
 
 from cloudsnap import logs, metrics
-from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION, crdgen
-from cloudsnap.api.constants import RESTORE_PLURAL, SCHEDULE_PLURAL
+from cloudsnap.api import crdgen
+from cloudsnap.api.constants import GROUP, RESTORE_PLURAL, SCHEDULE_PLURAL, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.controllers.restore.controller import RESTORE_FINALIZER, RestoreController
 from cloudsnap.controllers.restore.reconciler import Reconciler as RestoreReconciler
 from cloudsnap.controllers.schedule.controller import ScheduleController

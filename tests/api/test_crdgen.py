@@ -8,7 +8,6 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from cloudsnap.api import CloudSnapshotSpec
 from cloudsnap.api.crdgen import (
     HEADER,
     SchemaError,
@@ -20,6 +19,7 @@ from cloudsnap.api.crdgen import (
     structural_schema,
     write_crds,
 )
+from cloudsnap.api.models import CloudSnapshotSpec
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CRDS_DIR = REPO / "crds"

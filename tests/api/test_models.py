@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from cloudsnap.api import (
-    DEFAULT_CLASS_ANNOTATION,
+from cloudsnap.api.constants import DEFAULT_CLASS_ANNOTATION
+from cloudsnap.api.models import (
     CloudSnapshot,
     CloudSnapshotClass,
     CloudSnapshotClassSpec,

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cloudsnap.api import CloudSnapshotSpec, effective_snapshot_name
+from cloudsnap.api.models import CloudSnapshotSpec
+from cloudsnap.api.naming import effective_snapshot_name
 from cloudsnap.controllers.schedule.plan.runs import child_name
 
 VOLUME_ID = "5aa119a8-d25b-45a7-8d1b-88e127885635"

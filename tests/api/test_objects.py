@@ -2,8 +2,7 @@
 
 from datetime import UTC, datetime
 
-from cloudsnap.api import Condition
-from cloudsnap.api.models import condition_of
+from cloudsnap.api.models import Condition, condition_of
 from cloudsnap.api.objects import condition_in, object_key, uid_of, version_of
 
 BODY = {

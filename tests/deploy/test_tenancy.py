@@ -25,7 +25,9 @@ import pytest
 from hack.cluster import Cluster
 from hack.sandbox import Simulator, class_manifests, start_operator, start_simulator
 
-from cloudsnap.evs import AKSKAuth, CreateSnapshotRequest, EVSClient
+from cloudsnap.evs.auth import AKSKAuth
+from cloudsnap.evs.client import EVSClient
+from cloudsnap.evs.models import CreateSnapshotRequest
 from evs_simulator.admin_client import AdminClient
 from tests.deploy.support import CHART, IMAGE
 from tests.fixtures.cluster import (

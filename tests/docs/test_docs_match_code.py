@@ -20,7 +20,8 @@ import httpx
 import pytest
 import yaml
 
-from cloudsnap.evs import EVSClient, EVSError
+from cloudsnap.evs.client import EVSClient
+from cloudsnap.evs.errors import EVSError
 from cloudsnap.metrics import REGISTRY
 from tests.deploy.support import CHART, find, template
 from tests.deploy.test_observability import exposed_metric_names

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from cloudsnap.api import OWNER_UID_METADATA_KEY as OWNER
+from cloudsnap.api.constants import OWNER_UID_METADATA_KEY as OWNER
 from tests.fixtures.automation import HEALTH_SCRIPTS, status_check
 from tests.fixtures.operator import Stack, StartStack, condition
 from tests.waiting import eventually

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cloudsnap.api import OWNER_UID_METADATA_KEY
+from cloudsnap.api.constants import OWNER_UID_METADATA_KEY
 from tests.fixtures.cluster import everest_volume, manifest_list, volume_claim
 from tests.fixtures.operator import Stack, StartStack, condition
 from tests.waiting import eventually

@@ -20,8 +20,7 @@ import pytest
 from hack.cluster import Cluster
 from hack.sandbox import wait_until
 
-from cloudsnap.api import GROUP, OWNER_UID_METADATA_KEY, VERSION
-from cloudsnap.api.constants import RESTORE_PLURAL
+from cloudsnap.api.constants import GROUP, OWNER_UID_METADATA_KEY, RESTORE_PLURAL, VERSION
 from tests.e2e.test_leader_election import SETTINGS, TIMING
 from tests.harness.replicas import Pair, e2e_pair, is_ready
 

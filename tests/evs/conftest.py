@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from cloudsnap.evs import EVSClient
+from cloudsnap.evs.client import EVSClient
 from evs_simulator.testing import RunningSimulator
 from tests.fixtures.simulator import operator_client
 

@@ -12,19 +12,10 @@ from typing import Any
 
 import pytest
 
-from cloudsnap.evs import (
-    AKSKAuth,
-    CreateSnapshotRequest,
-    EVSAPIError,
-    EVSClient,
-    EVSConnectionError,
-    EVSNotSent,
-    EVSTimeoutError,
-    ListSnapshotsQuery,
-    Snapshot,
-    TokenAuth,
-)
-from cloudsnap.evs.client import DEFAULT_LIMITS
+from cloudsnap.evs.auth import AKSKAuth, TokenAuth
+from cloudsnap.evs.client import DEFAULT_LIMITS, EVSClient
+from cloudsnap.evs.errors import EVSAPIError, EVSConnectionError, EVSNotSent, EVSTimeoutError
+from cloudsnap.evs.models import CreateSnapshotRequest, ListSnapshotsQuery, Snapshot
 from evs_simulator.testing import RunningSimulator, running_simulator
 from tests.fixtures.simulator import operator_client
 from tests.waiting import eventually

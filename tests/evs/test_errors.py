@@ -16,19 +16,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudsnap.evs import (
-    AKSKAuth,
+from cloudsnap.evs.auth import AKSKAuth, TokenAuth
+from cloudsnap.evs.client import EVSClient
+from cloudsnap.evs.errors import EVSAPIError, EVSError, EVSResponseError, is_retryable
+from cloudsnap.evs.models import (
     CreateSnapshotRequest,
     CreateVolumeRequest,
-    EVSAPIError,
-    EVSClient,
-    EVSError,
-    EVSResponseError,
     ListSnapshotsQuery,
     ListVolumesQuery,
-    TokenAuth,
 )
-from cloudsnap.evs.errors import is_retryable
 
 SNAPSHOT_ID = "ffa9bc5e-1172-4021-acaf-cdcd78a9584d"
 VOLUME_ID = "5aa119a8-d25b-45a7-8d1b-88e127885635"

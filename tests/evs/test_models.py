@@ -8,14 +8,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from cloudsnap.evs import (
-    UNSET,
-    AKSKAuth,
-    CreateSnapshotRequest,
-    EVSClient,
-    ListSnapshotsQuery,
-    Snapshot,
-)
+from cloudsnap.evs.auth import AKSKAuth
+from cloudsnap.evs.client import UNSET, EVSClient
+from cloudsnap.evs.models import CreateSnapshotRequest, ListSnapshotsQuery, Snapshot
 
 LIST_ITEM = {
     "id": "ffa9bc5e-1172-4021-acaf-cdcd78a9584d",

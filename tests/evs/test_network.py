@@ -18,10 +18,10 @@ import pytest
 from hack.cluster.controlplane import free_port
 from hack.cluster.pki import generate
 
-from cloudsnap.evs import (
-    AKSKAuth,
+from cloudsnap.evs.auth import AKSKAuth
+from cloudsnap.evs.client import EVSClient
+from cloudsnap.evs.errors import (
     EVSAPIError,
-    EVSClient,
     EVSConnectionError,
     EVSError,
     EVSResponseError,

@@ -10,14 +10,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from cloudsnap.evs import (
-    CreateSnapshotRequest,
-    CreateVolumeRequest,
-    EVSAPIError,
-    EVSClient,
-    EVSConnectionError,
-    ListVolumesQuery,
-)
+from cloudsnap.evs.client import EVSClient
+from cloudsnap.evs.errors import EVSAPIError, EVSConnectionError
+from cloudsnap.evs.models import CreateSnapshotRequest, CreateVolumeRequest, ListVolumesQuery
 from evs_simulator.testing import RunningSimulator, running_simulator
 from tests.fixtures.simulator import operator_client
 from tests.waiting import eventually

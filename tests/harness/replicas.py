@@ -44,7 +44,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
-from cloudsnap.api import GROUP, OWNER_UID_METADATA_KEY, SNAPSHOT_PLURAL, VERSION
+from cloudsnap.api.constants import GROUP, OWNER_UID_METADATA_KEY, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.api.objects import condition_in
 from cloudsnap.kube.objects import unless_missing
 

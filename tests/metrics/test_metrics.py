@@ -20,7 +20,8 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloudsnap import metrics
-from cloudsnap.evs import CreateSnapshotRequest, EVSAPIError, EVSTimeoutError
+from cloudsnap.evs.errors import EVSAPIError, EVSTimeoutError
+from cloudsnap.evs.models import CreateSnapshotRequest
 from cloudsnap.runtime.workqueue import WorkQueue, watchdog
 from evs_simulator.testing import RunningSimulator
 from tests.fixtures.operator import Stack

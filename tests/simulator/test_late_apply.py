@@ -14,12 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from cloudsnap.evs import (
-    CreateSnapshotRequest,
-    EVSConnectionError,
-    EVSError,
-    EVSTimeoutError,
-)
+from cloudsnap.evs.errors import EVSConnectionError, EVSError, EVSTimeoutError
+from cloudsnap.evs.models import CreateSnapshotRequest
 from evs_simulator.state import MAX_SNAPSHOTS_PER_VOLUME
 from evs_simulator.testing import RunningSimulator, running_simulator
 from tests.fixtures.simulator import operator_client

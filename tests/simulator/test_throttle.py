@@ -7,7 +7,10 @@ from typing import Any
 import httpx
 import pytest
 
-from cloudsnap.evs import AKSKAuth, CreateSnapshotRequest, EVSAPIError, EVSClient, TokenAuth
+from cloudsnap.evs.auth import AKSKAuth, TokenAuth
+from cloudsnap.evs.client import EVSClient
+from cloudsnap.evs.errors import EVSAPIError
+from cloudsnap.evs.models import CreateSnapshotRequest
 from evs_simulator.faults import OPERATIONS
 from evs_simulator.testing import RunningSimulator, running_simulator
 from evs_simulator.throttle import RateLimit, Throttle

@@ -1,70 +1,8 @@
-"""The public API of cloudsnap: the custom resources' models and their fixed names.
+"""The custom resources of cloudsnap, and nothing else of the operator.
 
-The CRDs in crds/ are generated from these models by `cloudsnap.api.crdgen`.
+`constants` holds the group, the kinds and the fixed labels, annotations and prefixes; `models`
+(CloudSnapshot, CloudSnapshotClass), `schedule` and `restore` the pydantic models, from which
+`crdgen` generates the CRDs in crds/; `objects` and `progress` read and set the parts of a body
+every kind shares; `naming` and `text` fit names and texts to EVS's and the CRDs' limits. Each
+name is imported from the module that defines it.
 """
-
-from cloudsnap.api.constants import (
-    API_VERSION,
-    CLASS_KIND,
-    CLASS_PLURAL,
-    DEFAULT_CLASS_ANNOTATION,
-    GROUP,
-    OWNER_NAME_METADATA_KEY,
-    OWNER_NAMESPACE_METADATA_KEY,
-    OWNER_UID_METADATA_KEY,
-    SNAPSHOT_KIND,
-    SNAPSHOT_PLURAL,
-    VERSION,
-)
-from cloudsnap.api.models import (
-    CONDITION_REASON_PATTERN,
-    AccountRef,
-    CloudSnapshot,
-    CloudSnapshotClass,
-    CloudSnapshotClassSpec,
-    CloudSnapshotSpec,
-    CloudSnapshotStatus,
-    Condition,
-    ConditionStatus,
-    DeletionPolicy,
-    ObjectMeta,
-    RateLimit,
-    SecretReference,
-    StatusError,
-    effective_deletion_policy,
-    invalid_fields,
-    recorded_deletion_policy,
-)
-from cloudsnap.api.naming import effective_snapshot_name
-
-__all__ = [
-    "API_VERSION",
-    "CLASS_KIND",
-    "CLASS_PLURAL",
-    "CONDITION_REASON_PATTERN",
-    "DEFAULT_CLASS_ANNOTATION",
-    "GROUP",
-    "OWNER_NAMESPACE_METADATA_KEY",
-    "OWNER_NAME_METADATA_KEY",
-    "OWNER_UID_METADATA_KEY",
-    "SNAPSHOT_KIND",
-    "SNAPSHOT_PLURAL",
-    "VERSION",
-    "AccountRef",
-    "CloudSnapshot",
-    "CloudSnapshotClass",
-    "CloudSnapshotClassSpec",
-    "CloudSnapshotSpec",
-    "CloudSnapshotStatus",
-    "Condition",
-    "ConditionStatus",
-    "DeletionPolicy",
-    "ObjectMeta",
-    "RateLimit",
-    "SecretReference",
-    "StatusError",
-    "effective_deletion_policy",
-    "effective_snapshot_name",
-    "invalid_fields",
-    "recorded_deletion_policy",
-]

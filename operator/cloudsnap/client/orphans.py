@@ -22,18 +22,22 @@ from typing import Any, cast
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from cloudsnap.api import (
+from cloudsnap.api.constants import (
+    CLASS_PLURAL,
+    GROUP,
     OWNER_NAME_METADATA_KEY,
     OWNER_NAMESPACE_METADATA_KEY,
     OWNER_UID_METADATA_KEY,
-    CloudSnapshotClass,
+    VERSION,
 )
-from cloudsnap.api.constants import CLASS_PLURAL, GROUP, VERSION
 from cloudsnap.api.constants import SECRET_ACCESS_KEY as ACCESS_KEY
 from cloudsnap.api.constants import SECRET_SECRET_KEY as SECRET_KEY
 from cloudsnap.api.constants import SECRET_SECURITY_TOKEN as SECURITY_TOKEN
+from cloudsnap.api.models import CloudSnapshotClass
 from cloudsnap.client import Client, NotFound, Snapshot
-from cloudsnap.evs import AKSKAuth, EVSClient, EVSError
+from cloudsnap.evs.auth import AKSKAuth
+from cloudsnap.evs.client import EVSClient
+from cloudsnap.evs.errors import EVSError
 
 
 class EVSRefused(RuntimeError):

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn, Protocol
 
-from cloudsnap.api import CloudSnapshotClassSpec
 from cloudsnap.api.constants import EVS_CSI_DRIVERS
+from cloudsnap.api.models import CloudSnapshotClassSpec
 from cloudsnap.runtime.failures import (
     CACHE_NOT_SYNCED,
     CLASS_NOT_ALLOWED,

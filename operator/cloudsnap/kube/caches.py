@@ -19,7 +19,7 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from cloudsnap.api import CLASS_PLURAL, GROUP, VERSION
+from cloudsnap.api.constants import CLASS_PLURAL, GROUP, VERSION
 from cloudsnap.api.objects import object_key
 from cloudsnap.kube.objects import api_message
 from cloudsnap.logs import REDACTOR

@@ -11,8 +11,7 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
-from cloudsnap.api.constants import SCHEDULE_PLURAL
+from cloudsnap.api.constants import GROUP, SCHEDULE_PLURAL, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.runtime.writes import NotLeading
 
 log = logging.getLogger(__name__)

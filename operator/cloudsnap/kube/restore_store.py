@@ -9,8 +9,7 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
-from cloudsnap.api.constants import RESTORE_PLURAL
+from cloudsnap.api.constants import GROUP, RESTORE_PLURAL, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.kube.step_store import KubeStepStore
 
 

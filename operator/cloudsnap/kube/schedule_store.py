@@ -8,8 +8,13 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from cloudsnap.api import GROUP, SNAPSHOT_PLURAL, VERSION
-from cloudsnap.api.constants import SCHEDULE_PLURAL, SCHEDULE_UID_LABEL
+from cloudsnap.api.constants import (
+    GROUP,
+    SCHEDULE_PLURAL,
+    SCHEDULE_UID_LABEL,
+    SNAPSHOT_PLURAL,
+    VERSION,
+)
 from cloudsnap.api.objects import uid_of, version_of
 from cloudsnap.kube.objects import api_message, json_pointer
 from cloudsnap.kube.step_store import KubeStepStore

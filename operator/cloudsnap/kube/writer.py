@@ -18,7 +18,7 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from cloudsnap.api import GROUP, SNAPSHOT_KIND, SNAPSHOT_PLURAL, VERSION
+from cloudsnap.api.constants import GROUP, SNAPSHOT_KIND, SNAPSHOT_PLURAL, VERSION
 from cloudsnap.api.objects import uid_of, version_of
 from cloudsnap.api.text import EVENT_MESSAGE_MAX_BYTES, fit_text
 from cloudsnap.kube.objects import api_message, unless_missing

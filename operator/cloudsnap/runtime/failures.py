@@ -17,8 +17,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from cloudsnap.api import CONDITION_REASON_PATTERN
-from cloudsnap.api.models import StatusError
+from cloudsnap.api.models import CONDITION_REASON_PATTERN, StatusError
 
 _REASON = re.compile(CONDITION_REASON_PATTERN)
 

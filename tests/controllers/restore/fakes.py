@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from cloudsnap.api import AccountRef, CloudSnapshotClassSpec
+from cloudsnap.api.models import AccountRef, CloudSnapshotClassSpec
 from cloudsnap.controllers.restore.external import (
     Disk,
     DiskConnection,

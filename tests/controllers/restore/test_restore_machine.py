@@ -49,8 +49,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from cloudsnap.api import OWNER_UID_METADATA_KEY
-from cloudsnap.api.constants import API_VERSION, READY, SNAPSHOT_KIND
+from cloudsnap.api.constants import API_VERSION, OWNER_UID_METADATA_KEY, READY, SNAPSHOT_KIND
 from cloudsnap.controllers.restore.controller import RESTORE_FINALIZER, RestoreController
 from cloudsnap.controllers.restore.decisions import (
     RESTORE_UID_LABEL,

@@ -12,11 +12,10 @@ from typing import Any
 import pytest
 
 from cloudsnap import metrics
-from cloudsnap.api import OWNER_UID_METADATA_KEY
-from cloudsnap.api.constants import SCHEDULE_LABEL, SCHEDULE_UID_LABEL
+from cloudsnap.api.constants import OWNER_UID_METADATA_KEY, SCHEDULE_LABEL, SCHEDULE_UID_LABEL
 from cloudsnap.controllers.snapshot.controller import CONFLICT_RETRY_SECONDS, FINALIZER
 from cloudsnap.controllers.snapshot.reconciler import Reconciler
-from cloudsnap.evs import CreateSnapshotRequest
+from cloudsnap.evs.models import CreateSnapshotRequest
 from cloudsnap.providers.evs import connector as evs_external
 from cloudsnap.providers.evs.accounts import Accounts
 from cloudsnap.providers.evs.connector import EVSConnector

@@ -39,7 +39,7 @@ from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, precondition, rule
 
-from cloudsnap.api import OWNER_UID_METADATA_KEY
+from cloudsnap.api.constants import OWNER_UID_METADATA_KEY
 from cloudsnap.controllers.snapshot.controller import FINALIZER
 from cloudsnap.controllers.snapshot.external import (
     Changes,

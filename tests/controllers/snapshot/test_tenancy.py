@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from cloudsnap.controllers.snapshot.controller import FINALIZER
-from cloudsnap.evs import CreateSnapshotRequest
+from cloudsnap.evs.models import CreateSnapshotRequest
 from evs_simulator.testing import RunningSimulator
 from tests.fixtures.reconcile import CLASS
 from tests.fixtures.simulator import operator_client

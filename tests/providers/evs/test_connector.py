@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloudsnap.evs import (
-    EVSAPIError,
-    EVSConnectionError,
-    EVSTimeoutError,
-)
+from cloudsnap.evs.errors import EVSAPIError, EVSConnectionError, EVSTimeoutError
 from cloudsnap.providers.evs.connector import classify
 from cloudsnap.runtime.failures import Cause, Kind
 

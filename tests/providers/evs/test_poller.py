@@ -7,9 +7,7 @@ import gc
 
 import pytest
 
-from cloudsnap.evs import (
-    CreateSnapshotRequest,
-)
+from cloudsnap.evs.models import CreateSnapshotRequest
 from cloudsnap.providers.evs.accounts import Accounts
 from cloudsnap.providers.evs.poller import BatchPoller
 from evs_simulator.testing import RunningSimulator

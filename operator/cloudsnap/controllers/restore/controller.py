@@ -10,8 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cloudsnap import metrics
-from cloudsnap.api import GROUP
-from cloudsnap.api.constants import READY
+from cloudsnap.api.constants import GROUP, READY
 from cloudsnap.api.objects import condition_in, object_key, uid_of, version_of
 from cloudsnap.controllers.restore.reconciler import Reconciler, Result
 from cloudsnap.controllers.restore.store import RestoreStore

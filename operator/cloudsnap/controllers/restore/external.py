@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from cloudsnap.api import AccountRef, CloudSnapshotClassSpec
+from cloudsnap.api.models import AccountRef, CloudSnapshotClassSpec
 from cloudsnap.api.objects import Owner
 from cloudsnap.runtime.failures import Failure
 

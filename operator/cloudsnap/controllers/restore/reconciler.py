@@ -18,9 +18,8 @@ from typing import Any
 
 import pydantic
 
-from cloudsnap.api import invalid_fields
 from cloudsnap.api.constants import READY, SYNCED
-from cloudsnap.api.models import Condition, ConditionStatus, set_condition
+from cloudsnap.api.models import Condition, ConditionStatus, invalid_fields, set_condition
 from cloudsnap.api.objects import Owner, condition_in
 from cloudsnap.api.progress import restore_progress, with_progress
 from cloudsnap.api.restore import (

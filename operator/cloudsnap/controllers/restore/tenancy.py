@@ -10,7 +10,7 @@ snapshot's own disk, so whatever the source, that disk must not be another names
 
 from __future__ import annotations
 
-from cloudsnap.api import CloudSnapshotClassSpec
+from cloudsnap.api.models import CloudSnapshotClassSpec
 from cloudsnap.controllers.restore.external import SourceSnapshot
 from cloudsnap.controllers.tenancy import DiskVolumes, refuse_foreign_disk, refuse_source
 

@@ -30,10 +30,11 @@ import pydantic
 from prometheus_client import Gauge
 
 from cloudsnap import metrics
-from cloudsnap.api import API_VERSION, GROUP, SNAPSHOT_KIND, ConditionStatus
 from cloudsnap.api.constants import (
+    API_VERSION,
     DISK_FULL_CODE,
     EVS_SNAPSHOTS_PER_DISK,
+    GROUP,
     READY,
     ROOM_ANNOTATION,
     RUN_NOW_ANNOTATION,
@@ -41,11 +42,12 @@ from cloudsnap.api.constants import (
     SCHEDULE_LABEL,
     SCHEDULE_UID_LABEL,
     SLOT_ANNOTATION,
+    SNAPSHOT_KIND,
     SOURCE_ANNOTATION,
     SOURCE_LABEL,
     SYNCED,
 )
-from cloudsnap.api.models import condition_of, set_condition
+from cloudsnap.api.models import ConditionStatus, condition_of, set_condition
 from cloudsnap.api.objects import condition_in, object_key, uid_of, version_of
 from cloudsnap.api.progress import schedule_progress, with_progress
 from cloudsnap.api.schedule import (

@@ -19,8 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from cloudsnap import metrics
-from cloudsnap.api import GROUP
-from cloudsnap.api.constants import SCHEDULE_LABEL, SCHEDULE_UID_LABEL
+from cloudsnap.api.constants import GROUP, SCHEDULE_LABEL, SCHEDULE_UID_LABEL
 from cloudsnap.api.objects import object_key, uid_of, version_of
 from cloudsnap.controllers.snapshot.reconciler import Outcome, Reconciler, Result
 from cloudsnap.controllers.snapshot.volumes import claim_to_resolve

@@ -36,18 +36,6 @@ from typing import Any, Protocol
 
 import pydantic
 
-from cloudsnap.api import (
-    AccountRef,
-    CloudSnapshotSpec,
-    CloudSnapshotStatus,
-    Condition,
-    ConditionStatus,
-    DeletionPolicy,
-    effective_deletion_policy,
-    effective_snapshot_name,
-    invalid_fields,
-    recorded_deletion_policy,
-)
 from cloudsnap.api.constants import (
     EVS_DESCRIPTION_MAX_CHARS,
     EVS_NAME_MAX_CHARS,
@@ -56,7 +44,20 @@ from cloudsnap.api.constants import (
     SCHEDULE_UID_LABEL,
     SYNCED,
 )
-from cloudsnap.api.models import condition_of, set_condition
+from cloudsnap.api.models import (
+    AccountRef,
+    CloudSnapshotSpec,
+    CloudSnapshotStatus,
+    Condition,
+    ConditionStatus,
+    DeletionPolicy,
+    condition_of,
+    effective_deletion_policy,
+    invalid_fields,
+    recorded_deletion_policy,
+    set_condition,
+)
+from cloudsnap.api.naming import effective_snapshot_name
 from cloudsnap.api.objects import Owner
 from cloudsnap.api.progress import snapshot_progress, with_progress
 from cloudsnap.controllers.snapshot.external import (

@@ -6,7 +6,7 @@ namespace rule and the claim lookup are shared with the other controllers
 
 from __future__ import annotations
 
-from cloudsnap.api import CloudSnapshotSpec
+from cloudsnap.api.models import CloudSnapshotSpec
 from cloudsnap.controllers.snapshot.external import Connection
 from cloudsnap.controllers.tenancy import DiskVolumes, refuse_foreign_disk, refuse_source
 

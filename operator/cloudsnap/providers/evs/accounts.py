@@ -20,11 +20,12 @@ from typing import Any, Protocol
 
 import pydantic
 
-from cloudsnap.api import CloudSnapshotClass, CloudSnapshotClassSpec, invalid_fields
 from cloudsnap.api.constants import SECRET_ACCESS_KEY as ACCESS_KEY
 from cloudsnap.api.constants import SECRET_SECRET_KEY as SECRET_KEY
 from cloudsnap.api.constants import SECRET_SECURITY_TOKEN as SECURITY_TOKEN
-from cloudsnap.evs import AKSKAuth, EVSClient, Observer
+from cloudsnap.api.models import CloudSnapshotClass, CloudSnapshotClassSpec, invalid_fields
+from cloudsnap.evs.auth import AKSKAuth
+from cloudsnap.evs.client import EVSClient, Observer
 from cloudsnap.providers.evs.poller import BatchPoller
 from cloudsnap.providers.evs.ratelimit import Adaptation, RateControl, TokenBucket
 from cloudsnap.runtime.failures import (

@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from cloudsnap.api import (
+from cloudsnap.api.constants import (
+    DISK_FULL_CODE,
     OWNER_NAME_METADATA_KEY,
     OWNER_NAMESPACE_METADATA_KEY,
     OWNER_UID_METADATA_KEY,
-    AccountRef,
 )
-from cloudsnap.api.constants import DISK_FULL_CODE
+from cloudsnap.api.models import AccountRef
 from cloudsnap.controllers.snapshot.external import (
     Changes,
     Connection,
@@ -29,15 +29,10 @@ from cloudsnap.controllers.snapshot.external import (
     NotWorthSurveying,
     State,
 )
-from cloudsnap.evs import (
-    UNSET,
-    CreateSnapshotRequest,
-    EVSAPIError,
-    EVSError,
-    EVSNotSent,
-    ListSnapshotsQuery,
-)
-from cloudsnap.evs import Snapshot as EVSSnapshot
+from cloudsnap.evs.client import UNSET
+from cloudsnap.evs.errors import EVSAPIError, EVSError, EVSNotSent
+from cloudsnap.evs.models import CreateSnapshotRequest, ListSnapshotsQuery
+from cloudsnap.evs.models import Snapshot as EVSSnapshot
 from cloudsnap.providers.evs.accounts import Account, Accounts
 from cloudsnap.providers.evs.poller import DEFAULT_IDS_PER_CALL
 from cloudsnap.runtime.failures import NOT_LEADING, Cause, ExternalError, Failure, Kind

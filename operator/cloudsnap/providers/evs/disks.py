@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from cloudsnap.api import (
+from cloudsnap.api.constants import (
     OWNER_NAME_METADATA_KEY,
     OWNER_NAMESPACE_METADATA_KEY,
     OWNER_UID_METADATA_KEY,
@@ -18,8 +18,8 @@ from cloudsnap.controllers.restore.external import (
     Job,
     SourceSnapshot,
 )
-from cloudsnap.evs import CreateVolumeRequest, ListVolumesQuery
-from cloudsnap.evs import Volume as EVSVolume
+from cloudsnap.evs.models import CreateVolumeRequest, ListVolumesQuery
+from cloudsnap.evs.models import Volume as EVSVolume
 from cloudsnap.providers.evs.accounts import Account, Accounts
 from cloudsnap.providers.evs.connector import account_ref, failing_as, unless_gone
 from cloudsnap.runtime.failures import ExternalError, Failure, Kind

@@ -19,7 +19,8 @@ import math
 import time
 from collections.abc import Callable
 
-from cloudsnap.evs import EVSClient, EVSConnectionError, EVSError
+from cloudsnap.evs.client import EVSClient
+from cloudsnap.evs.errors import EVSConnectionError, EVSError
 from cloudsnap.evs.models import ListSnapshotsQuery, Snapshot
 from cloudsnap.runtime.workqueue import waiting_on_others
 
