@@ -57,15 +57,8 @@ from cloudsnap.api.schedule import (
     RunNow,
     SourceStatus,
 )
+from cloudsnap.controllers.schedule.plan import retention
 from cloudsnap.controllers.schedule.plan.cron import Cron, CronError, shortest_interval
-from cloudsnap.controllers.schedule.plan.retention import (
-    Decision,
-    Phase,
-    Policy,
-    Reason,
-    Snapshot,
-    decide,
-)
 from cloudsnap.controllers.schedule.plan.runs import (
     child_name,
     jitter_delay,
@@ -116,7 +109,7 @@ class Parsed:
     spec: CloudSnapshotScheduleSpec
     cron: Cron
     zone: ZoneInfo
-    policy: Policy
+    policy: retention.Policy
 
 
 def parse_spec(raw: Mapping[str, Any]) -> Parsed:
@@ -151,7 +144,7 @@ def parse_spec(raw: Mapping[str, Any]) -> Parsed:
             f"spec.jitterSeconds, spec.schedule: jitterSeconds ({spec.jitter_seconds}) must be"
             f" less than the {interval.total_seconds():.0f} s between two slots of the schedule"
         )
-    policy = Policy(spec.retention.max_count, spec.retention.min_ready, max_age)
+    policy = retention.Policy(spec.retention.max_count, spec.retention.min_ready, max_age)
     return Parsed(spec, cron, zone, policy)
 
 
@@ -171,27 +164,28 @@ def selector_string(selector: LabelSelector) -> str:
     return ",".join(terms)
 
 
-def child_phase(body: Mapping[str, Any]) -> tuple[Phase, bool]:
+def child_phase(body: Mapping[str, Any]) -> tuple[retention.Phase, bool]:
     """Where a CloudSnapshot is, for retention, and whether it waits for room on its disk."""
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
     if meta.get("deletionTimestamp"):
-        return Phase.DELETING, False
+        return retention.Phase.DELETING, False
     ready = condition_in(body, READY)
     if ready.get("status") == "True":
-        return Phase.READY, False
+        return retention.Phase.READY, False
     if status.get("phase") == "error" or ready.get("reason") in ("NotFound", "AlreadyOwned"):
-        return Phase.FAILED, False
+        return retention.Phase.FAILED, False
     if status.get("snapshotID"):
-        return Phase.CREATING, False
+        return retention.Phase.CREATING, False
     code = (status.get("error") or {}).get("code")
     if code == DISK_FULL_CODE:
-        return Phase.PENDING, True
+        return retention.Phase.PENDING, True
     if code in UNRESOLVED_CODES and not status.get("volumeID"):
-        return Phase.UNRESOLVED, False
+        return retention.Phase.UNRESOLVED, False
     if ready.get("reason") == "Error":
-        return Phase.FAILED, False  # no snapshot and a failure: superseded by a newer Ready
-    return Phase.PENDING, False
+        # No snapshot and a failure: superseded by a newer Ready.
+        return retention.Phase.FAILED, False
+    return retention.Phase.PENDING, False
 
 
 def _time(text: Any) -> datetime | None:
@@ -283,7 +277,7 @@ def _retention_view(
     by_disk: Mapping[str, Sequence[Mapping[str, Any]]],
     source: Source,
     present: Mapping[str, Mapping[str, Any]],
-) -> list[Snapshot]:
+) -> list[retention.Snapshot]:
     """The source's children, and the other CloudSnapshots of its disk (they take room)."""
     disks = {d for d in (_volume_of(c) for c in mine) if d}
     if "volumeID" in source.spec:
@@ -296,7 +290,7 @@ def _retention_view(
         phase, refused = child_phase(body)
         born = _time(_annotation(body, SLOT_ANNOTATION)) if ours else None
         view.append(
-            Snapshot(
+            retention.Snapshot(
                 name=body["metadata"]["name"],
                 phase=phase,
                 created=born or _time(body["metadata"].get("creationTimestamp")) or _EPOCH,
@@ -308,7 +302,7 @@ def _retention_view(
     return view
 
 
-def _disk_full(view: Sequence[Snapshot], entry: SourceStatus) -> str:
+def _disk_full(view: Sequence[retention.Snapshot], entry: SourceStatus) -> str:
     """Why a full disk blocks the source: what fills it, and what would free a place."""
     ours = [s for s in view if s.ours and s.stays_on_disk]
     retain = [s for s in ours if not s.frees_place]
@@ -694,7 +688,7 @@ class ScheduleController(QueuedController):
                 create_now = True
         await self._note_freed_places(mine, look.present, step)
         view = _retention_view(mine, look.by_disk, source, look.present)
-        decision = decide(
+        decision = retention.decide(
             view,
             parsed.policy,
             now=step.now,
@@ -794,8 +788,8 @@ class ScheduleController(QueuedController):
     async def _retire(
         self,
         mine: Sequence[Mapping[str, Any]],
-        view: Sequence[Snapshot],
-        decision: Decision,
+        view: Sequence[retention.Snapshot],
+        decision: retention.Decision,
         entry: SourceStatus,
         step: _Step,
     ) -> str | None:
@@ -815,7 +809,7 @@ class ScheduleController(QueuedController):
         for doomed_name, reason in decision.delete:
             doomed = by_name[doomed_name]
             namespace, uid = doomed["metadata"]["namespace"], doomed["metadata"]["uid"]
-            if reason is Reason.DISK_LIMIT:
+            if reason is retention.Reason.DISK_LIMIT:
                 mark = RoomMark(uid, doomed_name, step.now, None).dump()
                 waiting = next(refused, None)
                 if waiting is None:
@@ -933,11 +927,11 @@ def _annotation(body: Mapping[str, Any], key: str) -> str | None:
 def _count(entry: SourceStatus, children: Sequence[Mapping[str, Any]]) -> SourceStatus:
     """The source's status entry with its children counted by state."""
     phases = [(child_phase(c)[0], c) for c in children]
-    entry.ready = sum(1 for p, _ in phases if p is Phase.READY)
-    entry.failed = sum(1 for p, _ in phases if p is Phase.FAILED)
-    waiting = (Phase.PENDING, Phase.UNRESOLVED, Phase.CREATING)
+    entry.ready = sum(1 for p, _ in phases if p is retention.Phase.READY)
+    entry.failed = sum(1 for p, _ in phases if p is retention.Phase.FAILED)
+    waiting = (retention.Phase.PENDING, retention.Phase.UNRESOLVED, retention.Phase.CREATING)
     entry.creating = sum(1 for p, _ in phases if p in waiting)
-    ready = [c for p, c in phases if p is Phase.READY]
+    ready = [c for p, c in phases if p is retention.Phase.READY]
     newest = max(ready, key=lambda c: _annotation(c, SLOT_ANNOTATION) or "", default=None)
     entry.newest_ready = None if newest is None else newest["metadata"]["name"]
     entry.newest_ready_snapshot_id = (
@@ -949,7 +943,7 @@ def _count(entry: SourceStatus, children: Sequence[Mapping[str, Any]]) -> Source
 def _unresolved(children: Sequence[Mapping[str, Any]]) -> str | None:
     """Why the source's newest child waits for its disk (its claim's error), if it does."""
     newest = max(children, key=lambda c: _annotation(c, SLOT_ANNOTATION) or "", default=None)
-    if newest is None or child_phase(newest)[0] is not Phase.UNRESOLVED:
+    if newest is None or child_phase(newest)[0] is not retention.Phase.UNRESOLVED:
         return None
     error = (newest.get("status") or {}).get("error") or {}
     return f"{error.get('code')}: {error.get('message')}"
@@ -977,12 +971,14 @@ def _unmade_sources(status: CloudSnapshotScheduleStatus) -> list[str]:
 
 def _last_successful(children: Sequence[Mapping[str, Any]]) -> datetime | None:
     """The newest slot whose children are all Ready."""
-    by_slot: dict[str, list[Phase]] = {}
+    by_slot: dict[str, list[retention.Phase]] = {}
     for child in children:
         slot = _annotation(child, SLOT_ANNOTATION)
         if slot:
             by_slot.setdefault(slot, []).append(child_phase(child)[0])
-    done = [slot for slot, phases in by_slot.items() if all(p is Phase.READY for p in phases)]
+    done = [
+        slot for slot, phases in by_slot.items() if all(p is retention.Phase.READY for p in phases)
+    ]
     return _time(max(done)) if done else None
 
 
