@@ -393,9 +393,7 @@ class Client:
         if not wait:
             return snap
         outcome, snap = self.wait(namespace, snap.name, timeout=timeout)
-        if outcome is not Outcome.READY:
-            raise SnapshotFailed(outcome, snap)
-        return snap
+        return _ready(outcome, snap, SnapshotFailed)
 
     def create_restore(
         self,
@@ -453,9 +451,7 @@ class Client:
         if not wait:
             return made
         outcome, made = self.wait_restore(namespace, made.name, timeout=timeout)
-        if outcome is not Outcome.READY:
-            raise RestoreFailed(outcome, made)
-        return made
+        return _ready(outcome, made, RestoreFailed)
 
     def _create(
         self,
@@ -572,6 +568,16 @@ class RestoreFailed(NotSettled):
         self.restore = restore
 
 
+def _ready(
+    outcome: Outcome, found: _Watched, failure: Callable[[Outcome, _Watched], NotSettled]
+) -> _Watched:
+    """What a ``wait=True`` call returns: the object its wait found Ready, else ``failure``
+    (SnapshotFailed, RestoreFailed) raised with how the wait ended."""
+    if outcome is not Outcome.READY:
+        raise failure(outcome, found)
+    return found
+
+
 class AsyncClient:
     """``Client``'s calls for asyncio code, each run in a worker thread."""
 
@@ -640,9 +646,7 @@ class AsyncClient:
         if not wait:
             return made
         outcome, made = await self.wait_restore(namespace, made.name, timeout=timeout)
-        if outcome is not Outcome.READY:
-            raise RestoreFailed(outcome, made)
-        return made
+        return _ready(outcome, made, RestoreFailed)
 
 
 async def _wait_async(
