@@ -41,8 +41,9 @@ class Release:
     def can_i(self, verb: str, resource: str, *scope: str) -> bool:
         resource = resource.format(release=self.name)
         result = self.cluster.kubectl(
-            "auth", "can-i", verb, resource, f"--as={self.service_account}", *scope, check=False
-        )
+            "auth", "can-i", verb, *resource.split(), f"--as={self.service_account}", *scope,
+            check=False,
+        )  # fmt: skip
         assert result.stdout.strip() in ("yes", "no"), result.stderr
         return result.stdout.strip() == "yes"
 
