@@ -52,6 +52,7 @@ from tests.harness.replicas import (
     Pair,
     duplicate_details,
     is_ready,
+    operator_environment,
     owner_of,
     wrong_ids,
 )
@@ -64,14 +65,9 @@ CHAOS_TIMING = (6.0, 4.0, 1.0)
 # Faster polls and retries than the defaults, and a 20 s late-create window instead of 300 s:
 # the simulator applies a lost-response create at once (no late_apply rule here), and every
 # deletion of a resource whose create went unanswered waits out that window.
-CHAOS_SETTINGS = {
-    "CLOUDSNAP_POLL_SECONDS": "1",
-    "CLOUDSNAP_BACKOFF_BASE_SECONDS": "0.5",
-    "CLOUDSNAP_BACKOFF_MAX_SECONDS": "5",
-    "CLOUDSNAP_BLOCKED_RETRY_SECONDS": "10",
-    "CLOUDSNAP_CREATE_DOUBT_SECONDS": "20",
-    "CLOUDSNAP_EVS_TIMEOUT_SECONDS": "10",
-}
+CHAOS_SETTINGS = operator_environment(
+    poll=1, backoff_base=0.5, backoff_max=5, blocked_retry=10, create_doubt=20, evs_timeout=10
+)
 # Overall shares of EVS requests (any operation) that fail: the simulator tries its rules in
 # order and the first that fires wins, so each rule's rate is its share of what is left.
 FAULT_SHARES = (

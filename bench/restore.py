@@ -34,7 +34,7 @@ from bench.scale import (
     operator_alive,
     operator_metrics,
     round_parser,
-    running_stack,
+    stack_from_options,
     write_result,
 )
 from cloudsnap.api.constants import GROUP, OWNER_UID_METADATA_KEY, RESTORE_PLURAL, VERSION
@@ -166,13 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="cloudsnap-bench-restore-"))
     load_at_start = os.getloadavg()
-    with running_stack(
-        workdir,
-        rate_limit=None,
-        throttle=args.throttle,
-        create_seconds=args.create_seconds,
-        delete_seconds=1.0,
-        volume_create_seconds=args.volume_create_seconds,
+    with stack_from_options(
+        args, workdir, volume_create_seconds=args.volume_create_seconds
     ) as stack:
         result = run(stack, args.count, args.timeout)
     result["throttle"] = args.throttle

@@ -800,6 +800,26 @@ def running_stack(
         yield Stack(cluster, kube, admin, loop, workdir, rate_limit or {}, throttle, sim)
 
 
+def stack_from_options(
+    args: argparse.Namespace,
+    workdir: Path,
+    *,
+    rate_limit: dict[str, int] | None = None,
+    delete_seconds: float = 1.0,
+    volume_create_seconds: float | None = None,
+) -> contextlib.AbstractContextManager[Stack]:
+    """``running_stack`` with the simulator's gateway limits and create time of the parsed
+    `--throttle` and `--create-seconds`; no class ceiling and deletes of a second unless given."""
+    return running_stack(
+        workdir,
+        rate_limit=rate_limit,
+        throttle=args.throttle,
+        create_seconds=args.create_seconds,
+        delete_seconds=delete_seconds,
+        volume_create_seconds=volume_create_seconds,
+    )
+
+
 def table(rounds: list[Round], rate_limit: dict[str, int], throttle: str) -> str:
     """The figures side by side, one column per count."""
     sums = [r.summary() for r in rounds]
@@ -1001,12 +1021,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds: list[Round] = []
     rivals: list[Round] = []
     load_at_start = os.getloadavg()
-    with running_stack(
-        workdir,
-        rate_limit=rate_limit,
-        throttle=args.throttle,
-        create_seconds=args.create_seconds,
-        delete_seconds=args.delete_seconds,
+    with stack_from_options(
+        args, workdir, rate_limit=rate_limit, delete_seconds=args.delete_seconds
     ) as stack:
         for count in args.count:
             print(f"round N={count}: applying, waiting for Ready, deleting ...", flush=True)

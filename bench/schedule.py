@@ -22,7 +22,7 @@ from typing import Any, cast
 
 from tests.harness.replicas import is_ready
 
-from bench.scale import Stack, round_parser, running_stack, write_result
+from bench.scale import Stack, round_parser, stack_from_options, write_result
 from cloudsnap.api.constants import GROUP, SCHEDULE_PLURAL, SNAPSHOT_PLURAL, VERSION
 
 NAMESPACE = "bench-schedule"
@@ -110,13 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m bench.schedule [--count N]`."""
     args = round_parser(__doc__, count=500, counted="sources").parse_args(argv)
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="cloudsnap-bench-schedule-"))
-    with running_stack(
-        workdir,
-        rate_limit=None,
-        throttle=args.throttle,
-        create_seconds=args.create_seconds,
-        delete_seconds=1.0,
-    ) as stack:
+    with stack_from_options(args, workdir) as stack:
         result = run(stack, args.count, args.timeout)
         result["rate_limit"] = stack.rate_limit
         result["throttle"] = args.throttle

@@ -15,6 +15,7 @@ import pytest
 from cloudsnap import logs
 from cloudsnap.__main__ import main
 from cloudsnap.settings import Settings, add_run_arguments, from_arguments
+from tests.harness.replicas import operator_environment
 
 
 def parse(*argv: str) -> Settings:
@@ -43,6 +44,19 @@ def test_all_namespaces_from_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     settings = parse()
     assert settings.all_namespaces
     assert settings.operator_namespace == "ops"
+
+
+def test_the_harnesses_timings_reach_the_operator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings ignore unknown CLOUDSNAP_* variables, so a misspelt name in the harnesses'
+    environment would silently leave the operator on its defaults."""
+    for name, value in operator_environment(
+        poll=0.25, backoff_base=0.5, backoff_max=3, blocked_retry=7, create_doubt=11, evs_timeout=13
+    ).items():
+        monkeypatch.setenv(name, value)
+    settings = parse("--all-namespaces")
+    timing = settings.timing()
+    assert (timing.poll, timing.backoff.base, timing.backoff.cap) == (0.25, 0.5, 3.0)
+    assert (timing.blocked, timing.create_doubt, settings.evs_timeout_seconds) == (7.0, 11.0, 13.0)
 
 
 def test_watch_scope_must_be_chosen_once() -> None:

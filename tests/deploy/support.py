@@ -15,6 +15,12 @@ from hack.tools.install import tools_bin
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "cloudsnap-operator"
 HELM = tools_bin() / "helm"
+DATA = Path(__file__).parent / "data"
+
+
+def load_data(name: str) -> Any:
+    """A test-case table of data/ (YAML), as parsed."""
+    return yaml.safe_load((DATA / name).read_text())
 
 
 def load_script(relative: str) -> ModuleType:

@@ -19,6 +19,7 @@ from tests.deploy.support import (
     ROOT,
     find,
     helm,
+    load_data,
     load_script,
     render_chart,
     template,
@@ -274,6 +275,11 @@ def _deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return dict(deployment)
 
 
+def _pod_spec(home: Path, *sets: str) -> dict[str, Any]:
+    """The operator's pod spec as the chart renders it with these `--set` overrides."""
+    return dict(_deployment(template(home, *sets))["spec"]["template"]["spec"])
+
+
 @pytest.mark.parametrize(
     ("sets", "replicas", "strategy"),
     [
@@ -333,7 +339,7 @@ def test_the_image_repository_is_required_and_tagged_with_the_app_version(home: 
 
 
 def test_replicas_prefer_different_nodes_by_default(home: Path) -> None:
-    pod = _deployment(template(home))["spec"]["template"]["spec"]
+    pod = _pod_spec(home)
     assert pod["affinity"] == {
         "podAntiAffinity": {
             "preferredDuringSchedulingIgnoredDuringExecution": [
@@ -362,31 +368,23 @@ def test_replicas_prefer_different_nodes_by_default(home: Path) -> None:
 
 
 def test_anti_affinity_presets_and_overrides(home: Path) -> None:
-    hard = _deployment(template(home, "podAntiAffinityPreset=hard"))["spec"]["template"]["spec"]
+    hard = _pod_spec(home, "podAntiAffinityPreset=hard")
     assert hard["affinity"]["podAntiAffinity"] == {
         "requiredDuringSchedulingIgnoredDuringExecution": [
             {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": SELECTOR}}
         ]
     }
-    none = _deployment(template(home, "podAntiAffinityPreset=none"))["spec"]["template"]["spec"]
-    assert "affinity" not in none
+    assert "affinity" not in _pod_spec(home, "podAntiAffinityPreset=none")
     node_term = "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
-    added = _deployment(
-        template(
-            home,
-            f"{node_term}.nodeSelectorTerms[0].matchExpressions[0].key=pool",
-            f"{node_term}.nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
-        )
-    )["spec"]["template"]["spec"]["affinity"]
+    expression = f"{node_term}.nodeSelectorTerms[0].matchExpressions[0]"
+    added = _pod_spec(home, f"{expression}.key=pool", f"{expression}.operator=Exists")["affinity"]
     assert added.keys() == {"nodeAffinity", "podAntiAffinity"}, "nodeAffinity adds to the preset"
     own = "affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0]"
-    replaced = _deployment(
-        template(
-            home,
-            f"{own}.topologyKey=topology.kubernetes.io/zone",
-            f"{own}.labelSelector.matchLabels.app=mine",
-        )
-    )["spec"]["template"]["spec"]["affinity"]
+    replaced = _pod_spec(
+        home,
+        f"{own}.topologyKey=topology.kubernetes.io/zone",
+        f"{own}.labelSelector.matchLabels.app=mine",
+    )["affinity"]
     assert replaced == {
         "podAntiAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": [
@@ -400,19 +398,16 @@ def test_anti_affinity_presets_and_overrides(home: Path) -> None:
 
 
 def test_topology_spread_overrides(home: Path) -> None:
-    off = _deployment(template(home, "topologySpreadConstraints=null"))
-    assert "topologySpreadConstraints" not in off["spec"]["template"]["spec"]
+    assert "topologySpreadConstraints" not in _pod_spec(home, "topologySpreadConstraints=null")
     zone = "topologySpreadConstraints[0]"
-    own = _deployment(
-        template(
-            home,
-            f"{zone}.topologyKey=topology.kubernetes.io/zone",
-            f"{zone}.maxSkew=2",
-            f"{zone}.whenUnsatisfiable=DoNotSchedule",
-            f"{zone}.labelSelector.matchLabels.app=mine",
-        )
+    own = _pod_spec(
+        home,
+        f"{zone}.topologyKey=topology.kubernetes.io/zone",
+        f"{zone}.maxSkew=2",
+        f"{zone}.whenUnsatisfiable=DoNotSchedule",
+        f"{zone}.labelSelector.matchLabels.app=mine",
     )
-    assert own["spec"]["template"]["spec"]["topologySpreadConstraints"] == [
+    assert own["topologySpreadConstraints"] == [
         {
             "topologyKey": "topology.kubernetes.io/zone",
             "maxSkew": 2,
@@ -548,59 +543,16 @@ def test_service_monitor_is_optional(home: Path) -> None:
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
 
 
-@pytest.mark.parametrize(
-    ("option", "value", "message"),
-    [
-        ("--set", "replicaCount=two", "replicaCount"),
-        ("--set", "replicas=2", "replicas"),
-        ("--set", "operator.logFormat=xml", "logFormat"),
-        ("--set", "operator.metricsPort=80", "metricsPort"),
-        ("--set", "operator.watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
-        ("--set", "securityContext.runAsNonRoot=false", "runAsNonRoot"),
-        ("--set", "securityContext.allowPrivilegeEscalation=true", "allowPrivilegeEscalation"),
-        ("--set", "image.digest=latest", "digest"),
-        ("--set", "snapshotClass.deletionPolicy=Keep", "deletionPolicy"),
-        ("--set", "snapshotClass.create=true", "region"),
-        ("--set", "credentials.accessKey=AK", "secretKey"),
-        ("--set", "snapshotClass.endpoint=evs.example.com", "endpoint"),
-        ("--set", "leaderElection.enabled=false", "/leaderElection/enabled"),
-        ("--set", "replicaCount=2,leaderElection.enabled=false", "/leaderElection/enabled"),
-        ("--set", "networkPolicy.apiServer.cidrs={10.0.0.1}", "/networkPolicy/apiServer/cidrs/0"),
-        (
-            "--set",
-            "networkPolicy.evsEgress.cidrs={300.0.0.0/8}",
-            "/networkPolicy/evsEgress/cidrs/0",
-        ),
-        ("--set", "networkPolicy.apiServer.ports={0}", "/networkPolicy/apiServer/ports/0"),
-        ("--set", "networkPolicy.evsEgress.ports={65536}", "/networkPolicy/evsEgress/ports/0"),
-        ("--set", "networkPolicy.evsEgress.ports=https", "/networkPolicy/evsEgress/ports"),
-        ("--set-json", "networkPolicy.dns.ports=[]", "/networkPolicy/dns/ports"),
-        ("--set-json", "networkPolicy.metricsFrom=[{}]", "/networkPolicy/metricsFrom/0"),
-        ("--set-json", 'networkPolicy.metricsFrom=[{"podSelecter":{}}]', "podSelecter"),
-        (
-            "--set-json",
-            'networkPolicy.metricsFrom=[{"ipBlock":{"cidr":"10.0.0.0/8"},"podSelector":{}}]',
-            "/networkPolicy/metricsFrom/0",
-        ),
-        ("--set-json", 'networkPolicy.dns.to=[{"ipBlock":{}}]', "/networkPolicy/dns/to/0/ipBlock"),
-        ("--set", "networkPolicy.egress=all", "egress"),
-        ("--set", "networkPolicy.enabled=yes", "/networkPolicy/enabled"),
-        ("--set", "podAntiAffinityPreset=strict", "podAntiAffinityPreset"),
-        ("--set", "affinity.antiAffinity.x=y", "'antiAffinity'"),
-        ("--set", "topologySpreadConstraints[0].maxSkew=0", "/topologySpreadConstraints/0"),
-        (
-            "--set",
-            "topologySpreadConstraints[0].whenUnsatisfiable=Never",
-            "/topologySpreadConstraints/0",
-        ),
-        ("--set", "podDisruptionBudget.minAvailable=0", "/podDisruptionBudget/minAvailable"),
-        (
-            "--set",
-            "podDisruptionBudget.unhealthyPodEvictionPolicy=Never",
-            "/podDisruptionBudget/unhealthyPodEvictionPolicy",
-        ),
-    ],
-)
+def _bad_values() -> list[Any]:
+    """data/bad_values.yaml as (helm option, value, what the error names), one id per value."""
+    params = []
+    for case in load_data("bad_values.yaml"):
+        (option,) = case.keys() - {"names"}  # set or set-json
+        params.append(pytest.param(f"--{option}", case[option], case["names"], id=case[option]))
+    return params
+
+
+@pytest.mark.parametrize(("option", "value", "message"), _bad_values())
 def test_schema_refuses_bad_values_naming_the_key(
     home: Path, option: str, value: str, message: str
 ) -> None:

@@ -13,12 +13,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from hack.cluster import Cluster
 
-from tests.deploy.support import CHART, IMAGE, load_script
+from tests.deploy.support import CHART, IMAGE, load_data, load_script
 from tests.waiting import eventually
 
 render_manifests = load_script("deploy/render_manifests.py")
@@ -40,8 +41,9 @@ class Release:
     def can_i(self, verb: str, resource: str, *scope: str) -> bool:
         resource = resource.format(release=self.name)
         result = self.cluster.kubectl(
-            "auth", "can-i", verb, resource, f"--as={self.service_account}", *scope, check=False
-        )
+            "auth", "can-i", verb, *resource.split(), f"--as={self.service_account}", *scope,
+            check=False,
+        )  # fmt: skip
         assert result.stdout.strip() in ("yes", "no"), result.stderr
         return result.stdout.strip() == "yes"
 
@@ -115,126 +117,32 @@ def test_helm_install_and_uninstall(cluster: Cluster, namespace: str) -> None:
         assert cluster.kubectl("get", ref, "-n", namespace, "--ignore-not-found").stdout == ""
 
 
-ALL = "--all-namespaces"
-SNAPSHOTS = "cloudsnapshots.evs.cloudsnap.io"
-CLASSES = "cloudsnapshotclasses.evs.cloudsnap.io"
-SCHEDULES = "cloudsnapshotschedules.evs.cloudsnap.io"
-RESTORES = "cloudsnapshotrestores.evs.cloudsnap.io"
-CRDS = "customresourcedefinitions.apiextensions.k8s.io"
-LEASES = "leases.coordination.k8s.io"
-OWN_LEASE = "{release}-cloudsnap-operator"  # the chart names the Lease after the release
-
-# (verb, resource, where): "own" = the operator's namespace, "other" = any other namespace.
-NEEDED = [
-    ("list", SNAPSHOTS, ALL),
-    ("watch", SNAPSHOTS, ALL),
-    ("patch", SNAPSHOTS, "other"),
-    ("patch", f"{SNAPSHOTS}/status", "other"),
-    # A schedule's children: made, read back on AlreadyExists, deleted by retention.
-    ("create", SNAPSHOTS, "other"),
-    ("get", SNAPSHOTS, "other"),
-    ("delete", SNAPSHOTS, "other"),
-    ("list", SCHEDULES, ALL),
-    ("watch", SCHEDULES, ALL),
-    ("patch", SCHEDULES, "other"),
-    ("patch", f"{SCHEDULES}/status", "other"),
-    # Claims: VolumeSources' cache (list, watch) and a schedule's claim selector (list).
-    ("list", "persistentvolumeclaims", ALL),
-    ("watch", "persistentvolumeclaims", ALL),
-    ("list", "persistentvolumes", ""),
-    ("watch", "persistentvolumes", ""),
-    # Restores: watched, finalized, their status written; their claim and volume read, made and
-    # (deletionPolicy Delete) deleted.
-    ("list", RESTORES, ALL),
-    ("watch", RESTORES, ALL),
-    ("patch", RESTORES, "other"),
-    ("patch", f"{RESTORES}/status", "other"),
-    ("get", "persistentvolumeclaims", "other"),
-    ("create", "persistentvolumeclaims", "other"),
-    ("delete", "persistentvolumeclaims", "other"),
-    ("get", "persistentvolumes", ""),
-    ("create", "persistentvolumes", ""),
-    ("delete", "persistentvolumes", ""),
-    # A rollback blocked on an attached disk names the pods of the claim it backs.
-    ("list", "pods", "other"),
-    ("list", CLASSES, ""),
-    ("watch", CLASSES, ""),
-    # NamespaceCache: the labels a class's allowedNamespaces selector reads.
-    ("list", "namespaces", ""),
-    ("watch", "namespaces", ""),
-    ("create", "events", "other"),
-    ("list", CRDS, ""),
-    ("watch", CRDS, ""),
-    ("list", "secrets", "own"),
-    ("watch", "secrets", "own"),
-    ("create", LEASES, "own"),
-    ("get", f"{LEASES}/{OWN_LEASE}", "own"),
-    ("update", f"{LEASES}/{OWN_LEASE}", "own"),
-]
-FORBIDDEN = [
-    ("get", "secrets", "other"),
-    ("list", "secrets", "other"),
-    ("list", "secrets", ALL),
-    ("create", "secrets", "own"),
-    ("update", "secrets", "own"),
-    ("delete", "secrets", "own"),
-    ("update", SNAPSHOTS, "other"),
-    ("deletecollection", SNAPSHOTS, "other"),
-    ("create", SCHEDULES, "other"),
-    ("update", SCHEDULES, "other"),
-    ("delete", SCHEDULES, "other"),
-    ("update", "persistentvolumeclaims", "other"),
-    ("patch", "persistentvolumeclaims", "other"),
-    ("update", "persistentvolumes", ""),
-    ("patch", "persistentvolumes", ""),
-    ("create", RESTORES, "other"),
-    ("update", RESTORES, "other"),
-    ("delete", RESTORES, "other"),
-    ("create", CLASSES, ""),
-    ("update", CLASSES, ""),
-    ("patch", CLASSES, ""),
-    ("delete", CLASSES, ""),
-    ("create", CRDS, ""),
-    ("patch", CRDS, ""),
-    ("delete", CRDS, ""),
-    ("delete", "events", "other"),
-    ("get", "pods", "other"),
-    ("watch", "pods", "other"),
-    ("create", "pods", "own"),
-    ("delete", "pods", "other"),
-    ("create", "deployments.apps", "own"),
-    ("get", "configmaps", "own"),
-    ("create", "namespaces", ""),
-    ("update", "namespaces", ""),
-    ("create", "serviceaccounts/token", "own"),
-    ("create", "clusterroles.rbac.authorization.k8s.io", ""),
-    ("bind", "clusterroles.rbac.authorization.k8s.io", ""),
-    ("escalate", "roles.rbac.authorization.k8s.io", "own"),
-    ("impersonate", "users", ""),
-    ("list", "kopfpeerings.kopf.dev", ALL),
-    ("update", f"{LEASES}/someone-elses", "own"),
-    ("delete", f"{LEASES}/{OWN_LEASE}", "own"),
-    ("create", LEASES, "other"),
-]
+def _questions(answer: str) -> list[Any]:
+    """data/service_account_rights.yaml's questions under ``answer`` (may, may_not) as
+    (verb, resource, scope)."""
+    return [
+        pytest.param(verb, resource, scope, id=f"{verb}-{resource}-{scope}")
+        for verb, resource, scope in load_data("service_account_rights.yaml")[answer]
+    ]
 
 
-def _scope(release: Release, where: str) -> list[str]:
+def _scope(release: Release, scope: str) -> list[str]:
     return {
         "own": ["-n", release.namespace],
         "other": ["-n", release.other],
-        ALL: [ALL],
-        "": [],
-    }[where]
+        "all": ["--all-namespaces"],
+        "cluster": [],
+    }[scope]
 
 
-@pytest.mark.parametrize(("verb", "resource", "where"), NEEDED)
-def test_service_account_may(release: Release, verb: str, resource: str, where: str) -> None:
-    assert release.can_i(verb, resource, *_scope(release, where))
+@pytest.mark.parametrize(("verb", "resource", "scope"), _questions("may"))
+def test_service_account_may(release: Release, verb: str, resource: str, scope: str) -> None:
+    assert release.can_i(verb, resource, *_scope(release, scope))
 
 
-@pytest.mark.parametrize(("verb", "resource", "where"), FORBIDDEN)
-def test_service_account_may_not(release: Release, verb: str, resource: str, where: str) -> None:
-    assert not release.can_i(verb, resource, *_scope(release, where))
+@pytest.mark.parametrize(("verb", "resource", "scope"), _questions("may_not"))
+def test_service_account_may_not(release: Release, verb: str, resource: str, scope: str) -> None:
+    assert not release.can_i(verb, resource, *_scope(release, scope))
 
 
 def test_plain_manifests_are_accepted_by_the_api_server(
@@ -264,6 +172,12 @@ def test_plain_manifests_are_accepted_by_the_api_server(
         "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(objects)
     )
     assert result.stdout.count("(server dry run)") == len(objects)
+
+
+SNAPSHOTS = "cloudsnapshots.evs.cloudsnap.io"
+CLASSES = "cloudsnapshotclasses.evs.cloudsnap.io"
+SCHEDULES = "cloudsnapshotschedules.evs.cloudsnap.io"
+RESTORES = "cloudsnapshotrestores.evs.cloudsnap.io"
 
 
 # The status subresource: `kubectl auth can-i patch TYPE/status` would ask about an object named

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,32 @@ CREATE_SECONDS = 6.0
 DELETE_SECONDS = 6.0
 # Long enough to capture a restore while EVS makes or deletes its disk.
 VOLUME_SECONDS = 6.0
+
+Verdict = tuple[str, str | None]  # (kstatus, Argo CD health; None: no health verdict)
+
+# What automation should read of an object in each state of its lifecycle.
+CREATING: Verdict = ("InProgress", "Progressing")
+READY: Verdict = ("Current", "Healthy")
+FAILED: Verdict = ("Failed", "Degraded")  # failed for good
+DELETING: Verdict = ("Terminating", "Progressing")
+# A schedule: kstatus falls back on Ready, False until every source has a Ready snapshot.
+RUNNING: Verdict = ("InProgress", "Healthy")
+SUSPENDED: Verdict = ("InProgress", "Suspended")
+
+
+class Captures:
+    """Objects captured from the API server, each with the verdict automation should read of it,
+    by name (status-check names its verdicts after the objects)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.expected: dict[str, Verdict] = {}
+
+    def add(self, obj: dict[str, Any], verdict: Verdict) -> None:
+        name = obj["metadata"]["name"]
+        assert name not in self.objects, f"{name} captured twice"
+        self.objects[name] = obj
+        self.expected[name] = verdict
 
 
 def captured(stack: Stack, kind: str, name: str) -> dict[str, Any]:
@@ -49,15 +75,14 @@ async def test_each_lifecycle_state_reads_as_automation_expects(start_stack: Sta
     --for=condition=Stalled` returns for the one failed for good."""
     stack = await start_stack(create_seconds=CREATE_SECONDS, delete_seconds=DELETE_SECONDS)
     disk = await stack.add_volume()
-    objects: dict[str, dict[str, Any]] = {}
+    captures = Captures()
 
     stack.apply("creating", volumeID=disk)
     await stack.wait_condition("creating", "Ready", "False", reason="Creating")
-    objects["creating"] = captured(stack, "csnap", "creating")
+    captures.add(captured(stack, "csnap", "creating"), CREATING)
 
     stack.apply("missing", snapshotID=str(uuid.uuid4()))
-    missing = await stack.wait_condition("missing", "Stalled", "True")
-    objects["missing"] = missing
+    captures.add(await stack.wait_condition("missing", "Stalled", "True"), FAILED)
     waited = stack.kubectl(
         "wait", "csnap/missing", "--for=condition=Stalled", "--timeout=5s", check=False
     )
@@ -69,44 +94,40 @@ async def test_each_lifecycle_state_reads_as_automation_expects(start_stack: Sta
         lambda: _settled(stack, "creating"), timeout=90, what="creating Ready and in sync"
     )
     ready["metadata"]["name"] = "ready"  # the same object, captured in its next state
-    objects["ready"] = ready
+    captures.add(ready, READY)
 
     stack.apply("broken", volumeID=disk)
     broken = await stack.wait_condition("broken", "Ready", "True", timeout=60)
     await stack.admin.set_snapshot_status(broken["status"]["snapshotID"], "error")
-    objects["broken"] = await stack.wait_condition("broken", "Stalled", "True", timeout=60)
+    captures.add(await stack.wait_condition("broken", "Stalled", "True", timeout=60), FAILED)
 
     stack.kubectl("delete", "csnap", "creating", "--wait=false")
     deleting = await eventually(
         lambda: _deleting(stack, "creating"), timeout=30, what="the deletion under way"
     )
     deleting["metadata"]["name"] = "deleting"
-    objects["deleting"] = deleting
+    captures.add(deleting, DELETING)
 
     schedule(stack, "running", sources={"volumeIDs": [disk]})
     schedule(stack, "invalid", sources={"volumeIDs": [disk]}, timeZone="Mars/Olympus_Mons")
     schedule(stack, "paused", sources={"volumeIDs": [disk]}, suspend=True)
-    for name, kind in (("running", "Synced"), ("invalid", "Stalled"), ("paused", "Synced")):
+    # Each schedule, the condition that says it has been looked at, and its verdict.
+    schedules = (
+        ("running", "Synced", RUNNING),
+        ("invalid", "Stalled", FAILED),
+        ("paused", "Synced", SUSPENDED),
+    )
+    for name, kind, verdict in schedules:
         await eventually(
             lambda name=name, kind=kind: _has(stack, "csnapsched", name, kind),
             timeout=30,
             what=f"{name}'s {kind} condition",
         )
-        objects[f"schedule-{name}"] = captured(stack, "csnapsched", name)
-        objects[f"schedule-{name}"]["metadata"]["name"] = f"schedule-{name}"
+        obj = captured(stack, "csnapsched", name)
+        obj["metadata"]["name"] = f"schedule-{name}"
+        captures.add(obj, verdict)
 
-    expected = {
-        "creating": ("InProgress", "Progressing"),
-        "missing": ("Failed", "Degraded"),
-        "ready": ("Current", "Healthy"),
-        "broken": ("Failed", "Degraded"),
-        "deleting": ("Terminating", "Progressing"),
-        # kstatus falls back on Ready, False until every source has a Ready snapshot.
-        "schedule-running": ("InProgress", "Healthy"),
-        "schedule-invalid": ("Failed", "Degraded"),
-        "schedule-paused": ("InProgress", "Suspended"),
-    }
-    verdicts = assert_verdicts(objects, expected)
+    verdicts = assert_verdicts(captures)
     assert "SnapshotNotFound" in verdicts["missing"]["kstatusMessage"]
     assert "Mars/Olympus_Mons" in verdicts["schedule-invalid"]["health"]["message"]
 
@@ -118,15 +139,16 @@ async def test_each_restore_state_reads_as_automation_expects(start_stack: Start
     stack = await start_stack(volume_seconds=VOLUME_SECONDS)
     stack.apply("db", volumeID=await stack.add_volume(size=10))
     await stack.wait_condition("db", "Ready", "True")
-    objects: dict[str, dict[str, Any]] = {}
+    captures = Captures()
 
     restore(stack, "restore", newVolume={}, deletionPolicy="Delete")
     restore(stack, "restore-broken", newVolume={})
     restore(stack, "restore-blocked", snapshotName="nothing", newVolume={})
     restore(stack, "restore-invalid", newVolume={"size": 5})
-    objects["restore-creating"] = await _captured_as(
+    creating = await _captured_as(
         stack, "restore", "restore-creating", lambda obj: _ready_reason(obj) == "Creating"
     )
+    captures.add(creating, CREATING)
     # A disk that goes into error while EVS makes it: the restore's phase is Failed for good.
     broken = await _captured_as(
         stack, "restore-broken", "restore-broken", lambda obj: _ready_reason(obj) == "Creating"
@@ -139,16 +161,15 @@ async def test_each_restore_state_reads_as_automation_expects(start_stack: Start
 
     disk = await eventually(disk_of_broken, what="the disk of restore-broken")
     await stack.admin.set_volume(disk, status="error")
-    objects["restore-failed"] = await _captured_as(
-        stack, "restore-broken", "restore-failed", _stalled
-    )
+    failed = await _captured_as(stack, "restore-broken", "restore-failed", _stalled)
+    captures.add(failed, FAILED)
 
     for name in ("restore-blocked", "restore-invalid"):
-        objects[name] = await _captured_as(stack, name, name, _stalled)
-    objects["restore-ready"] = await _captured_as(stack, "restore", "restore-ready", _in_sync)
+        captures.add(await _captured_as(stack, name, name, _stalled), FAILED)
+    captures.add(await _captured_as(stack, "restore", "restore-ready", _in_sync), READY)
 
     stack.kubectl("delete", "csnaprestore", "restore", "--wait=false")
-    objects["restore-deleting"] = await _captured_as(
+    deleting = await _captured_as(
         stack,
         "restore",
         "restore-deleting",
@@ -156,32 +177,23 @@ async def test_each_restore_state_reads_as_automation_expects(start_stack: Start
             bool(obj["metadata"].get("deletionTimestamp")) and _ready_reason(obj) == "Deleting"
         ),
     )
+    captures.add(deleting, DELETING)
 
-    expected = {
-        "restore-creating": ("InProgress", "Progressing"),
-        "restore-ready": ("Current", "Healthy"),
-        "restore-failed": ("Failed", "Degraded"),
-        "restore-blocked": ("Failed", "Degraded"),
-        "restore-invalid": ("Failed", "Degraded"),
-        "restore-deleting": ("Terminating", "Progressing"),
-    }
-    verdicts = assert_verdicts(objects, expected)
-    assert objects["restore-failed"]["status"]["phase"] == "Failed"
+    verdicts = assert_verdicts(captures)
+    assert failed["status"]["phase"] == "Failed"
     assert "SnapshotNotFound" in verdicts["restore-blocked"]["kstatusMessage"]
     assert "SizeTooSmall" in verdicts["restore-invalid"]["health"]["message"]
 
 
-def assert_verdicts(
-    objects: Mapping[str, dict[str, Any]], expected: Mapping[str, tuple[str, str | None]]
-) -> dict[str, dict[str, Any]]:
-    """status-check's verdicts on ``objects``, asserted as (kstatus, Argo CD health) by name
-    (None: no health verdict); the verdicts' messages say why, should one differ."""
-    verdicts = status_check(list(objects.values()))
+def assert_verdicts(captures: Captures) -> dict[str, dict[str, Any]]:
+    """status-check's verdicts on the captured objects, asserted to be the expected ones by name;
+    the verdicts' messages say why, should one differ."""
+    verdicts = status_check(list(captures.objects.values()))
     table = {
         name: (v["kstatus"], v["health"]["status"] if v.get("health") else None)
         for name, v in verdicts.items()
     }
-    assert table == dict(expected), json.dumps(verdicts, indent=1)
+    assert table == captures.expected, json.dumps(verdicts, indent=1)
     return verdicts
 
 

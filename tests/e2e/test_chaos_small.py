@@ -13,11 +13,11 @@ from pathlib import Path
 from bench.chaos import CHAOS_SETTINGS, ChaosConfig, run_chaos
 from hack.cluster import Cluster
 
-from tests.harness.replicas import e2e_pair
+from tests.harness.replicas import e2e_pair, operator_environment
 
 TIMING = (3.0, 2.0, 0.5)
 # The deletions of resources whose create went unanswered wait out this window.
-SETTINGS = {**CHAOS_SETTINGS, "CLOUDSNAP_CREATE_DOUBT_SECONDS": "5"}
+SETTINGS = {**CHAOS_SETTINGS, **operator_environment(create_doubt=5)}
 
 
 def test_chaos_small(

@@ -29,18 +29,15 @@ from tests.harness.replicas import (
     e2e_pair,
     is_lease_write,
     kube_client,
+    operator_environment,
     step_lines,
     wrong_ids,
 )
 
 TIMING = (3.0, 2.0, 0.5)
-SETTINGS = {
-    "CLOUDSNAP_POLL_SECONDS": "0.5",
-    "CLOUDSNAP_BACKOFF_BASE_SECONDS": "0.2",
-    "CLOUDSNAP_BACKOFF_MAX_SECONDS": "2",
-    "CLOUDSNAP_EVS_TIMEOUT_SECONDS": "10",
-    "CLOUDSNAP_CREATE_DOUBT_SECONDS": "10",
-}
+SETTINGS = operator_environment(
+    poll=0.5, backoff_base=0.2, backoff_max=2, evs_timeout=10, create_doubt=10
+)
 TIMEOUT = 60.0
 # The EVS client's line for a request that ended with no outcome: cancelled, or kept from
 # leaving by the fence.

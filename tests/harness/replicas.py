@@ -463,6 +463,29 @@ def kube_client(kubeconfig: Path, pool: int = 16) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+def operator_environment(
+    *,
+    poll: float | None = None,
+    backoff_base: float | None = None,
+    backoff_max: float | None = None,
+    blocked_retry: float | None = None,
+    create_doubt: float | None = None,
+    evs_timeout: float | None = None,
+) -> dict[str, str]:
+    """The operator's CLOUDSNAP_* settings for the timings given, in seconds (those not given keep
+    the operator's defaults): how often it polls EVS, its retry backoff, how long a blocked
+    resource waits to retry, its late-create window and its EVS request timeout."""
+    timings = {
+        "CLOUDSNAP_POLL_SECONDS": poll,
+        "CLOUDSNAP_BACKOFF_BASE_SECONDS": backoff_base,
+        "CLOUDSNAP_BACKOFF_MAX_SECONDS": backoff_max,
+        "CLOUDSNAP_BLOCKED_RETRY_SECONDS": blocked_retry,
+        "CLOUDSNAP_CREATE_DOUBT_SECONDS": create_doubt,
+        "CLOUDSNAP_EVS_TIMEOUT_SECONDS": evs_timeout,
+    }
+    return {name: f"{value:g}" for name, value in timings.items() if value is not None}
+
+
 def timing_settings(timing: tuple[float, float, float]) -> dict[str, str]:
     lease, renew, retry = timing
     return {

@@ -4,11 +4,13 @@ responses."""
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import httpx
 import pytest
 
+from evs_simulator.errors import THROTTLED
 from evs_simulator.faults import OPERATIONS
 from evs_simulator.testing import RunningSimulator
 from tests.simulator.signed import assert_evs_error, evs_client
@@ -20,18 +22,71 @@ def rule(kind: str, operation: str = "*", **fields: Any) -> dict[str, Any]:
     return {"operation": operation, "kind": kind, **fields}
 
 
+IN_USE = "the snapshot is in use by a disk being created from it"
+INTERNAL = "Internal error, please try again later."
+
+
+@pytest.mark.parametrize("operation", ["create", "delete"])
 @pytest.mark.parametrize(
-    ("status", "code", "key"),
-    [(500, "EVS.5500", "error"), (503, "EVS.5503", "error"), (429, "APIG.0308", "gateway")],
+    ("kind", "fields", "answer"),
+    [
+        pytest.param(
+            "error", {"status": 500}, (500, "EVS.5500", "error", INTERNAL), id="error-500"
+        ),
+        pytest.param(
+            "error", {"status": 503}, (503, "EVS.5503", "error", INTERNAL), id="error-503"
+        ),
+        pytest.param(
+            "error", {"status": 429}, (429, "APIG.0308", "gateway", THROTTLED), id="error-429"
+        ),
+        pytest.param(
+            "refusal",
+            {"status": 400, "code": "EVS.1047", "message": IN_USE},
+            (400, "EVS.1047", "error", IN_USE),
+            id="refusal-400",
+        ),
+        pytest.param(
+            "refusal",
+            {"status": 409, "code": "EVS.9999", "message": IN_USE},
+            (409, "EVS.9999", "error", IN_USE),
+            id="refusal-409",
+        ),
+        pytest.param(
+            "refusal",
+            {"status": 403, "code": "APIG.0302", "message": IN_USE},
+            (403, "APIG.0302", "gateway", IN_USE),
+            id="refusal-403",
+        ),
+    ],
 )
-async def test_error_fault_answers_in_evs_or_gateway_shape_and_applies_nothing(
-    evs_sim: RunningSimulator, evs: httpx.AsyncClient, status: int, code: str, key: str
+async def test_error_or_refusal_answers_in_evs_or_gateway_shape_and_applies_nothing(
+    evs_sim: RunningSimulator,
+    evs: httpx.AsyncClient,
+    operation: str,
+    kind: str,
+    fields: dict[str, Any],
+    answer: tuple[int, str, str, str],
 ) -> None:
+    """An error (codes defaulted) or a refusal (code and message chosen) of a create or a delete
+    answers ``answer`` (status, code, body shape, message), leaves every snapshot as it was, and
+    hits only its operation and only as often as its count."""
     volume = await evs_sim.admin.add_volume()
-    await evs_sim.admin.set_faults([rule("error", "create", status=status)])
-    response = await evs.post("/cloudsnapshots", json={"snapshot": {"volume_id": volume["id"]}})
-    assert_evs_error(response, status, code, key)
-    assert await evs_sim.admin.snapshots() == []
+    created = await evs.post("/cloudsnapshots", json={"snapshot": {"volume_id": volume["id"]}})
+    snapshot_id = created.json()["snapshot"]["id"]
+    await evs_sim.admin.set_snapshot_status(snapshot_id, "available")
+    before = await evs_sim.admin.snapshots()
+
+    def send() -> Awaitable[httpx.Response]:
+        if operation == "create":
+            return evs.post("/cloudsnapshots", json={"snapshot": {"volume_id": volume["id"]}})
+        return evs.delete(f"/cloudsnapshots/{snapshot_id}")
+
+    await evs_sim.admin.set_faults([rule(kind, operation, count=1, **fields)])
+    status, code, key, message = answer
+    assert assert_evs_error(await send(), status, code, key) == message
+    assert await evs_sim.admin.snapshots() == before
+    assert (await evs.get(f"/cloudsnapshots/{snapshot_id}")).status_code == 200
+    assert (await send()).status_code == 202  # count=1: the next one goes through
 
 
 async def test_error_fault_with_chosen_code(
@@ -39,29 +94,6 @@ async def test_error_fault_with_chosen_code(
 ) -> None:
     await evs_sim.admin.set_faults([rule("error", "list", status=500, code="EVS.2002")])
     assert_evs_error(await evs.get(DETAIL), 500, "EVS.2002")
-
-
-@pytest.mark.parametrize(
-    ("status", "code", "key"),
-    [(400, "EVS.1047", "error"), (409, "EVS.9999", "error"), (403, "APIG.0302", "gateway")],
-)
-async def test_refusal_answers_the_chosen_4xx_code_and_message_and_applies_nothing(
-    evs_sim: RunningSimulator, evs: httpx.AsyncClient, status: int, code: str, key: str
-) -> None:
-    volume = await evs_sim.admin.add_volume()
-    created = await evs.post("/cloudsnapshots", json={"snapshot": {"volume_id": volume["id"]}})
-    snapshot_id = created.json()["snapshot"]["id"]
-    await evs_sim.admin.set_snapshot_status(snapshot_id, "available")
-    message = f"snapshot {snapshot_id} is in use by a disk being created from it"
-    await evs_sim.admin.set_faults(
-        [rule("refusal", "delete", status=status, code=code, message=message, count=1)]
-    )
-    refused = await evs.delete(f"/cloudsnapshots/{snapshot_id}")
-    assert assert_evs_error(refused, status, code, key) == message
-    [kept] = await evs_sim.admin.snapshots()
-    assert (kept["status"], kept["deleted"]) == ("available", False)
-    assert (await evs.get(f"/cloudsnapshots/{snapshot_id}")).status_code == 200  # delete only
-    assert (await evs.delete(f"/cloudsnapshots/{snapshot_id}")).status_code == 202  # count=1
 
 
 async def test_refusal_defaults_to_400_with_a_generic_message(

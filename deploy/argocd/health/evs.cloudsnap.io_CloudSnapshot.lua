@@ -1,5 +1,9 @@
--- Argo CD health of a CloudSnapshot or a CloudSnapshotRestore (the same rules serve both), from the
--- conditions the operator keeps (kstatus conventions).
+-- Argo CD health of cloudsnap's kinds, from the conditions the operator keeps (kstatus conventions).
+-- A CloudSnapshot or CloudSnapshotRestore is healthy once Ready; a CloudSnapshotSchedule while it
+-- runs as its spec asks (Synced: its first run may be a day away, so Ready may still be False).
+if obj.spec ~= nil and obj.spec.suspend == true then
+  return {status = "Suspended", message = "spec.suspend is true"}
+end
 local hs = {status = "Progressing", message = "waiting for the operator"}
 if obj.status == nil then
   return hs
@@ -18,6 +22,13 @@ if stalled ~= nil and stalled.status == "True" then
   return {status = "Degraded", message = stalled.reason .. ": " .. (stalled.message or "")}
 end
 local ready = found["Ready"]
+if obj.kind == "CloudSnapshotSchedule" then
+  local synced = found["Synced"]
+  if synced ~= nil and synced.status == "True" then
+    return {status = "Healthy", message = ready ~= nil and ready.message or synced.message or ""}
+  end
+  return hs
+end
 if ready ~= nil and ready.status == "True" then
   local reconciling = found["Reconciling"]
   if reconciling ~= nil and reconciling.status == "True" then

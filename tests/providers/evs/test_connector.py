@@ -2,53 +2,41 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
+from typing import Any
 
-from cloudsnap.evs.errors import EVSAPIError, EVSConnectionError, EVSTimeoutError
+import pytest
+import yaml
+
+from cloudsnap.evs.errors import EVSAPIError, EVSConnectionError, EVSError, EVSTimeoutError
 from cloudsnap.providers.evs.connector import classify
 from cloudsnap.runtime.failures import Cause, Kind
 
 
-@pytest.mark.parametrize(
-    ("error", "operation", "kind"),
-    [
-        (EVSAPIError("boom", status_code=500, code="EVS.5500", retryable=True), "create", "t"),
-        (EVSAPIError("slow", status_code=429, code="APIG.0308", retryable=True), "list", "t"),
-        (EVSTimeoutError("no answer", retryable=True), "create", "t"),
-        (EVSConnectionError("reset", retryable=True), "show", "t"),
-        (EVSAPIError("bad id", status_code=400, code="EVS.1002"), "create", "i"),
-        (EVSAPIError("bad body", status_code=400, code="EVS.1013"), "create", "i"),
-        (EVSAPIError("malformed", status_code=400, code="EVS.5400"), "create", "i"),
-        (EVSAPIError("no disk", status_code=404, code="EVS.5404"), "create", "b"),
-        (EVSAPIError("quota", status_code=413, code="EVS.5413"), "create", "b"),
-        (EVSAPIError("signature", status_code=401, code="APIG.0301"), "list", "b"),
-        (EVSAPIError("forbidden", status_code=403, code="EVS.5403"), "create", "b"),
-        (
-            EVSAPIError(
-                "Invalid volume: Volume v status must be available, but current status is: in-use.",
-                status_code=400,
-                code="EVS.5400",
-            ),
-            "create",
-            "b",
-        ),
-        # A change of a snapshot refused for its state is retried; one refused for what the
-        # request says is not (docs/evs.md, "Refusals").
-        (EVSAPIError("status", status_code=400, code="EVS.1047"), "delete", "b"),
-        (EVSAPIError("a valid status", status_code=400, code="EVS.5400"), "delete", "b"),
-        (EVSAPIError("conflict", status_code=409, code="EVS.0409"), "delete", "b"),
-        (EVSAPIError("invalid snapshot_id!", status_code=400, code="EVS.2045"), "delete", "i"),
-        (EVSAPIError("locked", status_code=400, code="EVS.2068", retryable=True), "delete", "t"),
-        (EVSAPIError("busy", status_code=400, code="EVS.2043"), "update", "b"),
-        (EVSAPIError("sdrs", status_code=400, code="EVS.2089"), "update", "b"),
-        (EVSAPIError("Invalid snapshot: x busy", status_code=400, code="EVS.5400"), "update", "b"),
-        (EVSAPIError("name too long", status_code=400, code="EVS.5400"), "update", "i"),
-        (EVSAPIError("bad body", status_code=400, code="EVS.1052"), "update", "i"),
-        (EVSAPIError("conflict", status_code=409, code="EVS.0409"), "create", "i"),
-    ],
-)
-def test_errors_fall_in_the_three_classes(error: EVSAPIError, operation: str, kind: str) -> None:
-    expected = {"t": Kind.TRANSIENT, "i": Kind.INVALID, "b": Kind.BLOCKED}[kind]
+def _error(case: dict[str, Any]) -> EVSError:
+    """The error a case of data/errors.yaml describes: EVS's answer, a timeout or a cut call."""
+    retryable = case.get("retryable", False)
+    if "timeout" in case:
+        return EVSTimeoutError(case["timeout"], retryable=retryable)
+    if "connection" in case:
+        return EVSConnectionError(case["connection"], retryable=retryable)
+    return EVSAPIError(
+        case["message"], status_code=case["status"], code=case["code"], retryable=retryable
+    )
+
+
+def _cases() -> list[Any]:
+    """data/errors.yaml as (error, operation, kind), with ids saying the call and the class."""
+    params = []
+    for case in yaml.safe_load((Path(__file__).parent / "data" / "errors.yaml").read_text()):
+        error, operation = _error(case), case["operation"]
+        name = f"{operation}-{error.code or type(error).__name__}-{case['kind']}"
+        params.append(pytest.param(error, operation, Kind(case["kind"]), id=name))
+    return params
+
+
+@pytest.mark.parametrize(("error", "operation", "expected"), _cases())
+def test_errors_fall_in_the_three_classes(error: EVSError, operation: str, expected: Kind) -> None:
     failure = classify(error, operation)
     assert failure.kind is expected
     assert failure.retryable is (expected is Kind.TRANSIENT)
