@@ -85,14 +85,24 @@ async def test_every_change_is_watched_and_a_deleting_object_goes_with_its_last_
         NAMESPACE, "reborn", "uid-1", ["x.io/hold"], body["metadata"]["resourceVersion"]
     )
     assert held is not None
-    store.objects["reborn"]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    store.delete("reborn")
+    deleting = store.objects["reborn"]
+    assert deleting["metadata"]["deletionTimestamp"]
     released = await store.set_finalizers(
-        NAMESPACE, "reborn", "uid-1", [], held["metadata"]["resourceVersion"]
+        NAMESPACE, "reborn", "uid-1", [], deleting["metadata"]["resourceVersion"]
     )
     assert released is not None
     assert released["metadata"]["finalizers"] == []
     assert "reborn" not in store.objects
-    assert store.seen == [("ADDED", "1"), ("MODIFIED", "2"), ("DELETED", "2")]
+    assert store.seen == [("ADDED", "1"), ("MODIFIED", "2"), ("MODIFIED", "3"), ("DELETED", "3")]
     await store.post_event(released, Event("Normal", "Released", "gone"))
     assert store.writes == [("reborn", "finalizers"), ("reborn", "finalizers")]
     assert store.events == [("reborn", Event("Normal", "Released", "gone"))]
+
+
+def test_an_object_without_finalizers_is_gone_at_once_when_deleted() -> None:
+    store = Watched()
+    created(store, "uid-1")
+    store.delete("reborn")
+    assert "reborn" not in store.objects
+    assert store.seen == [("ADDED", "1"), ("DELETED", "1")]

@@ -193,14 +193,6 @@ class Kube(MemoryObjects):
             }
         )
 
-    def delete_restore(self, name: str) -> None:
-        body = self.restores[name]
-        if not body["metadata"].get("finalizers"):
-            self.removed(name)
-            return
-        body["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:01Z"
-        self.changed(name, "MODIFIED")
-
     def put_snapshot(self, body: Mapping[str, Any]) -> None:
         self.snapshots[body["metadata"]["name"]] = copy.deepcopy(dict(body))
         self._snapshot_changed(body, "MODIFIED")
@@ -517,7 +509,7 @@ class RestoreMachine(LoopMachine):
             self.present.discard(name)
             return
         self.record_delete(body)
-        self.run(self.act(lambda: self.kube.delete_restore(name)))
+        self.run(self.act(lambda: self.kube.delete(name)))
         if not recreate:
             self.present.discard(name)
         elif name in self.kube.restores:
@@ -706,7 +698,7 @@ class RestoreMachine(LoopMachine):
         for name, body in list(self.kube.restores.items()):
             if not body["metadata"].get("deletionTimestamp"):
                 self.record_delete(body)
-                self.run(self.act(lambda name=name: self.kube.delete_restore(name)))
+                self.run(self.act(lambda name=name: self.kube.delete(name)))
         deadline = time.monotonic() + SETTLE_SECONDS
         while self.kube.restores and time.monotonic() < deadline:
             self.snapshot_controller()
