@@ -1,7 +1,5 @@
-"""The client tests' shared fixture: the operator's EVS client of the module's ``sim``.
-
-Each module here that asks for ``client`` defines ``sim``, the simulator with the timings its
-calls need (snapshots or disks that take a moment, as EVS's do)."""
+"""The client tests' shared fixtures: a simulator that takes a moment as EVS does, and the
+operator's EVS client of it."""
 
 from __future__ import annotations
 
@@ -10,8 +8,22 @@ from collections.abc import AsyncIterator
 import pytest
 
 from cloudsnap.evs.client import EVSClient
-from evs_simulator.testing import RunningSimulator
+from evs_simulator.testing import RunningSimulator, running_simulator
 from tests.fixtures.simulator import operator_client
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[RunningSimulator]:
+    """A simulator whose snapshots and disks stay ``creating`` (or ``deleting``) and whose
+    rollbacks run for a moment, as EVS's do."""
+    async with running_simulator(
+        create_seconds=0.2,
+        delete_seconds=0.2,
+        volume_create_seconds=0.2,
+        volume_delete_seconds=0.2,
+        rollback_seconds=0.2,
+    ) as running:
+        yield running
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,13 +21,6 @@ from tests.fixtures.simulator import operator_client
 from tests.waiting import eventually
 
 MISSING_ID = "00000000-0000-4000-8000-000000000000"
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[RunningSimulator]:
-    """A simulator whose snapshots stay ``creating`` for a moment, as EVS's do."""
-    async with running_simulator(create_seconds=0.2, delete_seconds=0.2) as running:
-        yield running
 
 
 async def status_of(client: EVSClient, snapshot_id: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -18,15 +17,6 @@ from tests.fixtures.simulator import operator_client
 from tests.waiting import eventually
 
 OWNER = "cloudsnap.io/restore-uid"
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[RunningSimulator]:
-    """Disks and rollbacks that take a moment, as EVS's do."""
-    async with running_simulator(
-        volume_create_seconds=0.2, volume_delete_seconds=0.2, rollback_seconds=0.2
-    ) as running:
-        yield running
 
 
 async def snapshot_of(client: EVSClient, volume_id: str) -> str:

@@ -19,7 +19,7 @@ from cloudsnap.controllers.restore.external import (
     SourceSnapshot,
 )
 from cloudsnap.runtime.failures import ExternalError, Failure, Kind
-from cloudsnap.runtime.writes import Event
+from tests.fixtures.objects import MemoryObjects
 
 SOURCE_DISK = "0f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"
 SNAPSHOT = "7b1e3c2a-5d4f-4e6a-9b8c-0d1e2f3a4b5c"
@@ -163,8 +163,9 @@ class FakeConnector:
 
 
 @dataclass
-class MemoryStore:
-    """CloudSnapshots, PersistentVolumes and claims in dictionaries; writes recorded."""
+class MemoryStore(MemoryObjects):
+    """CloudSnapshots, PersistentVolumes and claims in dictionaries, restores as
+    ``MemoryObjects`` (by name, in one namespace); writes recorded."""
 
     snapshots: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -174,17 +175,21 @@ class MemoryStore:
     """The namespaces whose pods were listed, one entry a list call."""
     unlisted: set[str] = field(default_factory=set)
     """Namespaces whose pods the operator may not list."""
-    restores: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    """The restores as the API server stores them (the watch may lag behind)."""
-    events: list[Event] = field(default_factory=list)
-    writes: list[str] = field(default_factory=list)
     _uids: itertools.count[int] = field(default_factory=itertools.count)
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    @property
+    def written(self) -> list[str]:
+        """What was written, in order, without the names."""
+        return [what for _, what in self.writes]
 
     async def read_snapshot(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.snapshots.get((namespace, name))
 
     async def create_snapshot(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        self.writes.append("create csnap")
+        self.writes.append((body["metadata"]["name"], "create csnap"))
         key = (namespace, body["metadata"]["name"])
         return self.snapshots.setdefault(key, self._stored(body))
 
@@ -205,42 +210,20 @@ class MemoryStore:
         return dict(stored)
 
     async def create_volume(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        self.writes.append("create pv")
         name = body["metadata"]["name"]
+        self.writes.append((name, "create pv"))
         return self.volumes.setdefault(name, self._stored(body))
 
     async def create_claim(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        self.writes.append("create pvc")
+        self.writes.append((body["metadata"]["name"], "create pvc"))
         return self.claims.setdefault((namespace, body["metadata"]["name"]), self._stored(body))
 
     async def delete_volume(self, name: str, uid: str) -> None:
-        self.writes.append("delete pv")
+        self.writes.append((name, "delete pv"))
         if self.volumes.get(name, {}).get("metadata", {}).get("uid") == uid:
             del self.volumes[name]
 
     async def delete_claim(self, namespace: str, name: str, uid: str) -> None:
-        self.writes.append("delete pvc")
+        self.writes.append((name, "delete pvc"))
         if self.claims.get((namespace, name), {}).get("metadata", {}).get("uid") == uid:
             del self.claims[(namespace, name)]
-
-    async def patch_status(
-        self, namespace: str, name: str, uid: str, status: Mapping[str, Any]
-    ) -> dict[str, Any] | None:
-        self.writes.append("status")
-        stored = self.restores.get((namespace, name))
-        if stored is not None:
-            stored["status"] = dict(status)
-        return dict(stored or {})
-
-    async def set_finalizers(
-        self, namespace: str, name: str, uid: str, finalizers: Sequence[str], version: str
-    ) -> dict[str, Any] | None:
-        self.writes.append("finalizers")
-        stored = self.restores.get((namespace, name))
-        if stored is None:
-            return None
-        stored["metadata"] = {**stored["metadata"], "finalizers": list(finalizers)}
-        return dict(stored)
-
-    async def post_event(self, body: Mapping[str, Any], event: Event) -> None:
-        self.events.append(event)

@@ -35,11 +35,11 @@ async def test_the_finalizer_comes_first_and_a_stale_body_never_repeats_the_crea
     disks, store = FakeDisks(), MemoryStore()
     controller = leading_controller(disks, store)
     body = restore({"snapshotID": SNAPSHOT, "newVolume": {}}, finalizer=False)
-    store.restores[("team-a", "db-restore")] = copy.deepcopy(body)
+    store.add(copy.deepcopy(body))
     controller.observe(None, body)
 
     assert await controller.step(KEY) == 0.0
-    assert store.writes == ["finalizers", "status"]
+    assert store.writes == [("db-restore", "finalizers"), ("db-restore", "status")]
     assert disks.creates == 0
 
     await controller.step(KEY)  # the create
@@ -61,7 +61,7 @@ async def test_the_leader_publishes_phases_completions_failures_and_durations() 
     controller = leading_controller(disks, store)
     body = restore({"snapshotID": SNAPSHOT, "newVolume": {}})
     body["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
-    store.restores[("team-a", "db-restore")] = copy.deepcopy(body)
+    store.add(copy.deepcopy(body))
     controller.observe(None, body)
     completed = sample("cloudsnap_restores_completed_total", target="newVolume")
     failed = sample("cloudsnap_restores_failed_total", target="newVolume")

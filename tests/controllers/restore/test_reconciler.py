@@ -187,8 +187,8 @@ async def test_a_restore_makes_one_disk_then_its_volume_and_claim() -> None:
     assert [c.type for c in status.conditions] == ["Ready", "Synced"]
     assert result.requeue is not None, "a Ready restore is looked at again (drift)"
     assert 0.5 * Timing().resync <= result.requeue <= 1.5 * Timing().resync
-    assert world.store.writes.count("create pv") == 1
-    assert world.store.writes.count("create pvc") == 1
+    assert world.store.written.count("create pv") == 1
+    assert world.store.written.count("create pvc") == 1
 
 
 @pytest.mark.parametrize("list_lag", [False, True])
@@ -238,8 +238,8 @@ async def test_a_claim_it_did_not_make_is_left_alone() -> None:
     assert "team-a/data" in status.error.message
     assert world.store.claims[("team-a", "data")] is theirs
     assert world.disks.made() == [], "checked before the create: nothing is made"
-    assert "create pvc" not in world.store.writes
-    assert "create pv" not in world.store.writes
+    assert "create pvc" not in world.store.written
+    assert "create pv" not in world.store.written
     stalled = [c for c in status.conditions if c.type == "Stalled"]
     assert stalled
     assert stalled[0].status == "True"
@@ -327,7 +327,7 @@ async def test_a_rollback_waits_for_a_detached_disk_and_its_safety_snapshot() ->
     assert error.code == "DiskInUse"
     assert SOURCE_DISK in error.message
     assert world.disks.rollbacks == []
-    assert "create csnap" not in world.store.writes, "no safety snapshot of an attached disk"
+    assert "create csnap" not in world.store.written, "no safety snapshot of an attached disk"
 
     source = world.disks.disks[SOURCE_DISK]
     world.disks.disks[SOURCE_DISK] = replace(source, phase="available")
@@ -472,8 +472,8 @@ async def test_a_volume_or_claim_deleted_behind_a_ready_restore_is_reported_not_
     assert f"disk {status.volume_id} is kept" in ready_condition.message
     assert [e.reason for e in result.events] == [reason]
     await world.step(restore(CLAIMED))
-    assert world.store.writes.count("create pv") == 1
-    assert world.store.writes.count("create pvc") == 1
+    assert world.store.written.count("create pv") == 1
+    assert world.store.written.count("create pvc") == 1
     result = await world.step(restore({**CLAIMED, "deletionPolicy": "Delete"}, deleting=True))
     assert not result.remove_finalizer, "the kept disk is still deleted with the restore"
     world.disks.finish_deletes()

@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import itertools
 import os
 import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,13 +58,13 @@ from cloudsnap.controllers.restore.decisions import (
 from cloudsnap.controllers.restore.reconciler import Reconciler
 from cloudsnap.providers.evs.accounts import Accounts
 from cloudsnap.providers.evs.disks import EVSDiskConnector
-from cloudsnap.runtime.writes import Conflict, Event
 from evs_simulator.admin_client import AdminClient
 from evs_simulator.app import Simulator
 from evs_simulator.config import SimulatorConfig, VolumeSeed
 from evs_simulator.errors import SimError
 from evs_simulator.server import serving
 from tests.fixtures.machines import BURSTS, TIMING, LoopMachine, machine_settings
+from tests.fixtures.objects import MemoryObjects
 from tests.fixtures.world import SECRET_NAME, FakeCluster
 from tests.waiting import eventually
 
@@ -135,21 +134,24 @@ class Spy:
     rollbacks: list[Rollback] = field(default_factory=list)
 
 
-class Kube:
-    """An in-memory API server for restores, CloudSnapshots, PersistentVolumes and claims (the
-    RestoreStore): writes bump resourceVersion and reach the controller as watch events."""
+class Kube(MemoryObjects):
+    """An in-memory API server for restores (the objects ``MemoryObjects`` writes),
+    CloudSnapshots, PersistentVolumes and claims (the RestoreStore): writes bump resourceVersion
+    and reach the controller as watch events."""
 
     def __init__(self) -> None:
-        self.restores: dict[str, dict[str, Any]] = {}
+        super().__init__()
         self.snapshots: dict[str, dict[str, Any]] = {}
         self.volumes: dict[str, dict[str, Any]] = {}
         self.claims: dict[str, dict[str, Any]] = {}
-        self.events: list[Event] = []
-        self.writes: list[str] = []
         self.operator_deleted: list[dict[str, Any]] = []
         """PersistentVolumes and claims the operator deleted, as they were."""
         self.controller: RestoreController | None = None
-        self._version = itertools.count(1)
+
+    @property
+    def restores(self) -> dict[str, dict[str, Any]]:
+        """The restores, by name."""
+        return self.objects
 
     def _deliver(
         self,
@@ -159,12 +161,9 @@ class Kube:
     ) -> None:
         asyncio.get_running_loop().call_soon(observe, kind, copy.deepcopy(dict(body)))
 
-    def _restore_changed(self, name: str, kind: str) -> dict[str, Any]:
-        body = self.restores[name]
-        body["metadata"]["resourceVersion"] = str(next(self._version))
+    def watch(self, kind: str, body: dict[str, Any]) -> None:
         if self.controller is not None:
             self._deliver(self.controller.observe, kind, body)
-        return copy.deepcopy(body)
 
     def _snapshot_changed(self, body: Mapping[str, Any], kind: str) -> None:
         if self.controller is not None:
@@ -179,28 +178,19 @@ class Kube:
     # -- what users and the rest of the cluster do -------------------------------------------
 
     def apply_restore(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-        self.restores[name] = {
-            "apiVersion": API_VERSION,
-            "kind": "CloudSnapshotRestore",
-            "metadata": {
-                "name": name,
-                "namespace": NAMESPACE,
-                "uid": str(uuid.uuid4()),
-                "generation": 1,
-            },
-            "spec": copy.deepcopy(dict(spec)),
-        }
-        return self._restore_changed(name, "ADDED")
-
-    def delete_restore(self, name: str) -> None:
-        body = self.restores[name]
-        if not body["metadata"].get("finalizers"):
-            del self.restores[name]
-            if self.controller is not None:
-                self._deliver(self.controller.observe, "DELETED", body)
-            return
-        body["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:01Z"
-        self._restore_changed(name, "MODIFIED")
+        return self.add(
+            {
+                "apiVersion": API_VERSION,
+                "kind": "CloudSnapshotRestore",
+                "metadata": {
+                    "name": name,
+                    "namespace": NAMESPACE,
+                    "uid": str(uuid.uuid4()),
+                    "generation": 1,
+                },
+                "spec": copy.deepcopy(dict(spec)),
+            }
+        )
 
     def put_snapshot(self, body: Mapping[str, Any]) -> None:
         self.snapshots[body["metadata"]["name"]] = copy.deepcopy(dict(body))
@@ -216,8 +206,8 @@ class Kube:
         return copy.deepcopy(self.snapshots.get(name))
 
     async def create_snapshot(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        self.writes.append("create csnap")
         name = body["metadata"]["name"]
+        self.writes.append((name, "create csnap"))
         if name not in self.snapshots:
             self.snapshots[name] = self._stored(body)
             self._snapshot_changed(self.snapshots[name], "ADDED")
@@ -230,52 +220,22 @@ class Kube:
         return copy.deepcopy(self.claims.get(name))
 
     async def create_volume(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        self.writes.append("create pv")
+        self.writes.append((body["metadata"]["name"], "create pv"))
         return copy.deepcopy(self.volumes.setdefault(body["metadata"]["name"], self._stored(body)))
 
     async def create_claim(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        self.writes.append("create pvc")
+        self.writes.append((body["metadata"]["name"], "create pvc"))
         return copy.deepcopy(self.claims.setdefault(body["metadata"]["name"], self._stored(body)))
 
     async def delete_volume(self, name: str, uid: str) -> None:
-        self.writes.append("delete pv")
+        self.writes.append((name, "delete pv"))
         if self.volumes.get(name, {}).get("metadata", {}).get("uid") == uid:
             self.operator_deleted.append(self.volumes.pop(name))
 
     async def delete_claim(self, namespace: str, name: str, uid: str) -> None:
-        self.writes.append("delete pvc")
+        self.writes.append((name, "delete pvc"))
         if self.claims.get(name, {}).get("metadata", {}).get("uid") == uid:
             self.operator_deleted.append(self.claims.pop(name))
-
-    async def patch_status(
-        self, namespace: str, name: str, uid: str, status: Mapping[str, Any]
-    ) -> dict[str, Any] | None:
-        body = self.restores.get(name)
-        if body is None or body["metadata"]["uid"] != uid:
-            return None
-        self.writes.append("status")
-        body["status"] = copy.deepcopy(dict(status))
-        return self._restore_changed(name, "MODIFIED")
-
-    async def set_finalizers(
-        self, namespace: str, name: str, uid: str, finalizers: Sequence[str], version: str
-    ) -> dict[str, Any] | None:
-        body = self.restores.get(name)
-        if body is None or body["metadata"]["uid"] != uid:
-            return None
-        if body["metadata"]["resourceVersion"] != version:
-            raise Conflict(name)
-        self.writes.append("finalizers")
-        body["metadata"]["finalizers"] = list(finalizers)
-        if body["metadata"].get("deletionTimestamp") and not finalizers:
-            del self.restores[name]
-            if self.controller is not None:
-                self._deliver(self.controller.observe, "DELETED", body)
-            return copy.deepcopy(body)
-        return self._restore_changed(name, "MODIFIED")
-
-    async def post_event(self, body: Mapping[str, Any], event: Event) -> None:
-        self.events.append(event)
 
 
 def is_ready(body: Mapping[str, Any] | None) -> bool:
@@ -346,7 +306,6 @@ class RestoreMachine(LoopMachine):
         self.stepping = ""
         self.controller = self.new_controller()
         self.present: set[str] = set()  # names the users made and have not deleted
-        self.known: set[str] = set()  # names the users ever made
         self.specs: dict[str, dict[str, Any]] = {}  # every restore's spec by UID
         self.deleted_with_delete: set[str] = set()  # UIDs whose deletion deletes what they made
         self.foreign_claims: set[str] = set()  # UIDs of claims users made
@@ -549,7 +508,7 @@ class RestoreMachine(LoopMachine):
             self.present.discard(name)
             return
         self.record_delete(body)
-        self.run(self.act(lambda: self.kube.delete_restore(name)))
+        self.run(self.act(lambda: self.kube.delete(name)))
         if not recreate:
             self.present.discard(name)
         elif name in self.kube.restores:
@@ -557,13 +516,6 @@ class RestoreMachine(LoopMachine):
         else:
             again = self.run(self.act(lambda: self.kube.apply_restore(name, body["spec"])))
             self.specs[again["metadata"]["uid"]] = body["spec"]
-
-    @precondition(lambda self: self.known)
-    @rule(data=st.data(), times=st.integers(1, 4))
-    def reconcile(self, data: st.DataObject, times: int) -> None:
-        name = data.draw(st.sampled_from(sorted(self.known)), label="name")
-        for _ in range(times):
-            self.step(name)
 
     @precondition(lambda self: self.known)
     @rule(rounds=st.integers(1, 3))
@@ -745,7 +697,7 @@ class RestoreMachine(LoopMachine):
         for name, body in list(self.kube.restores.items()):
             if not body["metadata"].get("deletionTimestamp"):
                 self.record_delete(body)
-                self.run(self.act(lambda name=name: self.kube.delete_restore(name)))
+                self.run(self.act(lambda name=name: self.kube.delete(name)))
         deadline = time.monotonic() + SETTLE_SECONDS
         while self.kube.restores and time.monotonic() < deadline:
             self.snapshot_controller()

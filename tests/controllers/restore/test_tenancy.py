@@ -48,7 +48,7 @@ async def refused(world: World, spec: dict[str, Any], code: str) -> str:
     assert (synced.status, synced.reason) == ("False", code)
     assert world.disks.creates == 0
     assert world.disks.rollbacks == []
-    assert "create csnap" not in world.store.writes
+    assert "create csnap" not in world.store.written
     return error.message
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,27 +29,29 @@ from cloudsnap.controllers.schedule.controller import (
     selector_string,
 )
 from cloudsnap.runtime.writes import Event, Refused
+from tests.fixtures.objects import MemoryObjects
 
 VOLUME_A = "5aa119a8-d25b-45a7-8d1b-88e127885635"
 VOLUME_B = "7b1c0e8e-3f0a-4d59-9a49-1f6f3c3b5f21"
 NS = "prod"
+SCHEDULE = "db"
 CREATED = datetime(2026, 6, 1, 9, 10, tzinfo=UTC)
 
 
-class MemoryStore:
-    """The API server as a schedule step sees it: CloudSnapshots, claims and one schedule."""
+class MemoryStore(MemoryObjects):
+    """The API server as a schedule step sees it: CloudSnapshots, claims and one schedule (the
+    object ``MemoryObjects`` writes); with ``status_refused`` its status writes fail."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.snapshots: dict[str, dict[str, Any]] = {}
         self.claims: list[dict[str, Any]] = []
-        self.schedule: dict[str, Any] = {}
         self.creates = 0
         self.create_requests = 0
         """Every create sent, including those answered with the object already there."""
         self.deleted: list[str] = []
         self.uids = (f"uid-{n}" for n in itertools.count())
         self.now = CREATED
-        self.events: list[Event] = []
         self.serves_claims = True
         self.slow_deletes = False
         """Deletions leave the object with a deletionTimestamp until ``finish_deletes``."""
@@ -110,27 +112,17 @@ class MemoryStore:
         assert selector == "app=postgres"
         return self.claims
 
+    @property
+    def schedule(self) -> dict[str, Any]:
+        """The schedule, as stored."""
+        return self.objects[SCHEDULE]
+
     async def patch_status(
         self, namespace: str, name: str, uid: str, status: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         if self.status_refused:
             raise RuntimeError("500 Internal Server Error")
-        self.schedule["status"] = copy.deepcopy(dict(status))
-        return copy.deepcopy(self.schedule)
-
-    async def set_finalizers(
-        self,
-        namespace: str,
-        name: str,
-        uid: str,
-        finalizers: Sequence[str],
-        resource_version: str,
-    ) -> dict[str, Any] | None:
-        self.schedule["metadata"]["finalizers"] = list(finalizers)
-        return copy.deepcopy(self.schedule)
-
-    async def post_event(self, body: Mapping[str, Any], event: Event) -> None:
-        self.events.append(event)
+        return await super().patch_status(namespace, name, uid, status)
 
     def make_ready(self, *names: str, policy: str = "Delete") -> None:
         """Ready, with the deletion policy the snapshot lifecycle records at create."""
@@ -159,31 +151,31 @@ class World:
 
     def __init__(self, **spec: Any) -> None:
         self.store = MemoryStore()
-        self.events = self.store.events
         self.leading = True
         self.controller = self.start_controller()
-        self.store.schedule = {
-            "apiVersion": "evs.cloudsnap.io/v1alpha1",
-            "kind": "CloudSnapshotSchedule",
-            "metadata": {
-                "name": "db",
-                "namespace": NS,
-                "uid": "sched-uid",
-                "generation": 1,
-                "resourceVersion": "1",
-                "creationTimestamp": CREATED.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            },
-            "spec": {
-                "schedule": "0 * * * *",
-                "sources": {"volumeIDs": [VOLUME_A, VOLUME_B]},
-                "retention": {"maxCount": 2, "minReady": 1},
-                "snapshotTemplate": {
-                    "metadata": {"labels": {"team": "db"}},
-                    "spec": {"force": True, "description": "hourly"},
+        self.store.add(
+            {
+                "apiVersion": "evs.cloudsnap.io/v1alpha1",
+                "kind": "CloudSnapshotSchedule",
+                "metadata": {
+                    "name": SCHEDULE,
+                    "namespace": NS,
+                    "uid": "sched-uid",
+                    "generation": 1,
+                    "creationTimestamp": CREATED.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 },
-                **spec,
-            },
-        }
+                "spec": {
+                    "schedule": "0 * * * *",
+                    "sources": {"volumeIDs": [VOLUME_A, VOLUME_B]},
+                    "retention": {"maxCount": 2, "minReady": 1},
+                    "snapshotTemplate": {
+                        "metadata": {"labels": {"team": "db"}},
+                        "spec": {"force": True, "description": "hourly"},
+                    },
+                    **spec,
+                },
+            }
+        )
 
     def start_controller(self) -> ScheduleController:
         """A new controller (a new operator process) over the same store."""
@@ -205,6 +197,10 @@ class World:
     def status(self) -> dict[str, Any]:
         status: dict[str, Any] = self.store.schedule.get("status", {})
         return status
+
+    @property
+    def events(self) -> list[Event]:
+        return [event for _, event in self.store.events]
 
     def reasons(self) -> list[str]:
         return [e.reason for e in self.events]
@@ -573,7 +569,7 @@ async def test_deleting_the_schedule_keeps_or_deletes_its_children(delete_childr
     await world.step(hour(10, 0, 1))
     world.store.schedule["metadata"]["deletionTimestamp"] = "2026-06-01T10:30:00Z"
     await world.step(hour(10, 30))
-    assert world.store.schedule["metadata"]["finalizers"] == []
+    assert SCHEDULE not in world.store.objects  # its finalizer removed, the API server let it go
     if delete_children:
         assert world.store.snapshots == {}
     else:

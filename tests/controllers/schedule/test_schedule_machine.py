@@ -37,7 +37,7 @@ from hypothesis.stateful import (
 )
 
 from cloudsnap.api.constants import EVS_SNAPSHOTS_PER_DISK, ROOM_ANNOTATION
-from tests.controllers.schedule.test_controller import VOLUME_A, World, hour
+from tests.controllers.schedule.test_controller import SCHEDULE, VOLUME_A, World, hour
 
 DISK_LIMIT_DELETION = re.compile(r"^(\S+) deleted \(DiskLimit\)")
 
@@ -185,31 +185,32 @@ class ScheduleMachine(RuleBasedStateMachine):
     )
     def delete_schedule(self, propagation: str, delete_children: bool) -> None:
         schedule = self.store.schedule
+        uid = schedule["metadata"]["uid"]
         schedule["spec"]["deleteChildrenOnDelete"] = delete_children
         schedule["metadata"]["deletionTimestamp"] = "2026-06-01T00:00:00Z"
         if delete_children:
             self.by_user |= set(self.children())
         if propagation == "Foreground":
-            self.collect_garbage()
+            self.collect_garbage(uid)
         self.step()
         assert schedule["metadata"]["finalizers"] == []
+        assert SCHEDULE not in self.store.objects, "gone once its finalizer is removed"
         if propagation == "Background":
-            self.collect_garbage()
+            self.collect_garbage(uid)
         self.schedule_gone = True
 
-    def collect_garbage(self) -> None:
+    def collect_garbage(self, owner_uid: str) -> None:
         """What the garbage collector deletes: children naming the schedule as an owner."""
-        uid = self.store.schedule["metadata"]["uid"]
         for name, child in list(self.children().items()):
             refs = child["metadata"].get("ownerReferences") or []
-            if any(ref.get("uid") == uid for ref in refs):
+            if any(ref.get("uid") == owner_uid for ref in refs):
                 self.collected.append(name)
                 child["metadata"]["deletionTimestamp"] = "2026-06-01T00:00:00Z"
 
     # -- what must hold -----------------------------------------------------------------------
 
     def deleted_for_room(self) -> list[str]:
-        found = (DISK_LIMIT_DELETION.match(e.message) for e in self.store.events)
+        found = (DISK_LIMIT_DELETION.match(e.message) for e in self.world.events)
         return [m.group(1) for m in found if m]
 
     @invariant()
@@ -232,7 +233,7 @@ class ScheduleMachine(RuleBasedStateMachine):
     def nobody_else_deletes_a_child(self) -> None:
         assert self.collected == [], "the garbage collector deleted children"
         retention = {
-            e.message.split()[0] for e in self.store.events if e.reason == "RetentionDeleted"
+            e.message.split()[0] for e in self.world.events if e.reason == "RetentionDeleted"
         }
         for name in self.store.deleted:
             assert name in retention or name in self.by_user, f"{name} deleted by no one's choice"

@@ -195,7 +195,6 @@ class OwnershipMachine(LoopMachine):
         self.world = World(self.new_reconciler())
         self.deleted_with_delete: set[str] = set()  # UIDs deleted under policy Delete
         self.present: set[str] = set()  # names the users made and have not deleted
-        self.known: set[str] = set()  # names the users ever made
         self.adopters_with_delete: set[str] = set()  # snapshot IDs adopted by such a resource
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -425,13 +424,6 @@ class OwnershipMachine(LoopMachine):
                 await asyncio.sleep(0)
 
         self.run(go())
-
-    @precondition(lambda self: self.known)
-    @rule(data=st.data(), times=st.integers(1, 4))
-    def reconcile(self, data: st.DataObject, times: int) -> None:
-        name = data.draw(st.sampled_from(sorted(self.known)), label="name")
-        for _ in range(times):
-            self.step(name)
 
     @rule(seconds=st.sampled_from((0.05, 0.15, 0.35)))
     def time_passes(self, seconds: float) -> None:
