@@ -944,7 +944,7 @@ async def test_writer_answers_none_for_a_stale_uid_and_conflict_for_a_stale_vers
     """The Writer contract the controller relies on: a write for a gone UID is None (as for a
     gone object), a finalizer write at a stale resourceVersion is Conflict (retried at once).
     The API server answers a failed JSON-patch test with a bare 422 (no cause, no path), which
-    the writer once let through as UnprocessableEntityException."""
+    the writer must read as one of these, never raise as UnprocessableEntityException."""
     old, new = await recreate_under_same_name(cluster, namespace, writer)
     posing = under_old_uid(new, old)
     with pytest.raises(Conflict):
