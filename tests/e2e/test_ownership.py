@@ -20,7 +20,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -877,12 +877,10 @@ async def recreate_under_same_name(
     cluster.kubectl("-n", namespace, "create", "-f", "-", input=doc)
     old_uid = uid_of(get())
     # Positive control: with the right UID (and version) both writes land.
-    written = await writer.patch_status(namespace, "reborn", old_uid, {"phase": "old"})
+    written = await writer.patch_status(get(), {"phase": "old"})
     assert written is not None
     assert written["status"] == {"phase": "old"}
-    held = await writer.set_finalizers(
-        namespace, "reborn", old_uid, ["x.io/hold"], written["metadata"]["resourceVersion"]
-    )
+    held = await writer.set_finalizers(written, ["x.io/hold"])
     assert held is not None
     assert held["metadata"]["finalizers"] == ["x.io/hold"]
     cluster.kubectl(
@@ -894,6 +892,12 @@ async def recreate_under_same_name(
     new = get()
     assert uid_of(new) != old_uid
     return held, new
+
+
+def under_old_uid(new: Mapping[str, Any], old: Mapping[str, Any]) -> dict[str, Any]:
+    """The new object as read, but with the old one's UID: writes a step still holding the old
+    object would send, at the new object's current resourceVersion."""
+    return {"metadata": {**new["metadata"], "uid": uid_of(old)}}
 
 
 @pytest.fixture
@@ -910,11 +914,12 @@ async def test_writes_for_a_deleted_uid_never_land_on_a_recreated_object(
 ) -> None:
     """The guarantee itself: whatever the writer answers, nothing reaches the new object."""
     old, new = await recreate_under_same_name(cluster, namespace, writer)
-    old_uid, version = uid_of(old), new["metadata"]["resourceVersion"]
+    version = new["metadata"]["resourceVersion"]
+    posing = under_old_uid(new, old)
     outcomes: list[str] = []
     for write in (
-        writer.patch_status(namespace, "reborn", old_uid, {"phase": "stale"}),
-        writer.set_finalizers(namespace, "reborn", old_uid, ["x.io/stale"], version),
+        writer.patch_status(posing, {"phase": "stale"}),
+        writer.set_finalizers(posing, ["x.io/stale"]),
     ):
         try:
             outcomes.append(repr(await write))
@@ -928,7 +933,7 @@ async def test_writes_for_a_deleted_uid_never_land_on_a_recreated_object(
     assert not after["metadata"].get("finalizers")
     assert after["metadata"]["resourceVersion"] == version  # nothing was written at all
     # And the new UID's own writes still land.
-    mine = await writer.patch_status(namespace, "reborn", uid_of(new), {"phase": "new"})
+    mine = await writer.patch_status(new, {"phase": "new"})
     assert mine is not None
     assert mine["status"] == {"phase": "new"}
 
@@ -939,11 +944,11 @@ async def test_writer_answers_none_for_a_stale_uid_and_conflict_for_a_stale_vers
     """The Writer contract the controller relies on: a write for a gone UID is None (as for a
     gone object), a finalizer write at a stale resourceVersion is Conflict (retried at once).
     The API server answers a failed JSON-patch test with a bare 422 (no cause, no path), which
-    the writer once let through as UnprocessableEntityException."""
+    the writer must read as one of these, never raise as UnprocessableEntityException."""
     old, new = await recreate_under_same_name(cluster, namespace, writer)
-    old_uid, version = uid_of(old), new["metadata"]["resourceVersion"]
+    posing = under_old_uid(new, old)
     with pytest.raises(Conflict):
-        await writer.set_finalizers(namespace, "reborn", uid_of(new), [], "1")
-    assert await writer.patch_status(namespace, "reborn", old_uid, {"phase": "stale"}) is None
-    stale = await writer.set_finalizers(namespace, "reborn", old_uid, ["x.io/stale"], version)
+        await writer.set_finalizers({"metadata": {**new["metadata"], "resourceVersion": "1"}}, [])
+    assert await writer.patch_status(posing, {"phase": "stale"}) is None
+    stale = await writer.set_finalizers(posing, ["x.io/stale"])
     assert stale is None

@@ -30,14 +30,19 @@ def created(store: MemoryObjects, uid: str) -> dict[str, Any]:
     return store.add({"metadata": {"name": "reborn", "namespace": NAMESPACE, "uid": uid}})
 
 
+def read_as(name: str, uid: str, version: str = "") -> dict[str, Any]:
+    """An object as a step read it: the name, UID and resourceVersion its writes name."""
+    meta = {"name": name, "namespace": NAMESPACE, "uid": uid, "resourceVersion": version}
+    return {"metadata": meta}
+
+
 async def recreate_under_same_name(store: MemoryObjects) -> dict[str, Any]:
     """reborn written to under its first UID, deleted and created again: the new object."""
     old = created(store, "old-uid")
-    written = await store.patch_status(NAMESPACE, "reborn", "old-uid", {"phase": "old"})
+    written = await store.patch_status(old, {"phase": "old"})
     assert written is not None
     assert written["status"] == {"phase": "old"}
-    version = written["metadata"]["resourceVersion"]
-    held = await store.set_finalizers(NAMESPACE, "reborn", "old-uid", ["x.io/hold"], version)
+    held = await store.set_finalizers(written, ["x.io/hold"])
     assert held is not None
     assert held["metadata"]["finalizers"] == ["x.io/hold"]
     assert int(held["metadata"]["resourceVersion"]) > int(old["metadata"]["resourceVersion"])
@@ -51,17 +56,17 @@ async def test_writes_for_a_gone_uid_are_none_and_never_land_on_its_successor() 
     version = new["metadata"]["resourceVersion"]
     writes = list(store.writes)
 
-    assert await store.patch_status(NAMESPACE, "reborn", "old-uid", {"phase": "stale"}) is None
-    stale = await store.set_finalizers(NAMESPACE, "reborn", "old-uid", ["x.io/stale"], version)
+    assert await store.patch_status(read_as("reborn", "old-uid"), {"phase": "stale"}) is None
+    stale = await store.set_finalizers(read_as("reborn", "old-uid", version), ["x.io/stale"])
     assert stale is None
-    assert await store.set_finalizers(NAMESPACE, "gone", "old-uid", [], version) is None
+    assert await store.set_finalizers(read_as("gone", "old-uid", version), []) is None
 
     after = store.objects["reborn"]
     assert "status" not in after
     assert "finalizers" not in after["metadata"]
     assert after["metadata"]["resourceVersion"] == version  # nothing was written at all
     assert store.writes == writes
-    mine = await store.patch_status(NAMESPACE, "reborn", "new-uid", {"phase": "new"})
+    mine = await store.patch_status(new, {"phase": "new"})
     assert mine is not None
     assert mine["status"] == {"phase": "new"}
 
@@ -70,10 +75,9 @@ async def test_a_finalizer_write_at_a_stale_version_is_a_conflict() -> None:
     store = MemoryObjects()
     new = await recreate_under_same_name(store)
     with pytest.raises(Conflict):
-        await store.set_finalizers(NAMESPACE, "reborn", "new-uid", ["x.io/late"], "1")
+        await store.set_finalizers(read_as("reborn", "new-uid", "1"), ["x.io/late"])
     assert "finalizers" not in store.objects["reborn"]["metadata"]
-    current = new["metadata"]["resourceVersion"]
-    landed = await store.set_finalizers(NAMESPACE, "reborn", "new-uid", ["x.io/now"], current)
+    landed = await store.set_finalizers(new, ["x.io/now"])
     assert landed is not None
     assert landed["metadata"]["finalizers"] == ["x.io/now"]
 
@@ -81,16 +85,12 @@ async def test_a_finalizer_write_at_a_stale_version_is_a_conflict() -> None:
 async def test_every_change_is_watched_and_a_deleting_object_goes_with_its_last_finalizer() -> None:
     store = Watched()
     body = created(store, "uid-1")
-    held = await store.set_finalizers(
-        NAMESPACE, "reborn", "uid-1", ["x.io/hold"], body["metadata"]["resourceVersion"]
-    )
+    held = await store.set_finalizers(body, ["x.io/hold"])
     assert held is not None
     store.delete("reborn")
     deleting = store.objects["reborn"]
     assert deleting["metadata"]["deletionTimestamp"]
-    released = await store.set_finalizers(
-        NAMESPACE, "reborn", "uid-1", [], deleting["metadata"]["resourceVersion"]
-    )
+    released = await store.set_finalizers(deleting, [])
     assert released is not None
     assert released["metadata"]["finalizers"] == []
     assert "reborn" not in store.objects

@@ -18,10 +18,15 @@ def version_of(body: Mapping[str, Any]) -> str:
     return str(body.get("metadata", {}).get("resourceVersion", ""))
 
 
+def namespace_and_name(body: Mapping[str, Any]) -> tuple[str, str]:
+    """The object's namespace and name ("" where absent)."""
+    meta = body.get("metadata") or {}
+    return str(meta.get("namespace", "")), str(meta.get("name", ""))
+
+
 def object_key(body: Mapping[str, Any]) -> str:
     """ "namespace/name": how a namespaced object is named in keys, caches and log lines."""
-    meta = body.get("metadata") or {}
-    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+    return "/".join(namespace_and_name(body))
 
 
 def condition_in(body: Mapping[str, Any], kind: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from cloudsnap.api.constants import GROUP, SNAPSHOT_KIND, SNAPSHOT_PLURAL, VERSION
-from cloudsnap.api.objects import uid_of, version_of
+from cloudsnap.api.objects import namespace_and_name, uid_of, version_of
 from cloudsnap.api.text import EVENT_MESSAGE_MAX_BYTES, fit_text
 from cloudsnap.kube.objects import api_message, unless_missing
 from cloudsnap.runtime.writes import Conflict, Event
@@ -57,39 +57,34 @@ class KubeWriter:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
     async def patch_status(
-        self, namespace: str, name: str, uid: str, status: Mapping[str, Any]
+        self, body: Mapping[str, Any], status: Mapping[str, Any]
     ) -> dict[str, Any] | None:
-        """Replace ``status`` on the object with this UID; the new object, or None if it is gone.
+        """Replace ``status`` on the object ``body`` is; the new object, or None if it is gone.
 
         A JSON patch whose first operation tests the UID: the API server applies it to the
         stored object, so a newer object of the same name refuses it (the status strategy would
         ignore a UID given in a merge patch).
         """
-        body: list[dict[str, Any]] = [
-            {"op": "test", "path": "/metadata/uid", "value": uid},
+        patch: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/uid", "value": uid_of(body)},
             {"op": "add", "path": "/status", "value": dict(status)},
         ]
-        return await self.patch(namespace, name, body, status=True)
+        return await self.patch(*namespace_and_name(body), patch, status=True)
 
     async def set_finalizers(
-        self,
-        namespace: str,
-        name: str,
-        uid: str,
-        finalizers: Sequence[str],
-        resource_version: str,
+        self, body: Mapping[str, Any], finalizers: Sequence[str]
     ) -> dict[str, Any] | None:
-        """Replace the finalizer list, only on this UID still at ``resource_version``.
+        """Replace the finalizer list, only on ``body``'s object still at its resourceVersion.
 
         The list is replaced whole, so the version test keeps a finalizer someone else added
         meanwhile from being dropped; a version mismatch raises Conflict.
         """
-        body: list[dict[str, Any]] = [
-            {"op": "test", "path": "/metadata/uid", "value": uid},
-            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+        patch: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/uid", "value": uid_of(body)},
+            {"op": "test", "path": "/metadata/resourceVersion", "value": version_of(body)},
             {"op": "add", "path": "/metadata/finalizers", "value": list(finalizers)},
         ]
-        return await self.patch(namespace, name, body, status=False)
+        return await self.patch(*namespace_and_name(body), patch, status=False)
 
     async def post_event(self, body: Mapping[str, Any], event: Event) -> None:
         """Record ``event`` on the resource ``body`` as a core/v1 Event.
@@ -97,8 +92,7 @@ class KubeWriter:
         Best effort: status carries the truth, so a post refused (say, into a namespace being
         deleted) is logged and not retried.
         """
-        meta = body.get("metadata", {})
-        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        namespace, name = namespace_and_name(body)
         now = rfc3339(datetime.now(UTC))
         message = fit_text(event.message, EVENT_MESSAGE_MAX_BYTES)
         manifest = {
@@ -108,8 +102,8 @@ class KubeWriter:
                 "kind": body.get("kind", SNAPSHOT_KIND),
                 "name": name,
                 "namespace": namespace,
-                "uid": meta.get("uid"),
-                "resourceVersion": meta.get("resourceVersion"),
+                "uid": uid_of(body),
+                "resourceVersion": version_of(body),
             },
             "type": event.type,
             "reason": event.reason,

@@ -38,26 +38,23 @@ class NotLeading(Exception):
 class Writer(Protocol):
     """The writes a step needs (KubeWriter in the operator, an in-memory one in tests).
 
-    Status and finalizer writes carry the resource's UID as a precondition: a write meant for a
-    deleted resource never lands on a newer one of the same name (the answer is then None, as for
-    a gone object).
+    Each write names its resource by the object it was decided on, ``body`` as read: it lands
+    only on that object, never on a newer one of the same name (its UID is a precondition, and
+    the answer is then None, as for a gone object), and a finalizer write only at the
+    resourceVersion read, so the namespace, name, UID and version always come from one object.
     """
 
     async def patch_status(
-        self, namespace: str, name: str, uid: str, status: Mapping[str, Any]
+        self, body: Mapping[str, Any], status: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         """Replace the status; the new object, or None if it is gone."""
         ...
 
     async def set_finalizers(
-        self,
-        namespace: str,
-        name: str,
-        uid: str,
-        finalizers: Sequence[str],
-        resource_version: str,
+        self, body: Mapping[str, Any], finalizers: Sequence[str]
     ) -> dict[str, Any] | None:
-        """Replace the finalizers at ``resource_version`` (Conflict otherwise); None if gone."""
+        """Replace the finalizers at ``body``'s resourceVersion (Conflict otherwise); None if
+        gone."""
         ...
 
     async def post_event(self, body: Mapping[str, Any], event: Event) -> None:
@@ -77,16 +74,16 @@ class FencedWriter:
             raise NotLeading
 
     async def patch_status(
-        self, namespace: str, name: str, uid: str, status: Mapping[str, Any]
+        self, body: Mapping[str, Any], status: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         self.check()
-        return await self.writer.patch_status(namespace, name, uid, status)
+        return await self.writer.patch_status(body, status)
 
     async def set_finalizers(
-        self, namespace: str, name: str, uid: str, finalizers: Sequence[str], version: str
+        self, body: Mapping[str, Any], finalizers: Sequence[str]
     ) -> dict[str, Any] | None:
         self.check()
-        return await self.writer.set_finalizers(namespace, name, uid, finalizers, version)
+        return await self.writer.set_finalizers(body, finalizers)
 
     async def post_event(self, body: Mapping[str, Any], event: Event) -> None:
         self.check()

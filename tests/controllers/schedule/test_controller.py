@@ -118,11 +118,11 @@ class MemoryStore(MemoryObjects):
         return self.objects[SCHEDULE]
 
     async def patch_status(
-        self, namespace: str, name: str, uid: str, status: Mapping[str, Any]
+        self, body: Mapping[str, Any], status: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         if self.status_refused:
             raise RuntimeError("500 Internal Server Error")
-        return await super().patch_status(namespace, name, uid, status)
+        return await super().patch_status(body, status)
 
     def make_ready(self, *names: str, policy: str = "Delete") -> None:
         """Ready, with the deletion policy the snapshot lifecycle records at create."""

@@ -218,7 +218,7 @@ async def test_a_disk_pinned_before_a_crash_is_not_resolved_again(
     world.leading = False  # an earlier process pinned the disk, then died
     world.apply("db", finalizers=[FINALIZER], persistentVolumeClaimName=CLAIM)
     pinned = {"volumeID": volume, "persistentVolumeName": VOLUME}
-    await world.patch_status(NAMESPACE, "db", world.uid("db"), pinned)
+    await world.patch_status(world.objects["db"], pinned)
     await eventually(lambda: world.controller.resource(world.uid("db")), timeout=10)
 
     world.leading = True

@@ -11,7 +11,7 @@ from typing import Any
 
 from cloudsnap import metrics
 from cloudsnap.api.constants import GROUP, READY
-from cloudsnap.api.objects import condition_in, object_key, uid_of, version_of
+from cloudsnap.api.objects import condition_in, object_key, uid_of
 from cloudsnap.controllers.restore.reconciler import Reconciler, Result
 from cloudsnap.controllers.restore.store import RestoreStore
 from cloudsnap.runtime.controller import NOT_LEADING_RETRY_SECONDS, QueuedController
@@ -121,19 +121,16 @@ class RestoreController(QueuedController):
         self, key: str, body: dict[str, Any], previous: Mapping[str, Any], result: Result
     ) -> float | None:
         """Finalizer first (before any create), then status, Events, the finalizer's removal."""
-        meta = body["metadata"]
-        namespace, name, uid = meta["namespace"], meta["name"], uid_of(body)
-        finalizers = list(meta.get("finalizers") or ())
+        uid = uid_of(body)
+        finalizers = list(body["metadata"].get("finalizers") or ())
         if result.add_finalizer and RESTORE_FINALIZER not in finalizers:
-            fresh = await self._writer.set_finalizers(
-                namespace, name, uid, [*finalizers, RESTORE_FINALIZER], version_of(body)
-            )
+            fresh = await self._writer.set_finalizers(body, [*finalizers, RESTORE_FINALIZER])
             if fresh is None:
                 return None
             self._bodies[key] = body = fresh
         status = result.status.model_dump(mode="json", by_alias=True, exclude_none=True)
         unchanged = status == dict(previous)
-        if not unchanged and await self._writer.patch_status(namespace, name, uid, status) is None:
+        if not unchanged and await self._writer.patch_status(body, status) is None:
             return None
         self._written[key] = (uid, status)
         self._observe(key, body, previous, status)
@@ -141,7 +138,7 @@ class RestoreController(QueuedController):
             await self._writer.post_event(body, event)
         if result.remove_finalizer and RESTORE_FINALIZER in finalizers:
             kept = [each for each in finalizers if each != RESTORE_FINALIZER]
-            await self._writer.set_finalizers(namespace, name, uid, kept, version_of(body))
+            await self._writer.set_finalizers(body, kept)
         return result.requeue
 
     def _observe(

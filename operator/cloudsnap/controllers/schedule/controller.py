@@ -579,14 +579,7 @@ class ScheduleController(QueuedController):
         finalizers = list(meta.get("finalizers") or [])
         if SCHEDULE_FINALIZER in finalizers:
             return body
-        namespace, name = meta["namespace"], meta["name"]
-        fresh = await self._store.set_finalizers(
-            namespace,
-            name,
-            meta["uid"],
-            [*finalizers, SCHEDULE_FINALIZER],
-            version_of(body),
-        )
+        fresh = await self._store.set_finalizers(body, [*finalizers, SCHEDULE_FINALIZER])
         if fresh is not None:
             self._bodies[object_key(body)] = fresh
         return fresh
@@ -735,14 +728,13 @@ class ScheduleController(QueuedController):
         """Write the step's status, remember it as the schedule's, and post and count what it
         records."""
         meta = body["metadata"]
-        namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
         status.conditions = with_progress(
             status.conditions, schedule_progress(status), step.now, meta.get("generation")
         )
         dumped = _dump(status)
-        if await self._store.patch_status(namespace, name, uid, dumped) is None:
+        if await self._store.patch_status(body, dumped) is None:
             return  # the schedule is gone
-        self._written[object_key(body)] = (uid, dumped)
+        self._written[object_key(body)] = (meta["uid"], dumped)
         step.status_written()
 
     async def _sources(self, namespace: str, spec: CloudSnapshotScheduleSpec) -> list[Source]:
@@ -896,7 +888,7 @@ class ScheduleController(QueuedController):
         else:
             await self._detach(children, uid)
         remaining = [f for f in finalizers if f != SCHEDULE_FINALIZER]
-        await self._store.set_finalizers(namespace, name, uid, remaining, version_of(body))
+        await self._store.set_finalizers(body, remaining)
         # Only once released: a release refused (the garbage collector changed the schedule
         # meanwhile) is made again by the step its change brings, which says it then.
         step.event(

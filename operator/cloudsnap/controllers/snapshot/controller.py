@@ -338,20 +338,16 @@ class SnapshotController(QueuedController):
         Each write first checks that this replica may still act (it holds the Lease).
         """
         writer = FencedWriter(self._writer, self._may_act)
-        meta = body.get("metadata", {})
-        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
         current = body
-        finalizers = list(meta.get("finalizers") or [])
+        finalizers = list(body.get("metadata", {}).get("finalizers") or [])
         if result.finalizer is True and FINALIZER not in finalizers:
-            fresh = await writer.set_finalizers(
-                namespace, name, uid, [*finalizers, FINALIZER], version_of(body)
-            )
+            fresh = await writer.set_finalizers(body, [*finalizers, FINALIZER])
             if fresh is None:
                 return
             current = fresh
             self._remember(uid, fresh)
         if result.status is not None:
-            fresh = await writer.patch_status(namespace, name, uid, result.status)
+            fresh = await writer.patch_status(current, result.status)
             if fresh is None:
                 return
             current = fresh
@@ -362,9 +358,7 @@ class SnapshotController(QueuedController):
             remaining = [f for f in current["metadata"].get("finalizers") or [] if f != FINALIZER]
             self._releasing.add(uid)
             try:
-                fresh = await writer.set_finalizers(
-                    namespace, name, uid, remaining, version_of(current)
-                )
+                fresh = await writer.set_finalizers(current, remaining)
                 if fresh is not None:
                     self._remember(uid, fresh)
             finally:
